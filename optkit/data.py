@@ -1,0 +1,145 @@
+"""Sample sets for calibration, reference and validation: loading, checking, batching.
+
+A sample set is either a directory of ``.npy`` files (each one sample shaped like the model
+input without the batch dimension, or a batch with a leading dimension) or an ``.npz`` file with
+``x`` (and optionally integer labels ``y``). Every way such a set can be wrong is an InputError
+that names the file.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optkit.errors import InputError
+
+
+@dataclass
+class SampleSet:
+    x: np.ndarray  # (N, *sample_shape) float32
+    y: np.ndarray | None = None  # (N,) int64 labels, if known
+    source: str = ""
+    files: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self), batch_size):
+            yield self.x[start : start + batch_size]
+
+    def take(self, n: int | None) -> "SampleSet":
+        if n is None or n >= len(self):
+            return self
+        return SampleSet(self.x[:n], None if self.y is None else self.y[:n], self.source, self.files[:n])
+
+
+def _check_array(arr: np.ndarray, where: str, sample_shape: tuple[int, ...] | None, dtype: str) -> np.ndarray:
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"{where}: dtype {arr.dtype} is not numeric; expected {dtype}")
+    if np.dtype(dtype) != arr.dtype:
+        if np.issubdtype(np.dtype(dtype), np.floating) and not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"{where}: dtype {arr.dtype} does not match the model input dtype {dtype}")
+        if np.issubdtype(np.dtype(dtype), np.floating) and arr.dtype == np.float64:
+            # float64 from numpy defaults is common and lossless enough for fp32 models.
+            arr = arr.astype(dtype)
+        else:
+            raise InputError(f"{where}: dtype {arr.dtype} does not match the model input dtype {dtype}")
+    if sample_shape is not None:
+        if tuple(arr.shape) == tuple(sample_shape):
+            arr = arr[None]
+        elif tuple(arr.shape[1:]) != tuple(sample_shape):
+            raise InputError(
+                f"{where}: shape {tuple(arr.shape)} does not match the model input "
+                f"{tuple(sample_shape)} (one sample) or (N, {', '.join(map(str, sample_shape))}) (a batch)"
+            )
+    elif arr.ndim < 1:
+        raise InputError(f"{where}: a scalar is not a sample")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise InputError(f"{where}: contains {bad} NaN/Inf values")
+    return arr
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
+
+
+def load_samples(
+    path: str | os.PathLike,
+    sample_shape: tuple[int, ...] | None = None,
+    dtype: str = "float32",
+    limit: int | None = None,
+) -> SampleSet:
+    """Load a sample set from a directory of .npy files, one .npy file or an .npz (x, y)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data path {path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix == ".npy")
+        if not files:
+            raise InputError(f"data directory {path} has no .npy files")
+        if limit is not None:
+            files = files[:limit]
+        arrays = [_check_array(_load_npy(f), str(f), sample_shape, dtype) for f in files]
+        shapes = {a.shape[1:] for a in arrays}
+        if len(shapes) > 1:
+            raise InputError(f"data directory {path}: samples have different shapes {sorted(shapes)}")
+        x = np.concatenate(arrays, axis=0)
+        names = tuple(f.name for f in files for _ in range(1))
+        return SampleSet(np.ascontiguousarray(x), None, str(path), names).take(limit)
+    if path.suffix == ".npy":
+        x = _check_array(_load_npy(path), str(path), sample_shape, dtype)
+        return SampleSet(x, None, str(path)).take(limit)
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "x" not in z.files:
+                    raise InputError(f"{path}: .npz has no array 'x' (found: {', '.join(z.files) or 'none'})")
+                x = z["x"]
+                y = z["y"] if "y" in z.files else None
+        except InputError:
+            raise
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        x = _check_array(x, f"{path}:x", sample_shape, dtype)
+        if len(x) == 0:
+            raise InputError(f"{path}: 'x' has no samples")
+        if y is not None:
+            if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+                raise InputError(f"{path}: 'y' must be integer labels of shape ({len(x)},), got {y.dtype} {y.shape}")
+            y = y.astype(np.int64)
+        return SampleSet(np.ascontiguousarray(x), y, str(path)).take(limit)
+    raise InputError(f"{path}: expected a directory of .npy files, a .npy or an .npz file")
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A cheap content hash of a data path (file or directory), for cache keys."""
+    import hashlib
+
+    from optkit.fileio import sha256_file
+
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                h.update(f.name.encode())
+                h.update(sha256_file(f).encode())
+    elif path.exists():
+        h.update(sha256_file(path).encode())
+    else:
+        h.update(b"missing:" + str(path).encode())
+    return h.hexdigest()
+
+
+def random_samples(n: int, sample_shape: tuple[int, ...], seed: int = 0) -> SampleSet:
+    """A seeded standard-normal sample set, used when no reference data is given."""
+    rng = np.random.default_rng(seed)
+    return SampleSet(rng.standard_normal((n, *sample_shape), dtype=np.float32), None, f"random(seed={seed})")

@@ -1,0 +1,38 @@
+"""Errors raised by the optkit library.
+
+The library raises these; only the CLI layer turns them into one-line messages and exit
+codes (1 for OptkitError, 3 for VerificationFailed), in the style of sqlite-utils.
+"""
+from __future__ import annotations
+
+
+class OptkitError(Exception):
+    """Base class: a problem the user can act on. The CLI prints it and exits 1."""
+
+    exit_code = 1
+
+
+class InputError(OptkitError):
+    """A file, model, shape, dtype or value given by the user is unusable."""
+
+
+class MissingDependency(OptkitError):
+    """An optional dependency (torch, openvino, tensorrt, ...) is not installed."""
+
+
+class PassFailed(OptkitError):
+    """A pass ran but could not produce or prove a correct artifact."""
+
+
+class RecipeError(OptkitError):
+    """A recipe file is malformed, names an unknown pass or parameter, etc."""
+
+
+class RuntimeUnavailable(OptkitError):
+    """A requested runtime / execution provider / GPU is not usable on this machine."""
+
+
+class VerificationFailed(OptkitError):
+    """At least one verification gate failed. The CLI exits 3."""
+
+    exit_code = 3

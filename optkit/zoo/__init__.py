@@ -1,0 +1,59 @@
+"""Built-in models, addressed by name from the CLI and recipes (``optkit export voice-resnet``).
+
+Importing this package does not import torch; :func:`build` does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from optkit.errors import InputError
+from optkit.lazy import lazy_import
+
+ZOO_DIR = Path(__file__).resolve().parent
+WEIGHTS = {"voice-resnet": ZOO_DIR / "weights" / "voice_resnet.pt"}
+
+
+def names() -> list[str]:
+    return ["voice-resnet", "voice-resnet-seed"]
+
+
+def describe(name: str) -> str:
+    return {
+        "voice-resnet": "Bottleneck ResNet [2,2,2,2], widths 16-128, sigmoid Predictor head (bundled trained weights)",
+        "voice-resnet-seed": "Bottleneck ResNet [8,8,36,3], widths 64-512 (production size, untrained, for speed/memory work)",
+    }[name]
+
+
+def build(name: str, weights: str | Path | None = None) -> Any:
+    """Build a zoo model in eval mode."""
+    lazy_import("torch", extra="torch")
+    from optkit.zoo import voice_resnet as vr
+
+    torch = lazy_import("torch", extra="torch")
+    if name == "voice-resnet":
+        model = vr.VoiceResNet(num_blocks=(2, 2, 2, 2), base_width=16)
+        path = Path(weights) if weights else WEIGHTS["voice-resnet"]
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("model", state) if isinstance(state, dict) else state
+            model.load_state_dict(state)
+        elif weights:
+            raise InputError(f"weights file {path} does not exist")
+        else:
+            vr.init_nondegenerate_bn(model, seed=0)
+    elif name == "voice-resnet-seed":
+        torch.manual_seed(0)
+        model = vr.VoiceResNet(num_blocks=(8, 8, 36, 3), base_width=64)
+        vr.init_nondegenerate_bn(model, seed=0)
+    else:
+        raise InputError(f"unknown zoo model {name!r}; built-in models: {', '.join(names())}")
+    return model.eval()
+
+
+def source_files(name: str) -> list[Path]:
+    """Files whose content defines the zoo model (used in cache keys)."""
+    files = [ZOO_DIR / "voice_resnet.py", ZOO_DIR / "__init__.py"]
+    if name == "voice-resnet" and WEIGHTS["voice-resnet"].exists():
+        files.append(WEIGHTS["voice-resnet"])
+    return files
