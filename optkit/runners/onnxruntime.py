@@ -34,6 +34,16 @@ _ORT_TYPES = {
 }
 
 
+def _ort_message(exc: BaseException) -> str:
+    """ORT errors are multi-line with the cause first; keep one readable line."""
+    text = " ".join(str(exc).split())
+    for prefix in ("[ONNXRuntimeError] :", ):
+        if prefix in text:
+            text = text.split(prefix, 1)[1]
+    text = text.lstrip(" 0123456789").lstrip(":").strip()
+    return (text[:400] + "...") if len(text) > 400 else (text or type(exc).__name__)
+
+
 def available_providers() -> list[str]:
     ort = lazy_import("onnxruntime")
     return list(ort.get_available_providers())
@@ -48,9 +58,81 @@ def provider_chain(provider: str, options: dict[str, Any]) -> list[Any]:
         return [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
     if provider == "tensorrt":
         trt_opts = dict(options.get("tensorrt_options") or {})
+        cuda_opts = dict(options.get("cuda_options") or {})
         # CUDA registered too so nodes TensorRT cannot take still run on the GPU.
-        return [("TensorrtExecutionProvider", trt_opts), "CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("TensorrtExecutionProvider", trt_opts), ("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
     raise InputError(f"unknown ONNX Runtime provider {provider!r}; use cpu, cuda or tensorrt")
+
+
+def ort_provider_options(
+    provider: str,
+    precision: str = "fp32",
+    cache_dir: str | Path | None = None,
+    batch_range: tuple[int, int, int] | None = None,
+    input_name: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    device_id: int = 0,
+    workspace_bytes: int = 1 << 30,
+    cudnn_conv_algo_search: str = "EXHAUSTIVE",
+    tensorrt_major: int | None = None,
+) -> dict[str, Any]:
+    """Runner options for the CUDA / TensorRT execution providers (pass as ``**options`` to
+    ``make_runner``/``OnnxRuntimeRunner``): ``{"cuda_options": {...}, "tensorrt_options": {...}}``.
+
+    - ``precision``: the model's precision. On TensorRT < 11, fp16/int8 set ``trt_fp16_enable`` /
+      ``trt_int8_enable`` (TensorRT needs the builder flag to pick fp16/int8 kernels in a
+      non-strongly-typed network; for a QDQ model no calibration table is given). TensorRT 11
+      removed those builder flags, so there the precision comes only from the model's dtypes
+      (give ORT the fp16 / QDQ model) and the flags are left out. ``tensorrt_major`` defaults
+      to the TensorRT found installed (:func:`optkit.gpu.tensorrt_major_for_ort`); unknown is
+      treated as < 11.
+    - ``cache_dir``: enables the TensorRT EP engine and timing caches there (delete it when the
+      model, ORT, TensorRT or GPU changes).
+    - ``batch_range`` + ``input_name`` + ``input_shape`` (the per-sample shape, without batch):
+      explicit ``trt_profile_min/opt/max_shapes`` for the dynamic batch axis.
+    """
+    if provider not in ("cuda", "tensorrt"):
+        raise InputError(f"provider options exist for cuda and tensorrt, not {provider!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise InputError(f"precision {precision!r} is not one of fp32, fp16, int8")
+    cuda = {"device_id": int(device_id), "cudnn_conv_algo_search": cudnn_conv_algo_search}
+    if provider == "cuda":
+        return {"cuda_options": cuda}
+    trt: dict[str, Any] = {"device_id": int(device_id), "trt_max_workspace_size": int(workspace_bytes)}
+    if tensorrt_major is None:
+        from optkit.gpu import tensorrt_major_for_ort
+
+        tensorrt_major = tensorrt_major_for_ort()
+    if tensorrt_major is None or tensorrt_major < 11:
+        if precision == "fp16":
+            trt["trt_fp16_enable"] = True
+        elif precision == "int8":
+            trt["trt_int8_enable"] = True
+    if cache_dir is not None:
+        cache = str(Path(cache_dir))
+        trt.update({
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+        })
+    if batch_range is not None:
+        if not input_name or not input_shape:
+            raise InputError("a TensorRT EP batch profile needs the input name and its per-sample shape")
+        lo, opt, hi = batch_range
+        if not 1 <= lo <= opt <= hi:
+            raise InputError(f"batch range {lo}:{opt}:{hi}: need 1 <= MIN <= OPT <= MAX")
+        dims = "x".join(str(int(d)) for d in input_shape)
+        for key, b in (("min", lo), ("opt", opt), ("max", hi)):
+            trt[f"trt_profile_{key}_shapes"] = f"{input_name}:{b}x{dims}"
+    return {"cuda_options": cuda, "tensorrt_options": trt}
+
+
+def default_provider_options(path: str | Path, provider: str) -> dict[str, Any]:
+    """Provider options when the caller gave none: the model's precision decides the TensorRT EP
+    precision flags; no profiles (the EP builds for the shapes it meets) and no engine cache."""
+    from optkit.onnx_utils import load_onnx, model_precision
+
+    precision = model_precision(load_onnx(path, load_weights=False))
+    return ort_provider_options(provider, precision=precision)
 
 
 def require_provider(provider: str) -> None:
@@ -68,8 +150,10 @@ def require_provider(provider: str) -> None:
 
 class OnnxRuntimeRunner(Runner):
     def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None,
-                 allow_spinning: bool = False, **options: Any):
+                 allow_spinning: bool = False, label: str | None = None, **options: Any):
         super().__init__(path, threads=threads, **options)
+        # the name used in messages (a pass checking a temporary file passes the final name)
+        self.label = label or self.path.name
         if provider not in ORT_PROVIDER:
             raise InputError(f"unknown ONNX Runtime provider {provider!r}; use cpu, cuda or tensorrt")
         self.provider = provider
@@ -92,18 +176,25 @@ class OnnxRuntimeRunner(Runner):
         opt_level = self.options.get("graph_optimization_level")
         if opt_level == "disable":
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options = dict(self.options)
+        if self.provider != "cpu" and not (options.get("cuda_options") or options.get("tensorrt_options")):
+            options.update(default_provider_options(self.path, self.provider))
+            self.options = options
         try:
             self.session = ort.InferenceSession(
-                str(self.path), sess_options=so, providers=provider_chain(self.provider, self.options)
+                str(self.path), sess_options=so, providers=provider_chain(self.provider, options)
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime cannot load {self.path.name}: {msg}") from exc
+            raise InputError(f"ONNX Runtime cannot load {self.label}: {_ort_message(exc)}") from exc
         used = self.session.get_providers()
         wanted = ORT_PROVIDER[self.provider]
         if used[0] != wanted:
+            why = {
+                "tensorrt": " (are the TensorRT libraries, libnvinfer, installed and matching this onnxruntime-gpu?)",
+                "cuda": " (are the CUDA and cuDNN libraries matching this onnxruntime-gpu installed?)",
+            }.get(self.provider, "")
             raise RuntimeUnavailable(
-                f"ONNX Runtime fell back to {used[0]} instead of {wanted} for {self.path.name}; "
+                f"ONNX Runtime fell back to {used[0]} instead of {wanted} for {self.label}{why}; "
                 "refusing to report its numbers as GPU numbers"
             )
         self.active = True
@@ -128,8 +219,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             outs = self.session.run(None, feed)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"ONNX Runtime failed to run {self.path.name}: {msg}") from exc
+            raise InputError(f"ONNX Runtime failed to run {self.label}: {_ort_message(exc)}") from exc
         return dict(zip(self.output_names, outs))
 
     def describe(self) -> dict[str, Any]:
@@ -138,6 +228,8 @@ class OnnxRuntimeRunner(Runner):
             "runner": self.name,
             "onnxruntime": ort.__version__,
             "providers_in_use": list(self.session.get_providers()) if self.session else [],
+            "provider_options": {k: self.options[k] for k in ("cuda_options", "tensorrt_options")
+                                 if self.options.get(k) and self.provider != "cpu"},
             "threads": self.threads,
             "allow_spinning": self.allow_spinning,
         }

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import click
+
+
+@click.command(short_help="Run a recipe: the whole chain, cached, verified, with a manifest.")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", default="optkit-out", show_default=True, type=click.Path(file_okay=False),
+              help="Output directory (artifacts, manifest.json, report.json, report.html).")
+@click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
+@click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
+def run(recipe, out_dir, force, no_verify):
+    """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data).
+
+    Steps whose pass, parameters, parent artifact, external inputs and tool versions are
+    unchanged are reused from OUTPUT (manifest.json); a changed parameter re-runs that step and
+    everything after it. Steps that cannot run here (e.g. build-engine without TensorRT) are
+    reported as skipped with the reason. Exit 3 when a verification gate fails.
+
+    \b
+    Examples:
+      optkit run                                  # default recipe into ./optkit-out
+      optkit run recipes/voice_verification.yaml -o out/
+    """
+    import time
+    from pathlib import Path
+
+    from optkit.errors import VerificationFailed
+    from optkit.recipe import default_recipe_path, load_recipe, run_recipe
+    from optkit.report import format_table
+
+    t0 = time.perf_counter()
+    path = Path(recipe) if recipe else default_recipe_path()
+    r = load_recipe(path)
+    click.echo(f"recipe {r.name} ({path}) -> {out_dir}")
+    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify)
+    ran = sum(o.status == "ran" for o in outcome.steps)
+    cached = sum(o.status == "cached" for o in outcome.steps)
+    skipped = [o for o in outcome.steps if o.status == "skipped"]
+    click.echo("")
+    click.echo(f"steps: {ran} ran, {cached} cached, {len(skipped)} skipped")
+    for o in skipped:
+        click.echo(f"  skipped {o.step}: {o.reason}")
+    if outcome.report is not None:
+        click.echo(format_table(outcome.report))
+        j, h = outcome.report_paths
+        click.echo(f"manifest: {Path(out_dir) / 'manifest.json'}; report: {j}, {h}")
+    click.echo(f"done in {time.perf_counter() - t0:.1f} s")
+    if outcome.report is not None and not outcome.report.passed:
+        failed = [Path(x.path).name for x in outcome.report.results if not x.passed]
+        raise VerificationFailed(f"verification failed for {', '.join(failed)}")

@@ -1,0 +1,162 @@
+"""export: PyTorch module -> ONNX (TorchScript exporter), plus the reference outputs.
+
+torch >= 2.9 defaults to the dynamo exporter, which ignores opset 15/17 and may write external
+``.onnx.data`` files; ``dynamo=False`` honours the requested opset and writes one file.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optkit.artifact import Artifact, tool_versions
+from optkit.errors import InputError, PassFailed
+from optkit.fileio import atomic_output, check_output_path
+from optkit.onnx_utils import check_model, graph_stats, load_onnx
+from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.reference import Reference, reference_path_for, save_reference
+
+SUPPORTED_OPSETS = (15, 16, 17, 18)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str = "voice-resnet"
+    weights: str | None = None
+    input_shape: tuple[int, ...] = (1, 1, 40, 241)
+    input_name: str = "input_mfcc"
+    output_name: str = "output_wvp"
+    opset: int = 17
+    dynamic_batch: bool = True
+    reference_data: str | None = None   # dir of .npy / .npz (x[, y]); else seeded random inputs
+    reference_samples: int = 64         # size of the random reference set; caps reference_data
+    reference_seed: int = 0
+    atol: float = 1e-4                  # ONNX Runtime vs PyTorch check after export
+    batch_size: int = 32                # PyTorch/ORT batch for computing the reference
+
+
+class Export(Pass):
+    name = "export"
+    config_cls = ExportConfig
+    needs_input = False
+
+    def fingerprint(self, cfg: ExportConfig) -> str:
+        from optkit.data import fingerprint as data_fp
+        from optkit.modelspec import source_fingerprint
+
+        fp = source_fingerprint(cfg.model, cfg.weights)
+        if cfg.reference_data:
+            fp += ":" + data_fp(cfg.reference_data)
+        return fp
+
+    def run(self, src: Artifact | None, cfg: ExportConfig, out: Path) -> PassResult:
+        from optkit.lazy import lazy_import
+
+        torch = lazy_import("torch", extra="torch")
+        from optkit.data import load_samples, random_samples
+        from optkit.modelspec import load_model
+
+        if cfg.opset not in SUPPORTED_OPSETS:
+            raise InputError(f"opset {cfg.opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+        if len(cfg.input_shape) < 2:
+            raise InputError(f"input shape {cfg.input_shape} needs a batch dimension and at least one more")
+        out = check_output_path(out)
+        ref_path = check_output_path(reference_path_for(out))
+        sample_shape = tuple(cfg.input_shape[1:])
+
+        # Data first: bad reference data fails fast, before the (slow) model build.
+        if cfg.reference_data:
+            samples = load_samples(cfg.reference_data, sample_shape=sample_shape, limit=None)
+        else:
+            samples = random_samples(cfg.reference_samples, sample_shape, seed=cfg.reference_seed)
+
+        model = load_model(cfg.model, cfg.weights)
+        dummy = torch.from_numpy(samples.x[: max(1, cfg.input_shape[0])].copy())
+        ref_outputs = self._torch_outputs(torch, model, samples.x, cfg)
+
+        dynamic_axes = None
+        if cfg.dynamic_batch:
+            dynamic_axes = {cfg.input_name: {0: "batch"}, cfg.output_name: {0: "batch"}}
+        messages: list[str] = []
+        with atomic_output(out, suffix=".onnx") as tmp:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                try:
+                    torch.onnx.export(
+                        model, (dummy,), str(tmp),
+                        input_names=[cfg.input_name], output_names=[cfg.output_name],
+                        dynamic_axes=dynamic_axes, opset_version=cfg.opset,
+                        do_constant_folding=True, dynamo=False,
+                    )
+                except Exception as exc:
+                    raise PassFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            onnx_model = load_onnx(tmp)
+            if len(onnx_model.graph.output) != 1:
+                raise PassFailed(f"the model has {len(onnx_model.graph.output)} outputs; optkit export handles single-output models")
+            check_model(tmp, full=True, what="exported model")
+            max_err = self._compare_with_ort(tmp, cfg, samples.x, ref_outputs, label=out.name)
+            messages.append(
+                f"ONNX Runtime matches PyTorch on {len(samples)} reference inputs: max |diff| {max_err:.2e} (tolerance {cfg.atol:g})"
+            )
+            ref = Reference(
+                inputs={cfg.input_name: samples.x},
+                outputs={cfg.output_name: ref_outputs},
+                labels=samples.y,
+                meta={"model": cfg.model, "source": samples.source, "opset": cfg.opset,
+                      "tool_versions": tool_versions("torch", "onnx", "onnxruntime")},
+            )
+            save_reference(ref_path, ref)
+        stats = graph_stats(onnx_model, out)
+        messages.insert(0, f"exported {cfg.model} -> {out} (opset {cfg.opset}, {stats.describe()})")
+        messages.append(f"reference: {ref_path} ({len(samples)} samples{', with labels' if samples.y is not None else ''})")
+        artifact = Artifact.from_file(
+            out, kind="onnx", precision="fp32", made_by=self.name, config=config_to_dict(cfg),
+            tool_versions=tool_versions("torch", "onnx", "onnxruntime"),
+            extra={"reference": ref_path.name, "max_abs_vs_torch": max_err},
+        )
+        return PassResult(artifact, messages, info={"nodes": stats.nodes, "max_abs_vs_torch": max_err},
+                          side_files=[ref_path])
+
+    @staticmethod
+    def _torch_outputs(torch: Any, model: Any, x: np.ndarray, cfg: ExportConfig) -> np.ndarray:
+        outs = []
+        # A static-batch export is checked (and its reference computed) at its own batch size.
+        step = cfg.batch_size if cfg.dynamic_batch else cfg.input_shape[0]
+        with torch.inference_mode():
+            for start in range(0, len(x), step):
+                try:
+                    y = model(torch.from_numpy(x[start : start + step].copy()))
+                except Exception as exc:
+                    raise InputError(
+                        f"the model does not run on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from exc
+                if isinstance(y, (tuple, list)):
+                    if len(y) != 1:
+                        raise InputError(f"the model returns {len(y)} outputs; optkit export handles single-output models")
+                    y = y[0]
+                outs.append(y.detach().float().numpy())
+        return np.concatenate(outs, axis=0)
+
+    @staticmethod
+    def _compare_with_ort(path: Path, cfg: ExportConfig, x: np.ndarray, expected: np.ndarray, label: str) -> float:
+        from optkit.reference import Reference
+        from optkit.runners.onnxruntime import OnnxRuntimeRunner
+        from optkit.verify import run_artifact
+
+        with OnnxRuntimeRunner(path, label=label) as runner:
+            got = run_artifact(runner, Reference({cfg.input_name: x}, {}), cfg.batch_size)[cfg.output_name]
+        if got.shape != expected.shape:
+            raise PassFailed(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
+        err = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
+        if not np.isfinite(err) or err > cfg.atol:
+            raise PassFailed(
+                f"exported model differs from PyTorch: max |diff| {err:.3g} > {cfg.atol:g}; "
+                "the export is not faithful (unsupported op or data-dependent control flow?)"
+            )
+        return err

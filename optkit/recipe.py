@@ -1,0 +1,335 @@
+"""YAML recipes and their execution: passes chained into an output directory, with a cache.
+
+A recipe::
+
+    name: voice_verification
+    model: voice-resnet                 # zoo name, pkg.module:callable or path/file.py:callable
+    reference_data: ../calibration_data/val.npz
+    steps:
+      - pass: export                    # step name defaults to the pass name
+        params: {opset: 17}
+      - pass: simplify
+      - name: int8
+        pass: quantize-int8
+        input: simplify                 # default: the previous step
+        params: {calibration: ../calibration_data/calib}
+    verify:
+      threshold: 0.5
+      gates: {int8: {min_agreement: 0.995}}
+
+Relative paths (the model file, data, calibration and cache parameters) are relative to the
+recipe file. A step is re-run only when its cache key changes: the hash of the pass name, its
+config, its parent's sha256, the fingerprint of external inputs (model sources, data) and tool
+versions; everything downstream of a re-run step sees a new parent and re-runs too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from optkit.artifact import Artifact, Manifest, tool_versions
+from optkit.errors import InputError, OptkitError, RecipeError
+from optkit.fileio import require_file
+from optkit.lazy import lazy_import
+from optkit.passes import REGISTRY, get_pass
+from optkit.passes.base import config_to_dict
+
+# Parameters holding paths; relative values are resolved against the recipe's directory.
+PATH_PARAMS = {"calibration", "reference_data", "check_data", "timing_cache", "weights", "data"}
+TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify"}
+STEP_KEYS = {"name", "pass", "input", "params", "output"}
+VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
+DEFAULT_RECIPE = "voice_verification.yaml"
+
+
+class _Loc(dict):
+    """A mapping that remembers the line of each key (1-based) and its own line."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+
+def _loader():  # noqa: ANN202
+    yaml = lazy_import("yaml")
+
+    class LineLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader, node, deep=False):  # noqa: ANN001, ANN202
+        mapping = _Loc(loader.construct_mapping(node, deep=True))
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
+        return mapping
+
+    LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return yaml, LineLoader
+
+
+@dataclass
+class Step:
+    name: str
+    pass_name: str
+    params: dict[str, Any]
+    input: str | None
+    line: int
+    output: str | None = None
+
+
+@dataclass
+class Recipe:
+    path: Path
+    name: str
+    model: str
+    steps: list[Step]
+    verify: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    reference_data: str | None = None
+
+
+def default_recipe_path() -> Path:
+    """recipes/voice_verification.yaml of the source tree (or the current directory)."""
+    candidates = [Path.cwd() / "recipes" / DEFAULT_RECIPE,
+                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE]
+    for c in candidates:
+        if c.exists():
+            return c
+    raise InputError(
+        f"default recipe recipes/{DEFAULT_RECIPE} not found; run from the optkit source tree or give a RECIPE path")
+
+
+def _resolve(base: Path, value: Any) -> Any:
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        return str((base / value).resolve())
+    return value
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = require_file(path, "recipe")
+    yaml, loader = _loader()
+    where = path.name
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{where}{at}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{where}: not a text file") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: a recipe must be a mapping with 'model' and 'steps'")
+    lines = getattr(data, "key_lines", {})
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        k = unknown[0]
+        raise RecipeError(f"{where} line {lines.get(k, '?')}: unknown key {k!r}; known: {', '.join(sorted(TOP_KEYS))}")
+    base = path.parent
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise RecipeError(f"{where}: 'model' is missing (a zoo name, pkg.module:callable or path/file.py:callable)")
+    from optkit import zoo
+
+    if model not in zoo.names() and ".py:" in model:
+        model = _resolve(base, model.rsplit(":", 1)[0]) + ":" + model.rsplit(":", 1)[1]
+    steps_raw = data.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise RecipeError(f"{where} line {lines.get('steps', '?')}: 'steps' must be a non-empty list of passes")
+    steps: list[Step] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(steps_raw):
+        line = getattr(raw, "line", "?")
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{where}: step {i + 1} must be a mapping with a 'pass' key")
+        klines = getattr(raw, "key_lines", {})
+        bad = sorted(set(raw) - STEP_KEYS)
+        if bad:
+            raise RecipeError(f"{where} line {klines.get(bad[0], line)}: unknown step key {bad[0]!r}; known: {', '.join(sorted(STEP_KEYS))}")
+        pass_name = raw.get("pass")
+        if not pass_name:
+            raise RecipeError(f"{where} line {line}: step {i + 1} has no 'pass'")
+        if pass_name not in REGISTRY:
+            raise RecipeError(f"{where} line {klines.get('pass', line)}: unknown pass {pass_name!r}; known: {', '.join(REGISTRY)}")
+        name = str(raw.get("name") or pass_name)
+        if name in seen:
+            raise RecipeError(f"{where} line {line}: duplicate step name {name!r}; give the step a 'name'")
+        params = raw.get("params") or {}
+        if not isinstance(params, dict):
+            raise RecipeError(f"{where} line {klines.get('params', line)}: 'params' must be a mapping")
+        plines = getattr(params, "key_lines", {})
+        params = {k: (_resolve(base, v) if k in PATH_PARAMS else v) for k, v in params.items()}
+        if pass_name == "export":
+            params.setdefault("model", model)
+            if data.get("weights"):
+                params.setdefault("weights", _resolve(base, data["weights"]))
+            if data.get("reference_data"):
+                params.setdefault("reference_data", _resolve(base, data["reference_data"]))
+        inp = raw.get("input")
+        if i == 0 and pass_name != "export":
+            raise RecipeError(f"{where} line {line}: the first step must be 'export'")
+        if inp is None and i > 0:
+            inp = steps[-1].name
+        if inp is not None and inp not in seen:
+            raise RecipeError(f"{where} line {klines.get('input', line)}: input {inp!r} is not an earlier step")
+        if pass_name == "export" and i > 0:
+            raise RecipeError(f"{where} line {line}: 'export' can only be the first step")
+        # Validate the params now, so a typo fails before any work is done.
+        p = get_pass(pass_name)
+        try:
+            p.make_config(params, where=f"step {name}")
+        except RecipeError as exc:
+            bad_key = next((k for k in plines if k in str(exc)), None)
+            at = plines.get(bad_key, klines.get("params", line)) if bad_key else klines.get("params", line)
+            raise RecipeError(f"{where} line {at}: {exc}") from None
+        steps.append(Step(name, pass_name, params, inp, line if isinstance(line, int) else 0, raw.get("output")))
+        seen.add(name)
+    verify = data.get("verify") or {}
+    if not isinstance(verify, dict):
+        raise RecipeError(f"{where} line {lines.get('verify', '?')}: 'verify' must be a mapping")
+    vlines = getattr(verify, "key_lines", {})
+    bad = sorted(set(verify) - VERIFY_KEYS)
+    if bad:
+        raise RecipeError(f"{where} line {vlines.get(bad[0], '?')}: unknown verify key {bad[0]!r}; known: {', '.join(sorted(VERIFY_KEYS))}")
+    if "gates" in verify:
+        from optkit.verify import merge_gates
+
+        try:
+            merge_gates(verify["gates"], where="verify.gates")
+        except RecipeError as exc:
+            raise RecipeError(f"{where} line {vlines.get('gates', '?')}: {exc}") from None
+    for a in verify.get("artifacts") or []:
+        if a not in seen:
+            raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
+    return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify))
+
+
+def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str) -> str:
+    payload = {
+        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint,
+        "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "onnxconverter-common",
+                               "openvino", "tensorrt"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class StepOutcome:
+    step: str
+    pass_name: str
+    status: str  # "ran", "cached", "skipped"
+    artifact: Artifact | None
+    seconds: float
+    messages: list[str]
+    reason: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    recipe: Recipe
+    out_dir: Path
+    steps: list[StepOutcome]
+    report: Any = None  # VerifyReport
+    report_paths: tuple[Path, Path] | None = None
+
+
+def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
+               echo: Callable[[str], None] = lambda s: None, verify: bool = True) -> RunOutcome:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output directory {out_dir} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
+    manifest = Manifest.load(out_dir / "manifest.json")
+    produced: dict[str, Artifact | None] = {}
+    outcomes: list[StepOutcome] = []
+    for step in recipe.steps:
+        p = get_pass(step.pass_name)
+        cfg = p.make_config(step.params, where=f"step {step.name}")
+        parent = produced.get(step.input) if step.input else None
+        if step.input and parent is None:
+            reason = f"its input step {step.input!r} was skipped"
+            echo(f"[{step.name}] skipped: {reason}")
+            outcomes.append(StepOutcome(step.name, step.pass_name, "skipped", None, 0.0, [], reason))
+            produced[step.name] = None
+            manifest.entries[step.name] = {"status": "skipped", "reason": reason, "pass": step.pass_name}
+            continue
+        out_path = out_dir / (step.output or f"{step.name}{p.output_suffix}")
+        key = cache_key(step.pass_name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
+        cached = None if force else manifest.get(step.name)
+        entry = manifest.entries.get(step.name, {})
+        if (cached is not None and entry.get("cache_key") == key and cached.path.exists()
+                and _sha_matches(cached) and all((out_dir / f).exists() for f in entry.get("side_files", []))):
+            echo(f"[{step.name}] cached: {cached.path.name} (inputs and parameters unchanged)")
+            outcomes.append(StepOutcome(step.name, step.pass_name, "cached", cached, 0.0, []))
+            produced[step.name] = cached
+            continue
+        echo(f"[{step.name}] running {step.pass_name} -> {out_path.name}")
+        t0 = time.perf_counter()
+        try:
+            result = p.run(parent, cfg, out_path)
+        except OptkitError as exc:
+            raise type(exc)(f"step {step.name} ({step.pass_name}): {exc}") from exc
+        seconds = time.perf_counter() - t0
+        for m in result.messages:
+            echo(f"[{step.name}]   {m}")
+        if result.skipped:
+            echo(f"[{step.name}] SKIPPED: {result.skipped}")
+            outcomes.append(StepOutcome(step.name, step.pass_name, "skipped", None, seconds, result.messages, result.skipped))
+            produced[step.name] = None
+            manifest.entries[step.name] = {"status": "skipped", "reason": result.skipped, "pass": step.pass_name}
+            manifest.save()
+            continue
+        art = result.artifact
+        assert art is not None
+        produced[step.name] = art
+        manifest.record(step.name, art, key, status="ran", seconds=round(seconds, 3), info=result.info,
+                        side_files=[str(Path(f).relative_to(out_dir)) if Path(f).is_relative_to(out_dir) else str(f)
+                                    for f in result.side_files])
+        manifest.save()
+        outcomes.append(StepOutcome(step.name, step.pass_name, "ran", art, seconds, result.messages))
+    outcome = RunOutcome(recipe, out_dir, outcomes)
+    if verify and recipe.verify.get("enabled", True):
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo)
+    manifest.save()
+    return outcome
+
+
+def _sha_matches(art: Artifact) -> bool:
+    from optkit.fileio import sha256_file
+
+    try:
+        return sha256_file(art.path) == art.sha256
+    except OSError:
+        return False
+
+
+def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
+            echo: Callable[[str], None]):  # noqa: ANN202
+    from optkit.reference import load_reference, reference_path_for
+    from optkit.report import write_reports
+    from optkit.verify import merge_gates, verify_artifacts
+
+    v = recipe.verify
+    export = produced.get(recipe.steps[0].name)
+    if export is None:
+        raise InputError("nothing to verify: the export step produced no model")
+    ref_path = reference_path_for(export.path)
+    reference = load_reference(ref_path)
+    names = v.get("artifacts") or [s.name for s in recipe.steps]
+    arts = [(n, produced.get(n)) for n in names]
+    todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
+    # The fp32 parent chain gives the model to localise int8 error against.
+    fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
+    report = verify_artifacts(
+        todo, reference, reference_path=str(ref_path), provider=v.get("provider", "cpu"),
+        threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
+        batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"), localize=v.get("localize", "on-failure"),
+        fp32_model=fp32, progress=lambda m: echo(f"[verify] {m}"),
+    )
+    report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
+    paths = write_reports(report, out_dir)
+    return report, paths

@@ -1,0 +1,290 @@
+"""Verification: run each artifact on the reference inputs and gate it against PyTorch.
+
+Unlike a one-input max-error check, every artifact is compared on the whole reference set with
+several error measures, decision agreement at the task threshold, task metrics where labels
+exist, and per-precision gates; failing quantised models get per-layer error localisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from optkit.artifact import Artifact, now_iso, tool_versions
+from optkit.errors import InputError, OptkitError, RecipeError
+from optkit.metrics import compare_outputs, task_metrics
+from optkit.reference import Reference
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Limits an artifact must meet; None = not checked. Agreement/accuracy are fractions."""
+
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    min_agreement: float | None = None
+    min_cosine: float | None = None
+    min_snr_db: float | None = None
+    max_accuracy_drop: float | None = None  # vs the PyTorch reference, when labels exist
+
+    def check(self, metrics: dict[str, Any], accuracy_drop: float | None) -> list[str]:
+        failures = []
+        if not metrics.get("finite", True):
+            failures.append("outputs contain NaN/Inf")
+        if self.max_abs is not None and not metrics["max_abs"] <= self.max_abs:
+            failures.append(f"max |diff| {metrics['max_abs']:.3g} > {self.max_abs:g}")
+        if self.mean_abs is not None and not metrics["mean_abs"] <= self.mean_abs:
+            failures.append(f"mean |diff| {metrics['mean_abs']:.3g} > {self.mean_abs:g}")
+        if self.min_agreement is not None and not metrics["agreement"] >= self.min_agreement:
+            failures.append(
+                f"decision agreement {metrics['agreement']:.2%} < {self.min_agreement:.2%} "
+                f"({metrics['flipped']} flipped)")
+        if self.min_cosine is not None and not metrics["cosine"] >= self.min_cosine:
+            failures.append(f"cosine {metrics['cosine']:.6f} < {self.min_cosine:g}")
+        if self.min_snr_db is not None and not metrics["snr_db"] >= self.min_snr_db:
+            failures.append(f"SNR {metrics['snr_db']:.1f} dB < {self.min_snr_db:g} dB")
+        if self.max_accuracy_drop is not None and accuracy_drop is not None and not accuracy_drop <= self.max_accuracy_drop:
+            failures.append(f"accuracy drop {accuracy_drop * 100:.2f} points > {self.max_accuracy_drop * 100:.2f}")
+        return failures
+
+
+DEFAULT_GATES: dict[str, Gate] = {
+    "fp32": Gate(max_abs=1e-4),
+    "fp16": Gate(max_abs=1e-2, min_agreement=0.999),
+    "int8": Gate(mean_abs=1e-2, min_agreement=0.995, max_accuracy_drop=0.005),
+}
+GATE_KEYS = tuple(f.name for f in dataclasses.fields(Gate))
+
+
+def merge_gates(overrides: dict[str, dict[str, Any]] | None, where: str = "gates") -> dict[str, Gate]:
+    """Default gates with overrides like {"int8": {"min_agreement": 0.99}} applied."""
+    gates = dict(DEFAULT_GATES)
+    for precision, values in (overrides or {}).items():
+        if precision not in gates:
+            raise RecipeError(f"{where}: unknown precision {precision!r}; use {', '.join(gates)}")
+        if not isinstance(values, dict):
+            raise RecipeError(f"{where}.{precision}: expected a mapping of limits")
+        unknown = sorted(set(values) - set(GATE_KEYS))
+        if unknown:
+            raise RecipeError(f"{where}.{precision}: unknown limit {', '.join(unknown)}; known: {', '.join(GATE_KEYS)}")
+        clean = {}
+        for k, v in values.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise RecipeError(f"{where}.{precision}.{k}: expected a number or null, got {v!r}")
+            clean[k] = None if v is None else float(v)
+        gates[precision] = dataclasses.replace(gates[precision], **clean)
+    return gates
+
+
+def parse_gate_option(values: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """CLI ``--gate int8.min_agreement=0.99`` (repeatable) -> overrides dict."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        precision, dot, limit = key.partition(".")
+        if not sep or not dot:
+            raise InputError(f"--gate {item!r}: expected PRECISION.LIMIT=VALUE, e.g. int8.min_agreement=0.99")
+        try:
+            value: float | None = None if raw.lower() in ("none", "null", "off") else float(raw)
+        except ValueError:
+            raise InputError(f"--gate {item!r}: {raw!r} is not a number (or 'off')") from None
+        out.setdefault(precision.strip(), {})[limit.strip()] = value
+    return out
+
+
+@dataclass
+class ArtifactResult:
+    path: str
+    precision: str
+    runner: dict[str, Any]
+    gate: dict[str, Any]
+    outputs: dict[str, dict[str, Any]]
+    task: dict[str, Any] | None
+    accuracy_drop: float | None
+    failures: list[str]
+    seconds: float
+    localization: dict[str, Any] | None = None
+    # raw outputs of the first output, kept for the plots of the human report (not in JSON)
+    values: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "values"}
+        d["passed"] = self.passed
+        return d
+
+
+@dataclass
+class VerifyReport:
+    reference: dict[str, Any]
+    threshold: float
+    provider: str
+    results: list[ArtifactResult]
+    created: str = field(default_factory=now_iso)
+    versions: dict[str, str] = field(default_factory=lambda: tool_versions("onnx", "onnxruntime", "openvino", "torch"))
+    reference_task: dict[str, Any] | None = None
+    # steps of a recipe that did not produce an artifact, with the reason (never "passed")
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    reference_values: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        from optkit.metrics import json_safe
+
+        return json_safe({
+            "passed": self.passed,
+            "created": self.created,
+            "threshold": self.threshold,
+            "provider": self.provider,
+            "reference": self.reference,
+            "reference_task": self.reference_task,
+            "versions": self.versions,
+            "artifacts": [r.to_json() for r in self.results],
+            "skipped": self.skipped,
+        })
+
+
+def precision_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from optkit.artifact import guess_precision
+
+        return guess_precision(path)
+    sidecar = path.with_name(path.name + ".json")
+    if sidecar.exists():
+        import json
+
+        try:
+            return str(json.loads(sidecar.read_text()).get("precision", "fp32"))
+        except ValueError:
+            pass
+    return "fp32"
+
+
+def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
+    """Run a runner over all reference inputs in batches; returns outputs by name."""
+    n = len(reference)
+    wanted = {s.name: s for s in runner.inputs}
+    label = getattr(runner, "label", runner.path.name)
+    missing = sorted(set(wanted) - set(reference.inputs))
+    if missing:
+        raise InputError(f"{label} needs input(s) {', '.join(missing)} that the reference does not have "
+                         f"(reference inputs: {', '.join(reference.inputs)})")
+    for name, spec in wanted.items():
+        arr = reference.inputs[name]
+        dims = spec.shape[1:]
+        if len(dims) != arr.ndim - 1 or any(isinstance(d, int) and d != a for d, a in zip(dims, arr.shape[1:])):
+            raise InputError(f"{label}: input {name} expects shape {spec.shape}, reference has {arr.shape}")
+    # A model exported with a static batch runs at exactly that batch; the last one is padded.
+    static = {s.shape[0] for s in wanted.values() if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
+    if static:
+        batch_size = static.pop()
+    chunks: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        feed = {}
+        for name, spec in wanted.items():
+            part = np.ascontiguousarray(reference.inputs[name][start : start + batch_size]).astype(spec.dtype, copy=False)
+            if static and len(part) < batch_size:
+                pad = np.repeat(part[-1:], batch_size - len(part), axis=0)
+                part = np.concatenate([part, pad], axis=0)
+            feed[name] = part
+        take = min(batch_size, n - start)
+        for k, v in runner.infer(feed).items():
+            chunks.setdefault(k, []).append(np.asarray(v)[:take])
+    return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
+
+
+def verify_artifacts(
+    artifacts: Sequence[Path | str | Artifact],
+    reference: Reference,
+    *,
+    reference_path: str = "",
+    provider: str = "cpu",
+    threshold: float = 0.5,
+    gates: dict[str, Gate] | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    localize: str = "on-failure",
+    fp32_model: Path | None = None,
+    localize_samples: int = 8,
+    progress: Any = None,
+) -> VerifyReport:
+    """Verify each artifact against the reference; never raises for a failing gate."""
+    from optkit.runners import make_runner
+
+    gates = gates or dict(DEFAULT_GATES)
+    if localize not in ("on-failure", "always", "never"):
+        raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
+    ref_task = None
+    first_out = next(iter(reference.outputs))
+    if reference.labels is not None:
+        ref_task = task_metrics(reference.outputs[first_out], reference.labels, threshold)
+    results: list[ArtifactResult] = []
+    for item in artifacts:
+        path = Path(item.path if isinstance(item, Artifact) else item)
+        precision = item.precision if isinstance(item, Artifact) else precision_of(path)
+        if progress:
+            progress(f"verifying {path.name} ({precision}) on {len(reference)} samples")
+        gate = gates.get(precision, gates["fp32"])
+        t0 = time.perf_counter()
+        with make_runner(path, provider=provider, threads=threads) as runner:
+            outs = run_artifact(runner, reference, batch_size)
+            runner_info = runner.describe()
+        seconds = time.perf_counter() - t0
+        per_output: dict[str, dict[str, Any]] = {}
+        failures: list[str] = []
+        for name, ref_val in reference.outputs.items():
+            if name not in outs:
+                failures.append(f"output {name} missing (artifact outputs: {', '.join(outs)})")
+                continue
+            got = outs[name]
+            if got.shape != ref_val.shape:
+                failures.append(f"output {name} shape {got.shape} != reference {ref_val.shape}")
+                continue
+            per_output[name] = compare_outputs(ref_val, got, threshold)
+        task = None
+        acc_drop = None
+        if reference.labels is not None and first_out in outs and outs[first_out].shape == reference.outputs[first_out].shape:
+            task = task_metrics(outs[first_out], reference.labels, threshold)
+            acc_drop = ref_task["accuracy"] - task["accuracy"] if ref_task else None
+        for name, m in per_output.items():
+            failures += [f"{name}: {f}" if len(per_output) > 1 else f for f in gate.check(m, acc_drop)]
+        result = ArtifactResult(
+            path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
+            outputs=per_output, task=task, accuracy_drop=acc_drop, failures=failures, seconds=seconds,
+            values=outs.get(first_out),
+        )
+        want_loc = precision == "int8" and path.suffix == ".onnx" and (
+            localize == "always" or (localize == "on-failure" and failures))
+        if want_loc:
+            result.localization = _localize(fp32_model, path, reference, localize_samples)
+        results.append(result)
+    ref_info = {"path": reference_path, "samples": len(reference), "labels": reference.labels is not None,
+                "outputs": list(reference.outputs), "meta": reference.meta}
+    return VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
+                        reference_values=reference.outputs[first_out])
+
+
+def _localize(fp32_model: Path | None, quant_model: Path, reference: Reference, n: int) -> dict[str, Any]:
+    if fp32_model is None:
+        return {"error": "no fp32 model to compare with; pass --fp32-model (the model the int8 one was made from)"}
+    try:
+        from optkit.localize import localize_error
+
+        inputs = {k: v[:n] for k, v in reference.inputs.items()}
+        layers = localize_error(Path(fp32_model), quant_model, inputs)
+    except OptkitError as exc:
+        return {"error": str(exc)}
+    except ImportError as exc:
+        return {"error": f"error localisation is unavailable: {exc}"}
+    return {"fp32_model": str(fp32_model), "samples": n, "layers": layers}
