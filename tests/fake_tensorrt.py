@@ -187,6 +187,10 @@ def make_fake_tensorrt(
             self.flags.add(flag.name)
             rec.builder_flags.append(flag.name)
 
+        def clear_flag(self, flag: Any) -> None:
+            self.flags.discard(flag.name)
+            rec.builder_flags.append("-" + flag.name)
+
         def get_flag(self, flag: Any) -> bool:
             return flag.name in self.flags
 

@@ -331,7 +331,9 @@ def test_fake_build_wires_flags_profiles_cache_and_sidecar(cli_runner, tiny_onnx
     assert meta["tensorrt_version"] == "10.9.0.34" and meta["precision"] == "fp32"
     assert meta["gpu"] == {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
     assert meta["profiles"] == rec.profiles and meta["workspace_bytes"] == 512 << 20
-    assert meta["network_flags"] == ["STRONGLY_TYPED"] and meta["builder_flags"] == ["TF32"]
+    # TensorRT turns TF32 on by default; optkit clears it so an fp32 engine meets the fp32 gate
+    assert "-TF32" in rec.builder_flags
+    assert meta["network_flags"] == ["STRONGLY_TYPED"] and meta["builder_flags"] == []
     from optkit.fileio import sha256_file
 
     assert meta["source_onnx_sha256"] == sha256_file(tiny_onnx) == meta["built_onnx_sha256"]
@@ -347,6 +349,14 @@ def test_fake_build_tensorrt11_same_strongly_typed_path(tiny_onnx, fake_build, t
     assert res.artifact.kind == "engine" and res.artifact.tool_versions["tensorrt"] == "11.1.0.106"
     assert rec.network_flags == 1 << 5
     assert rec.profiles[0]["min"][0] == 1 and rec.profiles[0]["max"][0] == 8  # default 1:1:8
+
+
+def test_fake_build_tf32_on_request(tiny_onnx, fake_build, tmp_path):
+    trt, rec = fake_build()
+    step = get_pass("build-engine")
+    step.run(Artifact.from_file(tiny_onnx), step.make_config({"tf32": True}), tmp_path / "m.engine")
+    assert "-TF32" not in rec.builder_flags
+    assert json.loads((tmp_path / "m.engine.json").read_text())["builder_flags"] == ["TF32"]
 
 
 def test_fake_build_compatibility_flags(tiny_onnx, fake_build, tmp_path):
