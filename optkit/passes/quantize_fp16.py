@@ -1,0 +1,227 @@
+"""quantize-fp16: fp16 weights and activations with onnxconverter-common, overflow-checked.
+
+``onnxconverter_common.float16.convert_float_to_float16`` does the conversion. It cannot know which
+activations leave the fp16 range (|x| > 65504) on real inputs, and by default it silently clamps
+initializers to 1e4. So before converting, this pass runs the fp32 model on check data and
+records every float tensor's range (ORT's MinMax calibrator, which reduces each tensor to its
+min/max inside the graph, so memory stays small), finds the tensors that overflow fp16 (with a
+safety margin) and the initializers outside the fp16 range, and keeps the nodes that produce or
+consume them in fp32 (``node_block_list``); consumers too, because the converter would otherwise
+cast the overflowing fp32 tensor to fp16 (= inf) right after its producer. After converting, the
+fp16 model is run on the same data and must produce finite outputs. (That last check is weak on
+ORT CPU, which runs most fp16 ops through fp32 kernels and so hides overflow that a GPU would
+hit: the range scan is the real protection.)
+"""
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optkit import calibration
+from optkit.artifact import Artifact, tool_versions
+from optkit.errors import InputError, PassFailed
+from optkit.fileio import check_output_path
+from optkit.lazy import lazy_import
+from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision, save_onnx_atomically
+from optkit.passes.base import Pass, PassResult, config_to_dict
+
+FP16_MAX = 65504.0
+OVERFLOW_MODES = ("keep-fp32", "fail")
+
+
+@dataclass(frozen=True)
+class QuantizeFp16Config:
+    op_block_list: tuple[str, ...] = ()     # op types kept fp32 (added to the converter's defaults)
+    node_block_list: tuple[str, ...] = ()   # node names kept fp32
+    keep_io_types: bool = True              # fp32 model inputs/outputs
+    check_data: str | None = None           # inputs for the overflow check; else seeded random ones
+    check_samples: int = 8                  # how many check inputs to run
+    overflow: str = "keep-fp32"             # keep-fp32 | fail
+    overflow_margin: float = 2.0            # flag activations with |x| * margin > 65504
+    seed: int = 0                           # for the random check inputs
+
+
+@dataclass
+class OverflowScan:
+    tensors: dict[str, float]        # activation name -> max |x| on the check data (flagged ones)
+    initializers: dict[str, float]   # initializer name -> max |x| (beyond 65504)
+    block_nodes: list[str]           # nodes to keep in fp32 because of them
+    largest: float = 0.0             # largest |x| of any activation on the check data
+
+
+def scan_overflow(model: Any, model_path: Path, x: np.ndarray, input_name: str, margin: float,
+                  work: Path) -> OverflowScan:
+    """Find activations and initializers the fp16 model could not hold, and the nodes touching them."""
+    numpy_helper = lazy_import("onnx.numpy_helper")
+    ranges = calibration.calibrate(model_path, x, input_name, method="minmax", chunk_size=max(1, len(x)),
+                                   work_dir=work, op_types=[], progress=False)
+    limit = FP16_MAX / margin
+    absmax = calibration.tensor_absmax(ranges)
+    tensors = {name: m for name, m in absmax.items() if not np.isfinite(m) or m > limit}
+    initializers: dict[str, float] = {}
+    for init in model.graph.initializer:
+        if init.data_type != 1:  # FLOAT
+            continue
+        arr = numpy_helper.to_array(init)
+        if arr.size and np.isfinite(arr).all():
+            m = float(np.max(np.abs(arr)))
+            if m > FP16_MAX:
+                initializers[init.name] = m
+    touched = set(tensors) | set(initializers)
+    block = [n.name for n in model.graph.node if touched & (set(n.input) | set(n.output))]
+    return OverflowScan(tensors, initializers, block, max(absmax.values(), default=0.0))
+
+
+def _describe(items: dict[str, float], limit: int = 8) -> str:
+    shown = sorted(items.items(), key=lambda kv: -kv[1])[:limit]
+    text = ", ".join(f"{k} (max |x| {v:.3g})" for k, v in shown)
+    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+class QuantizeFp16(Pass):
+    name = "quantize-fp16"
+    config_cls = QuantizeFp16Config
+    output_suffix = ".fp16.onnx"
+
+    def fingerprint(self, cfg: QuantizeFp16Config) -> str:
+        from optkit.data import fingerprint
+
+        return fingerprint(cfg.check_data) if cfg.check_data else ""
+
+    def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: Path) -> PassResult:
+        float16 = lazy_import("onnxconverter_common.float16")
+        from optkit.data import load_samples, random_samples
+
+        assert src is not None
+        if cfg.overflow not in OVERFLOW_MODES:
+            raise InputError(f"unknown overflow mode {cfg.overflow!r}; use one of {', '.join(OVERFLOW_MODES)}")
+        if cfg.overflow_margin < 1.0:
+            raise InputError(f"overflow margin must be >= 1, got {cfg.overflow_margin:g}")
+        if cfg.check_samples < 1:
+            raise InputError(f"check_samples must be at least 1, got {cfg.check_samples}")
+        out = check_output_path(out)
+        model = load_onnx(src.path)
+        precision = model_precision(model)
+        if precision != "fp32":
+            raise InputError(f"{src.path.name} is already a {precision} model; fp16 conversion needs the fp32 model")
+        names = {n.name for n in model.graph.node}
+        missing = [n for n in cfg.node_block_list if n not in names]
+        if missing:
+            raise InputError(f"--node-block-list: no node named {', '.join(missing)} in {src.path.name}")
+        inputs, _ = io_specs(model)
+        if len(inputs) != 1 or inputs[0].dtype != "float32":
+            raise InputError(f"{src.path.name}: fp16 conversion with an overflow check supports models with one "
+                             "float32 input")
+        spec = inputs[0]
+        sample_shape = spec.concrete_shape(1)[1:]
+        if cfg.check_data:
+            samples = load_samples(cfg.check_data, sample_shape=sample_shape, dtype=spec.dtype,
+                                   limit=cfg.check_samples)
+        else:
+            samples = random_samples(cfg.check_samples, sample_shape, seed=cfg.seed)
+        x = samples.x
+        messages: list[str] = []
+
+        with tempfile.TemporaryDirectory(prefix="optkit-fp16-") as work:
+            scan = scan_overflow(model, src.path, x, spec.name, cfg.overflow_margin, Path(work))
+        found = bool(scan.tensors or scan.initializers)
+        if found:
+            what = []
+            if scan.tensors:
+                what.append(f"activations beyond the fp16 range (|x| > {FP16_MAX / cfg.overflow_margin:g}, "
+                            f"65504 with a {cfg.overflow_margin:g}x margin): {_describe(scan.tensors)}")
+            if scan.initializers:
+                what.append(f"initializers beyond 65504: {_describe(scan.initializers)}")
+            if cfg.overflow == "fail":
+                raise PassFailed("fp16 overflow on " + samples.source + ": " + "; ".join(what)
+                                 + "; rerun with --overflow keep-fp32 to keep these nodes in fp32")
+            messages += what
+            messages.append(f"kept in fp32 because of fp16 overflow: {len(scan.block_nodes)} nodes "
+                            f"({', '.join(scan.block_nodes[:10])}{', ...' if len(scan.block_nodes) > 10 else ''})")
+
+        node_block = sorted(set(cfg.node_block_list) | set(scan.block_nodes))
+        op_block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(cfg.op_block_list))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # truncation warnings: handled by the scan above
+                converted = float16.convert_float_to_float16(
+                    model, min_positive_val=1e-7, max_finite_val=FP16_MAX,
+                    keep_io_types=cfg.keep_io_types, op_block_list=op_block, node_block_list=node_block,
+                )
+        except Exception as exc:
+            text = str(exc).strip()
+            raise PassFailed(f"onnxconverter-common could not convert {src.path.name} to fp16: "
+                             f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}") from exc
+        check_model(converted, full=True, what="fp16 model")
+        if model_precision(converted) != "fp16":
+            raise PassFailed("the converted model has no fp16 tensors (every node is in a block list?)")
+
+        save_onnx_atomically(converted, out)
+        try:
+            check = self._check_outputs(src.path, out, spec.name, x, samples.source)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+
+        n_blocked = sum(1 for n in converted.graph.node if n.name in set(node_block) or n.op_type in set(op_block))
+        messages.insert(0, f"converted {src.path.name} -> {out} (fp16, inputs/outputs "
+                           f"{'fp32' if cfg.keep_io_types else 'fp16'})")
+        if not found:
+            messages.append(f"overflow check on {len(x)} {samples.source} inputs: every activation within "
+                            f"the fp16 range (largest |x| {scan.largest:.3g})")
+        messages.append(f"fp16 vs fp32 on {len(x)} check inputs: max |diff| {check['max_abs_diff']:.3g}, "
+                        f"relative error {check['rel_error']:.3g}; outputs finite")
+        info = {
+            "keep_io_types": cfg.keep_io_types,
+            "check_data": samples.source,
+            "check_samples": len(x),
+            "overflow_tensors": scan.tensors,
+            "overflow_initializers": scan.initializers,
+            "overflow_blocked_nodes": scan.block_nodes,
+            "node_block_list": node_block,
+            "op_block_list_extra": list(cfg.op_block_list),
+            "fp32_nodes": n_blocked,
+            "largest_activation": scan.largest,
+            "check": check,
+        }
+        artifact = Artifact.from_file(
+            out, kind="onnx", precision="fp16", made_by=self.name, config=config_to_dict(cfg),
+            parent=src.sha256, tool_versions=tool_versions("onnxconverter-common", "onnx", "onnxruntime"),
+            extra={"overflow_blocked_nodes": scan.block_nodes},
+        )
+        return PassResult(artifact, messages, info)
+
+    @staticmethod
+    def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:
+        from optkit.runners.onnxruntime import OnnxRuntimeRunner
+
+        worst = 0.0
+        num = den = 0.0
+        with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(fp16_path) as half:
+            half_dtype = next((s.dtype for s in half.inputs if s.name == input_name), "float32")
+            for i in range(len(x)):
+                feed = {input_name: x[i : i + 1]}
+                with np.errstate(over="ignore"):  # an input beyond fp16 becomes inf: reported below
+                    half_feed = {input_name: feed[input_name].astype(half_dtype)}
+                a, b = ref.infer(feed), half.infer(half_feed)
+                for name, va in a.items():
+                    vb = b.get(name)
+                    if vb is None or vb.shape != va.shape:
+                        raise PassFailed(f"fp16 output {name} is missing or has another shape")
+                    vb64 = vb.astype(np.float64)
+                    if not np.isfinite(vb64).all():
+                        raise PassFailed(
+                            f"the fp16 model produces inf/NaN in output {name} on {source} input {i}; keep the "
+                            "overflowing part in fp32 with --node-block-list/--op-block-list, or check the data"
+                        )
+                    va64 = va.astype(np.float64)
+                    d = vb64 - va64
+                    worst = max(worst, float(np.max(np.abs(d))) if d.size else 0.0)
+                    num += float(np.sum(d * d))
+                    den += float(np.sum(va64 * va64))
+        return {"max_abs_diff": worst, "rel_error": float(np.sqrt(num) / max(np.sqrt(den), 1e-12))}
