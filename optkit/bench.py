@@ -1,0 +1,433 @@
+"""Latency and throughput of artifacts, measured interleaved so ratios are fair on a noisy machine.
+
+All artifacts are loaded in one process and called round-robin: each round calls every artifact
+once, in the order given. Load from other processes, CPU frequency changes and "speed states" of
+the machine then hit every artifact alike, so the ratios between them (the speed-up column,
+relative to the first artifact) stay meaningful even when the absolute numbers move.
+
+Two things about the measurement are deliberate and recorded in the result:
+
+- The request pattern. With ``idle_ms > 0`` every timed call is preceded by an untimed sleep, the
+  pattern of a service answering one request at a time with gaps between them; thread pools then
+  have to wake up for every call, as they do in production. ``idle_ms = 0`` is back-to-back calls.
+- ONNX Runtime's intra-op thread spinning is off (``session.intra_op.allow_spinning=0``, the
+  OnnxRuntimeRunner default). With spinning on, ORT's worker threads keep busy-waiting after a
+  call and steal the cores from the artifact timed next, which made ORT int8 look 2.6x instead of
+  3.1x faster than fp32 in an interleaved run.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optkit.errors import InputError
+from optkit.onnx_utils import TensorSpec
+
+BENCH_FORMAT_VERSION = 1
+
+SPINNING_NOTE = (
+    "ONNX Runtime sessions run with session.intra_op.allow_spinning=0: spinning worker threads "
+    "would keep the cores busy after each call and slow down the artifact timed next in this "
+    "interleaved run."
+)
+INTERLEAVING_NOTE = (
+    "Artifacts are called round-robin, one call of each per round, in the listed order; speed-ups "
+    "are ratios within this one run (first artifact = 1.00)."
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 10  # untimed interleaved rounds per batch size (after one priming call each)
+    iterations: int = 100  # timed rounds per batch size
+    idle_ms: float = 0.0  # untimed sleep before every timed call
+    seed: int = 0  # for random inputs
+    data: str | None = None  # a sample set (directory of .npy or .npz) instead of random inputs
+
+    def __post_init__(self) -> None:
+        if not self.batches or any(int(b) < 1 for b in self.batches):
+            raise InputError(f"batch sizes must be positive integers, got {self.batches}")
+        if self.iterations < 1:
+            raise InputError(f"iterations must be at least 1, got {self.iterations}")
+        if self.warmup < 0:
+            raise InputError(f"warmup must be 0 or more, got {self.warmup}")
+        if not (self.idle_ms >= 0 and math.isfinite(self.idle_ms)):
+            raise InputError(f"idle time must be 0 or more milliseconds, got {self.idle_ms}")
+
+
+@dataclass
+class BenchItem:
+    """One thing to time: a label for the table and a runner (activated by :func:`benchmark`)."""
+
+    label: str
+    runner: Any  # optkit.runners.base.Runner, or anything with the same interface
+    artifact: Path | None = None
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    min_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    max_ms: float
+    throughput_sps: float  # samples per second = batch / mean latency
+
+    def to_json(self) -> dict[str, float]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def latency_stats(times_s: Sequence[float], batch: int = 1) -> LatencyStats:
+    """Statistics of per-call latencies given in seconds. Percentiles interpolate linearly
+    between order statistics (numpy's default), so p50 of an even count is the midpoint."""
+    t = np.asarray(times_s, dtype=np.float64)
+    if t.size == 0:
+        raise InputError("no timings to summarise")
+    if not np.isfinite(t).all() or (t < 0).any():
+        raise InputError("timings must be finite and non-negative")
+    ms = t * 1e3
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    mean = float(ms.mean())
+    return LatencyStats(
+        n=int(t.size),
+        min_ms=float(ms.min()),
+        p50_ms=float(p50),
+        p90_ms=float(p90),
+        p99_ms=float(p99),
+        mean_ms=mean,
+        std_ms=float(ms.std()),
+        max_ms=float(ms.max()),
+        throughput_sps=float(batch * 1e3 / mean) if mean > 0 else float("inf"),
+    )
+
+
+def interleaved_times(
+    calls: Sequence[Callable[[int], Any]],
+    iterations: int,
+    warmup: int = 0,
+    idle_s: float = 0.0,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[list[float]]:
+    """Call ``calls`` round-robin and return each one's timed latencies (seconds).
+
+    Each call gets the round number (to pick its input). Warm-up rounds are interleaved too and
+    not timed; ``idle_s`` is slept (untimed) before every timed call.
+    """
+    for r in range(warmup):
+        for call in calls:
+            call(r)
+    times: list[list[float]] = [[] for _ in calls]
+    for r in range(iterations):
+        for i, call in enumerate(calls):
+            if idle_s > 0:
+                sleep(idle_s)
+            t0 = clock()
+            call(r)
+            times[i].append(clock() - t0)
+    return times
+
+
+def speedups(baseline: LatencyStats, other: LatencyStats) -> dict[str, float]:
+    """How many times faster ``other`` is than ``baseline``, by minimum and by median."""
+    return {
+        "min": baseline.min_ms / other.min_ms if other.min_ms > 0 else float("inf"),
+        "p50": baseline.p50_ms / other.p50_ms if other.p50_ms > 0 else float("inf"),
+    }
+
+
+def request_pattern(idle_ms: float) -> str:
+    if idle_ms > 0:
+        return (f"one request at a time, each timed call preceded by an untimed {idle_ms:g} ms idle "
+                "gap (thread pools wake up for every call, as in a lightly loaded service)")
+    return "back-to-back calls, no idle gap between them (a saturated single-stream pattern)"
+
+
+# -- inputs ------------------------------------------------------------------------------------
+MAX_DISTINCT_FEEDS = 16
+
+
+def make_feeds(specs: Sequence[TensorSpec], batch: int, seed: int = 0, data: str | None = None,
+               label: str = "artifact") -> list[dict[str, np.ndarray]]:
+    """Inputs for one artifact at one batch size: one seeded random feed, or up to 16 distinct
+    batches cut from a sample set (cycled through the rounds)."""
+    shapes = {}
+    for spec in specs:
+        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
+            raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
+                             f"it cannot run batch {batch}")
+        shapes[spec.name] = spec.concrete_shape(batch)
+    if data is None:
+        feed = {}
+        for i, spec in enumerate(specs):
+            rng = np.random.default_rng([seed, i])
+            arr = rng.standard_normal(shapes[spec.name])
+            if np.issubdtype(np.dtype(spec.dtype), np.integer):
+                arr = np.abs(arr * 10)
+            feed[spec.name] = arr.astype(spec.dtype)
+        return [feed]
+    if len(specs) != 1:
+        raise InputError(f"{label}: --data feeds single-input models only; this one has "
+                         f"{len(specs)} inputs ({', '.join(s.name for s in specs)})")
+    from optkit.data import load_samples
+
+    spec = specs[0]
+    samples = load_samples(data, sample_shape=shapes[spec.name][1:], dtype=spec.dtype)
+    x = samples.x
+    if len(x) < batch:  # too few samples for one batch: repeat them
+        x = np.resize(x, (batch, *x.shape[1:]))
+    n_feeds = max(1, min(len(x) // batch, MAX_DISTINCT_FEEDS))
+    return [{spec.name: np.ascontiguousarray(x[i * batch:(i + 1) * batch])} for i in range(n_feeds)]
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    label: str
+    batch: int
+    stats: LatencyStats
+    speedup: dict[str, float]
+
+
+@dataclass
+class BenchReport:
+    config: BenchConfig
+    items: list[dict[str, Any]]  # label, artifact, runner description
+    results: list[BenchResult]
+    environment: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def result(self, label: str, batch: int) -> BenchResult:
+        for r in self.results:
+            if r.label == label and r.batch == batch:
+                return r
+        raise KeyError((label, batch))
+
+    def to_json(self) -> dict[str, Any]:
+        cfg = asdict(self.config)
+        cfg["batches"] = list(self.config.batches)
+        return {
+            "optkit_bench_version": BENCH_FORMAT_VERSION,
+            "created": self.created,
+            "config": cfg,
+            "request_pattern": {"idle_ms": self.config.idle_ms, "description": request_pattern(self.config.idle_ms)},
+            "method": {
+                "interleaved": INTERLEAVING_NOTE,
+                "ort_intra_op_spinning": SPINNING_NOTE,
+                "timing": "time.perf_counter around runner.infer (includes input copy and output fetch); "
+                          "one untimed priming call per artifact and batch size before the warm-up rounds",
+            },
+            "artifacts": self.items,
+            "results": [
+                {
+                    "artifact": r.label,
+                    "batch": r.batch,
+                    "latency_ms": {k: v for k, v in r.stats.to_json().items() if k.endswith("_ms")},
+                    "iterations": r.stats.n,
+                    "throughput_samples_per_s": round(r.stats.throughput_sps, 3),
+                    "speedup_vs_first": {k: round(v, 4) for k, v in r.speedup.items()},
+                }
+                for r in self.results
+            ],
+            "environment": self.environment,
+            "notes": list(self.notes),
+        }
+
+    def table_lines(self) -> list[str]:
+        """The result table for people: one block per batch size."""
+        first = self.items[0]["label"] if self.items else ""
+        lines = [
+            f"Request pattern: {request_pattern(self.config.idle_ms)}.",
+            f"Interleaved round-robin, {self.config.iterations} timed rounds after {self.config.warmup} "
+            f"warm-up rounds; speed-up relative to {first}.",
+        ]
+        if any(str(i.get("runner", {}).get("runner", "")).startswith("onnxruntime") for i in self.items):
+            lines.append("ONNX Runtime intra-op spinning: off (so it does not steal cores from the next artifact).")
+        width = max([len("artifact")] + [len(i["label"]) for i in self.items])
+        head = (f"{'artifact':<{width}}  {'batch':>5}  {'min ms':>9}  {'p50 ms':>9}  {'p90 ms':>9}  "
+                f"{'p99 ms':>9}  {'mean ms':>9}  {'samples/s':>10}  {'x min':>6}  {'x p50':>6}")
+        for batch in self.config.batches:
+            lines.append("")
+            lines.append(head)
+            for r in self.results:
+                if r.batch != batch:
+                    continue
+                s = r.stats
+                lines.append(
+                    f"{r.label:<{width}}  {batch:>5}  {s.min_ms:>9.3f}  {s.p50_ms:>9.3f}  {s.p90_ms:>9.3f}  "
+                    f"{s.p99_ms:>9.3f}  {s.mean_ms:>9.3f}  {s.throughput_sps:>10.1f}  "
+                    f"{r.speedup['min']:>5.2f}x  {r.speedup['p50']:>5.2f}x"
+                )
+        lines.append("")
+        for item in self.items:
+            lines.append(f"{item['label']}: {runner_summary(item.get('runner', {}))}")
+        return lines
+
+    def markdown_lines(self) -> list[str]:
+        first = self.items[0]["label"] if self.items else ""
+        lines = [
+            f"Request pattern: {request_pattern(self.config.idle_ms)}. Interleaved round-robin, "
+            f"{self.config.iterations} timed rounds after {self.config.warmup} warm-up rounds; "
+            f"speed-up relative to **{first}** in the same run.",
+            "",
+            "| artifact | runner | batch | min ms | p50 ms | p90 ms | p99 ms | mean ms | samples/s | x (min) | x (p50) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        runners = {i["label"]: runner_summary(i.get("runner", {})) for i in self.items}
+        for batch in self.config.batches:
+            for r in self.results:
+                if r.batch != batch:
+                    continue
+                s = r.stats
+                lines.append(
+                    f"| {r.label} | {runners.get(r.label, '')} | {batch} | {s.min_ms:.2f} | {s.p50_ms:.2f} | "
+                    f"{s.p90_ms:.2f} | {s.p99_ms:.2f} | {s.mean_ms:.2f} | {s.throughput_sps:.1f} | "
+                    f"{r.speedup['min']:.2f}x | {r.speedup['p50']:.2f}x |"
+                )
+        return lines
+
+
+def runner_summary(desc: dict[str, Any]) -> str:
+    """One short phrase saying what ran, from a runner's describe()."""
+    name = str(desc.get("runner", "?"))
+    parts = [name]
+    if "onnxruntime" in desc:
+        parts.append(str(desc["onnxruntime"]))
+        used = desc.get("providers_in_use") or []
+        if used:
+            parts.append(str(used[0]))
+        if "allow_spinning" in desc:
+            parts.append("spinning " + ("on" if desc["allow_spinning"] else "off"))
+    elif name == "openvino":
+        parts.append(str(desc.get("openvino", "")))
+        eff = desc.get("in_effect", {})
+        parts.append(str(desc.get("device", "")))
+        if eff:
+            parts.append(f"precision {eff.get('precision_hint', '?')}")
+            parts.append(f"hint {eff.get('performance_hint', '?')}")
+            if "num_streams" in eff:
+                parts.append(f"streams {eff['num_streams']}")
+    else:
+        for key in ("version", "device", "precision"):
+            if key in desc:
+                parts.append(str(desc[key]))
+    threads = desc.get("threads")
+    if threads:
+        parts.append(f"{threads} threads")
+    return " ".join(p for p in parts if p)
+
+
+def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[str], None] | None = None,
+              environment: dict[str, Any] | None = None,
+              on_first_output: Callable[[str, int, dict[str, np.ndarray]], None] | None = None,
+              clock: Callable[[], float] = time.perf_counter,
+              sleep: Callable[[float], None] = time.sleep) -> BenchReport:
+    """Activate every runner, then time them interleaved for each batch size.
+
+    ``on_first_output(label, batch, outputs)`` receives the outputs of each artifact's untimed
+    priming call (all artifacts get the same inputs), e.g. to check they agree."""
+    if not items:
+        raise InputError("nothing to benchmark")
+    labels = [i.label for i in items]
+    if len(set(labels)) != len(labels):
+        raise InputError(f"benchmark labels must be unique, got {labels}")
+    say = progress or (lambda msg: None)
+    with contextlib.ExitStack() as stack:
+        for item in items:
+            say(f"loading {item.label}")
+            stack.enter_context(item.runner)
+        results: list[BenchResult] = []
+        for batch in cfg.batches:
+            feeds = [make_feeds(item.runner.inputs, batch, cfg.seed, cfg.data, item.label) for item in items]
+
+            def caller(runner: Any, runner_feeds: list[dict[str, np.ndarray]]) -> Callable[[int], Any]:
+                return lambda r: runner.infer(runner_feeds[r % len(runner_feeds)])
+
+            calls = [caller(item.runner, f) for item, f in zip(items, feeds)]
+            for item, call in zip(items, calls):  # compile/allocate for this shape outside the timed rounds
+                outputs = call(0)
+                if on_first_output is not None:
+                    on_first_output(item.label, batch, outputs)
+            say(f"batch {batch}: {cfg.warmup} warm-up + {cfg.iterations} timed rounds over {len(items)} artifacts")
+            times = interleaved_times(calls, cfg.iterations, cfg.warmup, cfg.idle_ms / 1e3, clock, sleep)
+            stats = [latency_stats(t, batch) for t in times]
+            for item, s in zip(items, stats):
+                results.append(BenchResult(item.label, batch, s, speedups(stats[0], s)))
+        described = [
+            {"label": item.label, "artifact": str(item.artifact) if item.artifact else None,
+             **_artifact_facts(item.artifact), "runner": item.runner.describe()}
+            for item in items
+        ]
+    if environment is None:
+        from optkit import sysinfo
+
+        environment = sysinfo.collect()
+    environment = dict(environment)
+    environment.setdefault("omp_num_threads", os.environ.get("OMP_NUM_THREADS"))
+    notes = [INTERLEAVING_NOTE]
+    if any(str(d["runner"].get("runner", "")).startswith("onnxruntime") for d in described):
+        notes.append(SPINNING_NOTE)
+    return BenchReport(cfg, described, results, environment,
+                       _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), notes)
+
+
+def _artifact_facts(path: Path | None) -> dict[str, Any]:
+    if path is None or not Path(path).is_file():
+        return {}
+    from optkit.fileio import sha256_file
+
+    facts: dict[str, Any] = {"sha256": sha256_file(path), "size": Path(path).stat().st_size}
+    if Path(path).suffix.lower() == ".onnx":
+        with contextlib.suppress(Exception):
+            from optkit.artifact import guess_precision
+
+            facts["precision"] = guess_precision(Path(path))
+    return facts
+
+
+def make_bench_items(artifacts: Sequence[str | os.PathLike], providers: Sequence[str] = ("cpu",),
+                     threads: int | None = None, openvino_options: dict[str, Any] | None = None) -> list[BenchItem]:
+    """One item per (ONNX artifact, provider); engines run once on TensorRT whatever the provider."""
+    from optkit.runners import make_runner
+
+    items: list[BenchItem] = []
+    seen: set[str] = set()
+    multi = len(providers) > 1
+    for art in artifacts:
+        path = Path(art)
+        is_engine = path.suffix.lower() in (".engine", ".plan", ".trt")
+        for provider in (("tensorrt",) if is_engine else providers):
+            label = path.name if (is_engine or not multi) else f"{path.name} [{provider}]"
+            base, n = label, 1
+            while label in seen:  # the same file twice is a fair A/A noise check: keep both
+                n += 1
+                label = f"{base} ({n})"
+            seen.add(label)
+            options = dict(openvino_options or {}) if provider == "openvino" and not is_engine else {}
+            try:
+                runner = make_runner(path, provider=provider, threads=threads, **options)
+            except ModuleNotFoundError as exc:  # a runner module not in this build (e.g. tensorrt)
+                if not str(exc.name or "").startswith("optkit.runners"):
+                    raise
+                from optkit.errors import RuntimeUnavailable
+
+                raise RuntimeUnavailable(
+                    f"{path.name}: no runner for {'TensorRT engines' if is_engine else provider} in this "
+                    f"optkit installation ({exc.name} is missing)"
+                ) from exc
+            items.append(BenchItem(label, runner, path))
+    return items
