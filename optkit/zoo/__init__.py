@@ -32,6 +32,7 @@ def build(name: str, weights: str | Path | None = None) -> Any:
 
     torch = lazy_import("torch", extra="torch")
     if name == "voice-resnet":
+        torch.manual_seed(0)  # deterministic init when no weights are loaded
         model = vr.VoiceResNet(num_blocks=(2, 2, 2, 2), base_width=16)
         path = Path(weights) if weights else WEIGHTS["voice-resnet"]
         if path.exists():
