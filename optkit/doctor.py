@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import platform
-from importlib import metadata
 from typing import Any
 
 DISTRIBUTIONS = ("optkit", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxscript",
@@ -10,13 +9,9 @@ DISTRIBUTIONS = ("optkit", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "o
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in DISTRIBUTIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from optkit.sysinfo import library_versions
+
+    return library_versions(DISTRIBUTIONS)
 
 
 def collect() -> dict[str, Any]:

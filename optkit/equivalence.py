@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from optkit.errors import PassFailed
+from optkit.fileio import atomic_output
+from optkit.lazy import lazy_import
 from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -22,13 +24,14 @@ def random_feed(runner: OnnxRuntimeRunner, batch: int = 2, seed: int = 0) -> dic
 
 
 def assert_equivalent(before: Path, after: Path, runs: int = 2, batch: int = 2,
-                      atol: float = 1e-4, rtol: float = 1e-3, what: str = "result") -> float:
+                      atol: float = 1e-4, rtol: float = 1e-3, what: str = "result",
+                      label: str | None = None) -> float:
     """Run both models on ``runs`` seeded random batches; raise PassFailed if they differ.
 
     Returns the largest absolute difference seen.
     """
     worst = 0.0
-    with OnnxRuntimeRunner(before) as ref, OnnxRuntimeRunner(after) as new:
+    with OnnxRuntimeRunner(before) as ref, OnnxRuntimeRunner(after, label=label) as new:
         if [s.name for s in ref.inputs] != [s.name for s in new.inputs]:
             raise PassFailed(f"the {what} changed the model inputs")
         for i in range(runs):
@@ -45,3 +48,16 @@ def assert_equivalent(before: Path, after: Path, runs: int = 2, batch: int = 2,
                 if not np.allclose(va, vb, atol=atol, rtol=rtol, equal_nan=False):
                     raise PassFailed(f"the {what} does not match its input on random data: max |diff| {worst:.3g} on {name}")
     return worst
+
+
+def save_if_equivalent(model, src: Path, out: Path, *, batch: int = 2, what: str = "result") -> float:  # noqa: ANN001
+    """Save ``model`` to ``out`` only if it matches the model at ``src`` on random data.
+
+    The check runs on a temporary file beside ``out``, so a wrong result never appears at
+    ``out``, not even briefly, and an existing file there is kept. Returns the max |diff|.
+    """
+    onnx = lazy_import("onnx")
+
+    with atomic_output(out, suffix=".onnx") as tmp:
+        onnx.save(model, str(tmp))
+        return assert_equivalent(src, tmp, batch=batch, what=what, label=Path(out).name)

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optkit.artifact import Artifact, tool_versions
-from optkit.equivalence import assert_equivalent
+from optkit.equivalence import save_if_equivalent
 from optkit.errors import PassFailed
 from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, graph_stats, load_onnx, model_precision, save_onnx_atomically
+from optkit.onnx_utils import check_model, graph_stats, load_onnx, model_precision
 from optkit.passes.base import Pass, PassResult, config_to_dict
 
 
@@ -38,12 +38,7 @@ class Fold(Pass):
         except Exception as exc:
             raise PassFailed(f"constant folding failed on {src.path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         check_model(model, full=True, what="folded model")
-        save_onnx_atomically(model, out)
-        try:
-            max_diff = assert_equivalent(src.path, out, batch=cfg.check_batch, what="folded model")
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
+        max_diff = save_if_equivalent(model, src.path, out, batch=cfg.check_batch, what="folded model")
         after = graph_stats(model, out)
         return PassResult(
             Artifact.from_file(out, kind="onnx", precision=model_precision(model), made_by=self.name,

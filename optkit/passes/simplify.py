@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optkit.artifact import Artifact, tool_versions
-from optkit.equivalence import assert_equivalent
+from optkit.equivalence import save_if_equivalent
 from optkit.errors import PassFailed
 from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, graph_stats, io_specs, load_onnx, model_precision, save_onnx_atomically
+from optkit.onnx_utils import check_model, graph_stats, io_specs, load_onnx, model_precision
 from optkit.passes.base import Pass, PassResult, config_to_dict
 
 
@@ -47,12 +47,7 @@ class Simplify(Pass):
         if not ok:
             raise PassFailed(f"onnxsim could not prove {src.path.name} unchanged after simplification")
         check_model(simplified, full=True, what="simplified model")
-        save_onnx_atomically(simplified, out)
-        try:
-            max_diff = assert_equivalent(src.path, out, batch=cfg.check_batch, what="simplified model")
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
+        max_diff = save_if_equivalent(simplified, src.path, out, batch=cfg.check_batch, what="simplified model")
         after = graph_stats(simplified, out)
         return PassResult(
             Artifact.from_file(out, kind="onnx", precision=model_precision(simplified), made_by=self.name,
