@@ -5,7 +5,7 @@ import click
 
 @click.command(short_help="Run a recipe: the whole chain, cached, verified, with a manifest.")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out_dir", default="optkit-out", show_default=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "out_dir", default="optkit-out", show_default=True, type=click.Path(file_okay=False, readable=False),
               help="Output directory (artifacts, manifest.json, report.json, report.html).")
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")

@@ -13,7 +13,7 @@ import click
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
                    "'off' disables a limit).")
-@click.option("--report-dir", type=click.Path(file_okay=False), help="Write report.json and report.html here.")
+@click.option("--report-dir", type=click.Path(file_okay=False, readable=False), help="Write report.json and report.html here.")
 @click.option("--fp32-model", type=click.Path(dir_okay=False),
               help="fp32 model the int8 artifacts were made from (for per-layer error localisation).")
 @click.option("--localize", type=click.Choice(["on-failure", "always", "never"]), default="on-failure",
