@@ -132,15 +132,10 @@ def _meta(path: Path) -> dict[str, Any]:
     return json.loads(path.with_suffix(".meta.json").read_text())
 
 
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
-
-
 def export_fp32(model: str, out: Path) -> dict[str, Any]:
     from optkit import zoo
     from optkit.fileio import sha256_file
+    from optkit.passes.export import Export, ExportConfig
 
     recipe = {"step": "export", "model": model, "opset": 17, "dynamic_batch": True}
     weights = zoo.WEIGHTS.get(model)
@@ -150,25 +145,9 @@ def export_fp32(model: str, out: Path) -> dict[str, Any]:
         return _meta(out)
     log(f"{model}: exporting fp32 ONNX")
     seed_torch()
-    if _has_module("optkit.passes.export"):
-        from optkit.passes.export import Export, ExportConfig
-
-        # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
-        Export().run(None, ExportConfig(model=model, reference_samples=4, batch_size=4), out)
-        how = "optkit.passes.export.Export"
-    else:  # fallback while the export pass is not in this tree
-        import torch
-
-        from optkit import zoo
-        from optkit.fileio import atomic_output
-
-        net = zoo.build(model)
-        with atomic_output(out, suffix=".onnx") as tmp:
-            torch.onnx.export(net, (torch.zeros(1, *SAMPLE_SHAPE),), str(tmp), input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], opset_version=17, dynamo=False,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-        how = "torch.onnx.export(dynamo=False, opset 17) [fallback: no export pass]"
-    return _record(out, recipe, how)
+    # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
+    Export().run(None, ExportConfig(model=model, reference_samples=4, batch_size=4), out)
+    return _record(out, recipe, "optkit.passes.export.Export")
 
 
 def _rel(path: str | Path) -> str:
@@ -196,86 +175,46 @@ def _calibration_array(calib: str | None, samples: int) -> np.ndarray:
     return load_samples(calib, sample_shape=SAMPLE_SHAPE, limit=samples).x
 
 
+# As in recipes/voice_verification.yaml: the first conv (raw MFCCs, 0.1-0.3 % of the MACs) stays
+# fp32. Speed does not depend on the calibration method, so the fast minmax is used here.
+EXCLUDE_NODES = ("/conv1/Conv",)
+
+
 def quantize_int8(fp32: Path, out: Path, target: str, calib: str | None, samples: int) -> dict[str, Any]:
+    from optkit.artifact import Artifact
     from optkit.data import fingerprint
+    from optkit.passes.quantize_int8 import QuantizeInt8, QuantizeInt8Config
 
     parent = _meta(fp32)["sha256"]
-    use_pass = _has_module("optkit.passes.quantize_int8")
     recipe = {"step": "int8", "target": target, "parent": parent, "samples": samples,
-              "calib": fingerprint(calib) if calib else "random:123", "pass": use_pass}
+              "calib": fingerprint(calib) if calib else "random:123", "exclude_nodes": list(EXCLUDE_NODES)}
     if _cached(out, recipe):
         return _meta(out)
     log(f"{fp32.parent.name}: int8 ({target} form), calibrating on {samples} samples")
-    if use_pass:
-        from optkit.artifact import Artifact
-        from optkit.passes.quantize_int8 import QuantizeInt8, QuantizeInt8Config
-
-        calib_path = calib
-        if calib_path is None:  # the pass reads a directory: write the random samples as .npy
-            calib_path = str(out.parent / "random_calib")
-            Path(calib_path).mkdir(exist_ok=True)
-            for i, x in enumerate(_calibration_array(None, samples)):
-                np.save(Path(calib_path) / f"r{i:03d}.npy", x)
-        fields = set(QuantizeInt8Config.__dataclass_fields__)
-        kwargs: dict[str, Any] = {"calibration": calib_path, "target": target}
-        for name in ("calibration_limit", "calibration_samples", "max_samples", "samples", "limit"):
-            if name in fields:
-                kwargs[name] = samples
-                break
-        QuantizeInt8().run(Artifact.from_file(fp32), QuantizeInt8Config(**kwargs), out)
-        how = f"optkit.passes.quantize_int8.QuantizeInt8(target={target!r})"
-    else:
-        # TEMPORARY: direct onnxruntime.quantization.quantize_static until the quantize_int8 pass
-        # lands; switches automatically when optkit/passes/quantize_int8.py exists.
-        from onnxruntime import quantization as q
-
-        from optkit.fileio import atomic_output
-
-        xs = _calibration_array(calib, samples)
-
-        class Reader(q.CalibrationDataReader):
-            def __init__(self) -> None:
-                self.it = iter(xs[i:i + 1] for i in range(len(xs)))
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                x = next(self.it, None)
-                return None if x is None else {INPUT_NAME: x}
-
-        # cpu form: uint8 activations + per-channel int8 weights (ORT's fast int8 conv path);
-        # openvino form: signed int8 activations, per-channel int8 weights.
-        act = q.QuantType.QUInt8 if target == "cpu" else q.QuantType.QInt8
-        with atomic_output(out, suffix=".onnx") as tmp:
-            q.quantize_static(str(fp32), str(tmp), Reader(), quant_format=q.QuantFormat.QDQ,
-                              activation_type=act, weight_type=q.QuantType.QInt8, per_channel=True,
-                              calibrate_method=q.CalibrationMethod.MinMax)
-        how = (f"TEMPORARY onnxruntime.quantization.quantize_static(QDQ, activations {act.name}, per-channel "
-               "QInt8 weights, MinMax) [no quantize_int8 pass yet]")
-    return _record(out, recipe, how)
+    calib_path = calib
+    if calib_path is None:  # the pass reads a directory: write the random samples as .npy
+        calib_path = str(out.parent / "random_calib")
+        Path(calib_path).mkdir(exist_ok=True)
+        for i, x in enumerate(_calibration_array(None, samples)):
+            np.save(Path(calib_path) / f"r{i:03d}.npy", x)
+    cfg = QuantizeInt8Config(calibration=calib_path, target=target, calibration_limit=samples,
+                             exclude_nodes=EXCLUDE_NODES)
+    QuantizeInt8().run(Artifact.from_file(fp32), cfg, out)
+    return _record(out, recipe, f"optkit.passes.quantize_int8.QuantizeInt8(target={target!r}, "
+                                f"exclude_nodes={list(EXCLUDE_NODES)}, minmax)")
 
 
 def quantize_fp16(fp32: Path, out: Path) -> dict[str, Any]:
-    parent = _meta(fp32)["sha256"]
-    use_pass = _has_module("optkit.passes.quantize_fp16")
-    recipe = {"step": "fp16", "parent": parent, "pass": use_pass}
+    from optkit.artifact import Artifact
+    from optkit.passes.quantize_fp16 import QuantizeFp16
+
+    recipe = {"step": "fp16", "parent": _meta(fp32)["sha256"]}
     if _cached(out, recipe):
         return _meta(out)
     log(f"{fp32.parent.name}: fp16")
-    if use_pass:
-        from optkit.artifact import Artifact
-        from optkit.passes.quantize_fp16 import QuantizeFp16
-
-        pass_ = QuantizeFp16()
-        pass_.run(Artifact.from_file(fp32), pass_.config_cls(), out)
-        how = "optkit.passes.quantize_fp16.QuantizeFp16()"
-    else:
-        # TEMPORARY: onnxconverter-common directly until the quantize_fp16 pass lands.
-        from onnxconverter_common import float16
-
-        from optkit.onnx_utils import load_onnx, save_onnx_atomically
-
-        save_onnx_atomically(float16.convert_float_to_float16(load_onnx(fp32), keep_io_types=True), out)
-        how = "TEMPORARY onnxconverter_common.float16(keep_io_types=True) [no quantize_fp16 pass yet]"
-    return _record(out, recipe, how)
+    pass_ = QuantizeFp16()
+    pass_.run(Artifact.from_file(fp32), pass_.config_cls(), out)
+    return _record(out, recipe, "optkit.passes.quantize_fp16.QuantizeFp16()")
 
 
 def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str, dict[str, Any]]:
@@ -285,6 +224,7 @@ def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str
     arts["fp16"] = quantize_fp16(d / "fp32.onnx", d / "fp16.onnx")
     arts["int8_cpu"] = quantize_int8(d / "fp32.onnx", d / "int8_cpu.onnx", "cpu", calib, samples)
     arts["int8_openvino"] = quantize_int8(d / "fp32.onnx", d / "int8_openvino.onnx", "openvino", calib, samples)
+    arts["int8_tensorrt"] = quantize_int8(d / "fp32.onnx", d / "int8_tensorrt.onnx", "tensorrt", calib, samples)
     for name, info in arts.items():
         info["path"] = _rel(d / f"{name}.onnx")
     return arts
@@ -307,11 +247,11 @@ def bench_items(work: Path, model: str, threads: int, torch_baseline: bool) -> l
         bench_lib.BenchItem("OpenVINO int8 (openvino form, f32 hint)",
                             OpenVINORunner(d / "int8_openvino.onnx", threads=threads, precision="f32",
                                            performance_hint="LATENCY"), d / "int8_openvino.onnx"),
-        # The u8-activation file on OpenVINO too: with OpenVINO 2026.4 it ran 4x faster than the
-        # s8-activation "openvino form" on voice-resnet (see README), so it is always measured.
-        bench_lib.BenchItem("OpenVINO int8 (cpu form, f32 hint)",
-                            OpenVINORunner(d / "int8_cpu.onnx", threads=threads, precision="f32",
-                                           performance_hint="LATENCY"), d / "int8_cpu.onnx"),
+        # The symmetric-s8 (TensorRT) form on OpenVINO too: the alternative to the u8 openvino
+        # form, measured side by side (asymmetric s8 ran no faster than fp32; see README.md).
+        bench_lib.BenchItem("OpenVINO int8 (symmetric s8 / tensorrt form, f32 hint)",
+                            OpenVINORunner(d / "int8_tensorrt.onnx", threads=threads, precision="f32",
+                                           performance_hint="LATENCY"), d / "int8_tensorrt.onnx"),
         bench_lib.BenchItem("OpenVINO int8 (openvino form, LATENCY, default precision)",
                             OpenVINORunner(d / "int8_openvino.onnx", threads=threads, precision="default",
                                            performance_hint="LATENCY"), d / "int8_openvino.onnx"),
@@ -325,13 +265,10 @@ def usable_items(items: list[bench_lib.BenchItem], work: Path, model: str,
                  threads: int) -> tuple[list[bench_lib.BenchItem], dict[str, str]]:
     """Load each runner once; leave out (with the reason) those that cannot load here.
 
-    Seen with OpenVINO 2026.4 on an AMX CPU: a QDQ model with *signed* int8 activations into Conv
-    does not compile with a bf16 or f16 precision hint ("No suitable implementations"); the
-    unsigned-activation (cpu form) model does. The default-precision OpenVINO run then uses the
-    cpu form instead, labelled as such.
+    Seen with OpenVINO 2026.4 on an AMX CPU: a QDQ model with asymmetric *signed* int8
+    activations into Conv does not compile with a bf16 or f16 precision hint ("No suitable
+    implementations"). optkit's forms (u8, or symmetric s8 for TensorRT) compile with every hint.
     """
-    from optkit.runners.openvino import OpenVINORunner
-
     kept, skipped = [], {}
     for item in items:
         try:
@@ -340,18 +277,6 @@ def usable_items(items: list[bench_lib.BenchItem], work: Path, model: str,
         except OptkitError as exc:
             skipped[item.label] = str(exc)
             log(f"leaving out {item.label}: {exc}")
-            if item.label == "OpenVINO int8 (openvino form, LATENCY, default precision)":
-                d = work / model
-                alt = bench_lib.BenchItem(
-                    "OpenVINO int8 (cpu form, LATENCY, default precision)",
-                    OpenVINORunner(d / "int8_cpu.onnx", threads=threads, precision="default",
-                                   performance_hint="LATENCY"), d / "int8_cpu.onnx")
-                try:
-                    with alt.runner:
-                        pass
-                    kept.append(alt)
-                except OptkitError as alt_exc:
-                    skipped[alt.label] = str(alt_exc)
             continue
         kept.append(item)
     return kept, skipped

@@ -147,11 +147,10 @@ def test_cpu_form_has_unsigned_activations(quantized):
     assert zps and all(z.dtype == np.uint8 for z in zps)
 
 
-def test_openvino_form_has_signed_activations_only(quantized):
-    model = onnx.load(str(quantized["openvino"][0]))
-    zps = activation_zero_points(model)
-    assert zps and all(z.dtype == np.int8 for z in zps)
-    assert not any(t.data_type == onnx.TensorProto.UINT8 for t in model.graph.initializer)
+def test_openvino_form_has_unsigned_activations(quantized):
+    # measured: OpenVINO 2026.4 runs u8-activation QDQ in int8, asymmetric s8 not at all
+    zps = activation_zero_points(onnx.load(str(quantized["openvino"][0])))
+    assert zps and all(z.dtype == np.uint8 for z in zps)
 
 
 def test_tensorrt_form_is_symmetric_int8_with_zero_zero_points(quantized):

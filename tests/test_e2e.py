@@ -1,0 +1,52 @@
+"""End to end: the default recipe on the bundled model and data, as `optkit run` runs it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from click.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    res = invoke(CliRunner(), ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out])
+    return out, res
+
+
+def test_default_recipe_runs_and_verifies(first_run):
+    out, res = first_run
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is True
+    precisions = sorted(a["precision"] for a in report["artifacts"])
+    assert precisions == ["fp16", "fp32", "fp32", "fp32", "int8", "int8"]
+    # the bundled validation set has labels: task metrics for the reference and every artifact
+    assert report["reference_task"]["samples"] >= 512
+    assert report["reference_task"]["accuracy"] >= 0.93
+    for a in report["artifacts"]:
+        assert a["task"] is not None and a["outputs"]["output_wvp"]["n"] >= 512
+    # no TensorRT on this machine: the engine step is reported as skipped with its reason
+    skipped = {s["step"]: s["reason"] for s in report["skipped"]}
+    assert "engine" in skipped and "TensorRT" in skipped["engine"]
+    assert "skipped engine: " in res.output
+    manifest = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert manifest["engine"]["status"] == "skipped"
+    for step in ("export", "simplify", "fold", "fp16", "int8", "int8_openvino"):
+        art = manifest[step]["artifact"]
+        assert (out / art["path"]).exists() and art["sha256"] and art["size"] > 0
+    assert (out / "report.html").read_text().count("<svg") >= 6
+
+
+def test_second_run_is_cached(first_run, cli_runner):
+    out, _ = first_run
+    res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out])
+    assert res.exit_code == 0, res.output
+    assert "0 ran, 6 cached, 1 skipped" in res.output
