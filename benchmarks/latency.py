@@ -133,14 +133,12 @@ def _meta(path: Path) -> dict[str, Any]:
 
 
 def export_fp32(model: str, out: Path) -> dict[str, Any]:
-    from optkit import zoo
-    from optkit.fileio import sha256_file
+    from optkit.modelspec import source_fingerprint
     from optkit.passes.export import Export, ExportConfig
 
-    recipe = {"step": "export", "model": model, "opset": 17, "dynamic_batch": True}
-    weights = zoo.WEIGHTS.get(model)
-    if weights is not None:  # bundled trained weights (they can be retrained), or a seeded random init
-        recipe["weights"] = sha256_file(weights) if weights.exists() else "random init, torch seed 0"
+    # the zoo sources and bundled weights: a retrained or re-initialised model is re-exported
+    recipe = {"step": "export", "model": model, "opset": 17, "dynamic_batch": True,
+              "source": source_fingerprint(model)}
     if _cached(out, recipe):
         return _meta(out)
     log(f"{model}: exporting fp32 ONNX")

@@ -46,7 +46,7 @@ def build(name: str, weights: str | Path | None = None) -> Any:
     elif name == "voice-resnet-seed":
         torch.manual_seed(0)
         model = vr.VoiceResNet(num_blocks=(8, 8, 36, 3), base_width=64)
-        vr.init_nondegenerate_bn(model, seed=0)
+        vr.init_nondegenerate_bn(model, seed=0, mfcc_scale=True)
     else:
         raise InputError(f"unknown zoo model {name!r}; built-in models: {', '.join(names())}")
     return model.eval()
