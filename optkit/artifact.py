@@ -140,7 +140,7 @@ class Manifest:
 
     def get(self, step: str) -> Artifact | None:
         entry = self.entries.get(step)
-        if entry is None:
+        if entry is None or "artifact" not in entry:  # e.g. a step recorded as skipped
             return None
         return Artifact.from_json(entry["artifact"], base=self.path.parent)
 

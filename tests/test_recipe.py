@@ -147,6 +147,10 @@ def test_skipped_step_is_reported_never_passed(cli_runner, tmp_path, monkeypatch
     assert all(not a["path"].endswith("engine.onnx") for a in report["artifacts"])
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())["artifacts"]
     assert manifest["engine"]["status"] == "skipped" and manifest["engine"]["reason"] == "no GPU here"
+    # a second run re-tries the skipped step (it may be runnable now) and reuses the rest
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out"])
+    assert res.exit_code == 0, res.output
+    assert "0 ran, 3 cached, 2 skipped" in res.output
 
 
 def test_failing_gate_in_recipe_exits_3(cli_runner, tmp_path):
