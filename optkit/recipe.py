@@ -199,6 +199,10 @@ def load_recipe(path: str | Path) -> Recipe:
             merge_gates(verify["gates"], where="verify.gates")
         except RecipeError as exc:
             raise RecipeError(f"{where} line {vlines.get('gates', '?')}: {exc}") from None
+    try:
+        verify_providers(verify)
+    except RecipeError as exc:
+        raise RecipeError(f"{where} line {vlines.get('provider', '?')}: {exc}") from None
     for a in verify.get("artifacts") or []:
         if a not in seen:
             raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
@@ -298,6 +302,20 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     return outcome
 
 
+def verify_providers(verify: dict[str, Any]) -> list[str]:
+    """``verify.provider``: one runtime name or a list; every ONNX artifact is verified on each."""
+    raw = verify.get("provider", "cpu")
+    providers = [raw] if isinstance(raw, str) else raw
+    if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
+        raise RecipeError(f"verify.provider: expected a runtime name or a list of them, got {raw!r}")
+    from optkit.runners import PROVIDERS
+
+    bad = [p for p in providers if p not in PROVIDERS]
+    if bad:
+        raise RecipeError(f"verify.provider: unknown runtime {bad[0]!r}; use {', '.join(PROVIDERS)}")
+    return providers
+
+
 def _sha_matches(art: Artifact) -> bool:
     from optkit.fileio import sha256_file
 
@@ -324,12 +342,24 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
     # The fp32 parent chain gives the model to localise int8 error against.
     fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
-    report = verify_artifacts(
-        todo, reference, reference_path=str(ref_path), provider=v.get("provider", "cpu"),
-        threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
-        batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"), localize=v.get("localize", "on-failure"),
-        fp32_model=fp32, progress=lambda m: echo(f"[verify] {m}"),
-    )
+    report = None
+    providers = verify_providers(v)
+    for i, provider in enumerate(providers):
+        # .engine files always run on TensorRT: verify them once, not once per provider
+        items = todo if i == 0 else [a for a in todo if a.kind == "onnx"]
+        part = verify_artifacts(
+            items, reference, reference_path=str(ref_path), provider=provider,
+            threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
+            batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"),
+            localize=v.get("localize", "on-failure"), fp32_model=fp32,
+            progress=lambda m, p=provider: echo(f"[verify:{p}] {m}"),
+        )
+        if report is None:
+            report = part
+        else:
+            report.results.extend(part.results)
+    assert report is not None
+    report.provider = ",".join(providers)
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
     paths = write_reports(report, out_dir)
     return report, paths

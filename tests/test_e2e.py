@@ -26,8 +26,13 @@ def test_default_recipe_runs_and_verifies(first_run):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
-    precisions = sorted(a["precision"] for a in report["artifacts"])
-    assert precisions == ["fp16", "fp32", "fp32", "fp32", "int8", "int8"]
+    # every ONNX artifact verified on ONNX Runtime and on OpenVINO
+    by_runtime = {}
+    for a in report["artifacts"]:
+        by_runtime.setdefault(a["runner"]["runner"].split("[")[0], []).append(a["precision"])
+    assert set(by_runtime) == {"onnxruntime", "openvino"}
+    for precisions in by_runtime.values():
+        assert sorted(precisions) == ["fp16", "fp32", "fp32", "fp32", "int8"]
     # the bundled validation set has labels: task metrics for the reference and every artifact
     assert report["reference_task"]["samples"] >= 512
     assert report["reference_task"]["accuracy"] >= 0.93
@@ -39,14 +44,14 @@ def test_default_recipe_runs_and_verifies(first_run):
     assert "skipped engine: " in res.output
     manifest = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert manifest["engine"]["status"] == "skipped"
-    for step in ("export", "simplify", "fold", "fp16", "int8", "int8_openvino"):
+    for step in ("export", "simplify", "fold", "fp16", "int8"):
         art = manifest[step]["artifact"]
         assert (out / art["path"]).exists() and art["sha256"] and art["size"] > 0
-    assert (out / "report.html").read_text().count("<svg") >= 6
+    assert (out / "report.html").read_text().count("<svg") >= 20  # scatter + histogram per result
 
 
 def test_second_run_is_cached(first_run, cli_runner):
     out, _ = first_run
     res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out])
     assert res.exit_code == 0, res.output
-    assert "0 ran, 6 cached, 1 skipped" in res.output
+    assert "0 ran, 5 cached, 1 skipped" in res.output

@@ -110,6 +110,7 @@ def test_changed_model_source_reruns_export(cli_runner, tmp_path):
     ("model: x\nsteps:\n  - pass: export\nverify:\n  gates:\n    int9: {max_abs: 1}\n", "line 5: verify.gates: unknown precision 'int9'"),
     ("model: x\nsteps:\n  - pass: export\n  - pass: export\n", "duplicate step name"),
     ("- just\n- a list\n", "must be a mapping"),
+    ("model: x\nsteps:\n  - pass: export\nverify:\n  provider: [cpu, gpu]\n", "line 5: verify.provider: unknown runtime 'gpu'"),
 ])
 def test_recipe_errors_name_the_line(cli_runner, tmp_path, text, message):
     recipe = write_recipe(tmp_path, text)
