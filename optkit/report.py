@@ -30,6 +30,8 @@ def _fmt(v: Any, kind: str = "g") -> str:
             return f"{v * 100:.2f}%"
         if kind == "db":
             return f"{v:.1f}"
+        if kind == "cos":  # near 1 for any decent artifact: show the digits that differ
+            return f"{v:.6f}"
         return f"{v:.3g}"
     return str(v)
 
@@ -40,7 +42,7 @@ def summary_rows(report: VerifyReport) -> list[list[str]]:
         for name, m in r.outputs.items() or {"-": {}}.items():
             rows.append([
                 Path(r.path).name, r.precision, r.runner.get("runner", "?"),
-                _fmt(m.get("max_abs")), _fmt(m.get("mean_abs")), _fmt(m.get("cosine")),
+                _fmt(m.get("max_abs")), _fmt(m.get("mean_abs")), _fmt(m.get("cosine"), "cos"),
                 _fmt(m.get("snr_db"), "db"), _fmt(m.get("agreement"), "pct"),
                 _fmt(r.task["accuracy"], "pct") if r.task else "–",
                 "PASS" if r.passed else "FAIL",
@@ -152,7 +154,7 @@ def _artifact_section(r: ArtifactResult, report: VerifyReport) -> str:
     gate = ", ".join(f"{k}={v:g}" for k, v in r.gate.items() if v is not None) or "none"
     rows = "".join(
         f"<tr><td>{e(name)}</td><td>{_fmt(m['max_abs'])}</td><td>{_fmt(m['mean_abs'])}</td><td>{_fmt(m['max_rel'])}</td>"
-        f"<td>{_fmt(m['cosine'])}</td><td>{_fmt(m['snr_db'], 'db')}</td><td>{_fmt(m['agreement'], 'pct')}</td><td>{m['flipped']}</td></tr>"
+        f"<td>{_fmt(m['cosine'], 'cos')}</td><td>{_fmt(m['snr_db'], 'db')}</td><td>{_fmt(m['agreement'], 'pct')}</td><td>{m['flipped']}</td></tr>"
         for name, m in r.outputs.items())
     parts = [f"<section><h2>{e(Path(r.path).name)} — {e(r.precision)} {status}</h2>",
              f"<p>runner: <code>{e(str(r.runner))}</code><br>gate ({e(r.precision)}): {e(gate)}<br>"
