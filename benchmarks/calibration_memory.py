@@ -120,7 +120,9 @@ def main() -> int:
     t0 = time.perf_counter()
     how = export_seed_model(model)
     print(f"model: {model} ({how}, {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    data_note = f"{args.data}"
+    data_path = Path(args.data).resolve()
+    # results carry no machine-specific paths: name the data relative to the repository
+    data_note = str(data_path.relative_to(ROOT)) if data_path.is_relative_to(ROOT) else str(args.data)
     if not Path(args.data).is_dir():
         data_note = f"seeded random samples ({args.data} not found)"
         print(f"note: {data_note}", file=sys.stderr)
