@@ -62,6 +62,12 @@ def _ort_provider_or_skip(ep: str) -> None:
 
     if ep not in ort.get_available_providers():
         pytest.skip(f"{ep} not available in onnxruntime {ort.__version__} (onnxruntime-gpu is not installed)")
+    if ep == "TensorrtExecutionProvider":
+        # onnxruntime-gpu always lists the TensorRT EP; it loads only where TensorRT's libraries are
+        import ctypes.util
+
+        if importlib.util.find_spec("tensorrt_libs") is None and ctypes.util.find_library("nvinfer") is None:
+            pytest.skip("TensorrtExecutionProvider is listed but TensorRT's libraries (libnvinfer) are not installed")
     dev = gpu.cuda_device()
     if not dev["available"]:
         pytest.skip(f"no CUDA device: {dev['reason']}")

@@ -24,7 +24,7 @@ ALL_GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionPr
 
 def test_cuda_options():
     assert ort_provider_options("cuda", device_id=1) == {
-        "cuda_options": {"device_id": 1, "cudnn_conv_algo_search": "EXHAUSTIVE"}}
+        "cuda_options": {"device_id": 1, "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0}}
 
 
 def test_tensorrt_options_full():
@@ -152,7 +152,7 @@ def test_explicit_options_reach_the_session(tiny_onnx, fake_ort, tmp_path):
     fake_ort.in_use = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     opts = ort_provider_options("cuda", device_id=0, cudnn_conv_algo_search="HEURISTIC")
     make_runner(tiny_onnx, provider="cuda", **opts).activate()
-    assert fake_ort.created[-1][0] == ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"})
+    assert fake_ort.created[-1][0] == ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": 0})
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def ort_provider_options(
     workspace_bytes: int = 1 << 30,
     cudnn_conv_algo_search: str = "EXHAUSTIVE",
     tensorrt_major: int | None = None,
+    tf32: bool = False,
 ) -> dict[str, Any]:
     """Runner options for the CUDA / TensorRT execution providers (pass as ``**options`` to
     ``make_runner``/``OnnxRuntimeRunner``): ``{"cuda_options": {...}, "tensorrt_options": {...}}``.
@@ -90,12 +91,16 @@ def ort_provider_options(
       model, ORT, TensorRT or GPU changes).
     - ``batch_range`` + ``input_name`` + ``input_shape`` (the per-sample shape, without batch):
       explicit ``trt_profile_min/opt/max_shapes`` for the dynamic batch axis.
+    - ``tf32``: the CUDA EP uses TF32 for fp32 convolutions and GEMMs by default. Measured on an
+      H100 (benchmarks/gpu_ort_cuda.sh): voice-resnet-seed fp32 then differed from the CPU by
+      2.7e-3, failing the fp32 gate (1e-4). Off unless asked for.
     """
     if provider not in ("cuda", "tensorrt"):
         raise InputError(f"provider options exist for cuda and tensorrt, not {provider!r}")
     if precision not in ("fp32", "fp16", "int8"):
         raise InputError(f"precision {precision!r} is not one of fp32, fp16, int8")
-    cuda = {"device_id": int(device_id), "cudnn_conv_algo_search": cudnn_conv_algo_search}
+    cuda = {"device_id": int(device_id), "cudnn_conv_algo_search": cudnn_conv_algo_search,
+            "use_tf32": 1 if tf32 else 0}
     if provider == "cuda":
         return {"cuda_options": cuda}
     trt: dict[str, Any] = {"device_id": int(device_id), "trt_max_workspace_size": int(workspace_bytes)}
