@@ -9,7 +9,7 @@ ratios to ORT fp32 are fair on a shared, noisy machine:
         --out benchmarks/results/latency_seed.json
 
 Writes the JSON (every number, versions, CPU features, runner settings in effect) and a Markdown
-table beside it. Artifacts are cached in ``--work-dir`` (default ``benchmarks/work/``) and rebuilt
+table beside it. Artifacts are cached in ``--work-dir`` (default ``benchmarks/cache/``) and rebuilt
 only when their recipe (model, method, calibration data, parent sha256) changes. See README.md.
 """
 from __future__ import annotations
@@ -400,7 +400,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calibration", default=None,
                    help="calibration directory (default calibration_data/calib; seeded random data if absent)")
     p.add_argument("--calib-samples", type=int, default=None, help="calibration samples (default 64; quick 16)")
-    p.add_argument("--work-dir", default=str(HERE / "work"), help="where artifacts are built and cached")
+    p.add_argument("--work-dir", default=str(HERE / "cache"), help="where artifacts are built and cached")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch eager baseline")
     p.add_argument("--quick", action="store_true", help="voice-resnet only, few rounds: to check the script")
     args = p.parse_args(argv)
