@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from optkit.errors import InputError, PassFailed
+from optkit.errors import InputError, PassFailed, first_line
 from optkit.fileio import write_text_atomically
 from optkit.lazy import lazy_import
 
@@ -295,5 +295,5 @@ def calibrate_cached(
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__

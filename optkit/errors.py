@@ -36,3 +36,10 @@ class VerificationFailed(OptkitError):
     """At least one verification gate failed. The CLI exits 3."""
 
     exit_code = 3
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message ('' if it has none): library errors
+    (protobuf, onnxsim, torch.onnx) are often many lines, and optkit reports one."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optkit.errors import InputError, PassFailed
+from optkit.errors import InputError, PassFailed, first_line
 from optkit.fileio import atomic_output, require_file
 from optkit.lazy import lazy_import
 
@@ -39,7 +39,7 @@ def check_model(model_or_path: Any, full: bool = True, what: str = "model") -> N
         else:
             onnx.checker.check_model(model_or_path, full_check=full)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = first_line(exc) or type(exc).__name__
         raise PassFailed(f"onnx.checker rejected the {what}: {msg}") from exc
 
 

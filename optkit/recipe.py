@@ -107,6 +107,16 @@ def _resolve(base: Path, value: Any) -> Any:
     return value
 
 
+def _reject_unknown_keys(mapping: dict, known: set[str], what: str, where: str,
+                         key_lines: dict[str, int], default_line: Any) -> None:
+    """RecipeError naming the line of the first key of ``mapping`` that is not in ``known``."""
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        k = unknown[0]
+        raise RecipeError(f"{where} line {key_lines.get(k, default_line)}: unknown {what} {k!r}; "
+                          f"known: {', '.join(sorted(known))}")
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = require_file(path, "recipe")
     yaml, loader = _loader()
@@ -122,10 +132,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: a recipe must be a mapping with 'model' and 'steps'")
     lines = getattr(data, "key_lines", {})
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        k = unknown[0]
-        raise RecipeError(f"{where} line {lines.get(k, '?')}: unknown key {k!r}; known: {', '.join(sorted(TOP_KEYS))}")
+    _reject_unknown_keys(data, TOP_KEYS, "key", where, lines, "?")
     base = path.parent
     model = data.get("model")
     if not isinstance(model, str) or not model:
@@ -144,9 +151,7 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(raw, dict):
             raise RecipeError(f"{where}: step {i + 1} must be a mapping with a 'pass' key")
         klines = getattr(raw, "key_lines", {})
-        bad = sorted(set(raw) - STEP_KEYS)
-        if bad:
-            raise RecipeError(f"{where} line {klines.get(bad[0], line)}: unknown step key {bad[0]!r}; known: {', '.join(sorted(STEP_KEYS))}")
+        _reject_unknown_keys(raw, STEP_KEYS, "step key", where, klines, line)
         pass_name = raw.get("pass")
         if not pass_name:
             raise RecipeError(f"{where} line {line}: step {i + 1} has no 'pass'")
@@ -189,9 +194,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(verify, dict):
         raise RecipeError(f"{where} line {lines.get('verify', '?')}: 'verify' must be a mapping")
     vlines = getattr(verify, "key_lines", {})
-    bad = sorted(set(verify) - VERIFY_KEYS)
-    if bad:
-        raise RecipeError(f"{where} line {vlines.get(bad[0], '?')}: unknown verify key {bad[0]!r}; known: {', '.join(sorted(VERIFY_KEYS))}")
+    _reject_unknown_keys(verify, VERIFY_KEYS, "verify key", where, vlines, "?")
     if "gates" in verify:
         from optkit.verify import merge_gates
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from optkit.artifact import Artifact, tool_versions
-from optkit.errors import InputError, PassFailed
+from optkit.errors import InputError, PassFailed, first_line
 from optkit.fileio import atomic_output, check_output_path
 from optkit.onnx_utils import check_model, graph_stats, load_onnx
 from optkit.passes.base import Pass, PassResult, config_to_dict
@@ -94,7 +94,7 @@ class Export(Pass):
                         do_constant_folding=True, dynamo=False,
                     )
                 except Exception as exc:
-                    raise PassFailed(f"torch.onnx.export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                    raise PassFailed(f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}") from exc
             onnx_model = load_onnx(tmp)
             if len(onnx_model.graph.output) != 1:
                 raise PassFailed(f"the model has {len(onnx_model.graph.output)} outputs; optkit export handles single-output models")
@@ -134,7 +134,7 @@ class Export(Pass):
                 except Exception as exc:
                     raise InputError(
                         f"the model does not run on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        f"{type(exc).__name__}: {first_line(exc)}"
                     ) from exc
                 if isinstance(y, (tuple, list)):
                     if len(y) != 1:

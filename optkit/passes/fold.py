@@ -6,7 +6,7 @@ from pathlib import Path
 
 from optkit.artifact import Artifact, tool_versions
 from optkit.equivalence import save_if_equivalent
-from optkit.errors import PassFailed
+from optkit.errors import PassFailed, first_line
 from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, graph_stats, load_onnx, model_precision
@@ -36,7 +36,7 @@ class Fold(Pass):
             if cfg.remove_unused:
                 optimizer.remove_unused_nodes(model)
         except Exception as exc:
-            raise PassFailed(f"constant folding failed on {src.path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise PassFailed(f"constant folding failed on {src.path.name}: {type(exc).__name__}: {first_line(exc)}") from exc
         check_model(model, full=True, what="folded model")
         max_diff = save_if_equivalent(model, src.path, out, batch=cfg.check_batch, what="folded model")
         after = graph_stats(model, out)

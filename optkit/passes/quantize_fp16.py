@@ -24,7 +24,7 @@ import numpy as np
 
 from optkit import calibration
 from optkit.artifact import Artifact, tool_versions
-from optkit.errors import InputError, PassFailed
+from optkit.errors import InputError, PassFailed, first_line
 from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision, save_onnx_atomically
@@ -154,9 +154,8 @@ class QuantizeFp16(Pass):
                     keep_io_types=cfg.keep_io_types, op_block_list=op_block, node_block_list=node_block,
                 )
         except Exception as exc:
-            text = str(exc).strip()
             raise PassFailed(f"onnxconverter-common could not convert {src.path.name} to fp16: "
-                             f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}") from exc
+                             f"{type(exc).__name__}: {first_line(exc)}") from exc
         check_model(converted, full=True, what="fp16 model")
         if model_precision(converted) != "fp16":
             raise PassFailed("the converted model has no fp16 tensors (every node is in a block list?)")

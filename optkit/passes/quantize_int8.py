@@ -46,7 +46,7 @@ import numpy as np
 
 from optkit import calibration
 from optkit.artifact import Artifact, tool_versions
-from optkit.errors import InputError, PassFailed
+from optkit.errors import InputError, PassFailed, first_line
 from optkit.fileio import atomic_output, check_output_path, sha256_file
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
@@ -116,7 +116,7 @@ def preprocess(src: Path, dst: Path) -> list[str]:
                 notes.append(f"used {what}")
             return notes
         except Exception as exc:  # symbolic shape inference fails on some exotic ops
-            notes.append(f"{what} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")
+            notes.append(f"{what} failed ({type(exc).__name__}: {first_line(exc)})")
     raise PassFailed("ONNX Runtime's quantisation pre-processing failed: " + "; ".join(notes))
 
 
@@ -349,9 +349,8 @@ class QuantizeInt8(Pass):
         except (InputError, PassFailed):
             raise
         except Exception as exc:
-            text = str(exc).strip()
             raise PassFailed(f"ONNX Runtime quantize_static failed: {type(exc).__name__}: "
-                             f"{text.splitlines()[0] if text else ''}") from exc
+                             f"{first_line(exc)}") from exc
         finally:
             logger.setLevel(level)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from optkit.artifact import Artifact, tool_versions
 from optkit.equivalence import save_if_equivalent
-from optkit.errors import PassFailed
+from optkit.errors import PassFailed, first_line
 from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, graph_stats, io_specs, load_onnx, model_precision
@@ -43,7 +43,7 @@ class Simplify(Pass):
                     test_input_shapes=test_shapes,
                 )
         except Exception as exc:
-            raise PassFailed(f"onnxsim failed on {src.path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise PassFailed(f"onnxsim failed on {src.path.name}: {type(exc).__name__}: {first_line(exc)}") from exc
         if not ok:
             raise PassFailed(f"onnxsim could not prove {src.path.name} unchanged after simplification")
         check_model(simplified, full=True, what="simplified model")
