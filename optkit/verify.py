@@ -133,6 +133,8 @@ class VerifyReport:
     # steps of a recipe that did not produce an artifact, with the reason (never "passed")
     skipped: list[dict[str, Any]] = field(default_factory=list)
     reference_values: np.ndarray | None = field(default=None, repr=False)
+    # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
+    execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
 
     @property
     def passed(self) -> bool:
@@ -151,6 +153,7 @@ class VerifyReport:
             "versions": self.versions,
             "artifacts": [r.to_json() for r in self.results],
             "skipped": self.skipped,
+            "execution": self.execution,
         })
 
 
@@ -218,10 +221,14 @@ def verify_artifacts(
     fp32_model: Path | None = None,
     localize_samples: int = 8,
     progress: Any = None,
+    executor: Any = None,
 ) -> VerifyReport:
-    """Verify each artifact against the reference; never raises for a failing gate."""
-    from optkit.runners import make_runner
+    """Verify each artifact against the reference; never raises for a failing gate.
 
+    ``executor`` computes the outputs: :class:`LocalExecutor` (default, this process) or
+    :class:`optkit.distributed.RayExecutor` (shards on a Ray cluster); the metrics and gates are
+    computed here on the gathered outputs either way, so the report is the same.
+    """
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
@@ -237,9 +244,7 @@ def verify_artifacts(
             progress(f"verifying {path.name} ({precision}) on {len(reference)} samples")
         gate = gates.get(precision, gates["fp32"])
         t0 = time.perf_counter()
-        with make_runner(path, provider=provider, threads=threads) as runner:
-            outs = run_artifact(runner, reference, batch_size)
-            runner_info = runner.describe()
+        outs, runner_info = (executor or LocalExecutor()).outputs(path, provider, threads, reference, batch_size)
         seconds = time.perf_counter() - t0
         per_output: dict[str, dict[str, Any]] = {}
         failures: list[str] = []
@@ -271,8 +276,24 @@ def verify_artifacts(
         results.append(result)
     ref_info = {"path": reference_path, "samples": len(reference), "labels": reference.labels is not None,
                 "outputs": list(reference.outputs), "meta": reference.meta}
-    return VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
-                        reference_values=reference.outputs[first_out])
+    report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
+                          reference_values=reference.outputs[first_out])
+    report.execution = (executor or LocalExecutor()).describe()
+    return report
+
+
+class LocalExecutor:
+    """Runs an artifact in this process: one runner over all reference inputs."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local"}
+
+    def outputs(self, path: Path, provider: str, threads: int | None, reference: Reference,
+                batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from optkit.runners import make_runner
+
+        with make_runner(path, provider=provider, threads=threads) as runner:
+            return run_artifact(runner, reference, batch_size), runner.describe()
 
 
 def _localize(fp32_model: Path | None, quant_model: Path, reference: Reference, n: int) -> dict[str, Any]:
