@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,37 @@ def test_a_worker_error_is_the_same_one_line_error(ray_local, cli_runner, tmp_pa
     remote = invoke(cli_runner, ["verify", bad, "--reference", ref, "--ray"])
     assert local.exit_code == remote.exit_code == 1
     assert remote.output.strip().splitlines()[-1] == local.output.strip().splitlines()[-1]
+
+
+def test_recipe_ray_key_gives_the_same_report(ray_local, cli_runner, tmp_path):
+    from test_recipe import RECIPE, MODELS
+
+    text = RECIPE.format(model=f"{MODELS}:tiny_voice", check_runs=1)
+    (tmp_path / "plain.yaml").write_text(text)
+    (tmp_path / "ray.yaml").write_text(text + "ray: {address: local, workers: 2, shards: 4}\n")
+    a = invoke(cli_runner, ["run", tmp_path / "plain.yaml", "-o", tmp_path / "a"])
+    b = invoke(cli_runner, ["run", tmp_path / "ray.yaml", "-o", tmp_path / "b"])
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    ja = json.loads((tmp_path / "a" / "report.json").read_text())
+    jb = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert jb["execution"]["engine"] == "ray" and jb["execution"]["workers"] == 2
+    for j in (ja, jb):  # artifact paths differ only by the output directory
+        for art in j["artifacts"]:
+            art["path"] = Path(art["path"]).name
+        j["reference"]["path"] = Path(j["reference"]["path"]).name
+    assert comparable(ja) == comparable(jb)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("ray: {workers: 0}", "ray.workers must be a whole number"),
+    ("ray: {adress: auto}", "unknown ray key 'adress'"),
+    ("ray: [1, 2]", "'ray' must be true, an address, or a mapping"),
+])
+def test_bad_ray_setting_in_a_recipe_is_one_line_with_its_line(cli_runner, tmp_path, value, message):
+    from test_recipe import RECIPE, MODELS
+
+    (tmp_path / "r.yaml").write_text(RECIPE.format(model=f"{MODELS}:tiny_voice", check_runs=1) + value + "\n")
+    res = invoke(cli_runner, ["run", tmp_path / "r.yaml", "-o", tmp_path / "out"])
+    assert res.exit_code == 1
+    assert message in res.output and "line 13" in res.output, res.output
+    assert not (tmp_path / "out").exists()
