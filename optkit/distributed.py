@@ -6,8 +6,8 @@ Ray is the engine; optkit writes no scheduler, queue or RPC of its own. The piec
   starts a local Ray instance, and turns every way that can fail into one clear error.
 - :class:`RayExecutor` runs one artifact over the reference inputs: a pool of Ray actors, each
   holding one runner (the artifact is loaded once per actor, from bytes shipped through Ray's
-  object store, so worker machines need no shared disk); the inputs go into the object store
-  once; shards are ``ray.util.ActorPool.map``-ed over the actors, which returns them in input
+  object store, so worker machines need no shared disk); each shard's inputs are one object
+  in the store, fetched only by the node that runs it; shards are ``ray.util.ActorPool.map``-ed over the actors, which returns them in input
   order. Actors are restarted and their in-flight shard retried when a worker process dies.
 
 Why the results are identical to one process, by construction: a shard boundary is always a
@@ -137,12 +137,11 @@ def _make_actor_class(ray: Any) -> Any:
         def describe(self, files_box: list[Any]) -> dict[str, Any]:
             return self._load(files_box).describe()
 
-        def run(self, files_box: list[Any], inputs: dict[str, np.ndarray], start: int, stop: int,
-                batch_size: int) -> dict[str, np.ndarray]:
+        def run(self, files_box: list[Any], inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
             from optkit.reference import Reference
             from optkit.verify import run_artifact
 
-            shard = Reference({k: v[start:stop] for k, v in inputs.items()}, outputs={})
+            shard = Reference(inputs, outputs={})
             return run_artifact(self._load(files_box), shard, batch_size)
 
     return RunnerActor
@@ -191,10 +190,13 @@ class RayExecutor:
         try:
             self.actor_pids = self._get([a.pid.remote() for a in actors], path)
             runner_info = self._get(actors[0].describe.remote(box), path)
-            inputs_ref = ray.put(reference.inputs)
+            # One object per shard: a worker node fetches only the shards it runs, so the whole
+            # reference crosses the network once, not once per node.
+            shard_refs = [ray.put({k: np.ascontiguousarray(v[a:b]) for k, v in reference.inputs.items()})
+                          for a, b in bounds]
             pool = ActorPool(actors)
             chunks: list[dict[str, np.ndarray]] = []
-            results = pool.map(lambda a, b: a.run.remote(box, inputs_ref, b[0], b[1], batch_size), bounds)
+            results = pool.map(lambda a, ref: a.run.remote(box, ref, batch_size), shard_refs)
             with self._errors(path):
                 for i, part in enumerate(results):
                     chunks.append(part)
