@@ -197,7 +197,7 @@ def quantize_int8(fp32: Path, out: Path, target: str, calib: str | None, samples
             np.save(Path(calib_path) / f"r{i:03d}.npy", x)
     cfg = QuantizeInt8Config(calibration=calib_path, target=target, calibration_limit=samples,
                              exclude_nodes=EXCLUDE_NODES)
-    QuantizeInt8().run(Artifact.from_file(fp32), cfg, out)
+    QuantizeInt8()(Artifact.from_file(fp32), cfg, out)
     return _record(out, recipe, f"optkit.passes.quantize_int8.QuantizeInt8(target={target!r}, "
                                 f"exclude_nodes={list(EXCLUDE_NODES)}, minmax)")
 
@@ -211,7 +211,7 @@ def quantize_fp16(fp32: Path, out: Path) -> dict[str, Any]:
         return _meta(out)
     log(f"{fp32.parent.name}: fp16")
     pass_ = QuantizeFp16()
-    pass_.run(Artifact.from_file(fp32), pass_.config_cls(), out)
+    pass_(Artifact.from_file(fp32), pass_.config_cls(), out)
     return _record(out, recipe, "optkit.passes.quantize_fp16.QuantizeFp16()")
 
 

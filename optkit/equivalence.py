@@ -6,8 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from optkit.errors import PassFailed
-from optkit.fileio import atomic_output
-from optkit.lazy import lazy_import
 from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
 
@@ -48,16 +46,3 @@ def assert_equivalent(before: Path, after: Path, runs: int = 2, batch: int = 2,
                 if not np.allclose(va, vb, atol=atol, rtol=rtol, equal_nan=False):
                     raise PassFailed(f"the {what} does not match its input on random data: max |diff| {worst:.3g} on {name}")
     return worst
-
-
-def save_if_equivalent(model, src: Path, out: Path, *, batch: int = 2, what: str = "result") -> float:  # noqa: ANN001
-    """Save ``model`` to ``out`` only if it matches the model at ``src`` on random data.
-
-    The check runs on a temporary file beside ``out``, so a wrong result never appears at
-    ``out``, not even briefly, and an existing file there is kept. Returns the max |diff|.
-    """
-    onnx = lazy_import("onnx")
-
-    with atomic_output(out, suffix=".onnx") as tmp:
-        onnx.save(model, str(tmp))
-        return assert_equivalent(src, tmp, batch=batch, what=what, label=Path(out).name)

@@ -241,6 +241,57 @@ class RunOutcome:
     report_paths: tuple[Path, Path] | None = None
 
 
+class _StepCache:
+    """Runs a pass as a cached step of ``out_dir``: an unchanged cache key, an intact artifact and
+    intact side files (sha256 of each re-checked) reuse the recorded result."""
+
+    def __init__(self, out_dir: Path, manifest: Manifest, force: bool, echo: Callable[[str], None]):
+        self.out_dir, self.manifest, self.force, self.echo = out_dir, manifest, force, echo
+
+    def run(self, step_name: str, p: Any, cfg: Any, parent: Artifact | None, out_path: Path,
+            pre_steps: bool = True) -> StepOutcome:
+        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
+        cached = None if self.force else self.manifest.get(step_name)
+        entry = self.manifest.entries.get(step_name, {})
+        if (cached is not None and entry.get("cache_key") == key and _sha_matches(cached)
+                and _side_files_intact(self.out_dir, entry.get("side_files"))):
+            self.echo(f"[{step_name}] cached: {cached.path.name} (inputs and parameters unchanged)")
+            return StepOutcome(step_name, p.name, "cached", cached, 0.0, [])
+        self.echo(f"[{step_name}] running {p.name} -> {out_path.name}")
+        t0 = time.perf_counter()
+        try:
+            result = p(parent, cfg, out_path, pre_step=self.pre_step_runner(step_name, out_path))
+        except OptkitError as exc:
+            raise type(exc)(f"step {step_name} ({p.name}): {exc}") from exc
+        seconds = time.perf_counter() - t0
+        for m in result.messages:
+            self.echo(f"[{step_name}]   {m}")
+        if result.skipped:
+            self.echo(f"[{step_name}] SKIPPED: {result.skipped}")
+            self.manifest.entries[step_name] = {"status": "skipped", "reason": result.skipped, "pass": p.name}
+            self.manifest.save()
+            return StepOutcome(step_name, p.name, "skipped", None, seconds, result.messages, result.skipped)
+        art = result.artifact
+        assert art is not None
+        self.manifest.record(step_name, art, key, status="ran", seconds=round(seconds, 3), info=result.info,
+                             side_files=[_side_file_entry(self.out_dir, f) for f in result.side_files])
+        self.manifest.save()
+        return StepOutcome(step_name, p.name, "ran", art, seconds, result.messages)
+
+    def pre_step_runner(self, step_name: str, out_path: Path) -> Callable[..., Any]:
+        """A pass's pre-step (build-engine's fp16/int8 model) as its own cached step
+        ``<step>.<pass>``, written beside the step's output."""
+        from optkit.passes.base import PassResult
+
+        def run(pre: Any, src: Artifact, cfg: Any) -> PassResult:
+            stem = out_path.name[: -len("".join(out_path.suffixes))] if out_path.suffixes else out_path.name
+            done = self.run(f"{step_name}.{pre.name}", pre, cfg, src,
+                            out_path.with_name(f"{stem}.{pre.name}{pre.output_suffix}"))
+            return PassResult(done.artifact, done.messages, skipped=done.reason if done.status == "skipped" else None)
+
+        return run
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
                echo: Callable[[str], None] = lambda s: None, verify: bool = True) -> RunOutcome:
     out_dir = Path(out_dir)
@@ -251,6 +302,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     except OSError as exc:
         raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
     manifest = Manifest.load(out_dir / "manifest.json")
+    steps = _StepCache(out_dir, manifest, force, echo)
     produced: dict[str, Artifact | None] = {}
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
@@ -265,44 +317,39 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
             manifest.entries[step.name] = {"status": "skipped", "reason": reason, "pass": step.pass_name}
             continue
         out_path = out_dir / (step.output or f"{step.name}{p.output_suffix}")
-        key = cache_key(step.pass_name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
-        cached = None if force else manifest.get(step.name)
-        entry = manifest.entries.get(step.name, {})
-        if (cached is not None and entry.get("cache_key") == key and cached.path.exists()
-                and _sha_matches(cached) and all((out_dir / f).exists() for f in entry.get("side_files", []))):
-            echo(f"[{step.name}] cached: {cached.path.name} (inputs and parameters unchanged)")
-            outcomes.append(StepOutcome(step.name, step.pass_name, "cached", cached, 0.0, []))
-            produced[step.name] = cached
-            continue
-        echo(f"[{step.name}] running {step.pass_name} -> {out_path.name}")
-        t0 = time.perf_counter()
-        try:
-            result = p.run(parent, cfg, out_path)
-        except OptkitError as exc:
-            raise type(exc)(f"step {step.name} ({step.pass_name}): {exc}") from exc
-        seconds = time.perf_counter() - t0
-        for m in result.messages:
-            echo(f"[{step.name}]   {m}")
-        if result.skipped:
-            echo(f"[{step.name}] SKIPPED: {result.skipped}")
-            outcomes.append(StepOutcome(step.name, step.pass_name, "skipped", None, seconds, result.messages, result.skipped))
-            produced[step.name] = None
-            manifest.entries[step.name] = {"status": "skipped", "reason": result.skipped, "pass": step.pass_name}
-            manifest.save()
-            continue
-        art = result.artifact
-        assert art is not None
-        produced[step.name] = art
-        manifest.record(step.name, art, key, status="ran", seconds=round(seconds, 3), info=result.info,
-                        side_files=[str(Path(f).relative_to(out_dir)) if Path(f).is_relative_to(out_dir) else str(f)
-                                    for f in result.side_files])
-        manifest.save()
-        outcomes.append(StepOutcome(step.name, step.pass_name, "ran", art, seconds, result.messages))
+        done = steps.run(step.name, p, cfg, parent, out_path)
+        outcomes.append(done)
+        produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
         outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo)
     manifest.save()
     return outcome
+
+
+def _side_file_entry(out_dir: Path, path: Path) -> dict[str, str]:
+    from optkit.fileio import sha256_file
+
+    path = Path(path)
+    shown = str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)
+    return {"path": shown, "sha256": sha256_file(path)}
+
+
+def _side_files_intact(out_dir: Path, entries: Any) -> bool:
+    """Every side file recorded with a step still has its recorded sha256 (an entry without one,
+    from an older manifest, counts as changed: the step runs again)."""
+    from optkit.fileio import sha256_file
+
+    for e in entries or []:
+        if not isinstance(e, dict) or "sha256" not in e:
+            return False
+        path = out_dir / e["path"]
+        try:
+            if sha256_file(path) != e["sha256"]:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def verify_providers(verify: dict[str, Any]) -> list[str]:

@@ -84,7 +84,7 @@ def build_engine(onnx_model: Path, output: Path, precision: str | None, batch: s
         "if_unavailable": "fail",
         "tf32": tf32,
     })
-    result = step.run(source_artifact(onnx_model), cfg, output)
+    result = step(source_artifact(onnx_model), cfg, output)
     for line in result.messages:
         click.echo(line)
     if result.artifact is not None:

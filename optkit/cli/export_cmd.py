@@ -44,5 +44,5 @@ def export(model, output, weights, input_shape, input_name, output_name, opset, 
                        output_name=output_name, opset=opset, dynamic_batch=dynamic_batch,
                        reference_data=reference_data, reference_samples=reference_samples,
                        reference_seed=seed, atol=atol)
-    result = p.run(None, cfg, Path(output))
+    result = p(None, cfg, Path(output))
     echo_lines(result.messages)

@@ -103,5 +103,5 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
             check_data=str(opts["check_data"]) if opts["check_data"] is not None else None,
             overflow=str(opts["overflow"]),
         )
-    result = step.run(src, cfg, output)
+    result = step(src, cfg, output)
     echo_lines(result.messages)

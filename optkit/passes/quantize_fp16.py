@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from optkit import calibration
-from optkit.artifact import Artifact, tool_versions
+from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, first_line
-from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision, save_onnx_atomically
-from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision
+from optkit.passes.base import Pass, PassOutput, PassResult
 
 FP16_MAX = 65504.0
 OVERFLOW_MODES = ("keep-fp32", "fail")
@@ -87,13 +86,15 @@ class QuantizeFp16(Pass):
     name = "quantize-fp16"
     config_cls = QuantizeFp16Config
     output_suffix = ".fp16.onnx"
+    tools = ("onnxconverter-common", "onnx", "onnxruntime")
 
     def fingerprint(self, cfg: QuantizeFp16Config) -> str:
         from optkit.data import fingerprint
 
         return fingerprint(cfg.check_data) if cfg.check_data else ""
 
-    def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: Path) -> PassResult:
+    def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: PassOutput) -> PassResult:
+        onnx = lazy_import("onnx")
         float16 = lazy_import("onnxconverter_common.float16")
         from optkit.data import load_samples, random_samples
 
@@ -104,7 +105,6 @@ class QuantizeFp16(Pass):
             raise InputError(f"overflow margin must be >= 1, got {cfg.overflow_margin:g}")
         if cfg.check_samples < 1:
             raise InputError(f"check_samples must be at least 1, got {cfg.check_samples}")
-        out = check_output_path(out)
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -160,21 +160,13 @@ class QuantizeFp16(Pass):
         if model_precision(converted) != "fp16":
             raise PassFailed("the converted model has no fp16 tensors (every node is in a block list?)")
 
-        save_onnx_atomically(converted, out)
-        try:
-            check = self._check_outputs(src.path, out, spec.name, x, samples.source)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-
+        onnx.save(converted, str(out.path))
         n_blocked = sum(1 for n in converted.graph.node if n.name in set(node_block) or n.op_type in set(op_block))
-        messages.insert(0, f"converted {src.path.name} -> {out} (fp16, inputs/outputs "
+        messages.insert(0, f"converted {src.path.name} -> {out.final} (fp16, inputs/outputs "
                            f"{'fp32' if cfg.keep_io_types else 'fp16'})")
         if not found:
             messages.append(f"overflow check on {len(x)} {samples.source} inputs: every activation within "
                             f"the fp16 range (largest |x| {scan.largest:.3g})")
-        messages.append(f"fp16 vs fp32 on {len(x)} check inputs: max |diff| {check['max_abs_diff']:.3g}, "
-                        f"relative error {check['rel_error']:.3g}; outputs finite")
         info = {
             "keep_io_types": cfg.keep_io_types,
             "check_data": samples.source,
@@ -186,14 +178,18 @@ class QuantizeFp16(Pass):
             "op_block_list_extra": list(cfg.op_block_list),
             "fp32_nodes": n_blocked,
             "largest_activation": scan.largest,
-            "check": check,
         }
-        artifact = Artifact.from_file(
-            out, kind="onnx", precision="fp16", made_by=self.name, config=config_to_dict(cfg),
-            parent=src.sha256, tool_versions=tool_versions("onnxconverter-common", "onnx", "onnxruntime"),
-            extra={"overflow_blocked_nodes": scan.block_nodes},
-        )
-        return PassResult(artifact, messages, info)
+        return PassResult(messages=messages, info=info, precision="fp16",
+                          extra={"overflow_blocked_nodes": scan.block_nodes},
+                          check_inputs=(spec.name, x, samples.source))
+
+    def check(self, src: Artifact | None, cfg: QuantizeFp16Config, written: Path, result: PassResult) -> None:
+        assert src is not None
+        input_name, x, source = result.check_inputs
+        check = self._check_outputs(src.path, written, input_name, x, source)
+        result.messages.append(f"fp16 vs fp32 on {len(x)} check inputs: max |diff| {check['max_abs_diff']:.3g}, "
+                               f"relative error {check['rel_error']:.3g}; outputs finite")
+        result.info["check"] = check
 
     @staticmethod
     def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:

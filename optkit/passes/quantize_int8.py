@@ -45,16 +45,16 @@ from typing import Any
 import numpy as np
 
 from optkit import calibration
-from optkit.artifact import Artifact, tool_versions
+from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, first_line
-from optkit.fileio import atomic_output, check_output_path, sha256_file
+from optkit.fileio import sha256_file
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
-from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.passes.base import Pass, PassOutput, PassResult
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
-# NVIDIA ModelOpt's "TensorRT friendly" quantize_static options (see notes/tensorrt.md section 4):
+# NVIDIA ModelOpt's "TensorRT friendly" quantize_static options (see docs/tensorrt.md, int8 Q/DQ):
 # symmetric int8 activations and weights (all zero points 0), fp32 bias (TRT's parser has rejected
 # int32 bias DQs), weights kept fp32 behind a Q->DQ pair, per-channel on the output channels.
 TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
@@ -157,6 +157,10 @@ class QuantizeInt8(Pass):
     name = "quantize-int8"
     config_cls = QuantizeInt8Config
     output_suffix = ".int8.onnx"
+    tools = ("onnxruntime", "onnx")
+
+    def side_outputs(self, cfg: QuantizeInt8Config, out: Path) -> list[Path]:
+        return [calibration.cache_path_for(out)]
 
     def fingerprint(self, cfg: QuantizeInt8Config) -> str:
         from optkit.data import fingerprint
@@ -198,15 +202,13 @@ class QuantizeInt8(Pass):
             )
 
     # -- run ----------------------------------------------------------------------------------
-    def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: Path) -> PassResult:
+    def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         qz = lazy_import("onnxruntime.quantization")
         from optkit.data import fingerprint, load_samples
 
         assert src is not None
         self._check_config(cfg)
-        out = check_output_path(out)
-        cache_path = calibration.cache_path_for(out)
-        check_output_path(cache_path)
+        cache_path = calibration.cache_path_for(out.final)
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -244,31 +246,21 @@ class QuantizeInt8(Pass):
             ort_ranges = calibration.write_ort_ranges(work / "ranges.json", outcome.ranges)
             op_types = [t for t in calibration.default_op_types() if t not in set(cfg.exclude_op_types)]
 
-            wrote_cache = False
-            try:
-                with atomic_output(out, suffix=".onnx") as tmp:
-                    t0 = time.perf_counter()
-                    self._quantize(qz, pre, tmp, ort_ranges, cfg, settings, op_types)
-                    quant_seconds = time.perf_counter() - t0
-                    qmodel = load_onnx(tmp)
-                    check_model(qmodel, full=True, what="int8 model")
-                    if model_precision(qmodel) != "int8":
-                        raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
-                                         "check --exclude-nodes / --exclude-op-types")
-                    check = self._compare(src.path, tmp, spec.name, samples.x[:CHECK_SAMPLES])
-                    if not outcome.cache_hit:
-                        # Written only once the model is proven good: a failed run leaves no new file.
-                        calibration.save_cache(cache_path, key, outcome.ranges, meta={
-                            "model": src.path.name, "calibration": str(cfg.calibration),
-                            "samples": len(samples), "method": cfg.method,
-                        })
-                        wrote_cache = True
-            except BaseException:
-                # The model rename failed after the cache was written: the cache would describe a
-                # model that does not exist.
-                if wrote_cache:
-                    cache_path.unlink(missing_ok=True)
-                raise
+            tmp = out.path
+            t0 = time.perf_counter()
+            self._quantize(qz, pre, tmp, ort_ranges, cfg, settings, op_types)
+            quant_seconds = time.perf_counter() - t0
+            qmodel = load_onnx(tmp)
+            check_model(qmodel, full=True, what="int8 model")
+            if model_precision(qmodel) != "int8":
+                raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
+                                 "check --exclude-nodes / --exclude-op-types")
+            if not outcome.cache_hit:
+                # renamed into place with the model, only once the model passed its check
+                calibration.save_cache(out.side(cache_path), key, outcome.ranges, meta={
+                    "model": src.path.name, "calibration": str(cfg.calibration),
+                    "samples": len(samples), "method": cfg.method,
+                })
 
         report = quantized_node_report(qmodel)
         pre_ops = collections.Counter(n.op_type for n in pre_model.graph.node)
@@ -285,12 +277,8 @@ class QuantizeInt8(Pass):
             shown = report["fp32_nodes"][:10]
             messages.append(f"left in fp32: {len(report['fp32_nodes'])} nodes ({', '.join(shown)}"
                             f"{', ...' if len(report['fp32_nodes']) > 10 else ''})")
-        messages.append(
-            f"int8 vs fp32 on {check['samples']} calibration samples: max |diff| {check['max_abs_diff']:.3g}, "
-            f"relative error {check['rel_error']:.3g}"
-        )
         messages.append(f"calibration cache: {cache_path}" + (" (reused)" if outcome.cache_hit else " (written)"))
-        messages.insert(0, f"quantised {src.path.name} -> {out} (int8 QDQ, {cfg.method} calibration, target {cfg.target})")
+        messages.insert(0, f"quantised {src.path.name} -> {out.final} (int8 QDQ, {cfg.method} calibration, target {cfg.target})")
 
         info = {
             "target": cfg.target,
@@ -309,14 +297,21 @@ class QuantizeInt8(Pass):
             "folded_nodes": folded,
             "exclude_nodes": list(cfg.exclude_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
-            "check": check,
         }
-        artifact = Artifact.from_file(
-            out, kind="onnx", precision="int8", made_by=self.name, config=config_to_dict(cfg),
-            parent=src.sha256, tool_versions=tool_versions("onnxruntime", "onnx"),
-            extra={"target": cfg.target, "calibration_cache": cache_path.name},
+        return PassResult(messages=messages, info=info, precision="int8",
+                          side_files=[cache_path] if outcome.cache_hit else [],  # else written via out.side
+                          extra={"target": cfg.target, "calibration_cache": cache_path.name},
+                          check_inputs=(spec.name, samples.x[:CHECK_SAMPLES]))
+
+    def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
+        assert src is not None
+        input_name, x = result.check_inputs
+        check = self._compare(src.path, written, input_name, x)
+        result.messages.append(
+            f"int8 vs fp32 on {check['samples']} calibration samples: max |diff| {check['max_abs_diff']:.3g}, "
+            f"relative error {check['rel_error']:.3g}"
         )
-        return PassResult(artifact, messages, info, side_files=[cache_path])
+        result.info["check"] = check
 
     @staticmethod
     def _act_desc(target: str) -> str:
