@@ -84,14 +84,11 @@ def now_iso() -> str:
 
 
 def guess_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in (".engine", ".plan", ".trt"):
-        return "engine"
-    if suffix == ".npz":
+    from optkit.runners.registry import artifact_kind
+
+    if path.suffix.lower() == ".npz":
         return "reference"
-    raise InputError(f"{path}: unknown artifact type (expected .onnx or .engine)")
+    return artifact_kind(path)
 
 
 def guess_precision(path: Path) -> str:

@@ -157,40 +157,15 @@ def request_pattern(idle_ms: float) -> str:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-MAX_DISTINCT_FEEDS = 16
-
-
 def make_feeds(specs: Sequence[TensorSpec], batch: int, seed: int = 0, data: str | None = None,
                label: str = "artifact") -> list[dict[str, np.ndarray]]:
     """Inputs for one artifact at one batch size: one seeded random feed, or up to 16 distinct
     batches cut from a sample set (cycled through the rounds)."""
-    shapes = {}
-    for spec in specs:
-        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
-            raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
-                             f"it cannot run batch {batch}")
-        shapes[spec.name] = spec.concrete_shape(batch)
-    if data is None:
-        feed = {}
-        for i, spec in enumerate(specs):
-            rng = np.random.default_rng([seed, i])
-            arr = rng.standard_normal(shapes[spec.name])
-            if np.issubdtype(np.dtype(spec.dtype), np.integer):
-                arr = np.abs(arr * 10)
-            feed[spec.name] = arr.astype(spec.dtype)
-        return [feed]
-    if len(specs) != 1:
-        raise InputError(f"{label}: --data feeds single-input models only; this one has "
-                         f"{len(specs)} inputs ({', '.join(s.name for s in specs)})")
-    from optkit.data import load_samples
+    from optkit.feeds import batch_shapes, random_feed, sample_feeds
 
-    spec = specs[0]
-    samples = load_samples(data, sample_shape=shapes[spec.name][1:], dtype=spec.dtype)
-    x = samples.x
-    if len(x) < batch:  # too few samples for one batch: repeat them
-        x = np.resize(x, (batch, *x.shape[1:]))
-    n_feeds = max(1, min(len(x) // batch, MAX_DISTINCT_FEEDS))
-    return [{spec.name: np.ascontiguousarray(x[i * batch:(i + 1) * batch])} for i in range(n_feeds)]
+    if data is not None:
+        return sample_feeds(specs, batch, data, label)
+    return [random_feed(specs, batch, seed, shapes=batch_shapes(specs, batch, label))]
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -402,15 +377,16 @@ def _artifact_facts(path: Path | None) -> dict[str, Any]:
 def make_bench_items(artifacts: Sequence[str | os.PathLike], providers: Sequence[str] = ("cpu",),
                      threads: int | None = None, openvino_options: dict[str, Any] | None = None) -> list[BenchItem]:
     """One item per (ONNX artifact, provider); engines run once on TensorRT whatever the provider."""
-    from optkit.runners import make_runner
+    from optkit.runners.registry import is_engine as engine_file
+    from optkit.runners.registry import make_runner, providers_for
 
     items: list[BenchItem] = []
     seen: set[str] = set()
     multi = len(providers) > 1
     for art in artifacts:
         path = Path(art)
-        is_engine = path.suffix.lower() in (".engine", ".plan", ".trt")
-        for provider in (("tensorrt",) if is_engine else providers):
+        is_engine = engine_file(path)
+        for provider in providers_for(path, providers):
             label = path.name if (is_engine or not multi) else f"{path.name} [{provider}]"
             base, n = label, 1
             while label in seen:  # the same file twice is a fair A/A noise check: keep both

@@ -44,6 +44,8 @@ TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps"
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
 DEFAULT_RECIPE = "voice_verification.yaml"
+# verification results by key (verify.verification_key), inside the output directory
+VERIFY_CACHE = ".optkit-cache/verify"
 
 
 class _Loc(dict):
@@ -358,7 +360,7 @@ def verify_providers(verify: dict[str, Any]) -> list[str]:
     providers = [raw] if isinstance(raw, str) else raw
     if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
         raise RecipeError(f"verify.provider: expected a runtime name or a list of them, got {raw!r}")
-    from optkit.runners import PROVIDERS
+    from optkit.runners.registry import PROVIDERS
 
     bad = [p for p in providers if p not in PROVIDERS]
     if bad:
@@ -379,6 +381,7 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
             echo: Callable[[str], None]):  # noqa: ANN202
     from optkit.reference import load_reference, reference_path_for
     from optkit.report import write_reports
+    from optkit.runners.registry import is_engine
     from optkit.verify import merge_gates, verify_artifacts
 
     v = recipe.verify
@@ -395,14 +398,15 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     report = None
     providers = verify_providers(v)
     for i, provider in enumerate(providers):
-        # .engine files always run on TensorRT: verify them once, not once per provider
-        items = todo if i == 0 else [a for a in todo if a.kind == "onnx"]
+        # an .engine runs on TensorRT whatever the provider (runners.registry): verify it once
+        items = todo if i == 0 else [a for a in todo if not is_engine(a.path)]
         part = verify_artifacts(
             items, reference, reference_path=str(ref_path), provider=provider,
             threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
             batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"),
             localize=v.get("localize", "on-failure"), fp32_model=fp32,
             progress=lambda m, p=provider: echo(f"[verify:{p}] {m}"),
+            cache_dir=out_dir / VERIFY_CACHE,
         )
         if report is None:
             report = part

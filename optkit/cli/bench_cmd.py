@@ -5,10 +5,10 @@ import click
 
 from optkit.cli.common import csv_option, echo_lines
 
-PROVIDER_NAMES = ("cpu", "openvino", "cuda", "tensorrt")
-
 
 def _providers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    from optkit.runners.registry import PROVIDERS as PROVIDER_NAMES
+
     names = csv_option(ctx, param, value) or ("cpu",)
     bad = [n for n in names if n not in PROVIDER_NAMES]
     if bad:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import click
 
+from optkit.runners.registry import PROVIDERS
+
 
 @click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
-@click.option("--provider", type=click.Choice(["cpu", "openvino", "cuda", "tensorrt"]), default="cpu",
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu",
               show_default=True, help="Runtime for .onnx artifacts (.engine files always use TensorRT).")
 @click.option("--threshold", default=0.5, show_default=True, type=float, help="Decision threshold.")
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",

@@ -217,8 +217,8 @@ class BuildEngine(Pass):
 
 def self_check(engine_path: Path, profiles: list[dict[str, Any]], version_compatible: bool = False) -> None:
     """The engine must load, expose the model's inputs, and run one batch to finite outputs."""
-    import numpy as np
-
+    from optkit.compare import check_finite
+    from optkit.feeds import random_feed
     from optkit.runners.tensorrt import TensorRTRunner
 
     runner = TensorRTRunner(engine_path, check_sidecar=False, allow_host_code=version_compatible)
@@ -228,12 +228,7 @@ def self_check(engine_path: Path, profiles: list[dict[str, Any]], version_compat
             missing = [p["input"] for p in profiles if p["input"] not in names]
             if missing:
                 raise PassFailed(f"the built engine lacks the model inputs {', '.join(missing)}")
-            rng = np.random.default_rng(0)
-            dtypes = {s.name: s.dtype for s in runner.inputs}
-            feed = {p["input"]: rng.standard_normal(p["opt"]).astype(dtypes[p["input"]]) for p in profiles}
-            outs = runner.infer(feed)
-            bad = [k for k, v in outs.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
-            if bad:
-                raise PassFailed(f"the built engine produced NaN/Inf in {', '.join(bad)} on a random input")
+            feed = random_feed(runner.inputs, seed=0, shapes={p["input"]: p["opt"] for p in profiles})
+            check_finite(runner.infer(feed), "the built engine", "on a random input")
     except (MissingDependency, RuntimeUnavailable, InputError) as exc:
         raise PassFailed(f"the built engine failed its self-check: {exc}") from exc

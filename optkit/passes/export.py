@@ -148,18 +148,18 @@ class Export(Pass):
 
     @staticmethod
     def _compare_with_ort(path: Path, cfg: ExportConfig, x: np.ndarray, expected: np.ndarray, label: str) -> float:
-        from optkit.reference import Reference
+        from optkit.compare import Comparison, Tolerance
+        from optkit.feeds import reference_batches
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
-        from optkit.verify import run_artifact
 
+        comparison = Comparison("the exported model", Tolerance(cfg.atol), against="PyTorch",
+                                hint="the export is not faithful (unsupported op or data-dependent control flow?)")
+        start = 0
         with OnnxRuntimeRunner(path, label=label) as runner:
-            got = run_artifact(runner, Reference({cfg.input_name: x}, {}), cfg.batch_size)[cfg.output_name]
-        if got.shape != expected.shape:
-            raise PassFailed(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
-        err = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
-        if not np.isfinite(err) or err > cfg.atol:
-            raise PassFailed(
-                f"exported model differs from PyTorch: max |diff| {err:.3g} > {cfg.atol:g}; "
-                "the export is not faithful (unsupported op or data-dependent control flow?)"
-            )
-        return err
+            for feed, take in reference_batches(runner.inputs, {cfg.input_name: x}, cfg.batch_size, label):
+                got = runner.infer(feed)
+                got = {k: v[:take] for k, v in got.items()}
+                comparison.add({cfg.output_name: expected[start : start + take]}, got,
+                               where="on the reference inputs")
+                start += take
+        return comparison.max_abs_diff

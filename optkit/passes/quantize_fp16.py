@@ -193,30 +193,16 @@ class QuantizeFp16(Pass):
 
     @staticmethod
     def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:
+        from optkit.compare import Comparison
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
-        worst = 0.0
-        num = den = 0.0
+        comparison = Comparison("the fp16 model", hint="keep the overflowing part in fp32 with "
+                                "--node-block-list/--op-block-list, or check the data")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(fp16_path) as half:
             half_dtype = next((s.dtype for s in half.inputs if s.name == input_name), "float32")
             for i in range(len(x)):
                 feed = {input_name: x[i : i + 1]}
                 with np.errstate(over="ignore"):  # an input beyond fp16 becomes inf: reported below
                     half_feed = {input_name: feed[input_name].astype(half_dtype)}
-                a, b = ref.infer(feed), half.infer(half_feed)
-                for name, va in a.items():
-                    vb = b.get(name)
-                    if vb is None or vb.shape != va.shape:
-                        raise PassFailed(f"fp16 output {name} is missing or has another shape")
-                    vb64 = vb.astype(np.float64)
-                    if not np.isfinite(vb64).all():
-                        raise PassFailed(
-                            f"the fp16 model produces inf/NaN in output {name} on {source} input {i}; keep the "
-                            "overflowing part in fp32 with --node-block-list/--op-block-list, or check the data"
-                        )
-                    va64 = va.astype(np.float64)
-                    d = vb64 - va64
-                    worst = max(worst, float(np.max(np.abs(d))) if d.size else 0.0)
-                    num += float(np.sum(d * d))
-                    den += float(np.sum(va64 * va64))
-        return {"max_abs_diff": worst, "rel_error": float(np.sqrt(num) / max(np.sqrt(den), 1e-12))}
+                comparison.add(ref.infer(feed), half.infer(half_feed), where=f"on {source} input {i}")
+        return {"max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
