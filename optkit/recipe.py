@@ -32,14 +32,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from optkit.artifact import Artifact, Manifest, tool_versions
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.errors import InputError, OptkitError, RecipeError
 from optkit.fileio import require_file
 from optkit.lazy import lazy_import
 from optkit.passes import REGISTRY, get_pass
+from optkit.options import ParameterError, path_params
 from optkit.passes.base import config_to_dict
 
 # Parameters holding paths; relative values are resolved against the recipe's directory.
-PATH_PARAMS = {"calibration", "reference_data", "check_data", "timing_cache", "weights", "data"}
 TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
@@ -166,7 +167,9 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(params, dict):
             raise RecipeError(f"{where} line {klines.get('params', line)}: 'params' must be a mapping")
         plines = getattr(params, "key_lines", {})
-        params = {k: (_resolve(base, v) if k in PATH_PARAMS else v) for k, v in params.items()}
+        p = get_pass(pass_name)
+        paths = path_params(p.config_cls)  # declared with the option (optkit.options)
+        params = {k: (_resolve(base, v) if k in paths else v) for k, v in params.items()}
         if pass_name == "export":
             params.setdefault("model", model)
             if data.get("weights"):
@@ -183,12 +186,10 @@ def load_recipe(path: str | Path) -> Recipe:
         if pass_name == "export" and i > 0:
             raise RecipeError(f"{where} line {line}: 'export' can only be the first step")
         # Validate the params now, so a typo fails before any work is done.
-        p = get_pass(pass_name)
         try:
             p.make_config(params, where=f"step {name}")
         except RecipeError as exc:
-            bad_key = next((k for k in plines if k in str(exc)), None)
-            at = plines.get(bad_key, klines.get("params", line)) if bad_key else klines.get("params", line)
+            at = plines.get(getattr(exc, "param", None), klines.get("params", line))
             raise RecipeError(f"{where} line {at}: {exc}") from None
         steps.append(Step(name, pass_name, params, inp, line if isinstance(line, int) else 0, raw.get("output")))
         seen.add(name)
@@ -263,6 +264,8 @@ class _StepCache:
         t0 = time.perf_counter()
         try:
             result = p(parent, cfg, out_path, pre_step=self.pre_step_runner(step_name, out_path))
+        except ParameterError as exc:  # name the parameter the way the recipe spells it
+            raise InputError(f"step {step_name} ({p.name}): {exc.spelled('params.' + exc.param)}") from exc
         except OptkitError as exc:
             raise type(exc)(f"step {step_name} ({p.name}): {exc}") from exc
         seconds = time.perf_counter() - t0
@@ -402,8 +405,8 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
         items = todo if i == 0 else [a for a in todo if not is_engine(a.path)]
         part = verify_artifacts(
             items, reference, reference_path=str(ref_path), provider=provider,
-            threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
-            batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"),
+            threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
+            batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
             localize=v.get("localize", "on-failure"), fp32_model=fp32,
             progress=lambda m, p=provider: echo(f"[verify:{p}] {m}"),
             cache_dir=out_dir / VERIFY_CACHE,

@@ -18,6 +18,7 @@ from typing import Any
 
 from optkit.errors import InputError, PassFailed, RuntimeUnavailable
 from optkit.gpu import tensorrt_logger
+from optkit.options import ParameterError
 
 DEFAULT_BATCH = (1, 1, 8)
 
@@ -79,8 +80,8 @@ def input_profiles(inputs: list[Any], batch: str | None) -> list[dict[str, Any]]
         first = spec.shape[0]
         if isinstance(first, int) and first > 0:
             if requested is not None and requested != (first, first, first):
-                raise InputError(
-                    f"input {spec.name} has a static batch of {first}, so --batch must be {first} "
+                raise ParameterError(
+                    "batch", f"input {spec.name} has a static batch of {first}, so {{name}} must be {first} "
                     f"(got {':'.join(map(str, requested))}); export the model with a dynamic batch axis "
                     "to build an engine for a batch range"
                 )

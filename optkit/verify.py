@@ -17,6 +17,7 @@ import numpy as np
 from optkit.artifact import Artifact, now_iso, tool_versions
 from optkit.errors import InputError, OptkitError, RecipeError
 from optkit.compare import output_metrics, output_problems
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.metrics import task_metrics
 from optkit.reference import Reference
 
@@ -193,9 +194,9 @@ def verify_artifacts(
     *,
     reference_path: str = "",
     provider: str = "cpu",
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
     gates: dict[str, Gate] | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     threads: int | None = None,
     localize: str = "on-failure",
     fp32_model: Path | None = None,

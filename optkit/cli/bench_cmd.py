@@ -82,7 +82,9 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
         ov_options["performance_hint"] = "none" if ov_hint.lower() == "none" else ov_hint.upper()
     items = bench_lib.make_bench_items(artifacts, providers, threads=threads, openvino_options=ov_options)
     report = bench_lib.benchmark(items, cfg, progress=lambda msg: click.echo(msg, err=True))
-    echo_lines(report.table_lines())
+    from optkit.bench_render import table_lines
+
+    echo_lines(table_lines(report))
     if json_path:
         write_json_atomically(json_path, report.to_json())
         click.echo(f"wrote {json_path}")

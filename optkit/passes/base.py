@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from optkit.artifact import Artifact, tool_versions
 from optkit.errors import InputError, PassFailed, RecipeError
 from optkit.fileio import AtomicFiles, check_output_path, same_file
+from optkit.options import ParameterError, check_values
 
 
 @dataclass
@@ -135,6 +136,7 @@ class Pass:
                  pre_step: PreStepRunner | None = None) -> PassResult:
         if not isinstance(cfg, self.config_cls):
             cfg = self.make_config(dict(cfg or {}))
+        check_values(cfg)
         out = check_output_path(out)
         if self.needs_input and src is None:
             raise InputError(f"{self.name} needs an input artifact")
@@ -199,21 +201,35 @@ def build_config(config_cls: type, params: dict[str, Any], where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise RecipeError(
+        raise _about(unknown[0], RecipeError(
             f"{where}: unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
             f"known: {', '.join(sorted(fields)) or 'none'}"
-        )
+        ))
     hints = typing.get_type_hints(config_cls)
     values = {}
     for name, value in params.items():
-        values[name] = _coerce(value, hints.get(name), f"{where}: parameter {name}")
+        try:
+            values[name] = _coerce(value, hints.get(name), f"{where}: parameter {name}")
+        except RecipeError as exc:
+            raise _about(name, exc) from None
     missing = [
         n for n, f in fields.items()
         if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise RecipeError(f"{where}: missing required parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    return config_cls(**values)
+    cfg = config_cls(**values)
+    try:
+        check_values(cfg)
+    except ParameterError as exc:
+        raise _about(exc.param, RecipeError(f"{where}: parameter {exc}")) from None
+    return cfg
+
+
+def _about(param: str, exc: RecipeError) -> RecipeError:
+    """Tag an error with the parameter it is about (the recipe layer finds its YAML line by it)."""
+    exc.param = param  # type: ignore[attr-defined]
+    return exc
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

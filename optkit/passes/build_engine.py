@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 from optkit.artifact import Artifact, now_iso
 from optkit.errors import InputError, MissingDependency, PassFailed, RuntimeUnavailable
 from optkit.fileio import check_output_path, require_file, sha256_file
+from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult, PreStep
 from optkit.qdq_form import tensorrt_qdq_problems
 from optkit.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tests use them from here
@@ -33,30 +34,33 @@ from optkit.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tes
     parse_size,
 )
 
-PRECISIONS = ("fp32", "fp16", "int8")
-HW_COMPAT = ("none", "ampere_plus", "same_compute_capability")
-
-
 @dataclass(frozen=True)
 class BuildEngineConfig:
-    # None: the ONNX model's own precision. fp16/int8 from an fp32 model: converted first.
-    precision: Literal["fp32", "fp16", "int8"] | None = None
-    # "MIN:OPT:MAX" for the batch axis (or "N" = N:N:N). None: 1:1:8 for a dynamic batch axis,
-    # the model's own batch for a static one.
-    batch: str | None = None
-    workspace: str = "1G"          # TensorRT workspace pool limit: bytes, or 512M / 1G / 2GiB
-    timing_cache: str | None = None  # loaded if it exists, saved (atomically) after the build
-    calibration: str | None = None   # sample dir for int8 from an fp32 model
-    opt_level: int = 3               # builder optimization level, 0..5
-    version_compatible: bool = False
-    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+    precision: Literal["fp32", "fp16", "int8"] | None = option(
+        None, "Engine precision. Default: the model's own. fp16/int8 from an fp32 model: optkit makes the fp16 / "
+        "TensorRT-form QDQ int8 model first (a pre-step; int8 needs calibration data).")
+    batch: str | None = option(None, "Optimization profile for the batch axis, MIN:OPT:MAX (or N). Default 1:1:8 "
+                               "(dynamic batch), or the model's static batch.", metavar="MIN:OPT:MAX",
+                               check=parse_batch)
+    workspace: str = option("1G", "TensorRT workspace memory limit (512M, 1G, 2GiB, or bytes).", check=parse_size)
+    timing_cache: str | None = option(None, "Timing cache file: loaded if it exists, saved after the build "
+                                      "(speeds up rebuilds).", path=True)
+    calibration: str | None = option(None, "Calibration samples (dir of .npy or .npz) for precision int8 from an "
+                                     "fp32 model.", path=True)
+    opt_level: int = option(3, "Builder optimization level (0 fastest build ... 5 most tactics).", min=0, max=5)
+    version_compatible: bool = option(False, "Build an engine that later TensorRT versions can load (may run "
+                                      "slower).")
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = option(
+        "none", "Let the engine run on other GPU architectures.")
     # What to do when TensorRT or a CUDA GPU is not usable here: fail (error) or skip (the
     # pipeline reports the step as skipped with the reason, never as passed).
-    if_unavailable: Literal["fail", "skip"] = "fail"
-    # TF32 tensor cores for fp32 layers. TensorRT enables TF32 by default, but measured on an
-    # H100 (benchmarks/gpu_check.sh, PyTorch/cuDNN on voice-resnet-seed) TF32 moved outputs by
-    # 3.9e-3 against 1.3e-5 without it: far outside the fp32 gate (1e-4). Off unless asked for.
-    tf32: bool = False
+    if_unavailable: Literal["fail", "skip"] = option("fail", "fail or skip where TensorRT/a GPU is not usable.",
+                                                     cli=False)
+    # TensorRT enables TF32 by default, but measured on an H100 (benchmarks/gpu_check.sh,
+    # PyTorch/cuDNN on voice-resnet-seed) TF32 moved outputs by 3.9e-3 against 1.3e-5 without it:
+    # far outside the fp32 gate (1e-4). Off unless asked for.
+    tf32: bool = option(False, "Allow TF32 tensor cores for fp32 layers (faster; off by default because it moves "
+                        "outputs by ~1e-3, beyond the fp32 verification gate).")
 
 
 def source_artifact(path: str | Path) -> Artifact:
@@ -98,14 +102,6 @@ class BuildEngine(Pass):
 
         if src is None:
             raise InputError("build-engine needs an ONNX model as input")
-        if cfg.precision is not None and cfg.precision not in PRECISIONS:
-            raise InputError(f"precision {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
-        if cfg.hardware_compatibility not in HW_COMPAT:
-            raise InputError(f"hardware_compatibility {cfg.hardware_compatibility!r} is not one of "
-                             f"{', '.join(HW_COMPAT)}")
-        if not 0 <= int(cfg.opt_level) <= 5:
-            raise InputError(f"opt_level {cfg.opt_level} is outside 0..5")
-        parse_size(cfg.workspace)
         src_path = require_file(src.path, "ONNX model")
         model = load_onnx(src_path)
         inputs, _ = io_specs(model)
@@ -113,14 +109,14 @@ class BuildEngine(Pass):
         src_precision = model_precision(model)
         wanted = cfg.precision or src_precision
         if wanted != src_precision and src_precision != "fp32":
-            raise InputError(
-                f"{src_path.name} is already {src_precision}; it cannot become a {wanted} engine: "
-                f"pass the fp32 model with --precision {wanted}, or omit --precision"
+            raise ParameterError(
+                "precision", f"{src_path.name} is already {src_precision}; it cannot become a {wanted} engine: "
+                f"pass the fp32 model with {{name}} {wanted}, or omit {{name}}"
             )
         if wanted != src_precision and wanted == "int8":
             if not cfg.calibration:
-                raise InputError("an int8 engine from an fp32 model needs calibration data: give --calibration DIR "
-                                 "(or pass a QDQ int8 model)")
+                raise ParameterError("calibration", "an int8 engine from an fp32 model needs calibration data: "
+                                     "give {name} DIR (or pass a QDQ int8 model)")
             if not Path(cfg.calibration).exists():
                 raise InputError(f"calibration data {cfg.calibration} does not exist")
         if src_precision == "int8":

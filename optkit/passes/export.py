@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from optkit.artifact import Artifact, tool_versions
+from optkit.defaults import BATCH_SIZE
 from optkit.errors import InputError, PassFailed, first_line
 from optkit.onnx_utils import check_model, graph_stats, load_onnx
+from optkit.options import option
 from optkit.passes.base import Pass, PassOutput, PassResult
 from optkit.reference import Reference, reference_path_for, save_reference
 
@@ -25,18 +27,21 @@ SUPPORTED_OPSETS = (15, 16, 17, 18)
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str = "voice-resnet"
-    weights: str | None = None
-    input_shape: tuple[int, ...] = (1, 1, 40, 241)
-    input_name: str = "input_mfcc"
-    output_name: str = "output_wvp"
-    opset: int = 17
-    dynamic_batch: bool = True
-    reference_data: str | None = None   # dir of .npy / .npz (x[, y]); else seeded random inputs
-    reference_samples: int = 64         # size of the random reference set; caps reference_data
-    reference_seed: int = 0
-    atol: float = 1e-4                  # ONNX Runtime vs PyTorch check after export
-    batch_size: int = 32                # PyTorch/ORT batch for computing the reference
+    model: str = option("voice-resnet", "zoo name, pkg.module:callable or path/file.py:callable", cli=False)
+    weights: str | None = option(None, "state_dict to load into the model.", path=True)
+    input_shape: tuple[int, ...] = option((1, 1, 40, 241), "Input shape including the batch dimension.",
+                                          metavar="1,1,40,241")
+    input_name: str = option("input_mfcc", "Name of the model input in the ONNX graph.")
+    output_name: str = option("output_wvp", "Name of the model output in the ONNX graph.")
+    opset: int = option(17, "ONNX opset (15-18).", min=15, max=18)
+    dynamic_batch: bool = option(True, "Make the batch axis dynamic.", flag="--dynamic-batch/--static-batch")
+    reference_data: str | None = option(None, "Directory of .npy samples or .npz (x[, y]) for the reference set.",
+                                        path=True)
+    reference_samples: int = option(64, "Size of the seeded random reference set when --reference-data is not "
+                                    "given.", min=1)
+    reference_seed: int = option(0, "Seed of the random reference set.", flag="--seed")
+    atol: float = option(1e-4, "Allowed ONNX Runtime vs PyTorch difference.")
+    batch_size: int = option(BATCH_SIZE, "PyTorch/ONNX Runtime batch for computing the reference.", cli=False)
 
 
 class Export(Pass):

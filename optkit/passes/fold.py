@@ -7,22 +7,20 @@ from typing import Any
 from optkit.artifact import Artifact
 from optkit.errors import PassFailed, first_line
 from optkit.lazy import lazy_import
-from optkit.passes.rewrite import GraphRewrite
+from optkit.options import option
+from optkit.passes.rewrite import GraphRewrite, RewriteConfig
 
 
 @dataclass(frozen=True)
-class FoldConfig:
-    remove_unused: bool = True          # drop nodes and initializers that no output needs
-    output_size_limit: int = 1 << 22    # largest folded tensor (elements) to materialise
-    check_batch: int = 2
+class FoldConfig(RewriteConfig):
+    remove_unused: bool = option(True, "Drop nodes and initializers that no graph output needs "
+                                 "(--keep-unused keeps them).", flag="--remove-unused/--keep-unused")
+    output_size_limit: int = option(1 << 22, "Largest folded tensor (elements) to materialise.", cli=False)
 
 
 class Fold(GraphRewrite):
-    name = "fold"
-    config_cls = FoldConfig
-    output_suffix = ".onnx"
+    name, config_cls, result_name = "fold", FoldConfig, "folded model"
     tools = ("onnxscript", "onnx", "onnxruntime")
-    result_name = "folded model"
 
     def rewrite(self, model: Any, src: Artifact, cfg: FoldConfig) -> tuple[Any, dict[str, Any], str]:
         optimizer = lazy_import("onnxscript.optimizer")

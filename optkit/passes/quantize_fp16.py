@@ -27,6 +27,7 @@ from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, first_line
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision
+from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
 
 FP16_MAX = 65504.0
@@ -35,14 +36,18 @@ OVERFLOW_MODES = ("keep-fp32", "fail")
 
 @dataclass(frozen=True)
 class QuantizeFp16Config:
-    op_block_list: tuple[str, ...] = ()     # op types kept fp32 (added to the converter's defaults)
-    node_block_list: tuple[str, ...] = ()   # node names kept fp32
-    keep_io_types: bool = True              # fp32 model inputs/outputs
-    check_data: str | None = None           # inputs for the overflow check; else seeded random ones
-    check_samples: int = 8                  # how many check inputs to run
-    overflow: str = "keep-fp32"             # keep-fp32 | fail
-    overflow_margin: float = 2.0            # flag activations with |x| * margin > 65504
-    seed: int = 0                           # for the random check inputs
+    op_block_list: tuple[str, ...] = option((), "Op types to keep in fp32 (added to onnxconverter-common's "
+                                            "default list).", metavar="OP,OP")
+    node_block_list: tuple[str, ...] = option((), "Node names to keep in fp32.", metavar="A,B")
+    keep_io_types: bool = option(True, "Keep the model's inputs and outputs fp32.",
+                                 flag="--keep-io-types/--no-keep-io-types")
+    check_data: str | None = option(None, "Inputs for the overflow check (default: 8 seeded random inputs).",
+                                    path=True, metavar="DIR")
+    check_samples: int = option(8, "How many check inputs to run.", min=1, cli=False)
+    overflow: str = option("keep-fp32", "What to do with tensors beyond the fp16 range: keep their nodes in "
+                           "fp32, or fail.", choices=OVERFLOW_MODES)
+    overflow_margin: float = option(2.0, "Flag activations with |x| * margin > 65504.", min=1.0, cli=False)
+    seed: int = option(0, "Seed of the random check inputs.", cli=False)
 
 
 @dataclass
@@ -99,12 +104,6 @@ class QuantizeFp16(Pass):
         from optkit.data import load_samples, random_samples
 
         assert src is not None
-        if cfg.overflow not in OVERFLOW_MODES:
-            raise InputError(f"unknown overflow mode {cfg.overflow!r}; use one of {', '.join(OVERFLOW_MODES)}")
-        if cfg.overflow_margin < 1.0:
-            raise InputError(f"overflow margin must be >= 1, got {cfg.overflow_margin:g}")
-        if cfg.check_samples < 1:
-            raise InputError(f"check_samples must be at least 1, got {cfg.check_samples}")
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -112,7 +111,7 @@ class QuantizeFp16(Pass):
         names = {n.name for n in model.graph.node}
         missing = [n for n in cfg.node_block_list if n not in names]
         if missing:
-            raise InputError(f"--node-block-list: no node named {', '.join(missing)} in {src.path.name}")
+            raise ParameterError("node_block_list", f"{{name}}: no node named {', '.join(missing)} in {src.path.name}")
         inputs, _ = io_specs(model)
         if len(inputs) != 1 or inputs[0].dtype != "float32":
             raise InputError(f"{src.path.name}: fp16 conversion with an overflow check supports models with one "
@@ -138,8 +137,8 @@ class QuantizeFp16(Pass):
             if scan.initializers:
                 what.append(f"initializers beyond 65504: {_describe(scan.initializers)}")
             if cfg.overflow == "fail":
-                raise PassFailed("fp16 overflow on " + samples.source + ": " + "; ".join(what)
-                                 + "; rerun with --overflow keep-fp32 to keep these nodes in fp32")
+                raise ParameterError("overflow", "fp16 overflow on " + samples.source + ": " + "; ".join(what)
+                                     + "; rerun with {name} keep-fp32 to keep these nodes in fp32")
             messages += what
             messages.append(f"kept in fp32 because of fp16 overflow: {len(scan.block_nodes)} nodes "
                             f"({', '.join(scan.block_nodes[:10])}{', ...' if len(scan.block_nodes) > 10 else ''})")
@@ -197,7 +196,7 @@ class QuantizeFp16(Pass):
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
         comparison = Comparison("the fp16 model", hint="keep the overflowing part in fp32 with "
-                                "--node-block-list/--op-block-list, or check the data")
+                                "node_block_list/op_block_list, or check the data")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(fp16_path) as half:
             half_dtype = next((s.dtype for s in half.inputs if s.name == input_name), "float32")
             for i in range(len(x)):

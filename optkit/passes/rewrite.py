@@ -9,10 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 from optkit.artifact import Artifact
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, graph_stats, load_onnx, model_precision
+from optkit.options import option
 from optkit.passes.base import Pass, PassOutput, PassResult
+
+
+@dataclass(frozen=True)
+class RewriteConfig:
+    """What every rewrite's config has: the batch its equivalence check runs at."""
+
+    check_batch: int = option(2, "Batch size for the checks of a dynamic-batch model.", cli=False, min=1)
 
 
 class GraphRewrite(Pass):

@@ -10,22 +10,19 @@ from optkit.artifact import Artifact
 from optkit.errors import PassFailed, first_line
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import io_specs
-from optkit.passes.rewrite import GraphRewrite
+from optkit.options import option
+from optkit.passes.rewrite import GraphRewrite, RewriteConfig
 
 
 @dataclass(frozen=True)
-class SimplifyConfig:
-    check_runs: int = 3          # random-input comparisons onnxsim performs
-    skip_fuse_bn: bool = False   # keep BatchNormalization separate from Conv
-    check_batch: int = 2         # batch size for the checks of a dynamic-batch model
+class SimplifyConfig(RewriteConfig):
+    check_runs: int = option(3, "Random-input comparisons onnxsim performs.", min=0)
+    skip_fuse_bn: bool = option(False, "Keep BatchNormalization separate from Conv.")
 
 
 class Simplify(GraphRewrite):
-    name = "simplify"
-    config_cls = SimplifyConfig
-    output_suffix = ".onnx"
+    name, config_cls, result_name = "simplify", SimplifyConfig, "simplified model"
     tools = ("onnxsim", "onnx", "onnxruntime")
-    result_name = "simplified model"
 
     def rewrite(self, model: Any, src: Artifact, cfg: SimplifyConfig) -> tuple[Any, dict[str, Any], str]:
         onnxsim = lazy_import("onnxsim")
