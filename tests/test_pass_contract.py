@@ -108,3 +108,16 @@ verify: {{enabled: false}}
     res = invoke(cli_runner, ["run", recipe, "-o", out])
     assert res.exit_code == 0, res.output
     assert "[copy] cached" in res.output and "running" not in res.output
+
+
+def test_old_style_run_call_goes_through_the_contract(tiny_onnx):
+    """pass_.run(src, cfg, path), the interface before Pass.__call__, still checks the output."""
+    from optkit.artifact import Artifact
+    from optkit.passes import get_pass
+
+    step = get_pass("simplify")
+    with pytest.raises(InputError, match="is the input"):
+        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tiny_onnx)
+    out = tiny_onnx.parent / "s.onnx"
+    result = step.run(Artifact.from_file(tiny_onnx), step.make_config({"check_runs": 1}), out)
+    assert result.artifact.path == out and result.artifact.parent == sha256_file(tiny_onnx)

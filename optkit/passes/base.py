@@ -99,6 +99,12 @@ class Pass:
     # Distributions whose versions are recorded with the artifact.
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_contract_guard", False):
+            cls.run = _guarded_run(run)  # type: ignore[method-assign]
+
     # -- what a pass implements -----------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: Any, out: PassOutput) -> PassResult:  # pragma: no cover
         """Write the result to ``out.path`` (side files to ``out.side(final_path)``)."""
@@ -194,6 +200,21 @@ class Pass:
         if result.skipped or result.artifact is None:
             raise PassFailed(f"{self.name}: pre-step {pre.name} made no model: {result.skipped or 'no artifact'}")
         return result.artifact, [f"pre-step {pre.name}: {m}" for m in result.messages]
+
+
+def _guarded_run(run: Callable[..., PassResult]) -> Callable[..., PassResult]:
+    """``pass_.run(src, cfg, Path)`` - the pre-contract way to call a pass - goes through
+    ``Pass.__call__``, so code written against the old interface keeps the contract too."""
+    import functools
+
+    @functools.wraps(run)
+    def guarded(self: Pass, src: Artifact | None, cfg: Any, out: Any) -> PassResult:
+        if isinstance(out, PassOutput):
+            return run(self, src, cfg, out)
+        return self(src, cfg, out)
+
+    guarded._contract_guard = True  # type: ignore[attr-defined]
+    return guarded
 
 
 def build_config(config_cls: type, params: dict[str, Any], where: str) -> Any:
