@@ -51,7 +51,7 @@ def sample_feeds(specs: Sequence[TensorSpec], batch: int, data: str, label: str 
     """Up to 16 distinct batches cut from the sample set ``data`` (cycled through by callers)."""
     shapes = batch_shapes(specs, batch, label)
     if len(specs) != 1:
-        raise InputError(f"{label}: --data feeds single-input models only; this one has "
+        raise InputError(f"{label}: sample data feeds single-input models only; this one has "
                          f"{len(specs)} inputs ({', '.join(s.name for s in specs)})")
     from optkit.data import load_samples
 
