@@ -239,3 +239,5 @@ def test_usage_errors(cli_runner, xor_onnx, tmp_path):
     assert invoke(cli_runner, ["weights"]).exit_code == 2
     assert invoke(cli_runner, ["weights", xor_onnx, "--load", tmp_path / "x.json"]).exit_code == 2
     assert invoke(cli_runner, ["weights", "--load", xor_onnx]).exit_code == 2
+    assert invoke(cli_runner, ["weights", xor_onnx, "-o", tmp_path / "w.onnx"]).exit_code == 2
+    assert not (tmp_path / "w.onnx").exists()

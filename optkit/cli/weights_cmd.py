@@ -57,6 +57,8 @@ def weights(model, layout, output, load_path, state_dict, input_name, output_nam
         write_text_atomically(output, wj.dumps(doc))
         click.echo(f"wrote {net.describe()} to {output} (layout {layout})")
         return
+    if output and Path(output).suffix.lower() == ".onnx":
+        raise click.UsageError("-o names the JSON weights file; to rebuild a model use --load FILE -o M.onnx")
     net = wj.read_model(model, input_name=input_name, output_name=output_name, weights=state_dict)
     text = wj.dumps(wj.to_json(net, layout))
     if not output:
