@@ -14,8 +14,10 @@ function in float64 on a grid of points per table interval (its ends and midpoin
 inside ``[x_min, x_max]``, and on windows of the same width on each side outside it.
 
 :func:`apply_to_model` replaces a model's activation nodes by the same lookup written with
-standard ONNX operators (Clip, Sub, Div, Floor, Min, Cast, Gather, Mul, Add), which ONNX Runtime,
-OpenVINO and TensorRT all implement; no library does this rewrite, hence the hand-written graph
+standard ONNX operators (Clip, Sub, Div, Floor, Min, Cast to int32, Gather, Mul, Add). ONNX Runtime
+and OpenVINO run it (tested); every one of these operators, with fp32 data and int32 indices, is
+in the support matrix of TensorRT's ONNX parser (onnx/onnx-tensorrt docs/operators.md), though no
+TensorRT was available here to run it. No library does this rewrite, hence the hand-written graph
 surgery here.
 """
 from __future__ import annotations

@@ -37,9 +37,9 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
     HTML page plotting the error against delta for both interpolations (inline SVG).
 
     With --apply MODEL.onnx -o OUT.onnx, every activation node of that kind in MODEL (Sigmoid, Tanh,
-    Relu, Gelu or torch's erf GELU, Sigmoid*x for silu) becomes Clip/Sub/Div/Floor/Cast/Gather and a
-    linear interpolation, standard ONNX operators that ONNX Runtime, OpenVINO and TensorRT run. OUT is
-    then verified against MODEL on the reference inputs, with the report and gates of optkit verify
+    Relu, Gelu or torch's erf GELU, Sigmoid*x for silu) becomes Clip/Sub/Div/Floor/Cast/Gather (plus
+    Min/Mul/Add for linear interpolation): standard ONNX operators that ONNX Runtime and OpenVINO run
+    and TensorRT's ONNX parser lists as supported. OUT is then verified against MODEL on the reference inputs, with the report and gates of optkit verify
     (exit 3 when a gate fails; OUT is kept so it can be inspected).
 
     \b
