@@ -259,3 +259,6 @@ def test_apply_errors_are_one_line_and_write_nothing(tmp_path, cli_runner):
     assert r.exit_code == 1 and "apply the table to the fp32 model" in r.stderr
     assert listdir_names(tmp_path) == before
     assert invoke(cli_runner, ["lut", *TARGET, "--apply", src]).exit_code == 2  # -o is required
+    assert invoke(cli_runner, ["lut", *TARGET, "--apply", src, "-o", tmp_path / "o.json"]).exit_code == 2
+    assert invoke(cli_runner, ["lut", *TARGET, "-o", tmp_path / "t.onnx"]).exit_code == 2
+    assert listdir_names(tmp_path) == before

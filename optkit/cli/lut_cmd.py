@@ -62,6 +62,8 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
             check_output_path(p)
     if apply_to and not output:
         raise click.UsageError("--apply needs -o OUT.onnx")
+    if output and (Path(output).suffix.lower() == ".onnx") != bool(apply_to):
+        raise click.UsageError("-o is the table's .json file, or with --apply the rewritten .onnx model")
     if not apply_to and any((reference_path, report_dir, gate_opts)):
         raise click.UsageError("--reference, --report-dir and --gate only apply with --apply")
     table = lutlib.build_table(spec)
