@@ -99,6 +99,8 @@ def apply_and_verify(spec: LutSpec, table: np.ndarray, model_path: str | Path, o
             report.results.extend(part.results)
     assert report is not None
     report.provider = ",".join(providers)
+    echo(f"reference: {model_path.name}'s own outputs (ONNX Runtime, cpu) on {reference.meta['inputs']}"
+         + ("; the 'PyTorch reference' task line below is for those outputs" if labels is not None else ""))
     echo(format_table(report))
     if report_dir:
         Path(report_dir).mkdir(parents=True, exist_ok=True)
