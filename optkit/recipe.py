@@ -389,8 +389,7 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
             echo: Callable[[str], None]):  # noqa: ANN202
     from optkit.reference import load_reference, reference_path_for
     from optkit.report import write_reports
-    from optkit.runners.registry import is_engine
-    from optkit.verify import merge_gates, verify_artifacts
+    from optkit.verify import merge_gates, verify_on_providers
 
     v = recipe.verify
     export = produced.get(recipe.steps[0].name)
@@ -403,25 +402,13 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
     # The fp32 parent chain gives the model to localise int8 error against.
     fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
-    report = None
-    providers = verify_providers(v)
-    for i, provider in enumerate(providers):
-        # an .engine runs on TensorRT whatever the provider (runners.registry): verify it once
-        items = todo if i == 0 else [a for a in todo if not is_engine(a.path)]
-        part = verify_artifacts(
-            items, reference, reference_path=str(ref_path), provider=provider,
-            threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
-            batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
-            localize=v.get("localize", "on-failure"), fp32_model=fp32,
-            progress=lambda m, p=provider: echo(f"[verify:{p}] {m}"),
-            cache_dir=out_dir / VERIFY_CACHE,
-        )
-        if report is None:
-            report = part
-        else:
-            report.results.extend(part.results)
-    assert report is not None
-    report.provider = ",".join(providers)
+    report = verify_on_providers(
+        todo, reference, verify_providers(v), reference_path=str(ref_path),
+        threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
+        batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
+        localize=v.get("localize", "on-failure"), fp32_model=fp32,
+        progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE,
+    )
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
     paths = write_reports(report, out_dir)
     return report, paths

@@ -269,6 +269,28 @@ def verify_artifacts(
                         reference_values=reference.outputs[first_out])
 
 
+def verify_on_providers(artifacts: Sequence[Path | str | Artifact], reference: Reference,
+                        providers: Sequence[str], progress: Any = None, **options: Any) -> VerifyReport:
+    """:func:`verify_artifacts` on each provider in turn, as one report. An .engine runs on
+    TensorRT whatever the provider (``runners.registry``): it is verified once, with the first."""
+    from optkit.runners.registry import is_engine
+
+    report = None
+    for i, provider in enumerate(providers):
+        items = list(artifacts) if i == 0 else [a for a in artifacts
+                                                 if not is_engine(a.path if isinstance(a, Artifact) else a)]
+        part = verify_artifacts(items, reference, provider=provider,
+                                progress=(lambda m, p=provider: progress(p, m)) if progress else None, **options)
+        if report is None:
+            report = part
+        else:
+            report.results.extend(part.results)
+    if report is None:
+        raise InputError("no provider to verify on")
+    report.provider = ",".join(providers)
+    return report
+
+
 def verification_key(item: Any, path: Path, reference_sha256: str, provider: str, threads: int | None,
                      batch_size: int, threshold: float, gate: Gate, localize: str, localize_samples: int,
                      fp32_model: Path | None) -> str:

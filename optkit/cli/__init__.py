@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "run": "optkit.cli.run_cmd:run",
     "features": "optkit.cli.features_cmd:features",
     "doctor": "optkit.cli.doctor_cmd:doctor",
+    "weights": "optkit.cli.weights_cmd:weights",
+    "lut": "optkit.cli.lut_cmd:lut",
 }
 
 
