@@ -116,17 +116,73 @@ def path_params(config_cls: type) -> set[str]:
     return {o.name for o in options(config_cls) if o.path}
 
 
-def flag_for(config_classes: typing.Iterable[type], param: str) -> str:
+def flag_for(config_classes: typing.Iterable[type | str], param: str) -> str:
     for cls in config_classes:
-        for o in options(cls):
+        for o in options(config_class(cls)):
             if o.name == param:
                 return o.flag_name
     return "--" + param.replace("_", "-")
 
 
-def click_options(config_cls: type, help_prefix: str = "", exclude: typing.Iterable[str] = ()) -> Any:
-    """A decorator adding one click option per CLI option of ``config_cls``; the command gets the
-    values under the field names (None/unset where the user gave nothing and there is no default)."""
+def click_options(config: str, help_prefix: str = "", exclude: typing.Iterable[str] = ()) -> Any:
+    """Declare that a command has one click option per CLI option of ``config`` ("module:Class").
+
+    The options are made when the command is first used (:class:`PassCommand`), so ``optkit --help``
+    does not import the pass modules. The command gets the values under the field names (None where
+    the user gave nothing and the field has no default)."""
+
+    def decorate(fn: Any) -> Any:
+        specs = fn.__dict__.setdefault("__optkit_options__", [])
+        specs.insert(0, (config, help_prefix, tuple(exclude)))  # decorators apply bottom-up
+        return fn
+
+    return decorate
+
+
+def _pass_command_class() -> Any:
+    import click
+
+    class PassCommand(click.Command):
+        """A click command whose pass options (:func:`click_options`) are built on first use."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            callback = kwargs.get("callback") or (args[1] if len(args) > 1 else None)
+            self._pending = list(getattr(callback, "__optkit_options__", []))
+            super().__init__(*args, **kwargs)
+
+        @property
+        def params(self) -> list[Any]:
+            if self._pending:
+                pending, self._pending = self._pending, []
+                for target, prefix, exclude in pending:
+                    self._params.extend(click_params(config_class(target), prefix, exclude))
+            return self._params
+
+        @params.setter
+        def params(self, value: list[Any]) -> None:
+            self._params = value
+
+    return PassCommand
+
+
+def pass_command(name: str | None = None, **attrs: Any) -> Any:
+    """``click.command`` for a command with :func:`click_options`."""
+    import click
+
+    return click.command(name, cls=_pass_command_class(), **attrs)
+
+
+def config_class(target: str | type) -> type:
+    if isinstance(target, type):
+        return target
+    import importlib
+
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterable[str] = ()) -> list[Any]:
+    """One click.Option per CLI option of ``config_cls``."""
     import click
 
     excluded = set(exclude)
@@ -145,39 +201,38 @@ def click_options(config_cls: type, help_prefix: str = "", exclude: typing.Itera
                 raise click.BadParameter(f"{value!r} is not a list of positive integers like {param.metavar}")
         return items
 
-    def decorate(fn: Any) -> Any:
-        for o in reversed([o for o in options(config_cls) if o.cli and o.name not in excluded]):
-            kwargs: dict[str, Any] = {"help": help_prefix + o.help}
-            base = _base_type(o.type)
-            if o.default is not MISSING:
-                kwargs["default"] = list(o.default) if isinstance(o.default, tuple) and o.default else (
-                    None if isinstance(o.default, tuple) else o.default)
-                kwargs["show_default"] = o.default not in (None, (), False, "")
-            if base is bool:
-                if "/" not in o.flag:
-                    kwargs["is_flag"] = True
-            elif o.choices:
-                kwargs["type"] = click.Choice([str(c) for c in o.choices])
-            elif base in (tuple, list):
-                kwargs["callback"] = csv
-                kwargs["metavar"] = o.metavar or "A,B"
-                kwargs["default"] = None
-                if o.default:
-                    kwargs["show_default"] = ",".join(map(str, o.default))
-            elif o.path:
-                kwargs["type"] = click.Path(dir_okay=True)
-            elif base is int:
-                kwargs["type"] = click.IntRange(o.min, o.max) if (o.min is not None or o.max is not None) else int
-            elif base is float:
-                kwargs["type"] = click.FloatRange(o.min, o.max) if (o.min is not None or o.max is not None) else float
-            if o.metavar and "metavar" not in kwargs:
-                kwargs["metavar"] = o.metavar
-            if o.check is not None:
-                kwargs["callback"] = _click_check(o.check)
-            fn = click.option(o.flag, o.name, **kwargs)(fn)
-        return fn
-
-    return decorate
+    params = []
+    for o in options(config_cls):
+        if not o.cli or o.name in excluded:
+            continue
+        kwargs: dict[str, Any] = {"help": help_prefix + o.help}
+        base = _base_type(o.type)
+        if o.default is not MISSING:
+            kwargs["default"] = None if isinstance(o.default, tuple) else o.default
+            kwargs["show_default"] = o.default not in (None, (), False, "")
+        if base is bool:
+            if "/" not in o.flag:
+                kwargs["is_flag"] = True
+        elif o.choices:
+            kwargs["type"] = click.Choice([str(c) for c in o.choices])
+        elif base in (tuple, list):
+            kwargs["callback"] = csv
+            kwargs["metavar"] = o.metavar or "A,B"
+            kwargs["default"] = None
+            if o.default:
+                kwargs["show_default"] = ",".join(map(str, o.default))
+        elif o.path:
+            kwargs["type"] = click.Path(dir_okay=True)
+        elif base is int:
+            kwargs["type"] = click.IntRange(o.min, o.max) if (o.min is not None or o.max is not None) else int
+        elif base is float:
+            kwargs["type"] = click.FloatRange(o.min, o.max) if (o.min is not None or o.max is not None) else float
+        if o.metavar and "metavar" not in kwargs:
+            kwargs["metavar"] = o.metavar
+        if o.check is not None:
+            kwargs["callback"] = _click_check(o.check)
+        params.append(click.Option([o.flag, o.name], **kwargs))
+    return params
 
 
 def _click_check(check: Any) -> Any:

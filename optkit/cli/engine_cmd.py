@@ -6,15 +6,14 @@ from pathlib import Path
 import click
 
 from optkit.cli.common import config_from_cli
-from optkit.options import click_options
-from optkit.passes.build_engine import BuildEngineConfig
+from optkit.options import click_options, pass_command
 
 
-@click.command("build-engine")
+@pass_command("build-engine")
 @click.argument("onnx_model", type=click.Path(path_type=Path, dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="Engine file to write (e.g. model.engine); OUTPUT.json gets the build metadata.")
-@click_options(BuildEngineConfig)
+@click_options("optkit.passes.build_engine:BuildEngineConfig")
 def build_engine(onnx_model: Path, output: Path, **params: object) -> None:
     """Build a TensorRT engine from an ONNX model (needs TensorRT and a CUDA GPU).
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.options import click_options
-from optkit.passes.export import ExportConfig
+from optkit.options import click_options, pass_command
 
 
-@click.command(short_help="Export a PyTorch model to ONNX and write its reference outputs.")
+@pass_command(short_help="Export a PyTorch model to ONNX and write its reference outputs.")
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
-@click_options(ExportConfig)
+@click_options("optkit.passes.export:ExportConfig")
 def export(model, output, **params):
     """Export MODEL to ONNX with the TorchScript exporter, check it, and save the reference.
 

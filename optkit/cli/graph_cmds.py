@@ -3,9 +3,7 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.options import click_options
-from optkit.passes.fold import FoldConfig
-from optkit.passes.simplify import SimplifyConfig
+from optkit.options import click_options, pass_command
 
 
 def _run_pass(name: str, input_path: str, output: str, params: dict) -> None:
@@ -22,10 +20,10 @@ def _run_pass(name: str, input_path: str, output: str, params: dict) -> None:
     click.echo(f"wrote {output}")
 
 
-def _rewrite_command(name: str, config_cls: type, short_help: str, doc: str) -> click.Command:
+def _rewrite_command(name: str, config_cls: str, short_help: str, doc: str) -> click.Command:
     """The command of a graph rewrite pass: INPUT -o OUTPUT plus the options of its config."""
 
-    @click.command(name, short_help=short_help, help=doc)
+    @pass_command(name, short_help=short_help, help=doc)
     @click.argument("input", type=click.Path(dir_okay=False))
     @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
     @click_options(config_cls)
@@ -35,7 +33,7 @@ def _rewrite_command(name: str, config_cls: type, short_help: str, doc: str) -> 
     return command
 
 
-simplify = _rewrite_command("simplify", SimplifyConfig, "Simplify an ONNX graph with onnxsim.", """\
+simplify = _rewrite_command("simplify", "optkit.passes.simplify:SimplifyConfig", "Simplify an ONNX graph with onnxsim.", """\
 Simplify INPUT with onnxsim, check the result, print node counts before and after.
 
 The result must load in ONNX Runtime and match INPUT on random data.
@@ -45,7 +43,7 @@ Example:
   optkit simplify model.onnx -o model.sim.onnx
 """)
 
-fold = _rewrite_command("fold", FoldConfig, "Fold constants in an ONNX graph.", """\
+fold = _rewrite_command("fold", "optkit.passes.fold:FoldConfig", "Fold constants in an ONNX graph.", """\
 Fold constant subgraphs of INPUT (onnxscript's optimizer) and check the result.
 
 The result must load in ONNX Runtime and match INPUT on random data.

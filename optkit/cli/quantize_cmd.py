@@ -8,13 +8,15 @@ import click
 from click.core import ParameterSource
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.options import click_options, flag_for, options
-from optkit.passes.quantize_fp16 import QuantizeFp16Config
-from optkit.passes.quantize_int8 import QuantizeInt8Config
+from optkit.options import click_options, config_class, flag_for, options, pass_command
 
 # every int8/fp16 option comes from the pass configs (optkit.options): type, default, help, choices
-INT8_ONLY = tuple(o.name for o in options(QuantizeInt8Config) if o.cli)
-FP16_ONLY = tuple(o.name for o in options(QuantizeFp16Config) if o.cli)
+INT8 = "optkit.passes.quantize_int8:QuantizeInt8Config"
+FP16 = "optkit.passes.quantize_fp16:QuantizeFp16Config"
+
+
+def _cli_names(config: str) -> tuple[str, ...]:
+    return tuple(o.name for o in options(config_class(config)) if o.cli)
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -22,16 +24,16 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 
 def _flag(name: str) -> str:
-    return flag_for((QuantizeInt8Config, QuantizeFp16Config), name)
+    return flag_for((INT8, FP16), name)
 
 
-@click.command("quantize", context_settings={"max_content_width": 100})
+@pass_command("quantize", context_settings={"max_content_width": 100})
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--int8", "int8", is_flag=True, help="Static int8 QDQ quantisation (needs --calibration).")
 @click.option("--fp16", "fp16", is_flag=True, help="fp16 weights and activations (fp32 inputs/outputs by default).")
-@click_options(QuantizeInt8Config, help_prefix="int8: ")
-@click_options(QuantizeFp16Config, help_prefix="fp16: ")
+@click_options(INT8, help_prefix="int8: ")
+@click_options(FP16, help_prefix="fp16: ")
 @click.pass_context
 def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bool, **opts: Any) -> None:
     """Quantise an fp32 ONNX model to static int8 (QDQ) or convert it to fp16.
@@ -54,7 +56,8 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
 
     if int8 == fp16:
         raise click.UsageError("choose exactly one of --int8 or --fp16")
-    mode_opts, other_opts, mode = (INT8_ONLY, FP16_ONLY, "--int8") if int8 else (FP16_ONLY, INT8_ONLY, "--fp16")
+    int8_names, fp16_names = _cli_names(INT8), _cli_names(FP16)
+    mode_opts, other_opts, mode = (int8_names, fp16_names, "--int8") if int8 else (fp16_names, int8_names, "--fp16")
     stray = [_flag(n) for n in other_opts if _given(ctx, n)]
     if stray:
         raise click.UsageError(f"{', '.join(stray)} cannot be used with {mode}")
