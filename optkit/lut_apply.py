@@ -33,31 +33,30 @@ def _reference_inputs(model: Any, reference_path: str | None, samples: int) -> t
         if missing:
             raise InputError(f"{reference_path} has no input {missing[0]!r} (it has {', '.join(ref.inputs)})")
         return {s.name: ref.inputs[s.name] for s in inputs_spec}, ref.labels
-    rng = np.random.default_rng(0)
-    feeds = {}
+    from optkit.feeds import random_feed
+
     for s in inputs_spec:
         if not s.dtype.startswith("float"):
             raise InputError(f"input {s.name} is {s.dtype}; give --reference with real inputs")
-        shape = (samples,) + s.concrete_shape(1)[1:]
-        feeds[s.name] = rng.standard_normal(shape).astype(s.dtype)
-    return feeds, None
+    shapes = {s.name: (samples, *s.concrete_shape(1)[1:]) for s in inputs_spec}
+    return random_feed(inputs_spec, seed=0, shapes=shapes), None
 
 
 def apply_and_verify(spec: LutSpec, table: np.ndarray, model_path: str | Path, out: str | Path, *,
                      reference_path: str | None = None, samples: int = 256, providers: Sequence[str] = ("cpu",),
                      gate_opts: Sequence[str] = (), threshold: float = 0.5, report_dir: str | None = None,
                      echo: Callable[[str], None] = lambda s: None) -> Any:
-    from optkit.fileio import check_output_path
+    from optkit.fileio import check_output_path, same_file
     from optkit.lazy import lazy_import
     from optkit.onnx_utils import check_model, load_onnx, save_onnx_atomically
     from optkit.reference import Reference
     from optkit.report import format_table, write_reports
     from optkit.runners import PROVIDERS
     from optkit.runners.onnxruntime import OnnxRuntimeRunner
-    from optkit.verify import merge_gates, parse_gate_option, run_artifact, verify_artifacts
+    from optkit.verify import merge_gates, parse_gate_option, run_artifact, verify_on_providers
 
     model_path, out = Path(model_path), check_output_path(out)
-    if out.resolve() == model_path.resolve():
+    if same_file(out, model_path):
         raise InputError("the output must differ from the input model (artifacts are immutable)")
     bad = [p for p in providers if p not in PROVIDERS]
     if bad or not providers:
@@ -88,17 +87,9 @@ def apply_and_verify(spec: LutSpec, table: np.ndarray, model_path: str | Path, o
     reference = Reference(feeds, ref_outputs, labels,
                           meta={"model": str(model_path), "outputs": "the original model on ONNX Runtime (cpu)",
                                 "inputs": reference_path or f"{len(next(iter(feeds.values())))} seeded N(0, 1) samples"})
-    report = None
-    for provider in providers:
-        part = verify_artifacts([out], reference, reference_path=f"{model_path.name} on ONNX Runtime (cpu)",
-                                provider=provider, threshold=threshold, gates=gates, localize="never",
-                                progress=lambda m: None)
-        if report is None:
-            report = part
-        else:
-            report.results.extend(part.results)
-    assert report is not None
-    report.provider = ",".join(providers)
+    report = verify_on_providers([out], reference, providers,
+                                 reference_path=f"{model_path.name} on ONNX Runtime (cpu)",
+                                 threshold=threshold, gates=gates, localize="never")
     echo(f"reference: {model_path.name}'s own outputs (ONNX Runtime, cpu) on {reference.meta['inputs']}"
          + ("; the 'PyTorch reference' task line below is for those outputs" if labels is not None else ""))
     echo(format_table(report))
