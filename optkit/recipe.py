@@ -41,7 +41,8 @@ from optkit.options import ParameterError, path_params
 from optkit.passes.base import config_to_dict
 
 # Parameters holding paths; relative values are resolved against the recipe's directory.
-TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify"}
+TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify", "ray"}
+RAY_KEYS = {"address", "workers", "shards"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
 DEFAULT_RECIPE = "voice_verification.yaml"
@@ -91,6 +92,8 @@ class Recipe:
     verify: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     reference_data: str | None = None
+    # ``ray:`` in the recipe: {"address", "workers", "shards"}; None = verify in this process
+    ray: dict[str, Any] | None = None
 
 
 def default_recipe_path() -> Path:
@@ -217,7 +220,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for a in verify.get("artifacts") or []:
         if a not in seen:
             raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
-    return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify))
+    ray = parse_ray_setting(data.get("ray"), f"{where} line {lines.get('ray', '?')}")
+    return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify), ray=ray)
 
 
 def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str) -> str:
@@ -303,7 +307,10 @@ class _StepCache:
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
-               echo: Callable[[str], None] = lambda s: None, verify: bool = True) -> RunOutcome:
+               echo: Callable[[str], None] = lambda s: None, verify: bool = True,
+               ray: dict[str, Any] | None = None) -> RunOutcome:
+    """Run ``recipe`` into ``out_dir``; ``ray`` ({"address", "workers", "shards"}) overrides the
+    recipe's own ``ray:`` setting for verification."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -332,9 +339,32 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
-        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo)
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray)
     manifest.save()
     return outcome
+
+
+def parse_ray_setting(raw: Any, where: str) -> dict[str, Any] | None:
+    """``ray: true`` (a local Ray instance), ``ray: ADDRESS`` or ``ray: {address, workers, shards}``."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return {"address": "local"}
+    if isinstance(raw, str) and raw.strip():
+        return {"address": raw.strip()}
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - RAY_KEYS)
+        if unknown:
+            raise RecipeError(f"{where}: unknown ray key {unknown[0]!r}; known: {', '.join(sorted(RAY_KEYS))}")
+        for k in ("workers", "shards"):
+            v = raw.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise RecipeError(f"{where}: ray.{k} must be a whole number >= 1, got {v!r}")
+        address = raw.get("address", "local")
+        if not isinstance(address, str) or not address.strip():
+            raise RecipeError(f"{where}: ray.address must be 'local', 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+        return {"address": address.strip(), "workers": raw.get("workers"), "shards": raw.get("shards")}
+    raise RecipeError(f"{where}: 'ray' must be true, an address, or a mapping with address/workers/shards")
 
 
 def _side_file_entry(out_dir: Path, path: Path) -> dict[str, str]:
@@ -386,7 +416,16 @@ def _sha_matches(art: Artifact) -> bool:
 
 
 def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-            echo: Callable[[str], None]):  # noqa: ANN202
+            echo: Callable[[str], None], ray: dict[str, Any] | None = None):  # noqa: ANN202
+    from optkit.distributed import executor_for
+
+    ray = ray or {}
+    with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor:
+        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor)
+
+
+def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
+                 echo: Callable[[str], None], executor: Any):  # noqa: ANN202
     from optkit.reference import load_reference, reference_path_for
     from optkit.report import write_reports
     from optkit.verify import merge_gates, verify_on_providers
@@ -407,7 +446,7 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
         threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
         batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
         localize=v.get("localize", "on-failure"), fp32_model=fp32,
-        progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE,
+        progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE, executor=executor,
     )
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
     paths = write_reports(report, out_dir)
