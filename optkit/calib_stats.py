@@ -34,6 +34,7 @@ minimises the expected int8 quantisation error). Trying another method costs no 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import sys
@@ -143,7 +144,7 @@ class CalibStats:
             "names": np.array(self.names, dtype=str), "mins": self.mins, "maxs": self.maxs,
             "counts": self.counts, "samples": np.array(self.samples), "hist_cap": np.array(self.hist_cap),
             "hist_rows": rows.astype(np.int32), "hist_cols": cols.astype(np.int32),
-            "hist_vals": self.hist[rows, cols],
+            "hist_vals": self.hist[rows, cols], "meta": np.array(json.dumps(self.meta, sort_keys=True)),
         }
 
     @classmethod
@@ -154,8 +155,9 @@ class CalibStats:
             names = [str(n) for n in d["names"]]
             hist = np.zeros((len(names), NBINS), np.int64)
             hist[np.asarray(d["hist_rows"]), np.asarray(d["hist_cols"])] = np.asarray(d["hist_vals"])
+            meta = json.loads(str(d["meta"])) if "meta" in d else {}
             return cls(names, np.asarray(d["mins"], np.float64), np.asarray(d["maxs"], np.float64),
-                       np.asarray(d["counts"], np.int64), hist, int(d["samples"]), int(d["hist_cap"]))
+                       np.asarray(d["counts"], np.int64), hist, int(d["samples"]), int(d["hist_cap"]), meta)
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise InputError(f"unreadable calibration statistics ({type(exc).__name__}: {first_line(exc)})") from exc
 
@@ -233,7 +235,9 @@ class CalibStats:
             upper = float(np.nextafter(np.float32(a[order][j] * (1 + 2.0 ** -8)), np.float32(np.inf)))
             return min(upper, absmax)
         if method == "entropy":
-            return _kl_threshold(a, c, absmax, nq)
+            # a non-negative tensor (after a ReLU) in an unsigned int8 form has 256 levels
+            unsigned = float(self.mins[i]) >= 0.0 and not symmetric
+            return _kl_threshold(a, c, absmax, 2 * nq if unsigned else nq)
         return _mse_threshold(v, c, float(self.mins[i]), float(self.maxs[i]), absmax, symmetric)
 
 
@@ -248,6 +252,10 @@ def _kl_threshold(a: np.ndarray, c: np.ndarray, absmax: float, nq: int, nbins: i
     width = absmax / nbins
     idx = np.minimum((a / width).astype(np.int64), nbins - 1)
     h = np.bincount(idx, weights=c, minlength=nbins)
+    # After a ReLU the first bin holds every zero: a spike that makes any threshold look good to
+    # KL. Flatten it as NVIDIA's pytorch-quantization does (bins[0] = bins[1]).
+    if nbins > 1:
+        h[0] = h[1]
     nonzero = (h > 0).astype(np.float64)
     best, best_t = math.inf, absmax
     for n in range(nq, nbins + 1, step):
@@ -526,3 +534,26 @@ def ort_tensors_data(ranges: dict[str, tuple[float, float]]) -> Any:
     return calibrate.TensorsData(calibrate.CalibrationMethod.MinMax,
                                  {k: (np.array(lo, np.float32), np.array(hi, np.float32)) for k, (lo, hi) in ranges.items()})
 
+
+
+def array_stats(name: str, x: np.ndarray, hist_cap: int = HIST_CAP) -> CalibStats:
+    """Statistics of a tensor given as an array (N, ...) of per-sample values: the same numbers
+    :func:`collect_stats` gets for a tensor of that per-sample size (used for tensors that exist
+    only in numpy, e.g. an equalised model input)."""
+    x = np.asarray(x, dtype=np.float32)
+    stats = CalibStats.empty([name], hist_cap)
+    per = x.reshape(len(x), -1)
+    stats.mins[0] = float(per.min())
+    stats.maxs[0] = float(per.max())
+    stats.counts[0] = per.size
+    sub = per[:, :: hist_stride(per.shape[1], hist_cap)]
+    stats.hist[0] = np.bincount(hist_keys(sub), minlength=NBINS)
+    stats.samples = len(x)
+    return stats
+
+
+def write_ort_ranges(path: str | os.PathLike, ranges: dict[str, tuple[float, float]]) -> Path:
+    """Ranges in the file format ``quantize_static(calibration_cache_path=...)`` reads."""
+    calibrate = lazy_import("onnxruntime.quantization.calibrate")
+    calibrate.save_tensors_data(ort_tensors_data(ranges), Path(path))
+    return Path(path)

@@ -9,7 +9,8 @@ from click.core import ParameterSource
 from optkit.cli.common import csv_option, echo_lines
 
 INT8_ONLY = ("calibration", "target", "method", "percentile", "exclude_nodes", "exclude_op_types",
-             "recalibrate", "calibration_limit", "chunk_size")
+             "recalibrate", "calibration_limit", "chunk_size", "search", "budget", "reference", "holdout",
+             "equalize", "gate", "threshold")
 FP16_ONLY = ("op_block_list", "node_block_list", "keep_io_types", "check_data", "overflow")
 
 
@@ -31,20 +32,36 @@ def _flag(name: str) -> str:
 @click.option("--target", type=click.Choice(["cpu", "openvino", "tensorrt"]), default="cpu", show_default=True,
               help="int8: the runtime that will run the model; picks the QDQ form (cpu: u8 activations; "
                    "openvino: u8 too, measured fastest there; tensorrt: symmetric s8, zero points 0).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="int8: calibration method.")
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
+              show_default=True, help="int8: range method of the first trial (the search tries the others).")
 @click.option("--percentile", type=float, default=99.999, show_default=True,
-              help="int8: percentile for --method percentile.")
+              help="int8: percentile of |x| for the percentile method.")
 @click.option("--exclude-nodes", callback=csv_option, default=None, metavar="A,B",
-              help="int8: node names to keep in fp32 (see `optkit verify` for where error grows).")
+              help="int8: node names always kept in fp32 (see `optkit verify` for where error grows).")
 @click.option("--exclude-op-types", callback=csv_option, default=None, metavar="OP,OP",
-              help="int8: op types to keep in fp32, e.g. Add,Sigmoid.")
-@click.option("--recalibrate", is_flag=True, help="int8: ignore the calibration cache (<output stem>.calib.json).")
+              help="int8: op types always kept in fp32, e.g. Add,Sigmoid.")
+@click.option("--equalize", is_flag=True,
+              help="int8: the first trial equalises a badly scaled input per channel (folded into the first convs).")
+@click.option("--search/--no-search", default=True, show_default=True,
+              help="int8: search until the gate passes (other range methods, input equalisation, sensitive "
+                   "nodes kept in float); --no-search makes exactly one quantisation.")
+@click.option("--budget", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
+              help="int8: at most N trials.")
+@click.option("--reference", type=click.Path(path_type=Path), default=None, metavar="REF.npz",
+              help="int8: validate trials on this reference (from `optkit export`); default: a held-out part of "
+                   "the calibration data judged against the fp32 model's own outputs.")
+@click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.25,
+              show_default=True, help="int8: share of the calibration samples held out for validation (no --reference).")
+@click.option("--gate", "gate", multiple=True, metavar="int8.LIMIT=VALUE",
+              help="int8: override a limit of the int8 gate, e.g. int8.min_agreement=0.99 (repeatable).")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="int8: decision threshold for the agreement gate.")
+@click.option("--recalibrate", is_flag=True,
+              help="int8: ignore the statistics cache (<stem>.calib.npz) and the saved search result (<stem>.search.json).")
 @click.option("--calibration-limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="int8: use only the first N calibration samples.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=2, show_default=True,
-              help="int8: samples per calibration step; bounds memory (~0.85 GiB per sample on the "
-                   "production-size voice model with entropy/percentile).")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="int8: samples whose statistics are binned together (the result does not depend on it).")
 @click.option("--op-block-list", callback=csv_option, default=None, metavar="OP,OP",
               help="fp16: op types to keep in fp32 (added to onnxconverter-common's default list).")
 @click.option("--node-block-list", callback=csv_option, default=None, metavar="A,B",
@@ -59,14 +76,22 @@ def _flag(name: str) -> str:
 def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bool, **opts: object) -> None:
     """Quantise an fp32 ONNX model to static int8 (QDQ) or convert it to fp16.
 
-    int8 uses ONNX Runtime's static quantiser with per-channel int8 weights, calibrated on MFCC
-    samples in bounded memory; the ranges are cached beside the output as <stem>.calib.json and
-    reused while the model, data and method are unchanged. fp16 uses onnxconverter-common and
-    keeps in fp32 the nodes whose activations (on --check-data) exceed the fp16 range.
+    int8 uses ONNX Runtime's static quantiser with per-channel int8 weights. Calibration
+    statistics are collected once (cached as <stem>.calib.npz) and every range method is computed
+    from them. Each trial is checked against the int8 gate of `optkit verify` on validation data
+    (--reference, else a held-out quarter of the calibration data vs the fp32 model); when it
+    fails, the search tries other range methods, input equalisation and keeping the nodes that
+    add the most error in float, until a trial passes or --budget trials ran. The passing
+    settings are saved as <stem>.search.json, so a re-run rebuilds the model without searching.
+    No passing trial: exit 3, the best trial written as <stem>.failed.onnx (never at -o).
+    fp16 uses onnxconverter-common and keeps in fp32 the nodes whose activations (on
+    --check-data) exceed the fp16 range.
 
     \b
     Examples:
       optkit quantize model.onnx -o model.int8.onnx --int8 --calibration calibration_data/calib
+      optkit quantize model.onnx -o model.int8.onnx --int8 --calibration calib/ --reference model.reference.npz
+      optkit quantize model.onnx -o model.int8.onnx --int8 --calibration calib/ --no-search --method percentile
       optkit quantize model.onnx -o model.trt-int8.onnx --int8 --calibration calib/ --target tensorrt
       optkit quantize model.onnx -o model.int8.onnx --int8 --calibration calib/ --method entropy \\
           --exclude-nodes /layer4/layer4.2/Add
@@ -88,13 +113,32 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     load_onnx(model, load_weights=False)  # a clear error for a missing/corrupt model, before any work
     src = Artifact.from_file(model, kind="onnx")
     if int8:
+        from optkit.verify import parse_gate_option
+
+        gates = parse_gate_option(list(opts["gate"]))
+        other = sorted(set(gates) - {"int8"})
+        if other:
+            raise click.UsageError(f"--gate {other[0]}.*: quantize --int8 checks the int8 gate only")
         step = get_pass("quantize-int8")
         cfg = step.config_cls(
             calibration=str(opts["calibration"]), target=opts["target"], method=opts["method"],
             percentile=float(opts["percentile"]), exclude_nodes=tuple(opts["exclude_nodes"]),
-            exclude_op_types=tuple(opts["exclude_op_types"]), recalibrate=bool(opts["recalibrate"]),
+            exclude_op_types=tuple(opts["exclude_op_types"]), equalize=bool(opts["equalize"]),
+            search=bool(opts["search"]), budget=int(opts["budget"]),
+            reference=str(opts["reference"]) if opts["reference"] is not None else None,
+            holdout=float(opts["holdout"]), threshold=float(opts["threshold"]),
+            gates=gates.get("int8") or None, recalibrate=bool(opts["recalibrate"]),
             calibration_limit=opts["calibration_limit"], chunk_size=int(opts["chunk_size"]),
         )
+        from optkit.passes.quantize_int8 import Int8SearchFailed
+
+        try:
+            result = step.run(src, cfg, output)
+        except Int8SearchFailed as exc:
+            echo_lines(exc.result.messages)
+            raise
+        echo_lines(result.messages)
+        return
     else:
         step = get_pass("quantize-fp16")
         cfg = step.config_cls(
