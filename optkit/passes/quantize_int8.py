@@ -243,7 +243,7 @@ class QuantizeInt8(Pass):
         from optkit import calib_stats, int8_search
         from optkit.calibration import default_op_types
         from optkit.data import fingerprint, load_samples
-        from optkit.macs import describe_share, mac_breakdown
+        from optkit.macs import describe_share
         from optkit.verify import merge_gates
 
         assert src is not None
@@ -428,6 +428,10 @@ class QuantizeInt8(Pass):
                             f"settings saved to {paths['settings'].name}")
         messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
                         f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
+        if report["fp32_nodes"]:
+            shown = report["fp32_nodes"][:10]
+            messages.append(f"left in fp32: {len(report['fp32_nodes'])} nodes ({', '.join(shown)}"
+                            f"{', ...' if len(report['fp32_nodes']) > 10 else ''})")
         messages.append("MACs by precision: " + describe_share(mac))
         heavy_fp = [r for r in mac["unquantized_heavy_nodes"] if r["macs"] > 0]
         if mac["share"]["int8"] < 0.5:
@@ -438,6 +442,9 @@ class QuantizeInt8(Pass):
         elif heavy_fp:
             messages.append("heavy nodes left in float: " + ", ".join(
                 f"{r['name']} ({r['op_type']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
+        if mac["unknown_shape_nodes"]:
+            messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
+                            f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
         messages.append(f"int8 vs fp32 on {check['samples']} calibration samples: max |diff| {check['max_abs_diff']:.3g}, "
                         f"relative error {check['rel_error']:.3g}")
         messages.append(f"calibration statistics: {paths['stats']}" + (" (written)" if stats_fresh else " (reused)"))
@@ -546,6 +553,27 @@ class QuantizeInt8(Pass):
             "max_abs_diff": float(np.max(np.abs(d))) if d.size else 0.0,
             "rel_error": float(np.linalg.norm(d) / max(np.linalg.norm(r), 1e-12)),
         }
+
+
+def mac_breakdown(model: Any) -> dict[str, Any]:
+    """:func:`optkit.macs.mac_breakdown` of ``model`` with its batch dimension pinned to 1.
+
+    MACs are per sample anyway; with a symbolic batch, ONNX shape inference leaves some shapes
+    unknown (e.g. an LSTM's input after the Transpose of a batch-first export), and a heavy node
+    with an unknown shape would count 0 MACs - the LSTM of a recurrent model would vanish.
+    """
+    from optkit import macs
+
+    pinned = type(model)()
+    pinned.CopyFrom(model)
+    for vi in pinned.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    del pinned.graph.value_info[:]
+    for vi in pinned.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    return macs.mac_breakdown(pinned)
 
 
 def _load_stats(path: Path, key: dict[str, Any]) -> tuple[Any, str]:
