@@ -425,6 +425,106 @@ def _progress(total: int, desc: str, enabled: bool | None) -> Any:
                 disable=None if enabled is None else not enabled, mininterval=0.5)
 
 
+class StatsCollector:
+    """One ORT session over the augmented model; ``update`` adds samples to ``stats``.
+
+    What a calibration worker holds: ``StatsCollector(model).update(shard).stats`` per shard, and
+    the driver merges the shards' statistics (:meth:`CalibStats.merge`).
+    """
+
+    def __init__(self, model_path: str | os.PathLike, input_name: str, *, names: list[str] | None = None,
+                 op_types: list[str] | None = None, hist_cap: int = HIST_CAP, threads: int | None = None,
+                 derive_relu: bool = True):
+        ort = lazy_import("onnxruntime")
+        onnx = lazy_import("onnx")
+        if hist_cap < 1:
+            raise InputError(f"histogram cap must be at least 1, got {hist_cap}")
+        self.input_name = input_name
+        model = onnx.load(str(model_path))
+        names = tensors_to_calibrate(model, op_types) if names is None else list(names)
+        if not names:
+            raise PassFailed("the model has no tensors to calibrate (no quantisable nodes)")
+        self.derived = relu_sources(model, names) if derive_relu else {}
+        aug, self.sizes = augment(model, names, hist_cap, skip=self.derived)
+        del model
+        self.stats = CalibStats.empty(names, hist_cap)
+        with tempfile.TemporaryDirectory(prefix="optkit-stats-") as work:
+            path = Path(work) / "augmented.onnx"
+            onnx.save(aug, str(path))
+            del aug
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # measured on voice-resnet-seed: peak RSS 2.2 -> 1.4 GiB at the same speed (the planned
+            # memory pattern of the augmented graph is much larger than the plain model's)
+            so.enable_mem_pattern = False
+            if threads:
+                so.intra_op_num_threads = int(threads)
+            try:
+                self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise PassFailed(f"ONNX Runtime cannot run the calibration model: {first_line(exc)}") from exc
+        pos = {n: i for i, n in enumerate(o.name for o in self.session.get_outputs())}
+        t_index = {n: i for i, n in enumerate(names)}
+        self._fetch = [(t_index[n], n, pos[n + _SUFFIX_MIN], pos[n + _SUFFIX_MAX],
+                        pos.get(n + _SUFFIX_SUB, pos.get(n)), n + _SUFFIX_SUB in pos)
+                       for n in names if n not in self.derived]
+        self._t_index = t_index
+
+    def update(self, samples: np.ndarray, chunk_size: int = 8, progress: Any = None) -> "StatsCollector":
+        """Add ``samples`` (N, *sample shape), one inference per sample (so the numbers do not
+        depend on batch-size-dependent kernels); the histogram subsamples of ``chunk_size``
+        samples are binned together. The result depends neither on ``chunk_size`` nor on the
+        order of the samples."""
+        if chunk_size < 1:
+            raise InputError(f"chunk size must be at least 1, got {chunk_size}")
+        stats = self.stats
+        flat = stats.hist.reshape(-1)
+        try:
+            for start in range(0, len(samples), chunk_size):
+                chunk = samples[start : start + chunk_size]
+                keys: list[np.ndarray] = []
+                for sample in chunk:
+                    outs = self.session.run(None, {self.input_name: np.ascontiguousarray(sample[None])})
+                    for i, name, f_min, f_max, f_sub, in_graph in self._fetch:
+                        stats.mins[i] = min(stats.mins[i], float(outs[f_min]))
+                        stats.maxs[i] = max(stats.maxs[i], float(outs[f_max]))
+                        sub = np.asarray(outs[f_sub])
+                        if in_graph:
+                            stats.counts[i] += self.sizes[name]
+                        else:
+                            per = sub.reshape(sub.shape[0] if sub.ndim else 1, -1)
+                            stats.counts[i] += per.size
+                            sub = per[:, :: hist_stride(per.shape[1], stats.hist_cap)]
+                        keys.append(hist_keys(sub).astype(np.int64) + i * NBINS)
+                    del outs
+                if keys:
+                    flat += np.bincount(np.concatenate(keys), minlength=flat.size)
+                stats.samples += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        except (InputError, PassFailed, MemoryError):
+            raise
+        except Exception as exc:
+            raise PassFailed(f"collecting calibration statistics failed: {type(exc).__name__}: "
+                             f"{first_line(exc)}") from exc
+        self._derive()
+        return self
+
+    def _derive(self) -> None:
+        stats = self.stats
+        for out_name, src in self.derived.items():
+            d, i = self._t_index[out_name], self._t_index[src]
+            stats.mins[d], stats.maxs[d] = max(0.0, stats.mins[i]), max(0.0, stats.maxs[i])
+            stats.counts[d] = stats.counts[i]
+            stats.hist[d] = stats.hist[i]
+            stats.hist[d, 0] += stats.hist[i, NBINS // 2 :].sum()   # negatives (and -0.0) -> +0.0
+            stats.hist[d, NBINS // 2 :] = 0
+
+    def close(self) -> None:
+        self.session = None
+
+
 def collect_stats(
     model_path: str | os.PathLike,
     samples: np.ndarray,
@@ -438,92 +538,23 @@ def collect_stats(
     progress: bool | None = None,
     derive_relu: bool = True,
 ) -> CalibStats:
-    """Statistics of every calibrated tensor of ``model_path`` over ``samples`` (N, *sample shape).
-
-    One ORT session runs the augmented model one sample at a time (so the numbers do not depend
-    on batch-size-dependent kernels); the histogram subsamples of ``chunk_size`` samples are
-    binned together (fewer, larger bincount calls). The result does not depend on
-    ``chunk_size`` or on the order of the samples.
-    """
-    ort = lazy_import("onnxruntime")
-    onnx = lazy_import("onnx")
+    """Statistics of every calibrated tensor of ``model_path`` over ``samples`` (N, *sample shape)
+    in one streaming pass (:class:`StatsCollector`)."""
     if chunk_size < 1:
         raise InputError(f"chunk size must be at least 1, got {chunk_size}")
-    if hist_cap < 1:
-        raise InputError(f"histogram cap must be at least 1, got {hist_cap}")
     if len(samples) == 0:
         raise InputError("no calibration samples")
-    model = onnx.load(str(model_path))
-    names = tensors_to_calibrate(model, op_types) if names is None else list(names)
-    if not names:
-        raise PassFailed("the model has no tensors to calibrate (no quantisable nodes)")
-    derived = relu_sources(model, names) if derive_relu else {}
-    aug, sizes = augment(model, names, hist_cap, skip=derived)
-    measured = [n for n in names if n not in derived]
-    stats = CalibStats.empty(names, hist_cap)
-    with tempfile.TemporaryDirectory(prefix="optkit-stats-") as work:
-        path = Path(work) / "augmented.onnx"
-        onnx.save(aug, str(path))
-        del aug
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # measured on voice-resnet-seed: peak RSS 2.2 -> 1.4 GiB at the same speed (the planned
-        # memory pattern of the augmented graph is much larger than the plain model's)
-        so.enable_mem_pattern = False
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        try:
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise PassFailed(f"ONNX Runtime cannot run the calibration model: {first_line(exc)}") from exc
-    out_names = [o.name for o in sess.get_outputs()]
-    pos = {n: i for i, n in enumerate(out_names)}
-    t_index = {n: i for i, n in enumerate(names)}
-    fetch = [(t_index[n], n, pos[n + _SUFFIX_MIN], pos[n + _SUFFIX_MAX], pos.get(n + _SUFFIX_SUB, pos.get(n)))
-             for n in measured]
-    flat = stats.hist.reshape(-1)
+    collector = StatsCollector(model_path, input_name, names=names, op_types=op_types, hist_cap=hist_cap,
+                               threads=threads, derive_relu=derive_relu)
     try:
         with _progress(len(samples), "collecting calibration statistics", progress) as bar:
-            for start in range(0, len(samples), chunk_size):
-                chunk = samples[start : start + chunk_size]
-                keys: list[np.ndarray] = []
-                for sample in chunk:
-                    outs = sess.run(None, {input_name: np.ascontiguousarray(sample[None])})
-                    for i, name, f_min, f_max, f_sub in fetch:
-                        stats.mins[i] = min(stats.mins[i], float(outs[f_min]))
-                        stats.maxs[i] = max(stats.maxs[i], float(outs[f_max]))
-                        sub = np.asarray(outs[f_sub])
-                        n = sizes[name]
-                        if n is None or name + _SUFFIX_SUB not in pos:
-                            per = sub.reshape(sub.shape[0] if sub.ndim else 1, -1)
-                            stats.counts[i] += per.size
-                            sub = per[:, :: hist_stride(per.shape[1], hist_cap)]
-                        else:
-                            stats.counts[i] += n
-                        keys.append(hist_keys(sub).astype(np.int64) + i * NBINS)
-                    del outs
-                if keys:
-                    flat += np.bincount(np.concatenate(keys), minlength=flat.size)
-                stats.samples += len(chunk)
-                bar.update(len(chunk))
-    except (InputError, PassFailed):
-        raise
-    except MemoryError:
-        raise
-    except Exception as exc:
-        raise PassFailed(f"collecting calibration statistics failed: {type(exc).__name__}: {first_line(exc)}") from exc
+            collector.update(samples, chunk_size, progress=bar.update)
     finally:
-        del sess
-    for out_name, src in derived.items():
-        d, i = t_index[out_name], t_index[src]
-        stats.mins[d], stats.maxs[d] = max(0.0, stats.mins[i]), max(0.0, stats.maxs[i])
-        stats.counts[d] = stats.counts[i]
-        stats.hist[d] = stats.hist[i]
-        stats.hist[d, 0] += stats.hist[i, NBINS // 2 :].sum()   # negatives (and -0.0) -> +0.0
-        stats.hist[d, NBINS // 2 :] = 0
+        collector.close()
+    stats = collector.stats
     if not np.isfinite(stats.mins).all() or not np.isfinite(stats.maxs).all():
-        bad = [n for n, lo, hi in zip(names, stats.mins, stats.maxs) if not (math.isfinite(lo) and math.isfinite(hi))]
+        bad = [n for n, lo, hi in zip(stats.names, stats.mins, stats.maxs)
+               if not (math.isfinite(lo) and math.isfinite(hi))]
         raise PassFailed(f"calibration produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")
     return stats
 
