@@ -521,6 +521,13 @@ class StatsCollector:
             stats.hist[d, 0] += stats.hist[i, NBINS // 2 :].sum()   # negatives (and -0.0) -> +0.0
             stats.hist[d, NBINS // 2 :] = 0
 
+    def take(self) -> CalibStats:
+        """The statistics collected so far; the collector starts again from empty (one shard's
+        statistics each, for the caller to merge)."""
+        taken = self.stats
+        self.stats = CalibStats.empty(taken.names, taken.hist_cap)
+        return taken
+
     def close(self) -> None:
         self.session = None
 
