@@ -13,7 +13,8 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
 4. with the best range method so far, the nodes that add the most error kept in float: the
    ranking comes from one pass comparing every tensor of that trial with its fp32 twin
    (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``); 1, 2, 4, ...
-   nodes, the cheapest (fewest MACs) first among equally bad ones.
+   nodes, the cheapest (fewest MACs) first among equally bad ones, never more than a quarter of
+   the MACs (a "pass" bought by un-quantising the model is not an int8 model).
 
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
 calibration data judged against the fp32 model's own outputs; gates are those of
@@ -257,9 +258,24 @@ def plan_trials(first: TrialSpec, methods: list[str], equalization_possible: boo
     return trials
 
 
+MAX_FLOAT_SHARE = 0.25  # the search keeps at most this share of the MACs in float
+
+
 def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tuple[str, ...],
+                     node_macs: dict[str, int] | None = None, total_macs: int = 0,
                      counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[TrialSpec]:
+    """Keep the top 1, 2, 4, ... ranked nodes in float, as long as they hold at most
+    ``MAX_FLOAT_SHARE`` of the MACs: a search that "passes" by un-quantising the model would
+    present a float model as int8."""
     names = [r["node"] for r in ranked if r["node"] not in already]
+    if node_macs and total_macs:
+        kept, budget = [], MAX_FLOAT_SHARE * total_macs
+        for n in names:
+            budget -= node_macs.get(n, 0)
+            if budget < 0:
+                break
+            kept.append(n)
+        names = kept
     out = []
     for k in counts:
         if k > len(names):
@@ -287,7 +303,8 @@ class SearchOutcome:
 
 def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
-           echo: Callable[[str], None] = lambda s: None) -> SearchOutcome:
+           echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
+           total_macs: int = 0) -> SearchOutcome:
     """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
@@ -316,7 +333,7 @@ def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], b
     out.ranking = rank(base)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes):
+    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs):
         if len(out.trials) >= budget:
             break
         if attempt(spec):

@@ -217,3 +217,18 @@ def test_reference_validation(cli_runner, tiny_onnx, calib_dir, tmp_path):
     r = invoke(cli_runner, ["quantize", tiny_onnx, "-o", out, "--int8", "--calibration", calib_dir,
                             "--gate", "fp16.max_abs=1"])
     assert r.exit_code == 2 and "checks the int8 gate only" in r.output
+
+
+def test_exclusions_never_keep_more_than_a_quarter_of_the_macs_in_float():
+    from optkit.int8_search import TrialSpec, exclusion_trials
+
+    base = TrialSpec("percentile ranges", "range method percentile", "percentile")
+    ranked = [{"node": n} for n in ("small", "big", "tiny", "other")]
+    macs = {"small": 5, "big": 60, "tiny": 1, "other": 10}
+    trials = exclusion_trials(base, ranked, (), macs, total_macs=100)
+    # "big" (60 % of the MACs) stops the list: only "small" is ever kept in float
+    assert [t.excluded_nodes for t in trials] == [("small",)]
+    assert trials[0].method == "percentile" and "kept in float: small" in trials[0].change
+    unlimited = exclusion_trials(base, ranked, ("user",))
+    assert [t.excluded_nodes for t in unlimited] == [("user", "small"), ("user", "small", "big"),
+                                                      ("user", "small", "big", "tiny", "other")]

@@ -344,7 +344,8 @@ class QuantizeInt8(Pass):
                 onnx.save(int8_search.apply_equalization(pre_model, eq_plan), str(eq_model_path))
                 eq_stats = calib_stats.array_stats(eq_plan.new_input, calib_x / eq_plan.scale.reshape(
                     (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
-            fp32_macs = {r["name"]: r["macs"] for r in mac_breakdown(pre_model)["unquantized_heavy_nodes"]}
+            fp32_mac = mac_breakdown(pre_model)
+            fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
             quant_seconds = [0.0]
 
             def run_trial(t: Any) -> Any:
@@ -384,7 +385,7 @@ class QuantizeInt8(Pass):
             say(f"int8 trials (validation: {validation.description}):")
             outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
                                          methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
-                                         echo=say)
+                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
             final = out if passed else paths["failed"]
