@@ -10,10 +10,10 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
 2. the other range methods, from the statistics already collected: percentile, mse, entropy;
 3. input equalisation, where the model input is badly scaled across channels and its consumers
    can absorb a per-channel scale exactly (Conv weights): it keeps every MAC in int8;
-4. with the best range method so far, the nodes that add the most error kept in float: the
-   ranking comes from one pass comparing every tensor of that trial with its fp32 twin
-   (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``); 1, 2, 4, ...
-   nodes, the cheapest (fewest MACs) first among equally bad ones, never more than a quarter of
+4. with the best range method so far, the nodes where error grows kept in float: the ranking
+   comes from one pass comparing every tensor of that trial with its fp32 twin
+   (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``; see
+   :func:`rank_sensitive_nodes`); 1, 2, 4, ... nodes, never more than a quarter of
    the MACs (a "pass" bought by un-quantising the model is not an int8 model).
 
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
@@ -118,10 +118,31 @@ def holdout_validation(fp32_path: Path, input_name: str, x: np.ndarray, y: np.nd
                       f"{len(x)} held-out calibration samples judged against the fp32 model's own outputs", base)
 
 
-def reference_validation(path: str, threshold: float) -> Validation:
+def reference_validation(path: str, threshold: float, fp32_path: Path | None = None, input_name: str = "",
+                         sample_shape: tuple[int, ...] | None = None) -> Validation:
+    """Validation on a file: an optkit reference (.npz with input.*/output.*: judged against its
+    reference outputs) or a labelled data set (.npz with x[, y] or a .npy folder: judged against
+    the fp32 model's own outputs on it, labels for accuracy)."""
+    import zipfile
+
     from optkit.metrics import task_metrics
     from optkit.reference import load_reference
 
+    is_reference = False
+    if str(path).endswith(".npz"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                is_reference = any(n.startswith("output.") for n in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            is_reference = True  # let load_reference report what is wrong with it
+    if not is_reference and fp32_path is not None:
+        from optkit.data import load_samples
+
+        data = load_samples(path, sample_shape=sample_shape)
+        v = holdout_validation(fp32_path, input_name, data.x, data.y, threshold)
+        v.kind = "reference"
+        v.description = f"{len(data)} samples of {Path(path).name} judged against the fp32 model's own outputs"
+        return v
     ref = load_reference(path)
     base = None
     if ref.labels is not None:
@@ -179,8 +200,6 @@ class Equalization:
 
 def plan_equalization(model: Any, input_name: str, x: np.ndarray) -> tuple[Equalization | None, str]:
     """Whether the input is badly scaled across channels and Conv weights can absorb a scale."""
-    from onnx import numpy_helper
-
     if x.ndim < 3 or x.shape[1] < 2:
         return None, f"input {input_name} has fewer than 2 channels (axis 1): no per-channel scale to fold"
     consumers = [n for n in model.graph.node if input_name in n.input]
@@ -197,7 +216,6 @@ def plan_equalization(model: Any, input_name: str, x: np.ndarray) -> tuple[Equal
     if spread < EQUALIZE_MIN_SPREAD:
         return None, f"input {input_name} is evenly scaled across channels (spread {spread:.3g}x)"
     scale = absmax / math.exp(float(np.mean(np.log(absmax))))
-    del numpy_helper
     return Equalization(input_name, input_name + "_equalized", input_name + "_equalize", scale.astype(np.float32),
                         [n.name for n in consumers], spread), ""
 
@@ -237,13 +255,46 @@ def apply_equalization(model: Any, eq: Equalization) -> Any:
 
 def rank_sensitive_nodes(fp32_path: Path, quant_path: Path, inputs: dict[str, np.ndarray],
                          node_macs: dict[str, int], samples: int = 8) -> list[dict[str, Any]]:
-    """Quantised nodes, the ones adding the most error first (ties: fewer MACs first)."""
+    """Quantised nodes in the order to keep them in float.
+
+    First the nodes where the error grows by 6 dB or more (localize's ``grows``), in graph order:
+    error made early is carried and amplified by every later layer, so the earliest such node
+    is the one to fix first (on the bundled voice model: the first conv, which sees raw MFCCs).
+    Then the other nodes that add error, the most first (ties: fewer MACs first).
+    """
     from optkit.localize import localize_error
 
     table = localize_error(fp32_path, quant_path, inputs, top=None, max_samples=samples)
-    rows = [r for r in table if r["quantized"] and r["growth_db"] > 0]
-    rows.sort(key=lambda r: (-round(r["growth_db"], 1), node_macs.get(r["node"], 0)))
-    return rows
+    # localize measures what a node adds on top of its inputs *as consumed*; the error of a
+    # quantised model input belongs to no node's row, yet it is made for (and removed with) the
+    # nodes that read it: those count as growing (badly scaled raw features, e.g. MFCCs)
+    first = _reads_quantized_model_input(quant_path)
+    for r in table:
+        if r["node"] in first and r["quantized"]:
+            r["grows"] = True
+    quantized = [r for r in table if r["quantized"] and (r["growth_db"] > 0 or r["grows"])]
+    grows = sorted((r for r in quantized if r["grows"]), key=lambda r: r["index"])
+    rest = sorted((r for r in quantized if not r["grows"]),
+                  key=lambda r: (-round(r["growth_db"], 1), node_macs.get(r["node"], 0)))
+    return grows + rest
+
+
+def _reads_quantized_model_input(quant_path: Path) -> set[str]:
+    onnx = lazy_import("onnx")
+    model = onnx.load(str(quant_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inputs = {i.name for i in model.graph.input}
+    out = set()
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for name in node.input:
+            p = producers.get(name)
+            if p is not None and p.op_type == "DequantizeLinear":
+                q = producers.get(p.input[0])
+                if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inputs:
+                    out.add(node.name)
+    return out
 
 
 def plan_trials(first: TrialSpec, methods: list[str], equalization_possible: bool) -> list[TrialSpec]:

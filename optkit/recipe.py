@@ -39,7 +39,7 @@ from optkit.passes import REGISTRY, get_pass
 from optkit.passes.base import config_to_dict
 
 # Parameters holding paths; relative values are resolved against the recipe's directory.
-PATH_PARAMS = {"calibration", "reference_data", "check_data", "timing_cache", "weights", "data"}
+PATH_PARAMS = {"calibration", "reference_data", "check_data", "timing_cache", "weights", "data", "reference"}
 TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}

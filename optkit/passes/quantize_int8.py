@@ -101,7 +101,8 @@ class QuantizeInt8Config:
     equalize: bool = False                 # first trial equalises a badly scaled input
     search: bool = True                    # search until the int8 gate passes (False: one trial)
     budget: int = 8                        # at most this many trials
-    reference: str | None = None           # validation: a reference .npz; None: held-out calibration data
+    reference: str | None = None           # validation: a reference .npz or labelled data (x, y);
+                                           # None: held-out calibration data
     holdout: float = 0.25                  # share of the calibration samples held out for validation
     threshold: float = 0.5                 # decision threshold of the agreement gate
     gates: dict[str, Any] | None = None    # int8 gate overrides, e.g. {"min_agreement": 0.99}
@@ -275,7 +276,8 @@ class QuantizeInt8(Pass):
 
         # Validation data: the reference when given, else the last part of the calibration set.
         if cfg.reference:
-            validation = int8_search.reference_validation(cfg.reference, cfg.threshold)
+            validation = int8_search.reference_validation(cfg.reference, cfg.threshold, src.path, spec.name,
+                                                          sample_shape)
             if spec.name not in validation.inputs:
                 raise InputError(f"reference {cfg.reference} has no input {spec.name} "
                                  f"(it has {', '.join(validation.inputs)})")
