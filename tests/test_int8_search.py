@@ -232,3 +232,23 @@ def test_exclusions_never_keep_more_than_a_quarter_of_the_macs_in_float():
     unlimited = exclusion_trials(base, ranked, ("user",))
     assert [t.excluded_nodes for t in unlimited] == [("user", "small"), ("user", "small", "big"),
                                                       ("user", "small", "big", "tiny", "other")]
+
+
+def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
+    model, calib = cnn
+    x = _cnn_data(40, seed=5)
+    val = tmp_path / "val.npz"
+    np.savez(val, x=x, y=(np.arange(40) % 2).astype(np.int64))
+    out = tmp_path / "q.onnx"
+    cfg = QuantizeInt8Config(calibration=str(calib), reference=str(val), equalize=True, search=False)
+    try:
+        result = get_pass("quantize-int8").run(Artifact.from_file(model), cfg, out)
+    except Int8SearchFailed as exc:  # passing or not, the trial is judged on the given data
+        result = exc.result
+    search = result.info["int8_search"]
+    assert search["validation"] == "reference" and len(search["trials"]) == 1
+    row = search["trials"][0]
+    assert row["equalized"] and row["accuracy"] is not None and 0.0 <= row["accuracy"] <= 1.0
+    assert "40 samples of val.npz judged against the fp32 model's own outputs" in "\n".join(result.messages)
+    # every calibration sample is used for statistics when validation comes from elsewhere
+    assert result.info["samples"] == 48
