@@ -64,6 +64,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--check", action="store_true", help="also collect in one pass and compare (slower)")
+    ap.add_argument("--compare-ort", type=int, default=0, metavar="N",
+                    help="instead: on the first N samples, ONNX Runtime's entropy calibrator (what optkit used "
+                         "before, chunks of 2) vs these statistics + all four methods' ranges, alternated")
     args = ap.parse_args()
 
     import numpy as np
@@ -81,6 +84,9 @@ def main() -> None:
         x, data = load_samples(args.data, sample_shape=shape, limit=args.samples).x, os.path.relpath(args.data, ROOT)
     else:
         x, data = random_samples(args.samples, shape).x, "random (seed 0)"
+    if args.compare_ort:
+        compare_ort(pre, x[: args.compare_ort], args)
+        return
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -136,6 +142,33 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"statistics for all methods: {total:.1f} s = {total / plain_s:.2f}x plain fp32 inference "
           f"({plain_s:.1f} s) over the same {len(x)} samples; peak RSS {result['peak_rss_gib']:.2f} GiB")
+
+
+def compare_ort(pre: Path, x, args: argparse.Namespace) -> None:
+    """ORT's entropy calibrator vs optkit's statistics (+ every method's ranges), same samples,
+    alternated twice so load changes hit both."""
+    import tempfile
+
+    from optkit import calib_stats, calibration
+
+    times: dict[str, list[float]] = {"ort_entropy": [], "optkit_all_methods": []}
+    for _ in range(2):
+        with tempfile.TemporaryDirectory() as work:
+            t = time.perf_counter()
+            calibration.calibrate(pre, x, "input_mfcc", method="entropy", chunk_size=2, work_dir=work, progress=False)
+            times["ort_entropy"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        stats = calib_stats.collect_stats(pre, x, "input_mfcc", threads=args.threads, progress=False)
+        for method in calib_stats.METHODS:
+            stats.ranges(method)
+        times["optkit_all_methods"].append(time.perf_counter() - t)
+        print({k: [round(v, 1) for v in vs] for k, vs in times.items()}, flush=True)
+    best = {k: min(v) for k, v in times.items()}
+    result = {"samples": len(x), "seconds": times, "speedup_min": round(best["ort_entropy"] / best["optkit_all_methods"], 2),
+              "load_average": os.getloadavg()}
+    print(json.dumps(result, indent=1))
+    out = Path(args.out).with_name("calibration_vs_ort.json")
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
