@@ -24,6 +24,7 @@ _EXTRA_FOR = {
     "onnxsim": "core",
     "onnxconverter_common": "core",
     "yaml": "core",
+    "jsonschema": "core",
 }
 
 

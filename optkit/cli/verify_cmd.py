@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import click
 
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
+from optkit.runners.registry import PROVIDERS
+
 
 @click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
-@click.option("--provider", type=click.Choice(["cpu", "openvino", "cuda", "tensorrt"]), default="cpu",
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu",
               show_default=True, help="Runtime for .onnx artifacts (.engine files always use TensorRT).")
-@click.option("--threshold", default=0.5, show_default=True, type=float, help="Decision threshold.")
+@click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=float, help="Decision threshold.")
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
                    "'off' disables a limit).")
@@ -18,7 +21,7 @@ import click
               help="fp32 model the int8 artifacts were made from (for per-layer error localisation).")
 @click.option("--localize", type=click.Choice(["on-failure", "always", "never"]), default="on-failure",
               show_default=True, help="When to localise int8 error per layer.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=click.IntRange(1))
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads of the runtime.")
 def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads):

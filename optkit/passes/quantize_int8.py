@@ -51,16 +51,17 @@ from typing import Any
 
 import numpy as np
 
-from optkit.artifact import Artifact, tool_versions
+from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, VerificationFailed, first_line
-from optkit.fileio import atomic_output, check_output_path, sha256_file
+from optkit.fileio import atomic_output, sha256_file
 from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
-from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.options import ParameterError, option
+from optkit.passes.base import Pass, PassOutput, PassResult
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
-# NVIDIA ModelOpt's "TensorRT friendly" quantize_static options (see notes/tensorrt.md section 4):
+# NVIDIA ModelOpt's "TensorRT friendly" quantize_static options (see docs/tensorrt.md, int8 Q/DQ):
 # symmetric int8 activations and weights (all zero points 0), fp32 bias (TRT's parser has rejected
 # int32 bias DQs), weights kept fp32 behind a Q->DQ pair, per-channel on the output channels.
 TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
@@ -76,6 +77,7 @@ TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
 
 CHECK_SAMPLES = 8  # calibration samples the pass runs through both models to check its result
 METHODS = ("minmax", "percentile", "entropy", "mse")
+DEFAULT_PERCENTILE = 99.999
 # the order a search tries other range methods in: percentile clips rare outliers (the usual
 # failure of minmax), mse balances clipping against resolution, entropy clips hardest
 METHODS_SEARCH_ORDER = ("percentile", "mse", "entropy", "minmax")
@@ -90,25 +92,48 @@ class Int8SearchFailed(VerificationFailed):
         self.result = result
 
 
+def _check_holdout(value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise InputError(f"holdout must be a fraction in (0, 1), got {value:g}")
+
+
+def _check_percentile(value: float) -> None:
+    if not 0.0 < value <= 100.0:
+        raise InputError(f"{value:g} is out of range; give a value in (0, 100], e.g. {DEFAULT_PERCENTILE}")
+
+
 @dataclass(frozen=True)
 class QuantizeInt8Config:
-    calibration: str                       # dir of .npy / .npz with x, shaped like the model input
-    target: str = "cpu"                    # cpu | openvino | tensorrt: the QDQ form for that runtime
-    method: str = "minmax"                 # range method of the first trial: minmax|percentile|entropy|mse
-    percentile: float = 99.999             # for method=percentile
-    exclude_nodes: tuple[str, ...] = ()    # node names always kept in fp32
-    exclude_op_types: tuple[str, ...] = ()  # op types always kept in fp32
-    equalize: bool = False                 # first trial equalises a badly scaled input
-    search: bool = True                    # search until the int8 gate passes (False: one trial)
-    budget: int = 8                        # at most this many trials
-    reference: str | None = None           # validation: a reference .npz or labelled data (x, y);
-                                           # None: held-out calibration data
-    holdout: float = 0.25                  # share of the calibration samples held out for validation
-    threshold: float = 0.5                 # decision threshold of the agreement gate
-    gates: dict[str, Any] | None = None    # int8 gate overrides, e.g. {"min_agreement": 0.99}
-    recalibrate: bool = False              # ignore the statistics cache and the saved search result
-    calibration_limit: int | None = None   # use the first N samples only
-    chunk_size: int = 8                    # samples whose histogram subsamples are binned together
+    calibration: str = option(help="Calibration samples (directory of .npy files, or an .npz with x).",
+                              path=True, metavar="DIR")
+    target: str = option("cpu", "The runtime that will run the model; picks the QDQ form (cpu: u8 activations; "
+                         "openvino: u8 too, measured fastest there; tensorrt: symmetric s8, zero points 0).",
+                         choices=TARGETS)
+    method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
+    percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
+                               check=_check_percentile)
+    exclude_nodes: tuple[str, ...] = option((), "Node names always kept in fp32 (see `optkit verify` for where "
+                                            "error grows).", metavar="A,B")
+    exclude_op_types: tuple[str, ...] = option((), "Op types always kept in fp32, e.g. Add,Sigmoid.",
+                                               metavar="OP,OP")
+    equalize: bool = option(False, "The first trial equalises a badly scaled input per channel (folded into the "
+                            "first convs).")
+    search: bool = option(True, "Search until the int8 gate passes (other range methods, input equalisation, "
+                          "sensitive nodes kept in float); --no-search makes exactly one quantisation.",
+                          flag="--search/--no-search")
+    budget: int = option(8, "At most N trials.", metavar="N", min=1)
+    reference: str | None = option(None, "Validate trials on this reference (.npz from `optkit export`) or labelled "
+                                   "data (x, y); default: a held-out part of the calibration data judged against "
+                                   "the fp32 model's own outputs.", path=True, metavar="REF.npz")
+    holdout: float = option(0.25, "Share of the calibration samples held out for validation (without reference).",
+                            check=_check_holdout)
+    threshold: float = option(0.5, "Decision threshold of the agreement gate.")
+    gates: dict[str, Any] | None = option(None, "Overrides of the int8 gate, e.g. {min_agreement: 0.99}.", cli=False)
+    recalibrate: bool = option(False, "Ignore the statistics cache (<stem>.calib.npz) and the saved search result "
+                               "(<stem>.search.json).")
+    calibration_limit: int | None = option(None, "Use only the first N calibration samples.", metavar="N", min=1)
+    chunk_size: int = option(8, "Samples whose statistics are binned together (the result does not depend on it).",
+                             min=1)
 
 
 def sidecar_paths(out: Path) -> dict[str, Path]:
@@ -192,6 +217,11 @@ class QuantizeInt8(Pass):
     name = "quantize-int8"
     config_cls = QuantizeInt8Config
     output_suffix = ".int8.onnx"
+    tools = ("onnxruntime", "onnx")
+
+    def side_outputs(self, cfg: QuantizeInt8Config, out: Path) -> list[Path]:
+        paths = sidecar_paths(out)
+        return [paths["stats"], paths["settings"], paths["failed"]]
 
     def fingerprint(self, cfg: QuantizeInt8Config) -> str:
         from optkit.data import fingerprint
@@ -225,22 +255,20 @@ class QuantizeInt8(Pass):
         missing = [n for n in cfg.exclude_nodes if n not in names]
         if missing:
             sample = ", ".join(sorted(names)[:8])
-            raise InputError(
-                f"--exclude-nodes: no node named {', '.join(missing)} in the model "
+            raise ParameterError(
+                "exclude_nodes", f"{{name}}: no node named {', '.join(missing)} in the model "
                 f"(node names look like: {sample}{', ...' if len(names) > 8 else ''})"
             )
         op_types = {n.op_type for n in model.graph.node}
         unknown = [t for t in cfg.exclude_op_types if t not in op_types]
         if unknown:
-            raise InputError(
-                f"--exclude-op-types: the model has no {', '.join(unknown)} nodes "
+            raise ParameterError(
+                "exclude_op_types", f"{{name}}: the model has no {', '.join(unknown)} nodes "
                 f"(its op types: {', '.join(sorted(op_types))})"
             )
 
     # -- run ----------------------------------------------------------------------------------
-    def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: Path,
-            echo: Any = None) -> PassResult:
-        """``echo``: an optional callable printing each trial as it finishes (the CLI's)."""
+    def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         from optkit import calib_stats, int8_search
         from optkit.calibration import default_op_types
         from optkit.data import fingerprint, load_samples
@@ -249,8 +277,7 @@ class QuantizeInt8(Pass):
 
         assert src is not None
         self._check_config(cfg)
-        out = check_output_path(out)
-        paths = sidecar_paths(out)
+        paths = sidecar_paths(out.final)
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -271,7 +298,7 @@ class QuantizeInt8(Pass):
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
-        say = echo or (lambda s: None)
+        say = (lambda s: None)
         messages: list[str] = []
 
         # Validation data: the reference when given, else the last part of the calibration set.
@@ -390,26 +417,23 @@ class QuantizeInt8(Pass):
                                          echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
-            final = out if passed else paths["failed"]
-            check_output_path(final)
+            final = out.final if passed else paths["failed"]
             qmodel = load_onnx(chosen.path)
             check_model(qmodel, full=True, what="int8 model")
-            check = self._compare(src.path, chosen.path, spec.name, calib_x[:CHECK_SAMPLES])
-            written: list[Path] = []
-            try:
+            if passed:
+                # renamed into place by Pass.__call__ once check() accepted the model
+                out.path.write_bytes(chosen.path.read_bytes())
+                if stats_fresh:
+                    stats.save(out.side(paths["stats"]))
+                _save_settings(out.side(paths["settings"]), key, chosen, outcome, validation)
+            else:
+                # Pass.__call__ discards out's files when run raises: the failed model and the
+                # statistics (valid whatever the gate says; a re-run with a larger budget reuses
+                # them) are written here, atomically, under names that are not the output's.
                 with atomic_output(final, suffix=".onnx") as tmp:
                     tmp.write_bytes(chosen.path.read_bytes())
-                written.append(final)
                 if stats_fresh:
                     stats.save(paths["stats"])
-                    written.append(paths["stats"])
-                if passed:
-                    _save_settings(paths["settings"], key, chosen, outcome, validation)
-                    written.append(paths["settings"])
-            except BaseException:
-                for f in written:
-                    f.unlink(missing_ok=True)
-                raise
 
         report = quantized_node_report(qmodel)
         mac = chosen.mac
@@ -448,8 +472,6 @@ class QuantizeInt8(Pass):
         if mac["unknown_shape_nodes"]:
             messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
                             f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
-        messages.append(f"int8 vs fp32 on {check['samples']} calibration samples: max |diff| {check['max_abs_diff']:.3g}, "
-                        f"relative error {check['rel_error']:.3g}")
         messages.append(f"calibration statistics: {paths['stats']}" + (" (written)" if stats_fresh else " (reused)"))
 
         info = {
@@ -473,23 +495,29 @@ class QuantizeInt8(Pass):
             "macs": {k: mac[k] for k in ("total_macs", "by_precision", "share")},
             "unquantized_heavy_nodes": heavy_fp[:20],
             "int8_search": search_info,
-            "check": check,
         }
-        side = [paths["stats"]] + ([paths["settings"]] if passed else [])
-        artifact = Artifact.from_file(
-            final, kind="onnx", precision="int8", made_by=self.name, config=config_to_dict(cfg),
-            parent=src.sha256, tool_versions=tool_versions("onnxruntime", "onnx"),
-            extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
-                   "int8_mac_share": mac["share"]["int8"], "search_passed": passed},
-        )
-        result = PassResult(artifact, messages, info, side_files=side)
+        result = PassResult(messages=messages, info=info, precision="int8",
+                            side_files=[] if stats_fresh else [paths["stats"]],  # else written via out.side
+                            extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
+                                   "int8_mac_share": mac["share"]["int8"], "search_passed": passed},
+                            check_inputs=(spec.name, calib_x[:CHECK_SAMPLES]))
         if not passed:
             best = outcome.trials.index(chosen)
             raise Int8SearchFailed(
                 f"no int8 trial passed the gate in {len(outcome.trials)} trial(s) (budget {cfg.budget}); the best "
-                f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.name}: "
+                f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.final.name}: "
                 + "; ".join(chosen.failures), result)
         return result
+
+    def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
+        assert src is not None
+        input_name, x = result.check_inputs
+        check = self._compare(src.path, written, input_name, x)
+        result.messages.append(
+            f"int8 vs fp32 on {check['samples']} calibration samples: max |diff| {check['max_abs_diff']:.3g}, "
+            f"relative error {check['rel_error']:.3g}"
+        )
+        result.info["check"] = check
 
     @staticmethod
     def _act_desc(target: str) -> str:
@@ -531,31 +559,15 @@ class QuantizeInt8(Pass):
     def _compare(fp32_path: Path, int8_path: Path, input_name: str, x: np.ndarray) -> dict[str, Any]:
         """Run both models (ORT CPU, full optimisations) on a few samples: a sanity check of the
         artifact; the release gate against the PyTorch reference is ``optkit verify``."""
+        from optkit.compare import Comparison
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
-        ref_out: list[np.ndarray] = []
-        q_out: list[np.ndarray] = []
+        comparison = Comparison("the int8 model")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(int8_path) as q:
             for i in range(len(x)):
                 feed = {input_name: x[i : i + 1]}
-                a = ref.infer(feed)
-                b = q.infer(feed)
-                if set(a) != set(b):
-                    raise PassFailed(f"the int8 model's outputs {sorted(b)} differ from the fp32 model's {sorted(a)}")
-                for name in a:
-                    if a[name].shape != b[name].shape:
-                        raise PassFailed(f"int8 output {name} has shape {b[name].shape}, fp32 {a[name].shape}")
-                    if not np.isfinite(b[name]).all():
-                        raise PassFailed(f"the int8 model produces inf/NaN in output {name} on a calibration sample")
-                ref_out.append(np.concatenate([a[k].ravel() for k in sorted(a)]).astype(np.float64))
-                q_out.append(np.concatenate([b[k].ravel() for k in sorted(b)]).astype(np.float64))
-        r = np.concatenate(ref_out)
-        d = np.concatenate(q_out) - r
-        return {
-            "samples": int(len(x)),
-            "max_abs_diff": float(np.max(np.abs(d))) if d.size else 0.0,
-            "rel_error": float(np.linalg.norm(d) / max(np.linalg.norm(r), 1e-12)),
-        }
+                comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
+        return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
 
 
 def mac_breakdown(model: Any) -> dict[str, Any]:
