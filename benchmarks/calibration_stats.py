@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--compare-ort", type=int, default=0, metavar="N",
                     help="instead: on the first N samples, ONNX Runtime's entropy calibrator (what optkit used "
                          "before, chunks of 2) vs these statistics + all four methods' ranges, alternated")
+    ap.add_argument("--stats-only", action="store_true",
+                    help="instead: only the statistics + ranges (no plain session), for the peak RSS of what "
+                         "`optkit quantize` holds")
     args = ap.parse_args()
 
     import numpy as np
@@ -86,6 +89,16 @@ def main() -> None:
         x, data = random_samples(args.samples, shape).x, "random (seed 0)"
     if args.compare_ort:
         compare_ort(pre, x[: args.compare_ort], args)
+        return
+    if args.stats_only:
+        t = time.perf_counter()
+        stats = calib_stats.collect_stats(pre, x, "input_mfcc", threads=args.threads, progress=False)
+        for method in calib_stats.METHODS:
+            stats.ranges(method)
+        result = {"samples": len(x), "seconds": round(time.perf_counter() - t, 1),
+                  "peak_rss_gib": round(_vm("VmHWM") or 0.0, 3), "load_average": os.getloadavg()}
+        print(json.dumps(result))
+        Path(args.out).with_name("calibration_stats_rss.json").write_text(json.dumps(result, indent=1) + "\n")
         return
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
