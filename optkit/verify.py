@@ -133,10 +133,19 @@ class VerifyReport:
     # steps of a recipe that did not produce an artifact, with the reason (never "passed")
     skipped: list[dict[str, Any]] = field(default_factory=list)
     reference_values: np.ndarray | None = field(default=None, repr=False)
+    # the release view (optkit.release.enrich: artifact facts, latency, groups; optkit.regression:
+    # the comparison with a previous release), empty when not asked for
+    release: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(r.passed for r in self.results)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every gate passed and, when compared with a baseline release, no regression."""
+        regression = self.release.get("regression") or {}
+        return self.gates_passed and regression.get("passed", True)
 
     def to_json(self) -> dict[str, Any]:
         from optkit.metrics import json_safe
@@ -269,8 +278,11 @@ def verify_artifacts(
         if want_loc:
             result.localization = _localize(fp32_model, path, reference, localize_samples)
         results.append(result)
+    from optkit.release import reference_identity
+
     ref_info = {"path": reference_path, "samples": len(reference), "labels": reference.labels is not None,
-                "outputs": list(reference.outputs), "meta": reference.meta}
+                "outputs": list(reference.outputs), "meta": reference.meta,
+                "identity": reference_identity(reference.inputs, reference.labels)}
     return VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
                         reference_values=reference.outputs[first_out])
 
