@@ -141,10 +141,8 @@ def _op_counts(model: Any) -> dict[str, int]:
 
 
 def _macs(model: Any) -> dict[str, Any]:
-    try:  # TEMP until optkit.macs lands on main
-        from optkit.macs import mac_breakdown
-    except ImportError:
-        return None
+    from optkit.macs import mac_breakdown
+
     try:
         return mac_breakdown(model)
     except OptkitError as exc:

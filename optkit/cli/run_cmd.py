@@ -17,7 +17,8 @@ import click
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Write a short Markdown summary (for a pull-request comment).")
 def run(recipe, out_dir, force, no_verify, baseline, junit_path, summary_path):
-    """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data).
+    """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
+    outside a source checkout, the copy shipped in the package on a demo subset of that data).
 
     Steps whose pass, parameters, parent artifact, external inputs and tool versions are
     unchanged are reused from OUTPUT (manifest.json); a changed parameter re-runs that step and
