@@ -226,11 +226,11 @@ _NUMERIC = re.compile(r"^[-+]?[\d.,]+( ?(%|×|ms|KiB|MiB|GiB|B|pt))?( |$)|^–$"
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "", raw: bool = False, tid: str = "") -> str:
     """rows are escaped unless ``raw`` (cells already HTML)."""
-    h = "".join(f"<th>{e(c)}</th>" for c in head)
+    h = f"<thead><tr>{''.join(f'<th>{e(c)}</th>' for c in head)}</tr></thead>" if head else ""
     body = "".join("<tr>" + "".join(f"<td{' class=n' if _NUMERIC.match(c) else ''}>{c if raw else e(c)}</td>" for c in row)
                    + "</tr>" for row in rows)
     attrs = (f' class="{cls}"' if cls else "") + (f' id="{tid}"' if tid else "")
-    return f"<table{attrs}><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{attrs}>{h}<tbody>{body}</tbody></table>"
 
 
 def _details(title: str, body: str, open_: bool = False, sid: str = "") -> str:
@@ -262,7 +262,8 @@ def _banner(report: VerifyReport) -> str:
              else f"{len(failed)} of {len(report.results)} results failed their gate")
     skipped = f", {len(report.skipped)} step(s) skipped" if report.skipped else ""
     items = "".join(f"<li>{e(x)}</li>" for x in lines)
-    return (f"<div id='verdict' class='banner {'ok' if report.passed else 'bad'}'><b>{verdict}</b> — "
+    cls = "ok" if report.passed else "bad"
+    return (f'<div id="verdict" class="banner {cls}"><b>{verdict}</b> — '
             f"{n_art} artifact(s) × {len(runtimes)} runtime(s) ({e(', '.join(runtimes))}): {gates}{skipped}.{reg_text}"
             f"{f'<ul>{items}</ul>' if items else ''}</div>")
 
@@ -430,6 +431,29 @@ def _mac_bar(share: dict[str, float], width: int = 300) -> str:
     return "".join(parts)
 
 
+def _lineage_table(facts: dict[str, dict[str, Any]]) -> str:
+    """Every step that made any reported artifact, once, with its parameters (from manifest.json)."""
+    steps: dict[str, dict[str, Any]] = {}
+    parent_of: dict[str, str] = {}
+    for f in facts.values():
+        chain = f.get("lineage") or []
+        for k, st in enumerate(chain):
+            steps.setdefault(st["step"], st)
+            if k:
+                parent_of[st["step"]] = chain[k - 1]["step"]
+    if not steps:
+        return ""
+    rows = []
+    for name, st in steps.items():
+        cfg = dict(st.get("config") or {})
+        src = parent_of.get(name) or (f"PyTorch {cfg.get('model')}" if cfg.get("model") else "–")
+        rows.append([e(name), e(str(st.get("pass"))), e(str(st.get("precision"))), e(src),
+                     f"<code>{e(st['file'])}</code>", f"<span class='cfg'>{e(_config_text(cfg))}</span>"])
+    return ("<p>Lineage, from the manifest.json beside the artifacts: each step, what it was made from, "
+            "and its parameters.</p>" + _table(["step", "pass", "precision", "made from", "file", "parameters"],
+                                               rows, "lineage", raw=True, tid="lineage"))
+
+
 def _config_text(cfg: dict[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in cfg.items()) or "defaults"
 
@@ -445,24 +469,21 @@ def _artifact_section(f: dict[str, Any]) -> str:
     if macs.get("error"):
         rows.append(["MACs", e(macs["error"])])
     elif macs:
-        rows.append(["MACs", f"{macs.get('total_macs', 0) / 1e6:,.0f} M per sample " + _mac_bar(macs.get("share") or {})])
+        from optkit.macs import describe_share
+
+        rows.append(["MACs per sample", e(describe_share(macs)) + "<br>" + _mac_bar(macs.get("share") or {})])
         heavy = macs.get("unquantized_heavy_nodes") or []
-        if heavy:
+        if heavy and f["precision"] == "int8":
             names = [h.get("name", str(h)) if isinstance(h, dict) else str(h) for h in heavy[:8]]
             rows.append(["heavy nodes not in int8", e(", ".join(names)) + (" …" if len(heavy) > 8 else "")])
-    parts = [f"<h3>{e(f['file'])}</h3>", _table(["", ""], rows, "facts", raw=True)]
     if f.get("lineage"):
-        items = []
-        root = f["lineage"][0]
-        model = (root.get("config") or {}).get("model")
-        if model:
-            items.append(f"<li>PyTorch model <code>{e(str(model))}</code></li>")
-        for step in f["lineage"]:
-            items.append(f"<li><b>{e(str(step['pass']))}</b> (step {e(step['step'])}, {e(str(step['precision']))}) → "
-                         f"<code>{e(step['file'])}</code><br><span class='cfg'>{e(_config_text(step['config']))}</span></li>")
-        parts.append("<p>Lineage (from manifest.json):</p><ol class='lineage'>" + "".join(items) + "</ol>")
+        root = (f["lineage"][0].get("config") or {}).get("model")
+        chain = ([f"PyTorch <code>{e(str(root))}</code>"] if root else []) + [
+            f"<b>{e(str(st['pass']))}</b> ({e(st['step'])})" for st in f["lineage"]]
+        rows.append(["lineage", " → ".join(chain) + " <span class='note'>(parameters in the lineage table above)</span>"])
     elif f.get("lineage_note"):
-        parts.append(f"<p>Lineage: {e(f['lineage_note'])}</p>")
+        rows.append(["lineage", e(f["lineage_note"])])
+    parts = [f"<h3>{e(f['file'])}</h3>", _table([], rows, "facts", raw=True)]
     search = f.get("int8_search")
     if search:
         parts.append(_trials_table(search))
@@ -543,7 +564,8 @@ details{border:1px solid #ddd;border-radius:5px;margin:.8em 0;padding:.3em .8em}
 summary{font-weight:bold;cursor:pointer;padding:.2em 0;font-size:1.05em}
 .plots{display:flex;gap:1.2em;align-items:flex-start;flex-wrap:wrap} .note{color:#555;font-size:12px;max-width:60em}
 code{font-size:12px} .cfg{color:#555;font-size:12px} section.result{border-top:1px solid #eee;margin-top:1em}
-table.facts td:first-child{color:#555} ol.lineage li{margin:.25em 0;font-size:13px} .ref{font-size:13px}
+table.facts td:first-child{color:#555;white-space:nowrap} table.facts td.n{text-align:left} .ref{font-size:13px}
+td.n{white-space:nowrap} p.skipped{font-size:13px;color:#444} section.result p,details p{font-size:13px}
 """
 
 
@@ -551,9 +573,9 @@ def render_html(report: VerifyReport) -> str:
     verdict = "PASSED" if report.passed else "FAILED"
     summary = _table(SUMMARY_HEADER, summary_rows(report), "summary", tid="summary")
     facts = report.release.get("facts") or {}
-    art_sections = "".join(_artifact_section(f) for f in facts.values())
+    art_sections = _lineage_table(facts) + "".join(_artifact_section(f) for f in facts.values())
     results = "".join(_result_section(report, idx) for idx in groups(report))
-    skipped = "".join(f"<p><b>SKIPPED</b> {e(s['step'])} ({e(s['pass'])}): {e(str(s['reason']))}</p>" for s in report.skipped)
+    skipped = "".join(f"<p class='skipped'><b>Skipped</b> step {e(s['step'])} ({e(s['pass'])}): {e(str(s['reason']))}</p>" for s in report.skipped)
     grouped = sum(len(g) - 1 for g in groups(report))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>optkit release report — {verdict}</title>

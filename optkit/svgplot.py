@@ -136,7 +136,7 @@ def score_distribution(hist: dict[str, Any], title: str, threshold: float, width
               _text(pad_l + pw / 2, pad_t + ph + 24, "score"),
               _text(10, pad_t + ph / 2, "samples", 10, extra=f' transform="rotate(-90 10 {pad_t + ph / 2:.1f})"')]
     for k, item in enumerate([("target", TARGET_COLOR, "box"), ("impostor", IMPOSTOR_COLOR, "box"),
-                              (f"threshold {threshold:g}", "#000", "dash")]):
+                              (f"threshold {threshold:.3g}", "#000", "dash")]):
         parts += _legend([item], pad_l + k * 82, height - 5)
     parts.append("</svg>")
     return "".join(parts)
@@ -178,14 +178,19 @@ def det_plot(curves: Sequence[dict[str, Any]], width: int = 520, plot_height: in
                   _text(sx(t), pad_t + ph + 12, label, 9), _text(pad_l - 4, sy(t) + 3, label, 9, "end")]
     parts.append(f'<line x1="{sx(lo_p):.1f}" y1="{sy(lo_p):.1f}" x2="{sx(hi_p):.1f}" y2="{sy(hi_p):.1f}" stroke="#ccc" stroke-dasharray="2,3"/>')
     legend = []
-    for i, c in enumerate(curves):
+    # drawn last first, so the reference (curve 0, thin black) lies on top of the artifacts it is compared with
+    for i in reversed(range(len(curves))):
+        c = curves[i]
         color = PALETTE[i % len(PALETTE)]
         dash = ' stroke-dasharray="5,3"' if i % 2 == 0 and i else ""
         pts = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in _thin(c["far"], c["frr"]))
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="{2.2 if i == 0 else 1.4}"{dash}/>')
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="{1.2 if i == 0 else 2.0}"{dash}/>')
         if c.get("op"):
             a, b = c["op"]
             parts.append(f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="3.5" fill="none" stroke="{color}" stroke-width="1.5"/>')
+    for i, c in enumerate(curves):
+        color = PALETTE[i % len(PALETTE)]
+        dash = i % 2 == 0 and i
         eer = c.get("eer")
         eer_txt = f", EER {eer * 100:.2f}%" if isinstance(eer, float) and math.isfinite(eer) else ""
         legend.append((f"{c['label']}{eer_txt}", color, "dash" if dash else "line"))
