@@ -6,7 +6,7 @@ the same ``--provider``; each baseline artifact is used at most once per runtime
 
 1. the same recipe step name (read from the ``manifest.json`` beside the artifact), e.g. ``int8``;
 2. the same file name;
-3. the only artifact of that precision on that runtime, on both sides.
+3. among those still unmatched, the only artifact of that precision on that runtime, on both sides.
 
 Anything else is listed as "new" (no counterpart: not gated) or "not in this release".
 
@@ -49,7 +49,8 @@ class RegressionLimits:
 MATCHING_RULES = (
     "Each artifact is compared with the baseline artifact on the same runtime that has, in this order: "
     "the same recipe step name (from the manifest.json beside it); the same file name; or, failing both, "
-    "the same precision when it is the only artifact of that precision on that runtime on both sides.")
+    "the same precision when, among the artifacts still unmatched, it is the only one of that precision on that "
+    "runtime on both sides. Artifacts without a counterpart are listed as new and not gated.")
 
 LIMIT_KEYS = tuple(f.name for f in dataclasses.fields(RegressionLimits))
 

@@ -363,3 +363,30 @@ def test_report_renders_in_headless_chromium(cli_runner, labelled, tmp_path):
     dom = dump_dom(tmp_path / "rep" / "report.html")
     assert_rendered_report(dom, results=3, groups=2)
     assert dom.count('data-plot="mac-share"') == 3
+
+
+def test_recipe_bench_baseline_and_ci_files(cli_runner, tmp_path):
+    """The recipe path: verify: bench / baseline keys, run --baseline/--junit/--summary."""
+    models = Path(__file__).parent / "models" / "tiny_models.py"
+    text = (f"name: tiny\nmodel: {models}:tiny_voice\nsteps:\n  - pass: export\n    params:\n      reference_samples: 8\n"
+            "  - pass: simplify\n    params:\n      check_runs: 1\nverify:\n  bench: {warmup: 0, iterations: 2}\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    res = invoke(cli_runner, ["run", recipe, "-o", out, "--junit", tmp_path / "j.xml", "--summary", tmp_path / "s.md"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "report.json").read_text())
+    assert [a["step"] for a in data["artifacts"]] == ["export", "simplify"]
+    assert all(a["latency"]["p50_ms"] > 0 for a in data["artifacts"]) and data["regression"] is None
+    assert len(ET.parse(tmp_path / "j.xml").getroot().find("testsuite").findall("testcase")) == 2
+    assert "✅ PASSED" in (tmp_path / "s.md").read_text()
+    # the recipe names its baseline (relative to the recipe file); the run compares with it
+    (tmp_path / "rel1").mkdir()
+    shutil.copy(out / "report.json", tmp_path / "rel1" / "report.json")
+    recipe.write_text(text + "  baseline: rel1\n")
+    res = invoke(cli_runner, ["run", recipe, "-o", out])
+    assert res.exit_code == 0, res.output
+    reg = json.loads((out / "report.json").read_text())["regression"]
+    assert reg["passed"] and [p["matched_by"] for p in reg["pairs"]] == ["step name", "step name"]
+    res = invoke(cli_runner, ["run", recipe, "-o", out, "--no-verify", "--junit", tmp_path / "j2.xml"])
+    assert res.exit_code == 2 and "need verification" in res.output

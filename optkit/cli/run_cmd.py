@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.common import ci_output_options
+
 
 @click.command(short_help="Run a recipe: the whole chain, cached, verified, with a manifest.")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
@@ -12,10 +14,7 @@ import click
 @click.option("--baseline", type=click.Path(), metavar="PREVIOUS",
               help="A previous release's report.json or output directory to compare with (overrides the "
                    "recipe's verify: baseline:); a regression exits 3.")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
-              help="Write JUnit XML: one test case per artifact x runtime x gate.")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
-              help="Write a short Markdown summary (for a pull-request comment).")
+@ci_output_options
 def run(recipe, out_dir, force, no_verify, baseline, junit_path, summary_path):
     """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
     outside a source checkout, the copy shipped in the package on a demo subset of that data).

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.common import ci_output_options
+
 
 @click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
@@ -30,10 +32,7 @@ import click
 @click.option("--max-regression", "max_regression", multiple=True, metavar="LIMIT=VALUE",
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
-              help="Write JUnit XML: one test case per artifact x runtime x gate.")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
-              help="Write a short Markdown summary (for a pull-request comment).")
+@ci_output_options
 def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads, bench, bench_iterations, baseline, max_regression, junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
