@@ -41,8 +41,12 @@ class RegressionLimits:
         parts = []
         for k, v in dataclasses.asdict(self).items():
             if v is not None:
-                parts.append(f"{k.replace('_', ' ')} <= {v * 100:g}%" if "latency" not in k
-                             else f"{k.replace('_', ' ')} increase <= {v * 100:g}%")
+                if k == "accuracy_drop":
+                    parts.append(f"accuracy drop <= {v * 100:g} points")
+                elif k == "decision_changes":
+                    parts.append(f"decisions changed <= {v * 100:g}% of samples")
+                else:
+                    parts.append(f"{k.replace('_', ' ')} increase <= {v * 100:g}%")
         return ", ".join(parts) or "nothing (all limits off)"
 
 
@@ -178,6 +182,7 @@ def _num(v: Any) -> float | None:
 
 def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: RegressionLimits) -> dict[str, Any]:
     """The comparison of ``report`` (a VerifyReport with ``release`` filled) with ``baseline``."""
+    from optkit.release import runtime_label
     from optkit.taskview import flipped_samples
 
     check_same_reference(report.reference, baseline.get("reference") or {}, baseline_path)
@@ -196,7 +201,7 @@ def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: R
     latency_new = (rel.get("bench") or {}).get("per_result")
     pairs = []
     for i, (r, (j, rule)) in enumerate(zip(report.results, matches)):
-        entry: dict[str, Any] = {"result": i, "artifact": Path(r.path).name, "runtime": current[i]["runner"].get("runner"),
+        entry: dict[str, Any] = {"result": i, "artifact": Path(r.path).name, "runtime": runtime_label(r.runner),
                                  "precision": r.precision}
         if j is None:
             entry.update(status="new", note="no counterpart in the baseline: not compared")
@@ -214,6 +219,10 @@ def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: R
                            "message": "cannot compare decisions: no scores of the same length on both sides"})
         else:
             changed = flipped_samples(old_scores, new_scores, thr_new, labels, other_threshold=thr_old)
+            if report.reference_values is not None:
+                torch_scores = np.asarray(report.reference_values, dtype=np.float64).ravel()
+                for c in changed:
+                    c["pytorch_score"] = float(torch_scores[c["index"]])
             entry["changed"] = changed
             share = len(changed) / max(1, new_scores.size)
             entry["changed_share"] = share
@@ -264,9 +273,9 @@ def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: R
         entry["checks"] = checks
         entry["passed"] = all(c["passed"] for c in checks)
         pairs.append(entry)
-    matched = {p.get("baseline_artifact") + "|" + str(p.get("runtime")) for p in pairs if p["status"] == "compared"}
-    dropped = [{"artifact": Path(b["path"]).name, "runtime": (b.get("runner") or {}).get("runner")}
-               for b in base_arts if f"{Path(b['path']).name}|{(b.get('runner') or {}).get('runner')}" not in matched]
+    used = {j for j, _ in matches if j is not None}
+    dropped = [{"artifact": Path(b["path"]).name, "runtime": runtime_label(b.get("runner") or {})}
+               for j, b in enumerate(base_arts) if j not in used]
     cpu_new = ((rel.get("bench") or {}).get("run") or {}).get("environment", {}).get("cpu", {})
     cpu_old = (baseline.get("bench") or {}).get("environment", {}).get("cpu", {}) if isinstance(baseline.get("bench"), dict) else {}
     notes = []

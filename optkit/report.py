@@ -317,7 +317,7 @@ def _task_section(report: VerifyReport) -> str:
         flips = per.get("flipped_samples") or []
         if flips:
             frows = [[str(f["index"]), f.get("label", "–"), _fmt(f["reference_score"], "cos"), _fmt(f["score"], "cos"),
-                      "accept" if f["accepts"] else "reject", "yes" if f.get("correct") else "no"]
+                      "accept" if f["accepts"] else "reject", ("yes" if f.get("correct") else "no") if "correct" in f else "–"]
                      for f in flips[:100]]
             more = f"<p>… and {len(flips) - 100} more (all in report.json)</p>" if len(flips) > 100 else ""
             flips_html.append(f"<h4>{e(name)}: {len(flips)} flipped</h4>"
@@ -358,21 +358,23 @@ def _regression_section(report: VerifyReport) -> str:
                      str(len(p.get("changed") or [])), delta("accuracy"), delta("eer"), delta("agreement"),
                      f"{lat['baseline']:.2f} → {lat['now']:.2f} ms ({(lat['ratio'] - 1) * 100:+.1f}%)" if lat else "–", ok])
         if p.get("changed"):
-            crow = [[str(c["index"]), c.get("label", "–"), _fmt(c["reference_score"], "cos"), _fmt(c["score"], "cos"),
-                     "accept" if c["accepts"] else "reject", "yes" if c.get("correct") else "no"] for c in p["changed"][:100]]
+            crow = [[str(c["index"]), c.get("label", "–"), _fmt(c.get("pytorch_score"), "cos"), _fmt(c["reference_score"], "cos"),
+                     _fmt(c["score"], "cos"), "accept" if c["accepts"] else "reject",
+                     ("yes" if c.get("correct") else "no") if "correct" in c else "–"] for c in p["changed"][:100]]
+            more = f"<p>… and {len(p['changed']) - 100} more (all in report.json)</p>" if len(p["changed"]) > 100 else ""
             changed_html.append(f"<h4>{e(p['artifact'])} [{e(str(p['runtime']))}]: {len(p['changed'])} decision(s) changed</h4>"
-                                + _table(["sample", "label", "baseline score", "score now", "decides now", "correct now"],
-                                         crow, "flips"))
+                                + _table(["sample", "label", "PyTorch score", "baseline score", "score now", "decides now",
+                                          "correct now"], crow, "flips") + more)
         fails = [c["message"] for c in p.get("checks", []) if not c["passed"]]
         if fails:
             changed_html.append("<ul class='failures'>" + "".join(f"<li>{e(p['artifact'])}: {e(m)}</li>" for m in fails) + "</ul>")
-    dropped = "".join(f"<li>{e(x['artifact'])} [{e(str(x['runtime']))}]</li>" for x in reg.get("not_in_this_release", []))
+    dropped = ", ".join(f"{e(x['artifact'])} [{e(str(x['runtime']))}]" for x in reg.get("not_in_this_release", []))
     body = (f"<p>Baseline: <code>{e(str(reg['baseline']))}</code> (created {e(str(reg.get('baseline_created')))}). "
             f"Limits: {e(reg['limits_text'])}.<br>{e(reg['matching'])}</p>"
             + _table(["artifact", "runtime", "counterpart (matched by)", "decisions changed", "accuracy",
                       "EER (Δ)", "agreement w/ PyTorch", "p50 latency", "verdict"], rows, raw=True, tid="regression-table")
             + "".join(changed_html)
-            + (f"<p>In the baseline but not in this release:</p><ul>{dropped}</ul>" if dropped else "")
+            + (f"<p>In the baseline but not compared here: {dropped}.</p>" if dropped else "")
             + "".join(f"<p class='note'>{e(n)}</p>" for n in reg.get("notes", [])))
     title = "Regression against the baseline release: " + ("no regression" if reg["passed"] else "REGRESSION")
     return _details(e(title), body, open_=True, sid="regression")
@@ -565,7 +567,7 @@ summary{font-weight:bold;cursor:pointer;padding:.2em 0;font-size:1.05em}
 .plots{display:flex;gap:1.2em;align-items:flex-start;flex-wrap:wrap} .note{color:#555;font-size:12px;max-width:60em}
 code{font-size:12px} .cfg{color:#555;font-size:12px} section.result{border-top:1px solid #eee;margin-top:1em}
 table.facts td:first-child{color:#555;white-space:nowrap} table.facts td.n{text-align:left} .ref{font-size:13px}
-td.n{white-space:nowrap} p.skipped{font-size:13px;color:#444} section.result p,details p{font-size:13px}
+td.n{white-space:nowrap} #summary td:not(:first-child){white-space:nowrap} p.skipped{font-size:13px;color:#444} section.result p,details p,details li{font-size:13px}
 """
 
 
