@@ -401,7 +401,10 @@ def _latency_section(report: VerifyReport) -> str:
     cfg = run.get("config") or {}
     env = run.get("environment") or {}
     cpu = env.get("cpu") or {}
-    feats = ", ".join(cpu.get("int8_features") or cpu.get("features") or []) if isinstance(cpu, dict) else ""
+    cpu = cpu if isinstance(cpu, dict) else {"model": str(cpu)}
+    feats = ", ".join(x for x in (f"{cpu['logical_cpus']} logical CPUs" if cpu.get("logical_cpus") else "",
+                                  f"int8 acceleration: {cpu['int8_acceleration']}" if cpu.get("int8_acceleration") else "",
+                                  " ".join(cpu.get("flags") or [])) if x)
     fp32_of = next((lat.get("vs_fp32", {}).get("of") for i in range(len(report.results)) if (lat := _latency(report, i))), "")
     body = (_table(["artifact", "precision", "runtime", "min ms", "p50 ms", "p90 ms", "× vs fp32, same runtime (min / p50)",
                     "× vs ONNX Runtime CPU fp32 (min / p50)"], rows, tid="latency-table")
@@ -409,7 +412,7 @@ def _latency_section(report: VerifyReport) -> str:
               f"{cfg.get('warmup')} warm-up rounds, every artifact/runtime pair called round-robin in one process "
               f"(ratios are fair on a busy machine; absolute times are not). fp32 baseline: {e(str(fp32_of))}. "
               f"{e((run.get('request_pattern') or {}).get('description', ''))}. "
-              f"CPU: {e(str(cpu.get('model', '?')) if isinstance(cpu, dict) else str(cpu))}"
+              f"CPU: {e(str(cpu.get('model', '?')))}"
               f"{f' ({e(feats)})' if feats else ''}.</p>")
     return _details("Latency (interleaved benchmark)", body, open_=False, sid="latency")
 

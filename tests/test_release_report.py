@@ -166,7 +166,8 @@ def test_bench_adds_latency_and_speedup(cli_runner, labelled, tmp_path):
     assert l1["vs_fp32"]["p50"] == pytest.approx(l0["p50_ms"] / l1["p50_ms"], rel=1e-3)  # ms are rounded
     assert 0 < l1["min_ms"] <= l1["p50_ms"]
     assert data["bench"]["config"]["iterations"] == 3
-    assert 'id="latency-table"' in (tmp_path / "rep" / "report.html").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert 'id="latency-table"' in page and "logical CPUs" in page
 
 
 # -- lineage and the int8 search, from a manifest ------------------------------------------------
