@@ -11,11 +11,14 @@ from optkit.cli.common import ci_output_options
               help="Output directory (artifacts, manifest.json, report.json, report.html).")
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Verify on Ray (overrides the recipe's `ray:`): no ADDRESS = a local Ray instance; 'auto', "
+                   "'ray://HOST:PORT' or 'HOST:PORT' = an existing cluster. Needs optkit[ray].")
 @click.option("--baseline", type=click.Path(), metavar="PREVIOUS",
               help="A previous release's report.json or output directory to compare with (overrides the "
                    "recipe's verify: baseline:); a regression exits 3.")
 @ci_output_options
-def run(recipe, out_dir, force, no_verify, baseline, junit_path, summary_path):
+def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, summary_path):
     """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
     outside a source checkout, the copy shipped in the package on a demo subset of that data).
 
@@ -28,6 +31,7 @@ def run(recipe, out_dir, force, no_verify, baseline, junit_path, summary_path):
     Examples:
       optkit run                                  # default recipe into ./optkit-out
       optkit run recipes/voice_verification.yaml -o out/
+      optkit run -o out/ --ray auto                 # verify on an existing Ray cluster
       optkit run -o release-2 --baseline release-1/ --junit junit.xml --summary summary.md
     """
     import time
@@ -48,7 +52,8 @@ def run(recipe, out_dir, force, no_verify, baseline, junit_path, summary_path):
         if out:
             check_output_path(out)  # fail before a long run, not after it
     click.echo(f"recipe {r.name} ({path}) -> {out_dir}")
-    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, baseline=baseline)
+    ray = dict(r.ray or {}, address=ray_address) if ray_address else None
+    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, ray=ray, baseline=baseline)
     ran = sum(o.status == "ran" for o in outcome.steps)
     cached = sum(o.status == "cached" for o in outcome.steps)
     skipped = [o for o in outcome.steps if o.status == "skipped"]
