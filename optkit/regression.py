@@ -209,7 +209,7 @@ def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: R
             continue
         b = base_arts[j]
         entry.update(status="compared", matched_by=rule, baseline_artifact=Path(b["path"]).name,
-                     baseline_sha256=(b.get("facts") or {}).get("sha256"))
+                     baseline_sha256=b.get("sha256"))
         new_scores = np.asarray(r.values, dtype=np.float64).ravel() if r.values is not None else None
         old_scores = np.asarray([_num(v) if _num(v) is not None else np.nan for v in b["scores"]], dtype=np.float64)
         checks: list[dict[str, Any]] = []

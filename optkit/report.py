@@ -194,8 +194,13 @@ def report_json(report: VerifyReport) -> dict[str, Any]:
     d["reference"]["scores"] = compact_scores(report.reference_values)
     d["reference"]["labels"] = rel.get("reference_labels")
     bench = rel.get("bench") or {}
+    # facts once per artifact file (not per runtime), without absolute paths: an artifact's "facts"
+    # is its index in this list, so two reports of the same files in different directories agree
+    fact_paths = list(rel.get("facts") or {})
+    d["facts"] = [{k: v for k, v in rel["facts"][p].items() if k != "path"} for p in fact_paths]
     for i, (a, r) in enumerate(zip(d["artifacts"], report.results)):
         per = _rel(report, i)
+        a["facts"] = fact_paths.index(r.path) if r.path in fact_paths else None
         a["step"] = per.get("step")
         a["sha256"] = _facts(report, r).get("sha256")
         a["runtime"] = per.get("runtime")
@@ -204,7 +209,6 @@ def report_json(report: VerifyReport) -> dict[str, Any]:
         a["flipped_samples"] = per.get("flipped_samples")
         a["latency"] = _latency(report, i)
         a["scores"] = compact_scores(r.values)
-    d["facts"] = rel.get("facts")
     d["groups"] = rel.get("groups")
     d["bench"] = bench.get("run") if bench and "run" in bench else (bench or None)
     d["regression"] = rel.get("regression")

@@ -58,7 +58,7 @@ def test_default_report_is_a_release_report(first_run):
     report = json.loads((out / "report.json").read_text())
     int8 = [a for a in report["artifacts"] if a["step"] == "int8"]
     assert sorted(a["runtime"] for a in int8) == ["ONNX Runtime CPU", "OpenVINO CPU"]
-    facts = report["facts"][int8[0]["path"]]
+    facts = report["facts"][int8[0]["facts"]]
     assert facts["size"] == (out / "int8.int8.onnx").stat().st_size
     assert facts["macs"]["share"]["int8"] > 0.9
     assert [s["step"] for s in facts["lineage"]] == ["export", "simplify", "fold", "int8"]

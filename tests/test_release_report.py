@@ -111,7 +111,7 @@ def test_report_has_facts_task_view_scores_and_ci_files(cli_runner, labelled, tm
     assert a1["outputs"]["output_wvp"]["flipped"] == len(flips)
     assert a0["flipped_samples"] == []
     # facts: size and node count of the file, MAC share of an fp32 model
-    f0 = data["facts"][a0["path"]]
+    f0 = data["facts"][a0["facts"]]
     assert f0["size"] == labelled["model"].stat().st_size
     assert f0["nodes"] == len(onnx.load(labelled["model"]).graph.node)
     assert f0["macs"]["share"]["fp32"] == 1.0 and f0["macs"]["total_macs"] > 0
@@ -196,7 +196,7 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     res = _verify(cli_runner, labelled, [export, q], tmp_path / "rep")
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
-    facts = data["facts"][str(q)]
+    facts = data["facts"][data["artifacts"][1]["facts"]]
     assert facts["step"] == "int8"
     assert [s["step"] for s in facts["lineage"]] == ["export", "int8"]
     assert facts["lineage"][1]["config"] == {"method": "percentile", "exclude_nodes": ["/conv1/Conv"]}
@@ -216,7 +216,8 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     lone.parent.mkdir()
     shutil.copy(export, lone)
     res = _verify(cli_runner, labelled, [lone], tmp_path / "rep2")
-    f = json.loads((tmp_path / "rep2" / "report.json").read_text())["facts"][str(lone)]
+    data = json.loads((tmp_path / "rep2" / "report.json").read_text())
+    f = data["facts"][data["artifacts"][0]["facts"]]
     assert f["lineage"] is None and "no manifest.json" in f["lineage_note"]
 
 
