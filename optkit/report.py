@@ -257,7 +257,8 @@ def _banner(report: VerifyReport) -> str:
     if reg:
         compared = [p for p in reg["pairs"] if p["status"] == "compared"]
         changed = sum(len(p.get("changed") or []) for p in compared)
-        reg_text = (f" Against the baseline ({e(Path(str(reg['baseline'])).parent.name or str(reg['baseline']))}): "
+        where = Path(str(reg["baseline"]))
+        reg_text = (f" Against the baseline ({e(str(Path(*where.parts[-2:])))}): "
                     f"{len(compared)} results compared, {changed} decisions changed, "
                     f"{'no regression' if reg['passed'] else '<b>regression</b>'}.")
         lines += ["regression: " + m for m in regression_failures(reg)[:6]]
