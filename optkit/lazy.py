@@ -19,6 +19,7 @@ _EXTRA_FOR = {
     "soundfile": "audio",
     "tensorrt": "tensorrt",
     "polygraphy": "core",
+    "ray": "ray",
     "onnxruntime": "core",
     "onnx": "core",
     "onnxsim": "core",

@@ -138,10 +138,21 @@ class VerifyReport:
     # steps of a recipe that did not produce an artifact, with the reason (never "passed")
     skipped: list[dict[str, Any]] = field(default_factory=list)
     reference_values: np.ndarray | None = field(default=None, repr=False)
+    # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
+    execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
+    # the release view (optkit.release.enrich: artifact facts, latency, groups; optkit.regression:
+    # the comparison with a previous release), empty when not asked for
+    release: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(r.passed for r in self.results)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every gate passed and, when compared with a baseline release, no regression."""
+        regression = self.release.get("regression") or {}
+        return self.gates_passed and regression.get("passed", True)
 
     def to_json(self) -> dict[str, Any]:
         from optkit.metrics import json_safe
@@ -156,6 +167,7 @@ class VerifyReport:
             "versions": self.versions,
             "artifacts": [r.to_json() for r in self.results],
             "skipped": self.skipped,
+            "execution": self.execution,
         })
 
 
@@ -202,15 +214,18 @@ def verify_artifacts(
     fp32_model: Path | None = None,
     localize_samples: int = 8,
     progress: Any = None,
+    executor: Any = None,
     cache_dir: Path | None = None,
 ) -> VerifyReport:
     """Verify each artifact against the reference; never raises for a failing gate.
 
     With ``cache_dir``, a result is stored under a key of everything it depends on (see
     :func:`verification_key`) and reused while that key is unchanged.
-    """
-    from optkit.runners import make_runner
 
+    ``executor`` computes the outputs: :class:`LocalExecutor` (default, this process) or
+    :class:`optkit.distributed.RayExecutor` (shards on a Ray cluster); the metrics and gates are
+    computed here on the gathered outputs either way, so the report is the same.
+    """
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
@@ -236,9 +251,7 @@ def verify_artifacts(
                 results.append(hit)
                 continue
         t0 = time.perf_counter()
-        with make_runner(path, provider=provider, threads=threads) as runner:
-            outs = run_artifact(runner, reference, batch_size)
-            runner_info = runner.describe()
+        outs, runner_info = (executor or LocalExecutor()).outputs(path, provider, threads, reference, batch_size)
         seconds = time.perf_counter() - t0
         failures = output_problems(reference.outputs, outs)
         per_output = {name: output_metrics(ref_val, outs[name], threshold)
@@ -263,10 +276,29 @@ def verify_artifacts(
         if key is not None:
             _store_cached(cache_dir, key, result)
         results.append(result)
+    from optkit.release import reference_identity
+
     ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
-                "outputs": list(reference.outputs), "meta": reference.meta}
-    return VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
-                        reference_values=reference.outputs[first_out])
+                "outputs": list(reference.outputs), "meta": reference.meta,
+                "identity": reference_identity(reference.inputs, reference.labels)}
+    report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
+                          reference_values=reference.outputs[first_out])
+    report.execution = (executor or LocalExecutor()).describe()
+    return report
+
+
+class LocalExecutor:
+    """Runs an artifact in this process: one runner over all reference inputs."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local"}
+
+    def outputs(self, path: Path, provider: str, threads: int | None, reference: Reference,
+                batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from optkit.runners import make_runner
+
+        with make_runner(path, provider=provider, threads=threads) as runner:
+            return run_artifact(runner, reference, batch_size), runner.describe()
 
 
 def verify_on_providers(artifacts: Sequence[Path | str | Artifact], reference: Reference,
