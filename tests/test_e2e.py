@@ -69,7 +69,10 @@ def test_default_report_is_a_release_report(first_run):
     assert facts["size"] == (out / "int8.int8.onnx").stat().st_size
     assert facts["macs"]["share"]["int8"] > 0.9
     assert [s["step"] for s in facts["lineage"]] == ["export", "simplify", "fold", "int8"]
-    assert facts["lineage"][-1]["config"]["method"] == "percentile"
+    # the recipe sets no method or exclusions any more: the int8 step's search chose them, and the
+    # report carries its trials
+    search = facts["int8_search"]
+    assert search["chosen"] is not None and search["trials"][search["chosen"]]["passed"]
     for a in int8:
         assert a["latency"]["vs_fp32"]["of"] == "export.onnx" and a["latency"]["vs_fp32"]["p50"] > 0
         assert len(a["flipped_samples"]) == a["outputs"]["output_wvp"]["flipped"]

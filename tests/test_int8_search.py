@@ -120,6 +120,8 @@ def test_plain_int8_fails_and_the_search_fixes_it(cnn_search):
         assert 0.0 <= t["int8_mac_share"] <= 1.0
     # the fix keeps the convs in int8 (equalisation), or keeps only a small part in float
     assert trials[chosen]["int8_mac_share"] >= 0.5
+    # the artifact record says what the model really is (the config says what was asked for)
+    assert result.artifact.extra["chosen"] == {k: trials[chosen][k] for k in ("method", "excluded_nodes", "equalized")}
     assert out.exists() and not out.with_name("cnn.int8.failed.onnx").exists()
     text = "\n".join(result.messages)
     assert "trial 0: plain" in text and "PASS" in text and "held-out calibration samples" in text

@@ -498,8 +498,13 @@ class QuantizeInt8(Pass):
         }
         result = PassResult(messages=messages, info=info, precision="int8",
                             side_files=[] if stats_fresh else [paths["stats"]],  # else written via out.side
+                            # what the model really is (the config holds what was asked for: the
+                            # first trial's settings)
                             extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
-                                   "int8_mac_share": mac["share"]["int8"], "search_passed": passed},
+                                   "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
+                                   "chosen": {"method": chosen.spec.method,
+                                              "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
+                                              "equalized": chosen.spec.equalized}},
                             check_inputs=(spec.name, calib_x[:CHECK_SAMPLES]))
         if not passed:
             best = outcome.trials.index(chosen)
