@@ -143,7 +143,8 @@ def test_the_found_model_matches_fp32_and_plain_does_not(cnn, cnn_search, tmp_pa
     assert failed.exists() and not plain.exists()
     plain_err = np.abs(run(failed) - ref).mean()
     found_err = np.abs(run(cnn_search[0]) - ref).mean()
-    assert found_err < 0.01 < plain_err, (found_err, plain_err)
+    # (measured here: found 0.0076, plain 0.28; the margins leave room for other CPUs' kernels)
+    assert found_err < 0.02 and plain_err > 10 * found_err, (found_err, plain_err)
     assert np.mean((run(cnn_search[0]) >= 0.5) == (ref >= 0.5)) >= 0.98
 
 
