@@ -24,6 +24,12 @@ _EXTRA_FOR = {
     "onnxsim": "core",
     "onnxconverter_common": "core",
     "yaml": "core",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "prometheus_client": "serve",
+    "multipart": "serve",
 }
 
 
