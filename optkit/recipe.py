@@ -91,14 +91,19 @@ class Recipe:
 
 
 def default_recipe_path() -> Path:
-    """recipes/voice_verification.yaml of the source tree (or the current directory)."""
+    """The default recipe: recipes/voice_verification.yaml of the source tree (the current
+    directory's or the one this package sits in) on the full data; otherwise the copy that ships
+    inside the package, ``optkit/demo/``, on a demo subset of the same real data (made by
+    calibration_data/make_demo.py), so an installed optkit runs the demo from any directory."""
     candidates = [Path.cwd() / "recipes" / DEFAULT_RECIPE,
-                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE]
+                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE,
+                  Path(__file__).resolve().parent / "demo" / DEFAULT_RECIPE]
     for c in candidates:
         if c.exists():
             return c
     raise InputError(
-        f"default recipe recipes/{DEFAULT_RECIPE} not found; run from the optkit source tree or give a RECIPE path")
+        f"default recipe {DEFAULT_RECIPE} not found in ./recipes/ or in the installed package; "
+        "give a RECIPE path")
 
 
 def _resolve(base: Path, value: Any) -> Any:

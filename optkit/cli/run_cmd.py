@@ -10,7 +10,8 @@ import click
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
 def run(recipe, out_dir, force, no_verify):
-    """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data).
+    """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
+    outside a source checkout, the copy shipped in the package on a demo subset of that data).
 
     Steps whose pass, parameters, parent artifact, external inputs and tool versions are
     unchanged are reused from OUTPUT (manifest.json); a changed parameter re-runs that step and
