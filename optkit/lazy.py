@@ -30,6 +30,7 @@ _EXTRA_FOR = {
     "httpx": "serve",
     "prometheus_client": "serve",
     "multipart": "serve",
+    "aiohttp": "serve",
 }
 
 

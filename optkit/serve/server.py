@@ -2,7 +2,6 @@
 ``optkit loadtest --compare``."""
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
@@ -43,6 +42,26 @@ def require_loopback_url(url: str) -> str:
         raise InputError(f"{url}: the load generator only targets loopback addresses (127.0.0.1, ::1, "
                          "localhost); run it on the serving machine")
     return url.rstrip("/")
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int | None, Any]:
+    """GET ``url`` (no proxies): (status, parsed JSON or text), or (None, why) when nothing answered."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -133,7 +152,6 @@ class ServerProcess:
         return self._log.read().decode(errors="replace")
 
     def __enter__(self) -> "ServerProcess":
-        httpx = lazy_import("httpx", extra="serve")
         for attempt in range(3):  # a port taken between free_port() and bind: try another
             self.port = free_port()
             self._log = tempfile.TemporaryFile()
@@ -144,9 +162,8 @@ class ServerProcess:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url}/ready", timeout=2.0).status_code == 200:
-                        return self
+                if get_json(f"{self.url}/ready", timeout=2.0)[0] == 200:
+                    return self
                 time.sleep(0.1)
             text = self.log_text()
             self.stop()
