@@ -43,7 +43,6 @@ from optkit.fileio import check_output_path, write_json_atomically, write_text_a
 from optkit.serve.server import ServerProcess  # noqa: E402
 
 THREADS = 2
-QUEUE = 32  # deep enough that the ramp reaches saturation before the server sheds load
 # label, artifact file, runtime, extra serve arguments
 CONFIGS = [
     ("ORT fp32", "fp32", "cpu", []),
@@ -55,12 +54,15 @@ BATCHED = [
     ("ORT fp32, micro-batching 8", "fp32", "cpu", ["--max-batch", "8", "--max-wait-ms", "2"]),
     ("OpenVINO int8, micro-batching 8", "int8_openvino", "openvino", ["--max-batch", "8", "--max-wait-ms", "2"]),
 ]
-# per model: ramp (start, step, max, step seconds), bench iterations
+# per model: ramp (start, step, max, step seconds), bench iterations, and the server's queue: deep
+# enough that the ramp saturates the server before it sheds load, short enough that a full queue
+# drains well inside the client's 10 s timeout (seed fp32: ~0.3 s per request here)
 PLANS = {
-    "voice-resnet": {"ramp": (1, 3, 22, 3.0), "iterations": 60},
-    "voice-resnet-seed": {"ramp": (1, 1, 4, 6.0), "iterations": 12},
+    "voice-resnet": {"ramp": (1, 3, 22, 3.0), "iterations": 60, "queue": 32},
+    "voice-resnet-seed": {"ramp": (1, 1, 4, 6.0), "iterations": 12, "queue": 6},
 }
-QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10}
+QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
+OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
 
 
 def log(msg: str) -> None:
@@ -89,16 +91,17 @@ def overload_step(url: str, concurrency: int, seconds: float, timeout: float) ->
     return asyncio.run(lt.closed_loop_step(f"{url}/verify", lt.payload_for_server(meta), concurrency, seconds, timeout))
 
 
-def serve_and_load(model_dir: Path, label: str, art: str, provider: str, extra: list[str], ramp: tuple,
+def serve_and_load(model_dir: Path, label: str, art: str, provider: str, extra: list[str], plan: dict[str, Any],
                    env: dict[str, Any]) -> dict[str, Any]:
-    start, step, top, seconds = ramp
+    start, step, top, seconds = plan["ramp"]
+    queue = plan["queue"]
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=top, step_seconds=seconds, timeout=10.0,
                         half_rate_check=True)
-    args = ["--threads", str(THREADS), "--max-queue", str(QUEUE), "--no-audio", *extra]
+    args = ["--threads", str(THREADS), "--max-queue", str(queue), "--no-audio", *extra]
     log(f"{label}: serving {art}.onnx on {provider} {' '.join(extra)}")
     with ServerProcess(model_dir / f"{art}.onnx", provider, args, startup_timeout=600) as srv:
         report = lt.run_ramp(srv.url, cfg, progress=lambda m: log(f"  {m}"), environment=env)
-        over_c = QUEUE + 16
+        over_c = queue + OVERLOAD_EXTRA_USERS
         log(f"  overload: {over_c} users for {seconds:g} s")
         over = overload_step(srv.url, over_c, seconds, 10.0)
         log(f"  overload: {over.ok} answered, {over.shed} shed (503), statuses {over.status_counts}, "
@@ -121,8 +124,8 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
         configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]
     log(f"{model}: in-process bench")
     minima = bench_minima(d, configs, plan["iterations"])
-    runs = [serve_and_load(d, *c, ramp=plan["ramp"], env=env) for c in configs]
-    return {"model": model, "bench": minima, "runs": runs}
+    runs = [serve_and_load(d, *c, plan=plan, env=env) for c in configs]
+    return {"model": model, "bench": minima, "runs": runs, "plan": plan}
 
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,14 +196,17 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
         f"- versions: {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items() if v)}",
         f"- load average (1/5/15 min) before: {load.get('before')}, after: {load.get('after')}; the machine was "
         "shared with other developers' jobs during the run: compare ratios within this run, not absolute numbers.",
-        f"- server: `optkit serve --threads {THREADS} --max-queue {QUEUE} --no-audio` in its own process on "
-        "127.0.0.1; load generator: this process (httpx async), on the same 2 cores.",
+        f"- server: `optkit serve --threads {THREADS} --max-queue QUEUE --no-audio` in its own process on "
+        "127.0.0.1; load generator: this process (aiohttp), on the same 2 cores.",
         "- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, 2 threads, interleaved.",
-        "- ramp: closed loop, concurrency steps (see JSON); half rate: open loop at half the saturation QPS; "
-        f"overload: {QUEUE + 16} users against a queue of {QUEUE}.", "",
+        "- ramp: closed loop, concurrency steps; half rate: open loop (evenly spaced arrivals) at half the "
+        f"saturation QPS; overload: QUEUE + {OVERLOAD_EXTRA_USERS} users for one step.", "",
     ]
     for res in results:
+        start, step, top, seconds = res["plan"]["ramp"]
         lines += [f"## {res['model']}", "",
+                  f"Ramp: concurrency {start} to {top} in steps of {step}, {seconds:g} s each; QUEUE = "
+                  f"{res['plan']['queue']}; bench: {res['plan']['iterations']} interleaved rounds.", "",
                   "| service | bench min ms | served min ms | Δ ms | saturation QPS | at c | p99 @ half rate ms | "
                   "p99/min | overload: ok / 503 | 500s | dropped | timeouts |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
