@@ -245,6 +245,75 @@ def test_micro_batching_needs_a_dynamic_batch_axis(tiny_onnx, tmp_path):
         engine.load()
 
 
+class SlowRunner:
+    """A runner whose every call takes ``seconds``: a stand-in for a model too slow for its load."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    @property
+    def inputs(self):
+        from optkit.onnx_utils import TensorSpec
+
+        return [TensorSpec("input_mfcc", ("batch", *TINY_SHAPE), "float32")]
+
+    @property
+    def output_names(self):
+        return ["output_wvp"]
+
+    def infer(self, feed):
+        import time
+
+        time.sleep(self.seconds)
+        return {"output_wvp": np.full((len(feed["input_mfcc"]), 1), 0.5, np.float32)}
+
+    def describe(self):
+        return {"runner": self.name}
+
+
+def test_queue_is_bounded_in_time_as_well_as_in_count(tiny_onnx):
+    """Ten requests at once for a 0.2 s model with 0.3 s of allowed queueing: the ones that cannot
+    start in time are refused at once (Overloaded -> 503), the rest answered; none waits longer."""
+    import time
+
+    from optkit.serve.engine import InferenceEngine, Overloaded, Prediction
+
+    settings = resolve_settings(tiny_onnx, max_queue=100, max_queue_wait_ms=300, accept_audio=False, environ={})
+    engine = InferenceEngine(settings, runner_factory=lambda s: SlowRunner(0.2))
+    engine.load()
+
+    async def ten_requests():
+        x = np.zeros((1, *TINY_SHAPE), np.float32)
+
+        async def one():
+            t0 = time.perf_counter()
+            try:
+                return await engine.predict(x), time.perf_counter() - t0
+            except Overloaded as exc:
+                return exc, time.perf_counter() - t0
+
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    try:
+        results = asyncio.run(ten_requests())
+    finally:
+        engine.close()
+    answered = [r for r, _ in results if isinstance(r, Prediction)]
+    refused = [r for r, _ in results if isinstance(r, Overloaded)]
+    assert len(answered) + len(refused) == 10
+    assert 1 <= len(answered) <= 3 and refused  # 0.3 s of queue holds about two 0.2 s calls after the first
+    assert all(r.retry_after >= 1 for r in refused)
+    assert max(t for _, t in results) < 0.3 + 0.2 + 0.5  # allowed wait + one call + scheduling slack
+
+
 # -- the CLI ---------------------------------------------------------------------------------------
 def test_serve_refuses_a_gpu_provider_that_would_fall_back_to_cpu(cli_runner, tiny_onnx):
     import onnxruntime as ort

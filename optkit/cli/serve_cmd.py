@@ -23,6 +23,9 @@ import click
               help="Intra-op threads per worker [default: CPU count / workers].")
 @click.option("--max-queue", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests allowed to wait for inference; beyond that: 503 with Retry-After.")
+@click.option("--max-queue-wait-ms", type=click.FloatRange(min=1), default=5000.0, show_default=True,
+              help="Longest a request may wait for inference; a request the queue cannot start in time gets "
+                   "503 with Retry-After (judged from the measured batch time, and again when it is reached).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batching: up to this many waiting requests run as one batch (dynamic batch axis).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
@@ -35,8 +38,8 @@ import click
               default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (costs throughput on small models).")
-def serve(artifact, provider, threshold, model_version, host, port, workers, threads, max_queue, max_batch,
-          max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
+def serve(artifact, provider, threshold, model_version, host, port, workers, threads, max_queue, max_queue_wait_ms,
+          max_batch, max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
     """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
 
     The model is loaded once at start-up through optkit's runners: a GPU provider that would
@@ -61,8 +64,8 @@ def serve(artifact, provider, threshold, model_version, host, port, workers, thr
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
-                                threads=threads, max_queue=max_queue, max_batch=max_batch,
-                                max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio)
+                                threads=threads, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
+                                max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio)
     click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
                f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, workers {workers})", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

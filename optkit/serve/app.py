@@ -194,7 +194,8 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
         return {
             **engine.info,
             "threshold": settings.threshold,
-            "serving": {"max_queue": settings.max_queue, "max_batch": settings.max_batch,
+            "serving": {"max_queue": settings.max_queue, "max_queue_wait_ms": settings.max_queue_wait_ms,
+                        "max_batch": settings.max_batch,
                         "max_wait_ms": settings.max_wait_ms, "max_body_bytes": settings.max_body_bytes,
                         "threads": settings.threads, "pid": os.getpid()},
         }

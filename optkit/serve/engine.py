@@ -8,9 +8,12 @@ Why this shape:
   awaits an ``asyncio.Future`` that the thread completes with ``call_soon_threadsafe``. One thread
   is enough: the runtime already uses every core it was given (intra-op threads), and OpenVINO's
   infer request is not meant to be shared between threads.
-- The queue is bounded (``max_queue`` waiting requests). When it is full a request is refused at
-  once (HTTP 503 with Retry-After) instead of waiting behind an ever longer line: under overload
-  latency stays bounded and the client learns when to come back.
+- The queue is bounded by count and by time. A request is refused at once (HTTP 503 with
+  Retry-After) when ``max_queue`` requests are already waiting, or when the queue ahead of it would
+  take longer than ``max_queue_wait_ms`` to drain at the measured batch time; one that still waits
+  longer (inference slowed down) is refused when the inference thread reaches it. Under overload
+  latency stays bounded and the client learns when to come back, instead of waiting behind an ever
+  longer line and timing out.
 - Micro-batching (``max_batch > 1``): the thread takes up to ``max_batch`` waiting requests, waiting
   at most ``max_wait_ms`` after the first one for company, and runs them as one batch over the
   model's dynamic batch axis. OpenVINO compiles one model per input shape, so for it batches are
@@ -97,6 +100,7 @@ class InferenceEngine:
         self._thread: threading.Thread | None = None
         self._batch_s_ema: float | None = None
         self.batches_run = 0
+        self.expired = 0  # requests refused after waiting longer than max_queue_wait_ms
         self.audio: str | None = None  # why audio input is off, or None when it is on
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -160,12 +164,23 @@ class InferenceEngine:
                 raise NotReady("the model is not loaded")
             if len(self._waiting) >= self.settings.max_queue:
                 raise Overloaded(f"server busy: {len(self._waiting)} requests already waiting", self.retry_after())
+            if self.expected_wait_s() > self.settings.max_queue_wait_ms / 1e3:
+                raise Overloaded(f"server busy: the {len(self._waiting)} requests waiting would take about "
+                                 f"{self.expected_wait_s():.1f} s", self.retry_after())
             self._waiting.append(_Pending(x, fut, loop, time.perf_counter()))
             self._cond.notify()
         return fut
 
     async def predict(self, x: np.ndarray) -> Prediction:
         return await self.submit(x)
+
+    def expected_wait_s(self) -> float:
+        """How long a request queued now would wait before its batch starts (at the measured batch time;
+        the batch running now counts as half done)."""
+        if self._batch_s_ema is None:
+            return 0.0
+        batches_ahead = math.ceil(len(self._waiting) / self.settings.max_batch)  # full batches before ours
+        return (batches_ahead + (0.5 if self._in_flight else 0.0)) * self._batch_s_ema
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1): the HTTP Retry-After value."""
@@ -181,6 +196,9 @@ class InferenceEngine:
                 self._cond.wait()
             if self._closed:
                 return None
+            self._expire_locked()
+            if not self._waiting:
+                return []
             batch = [self._waiting.popleft()]
             if s.max_batch > 1:
                 deadline = time.perf_counter() + s.max_wait_ms / 1e3
@@ -194,6 +212,16 @@ class InferenceEngine:
                     self._cond.wait(remaining)
             self._in_flight = len(batch)
             return batch
+
+    def _expire_locked(self) -> None:
+        """Refuse (503) the requests that have waited longer than max_queue_wait_ms (caller holds the lock)."""
+        limit = self.settings.max_queue_wait_ms / 1e3
+        now = time.perf_counter()
+        while self._waiting and now - self._waiting[0].enqueued > limit:
+            p = self._waiting.popleft()
+            self.expired += 1
+            _resolve(p, exc=Overloaded(f"server busy: the request waited {now - p.enqueued:.1f} s for inference",
+                                       self.retry_after()))
 
     def _serve_forever(self) -> None:
         while True:
@@ -260,7 +288,10 @@ class InferenceEngine:
         for size in self._buckets:
             x = np.zeros((size, *self.sample_shape), dtype=self.input_dtype)
             for _ in range(WARMUP_CALLS):
+                t0 = time.perf_counter()
                 out = np.asarray(self.runner.infer({self.input_name: x})[self.output_name])
+                if size == 1:  # the batch-time estimate behind admission starts from a measured call
+                    self._batch_s_ema = time.perf_counter() - t0
             if out.shape[0] != size or out.size != size:
                 raise InputError(f"{Path(self.settings.artifact).name}: output {self.output_name} has shape "
                                  f"{tuple(out.shape)} for a batch of {size}; the service needs one probability "

@@ -66,6 +66,9 @@ class ServeSettings:
     model_version: str | None = None  # None: "<artifact stem>@<sha256[:12]>", filled in at load time
     threads: int | None = None  # intra-op threads of the runtime (None: the runtime's default)
     max_queue: int = 8  # requests waiting for inference; more get 503 + Retry-After
+    # the longest a request may wait for inference; a request the queue cannot start in time gets 503
+    # (bounded by time as well as by count: a count alone lets latency grow when inference slows down)
+    max_queue_wait_ms: float = 5000.0
     max_batch: int = 1  # > 1: micro-batches over the dynamic batch axis
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
@@ -79,6 +82,8 @@ class ServeSettings:
             raise InputError(f"max queue must be at least 1, got {self.max_queue}")
         if self.max_batch < 1:
             raise InputError(f"max batch must be at least 1, got {self.max_batch}")
+        if not (math.isfinite(self.max_queue_wait_ms) and self.max_queue_wait_ms > 0):
+            raise InputError(f"max queue wait must be a positive number of milliseconds, got {self.max_queue_wait_ms}")
         if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
             raise InputError(f"max wait must be 0 or more milliseconds, got {self.max_wait_ms}")
         if self.max_body_bytes < 1024:
