@@ -437,6 +437,51 @@ def run_ramp(base_url: str, cfg: RampConfig, payload: Payload | None = None,
     return report
 
 
+def run_interleaved_ramps(base_urls: dict[str, str], cfg: RampConfig, payload: Payload | None = None,
+                          progress: Callable[[str], None] | None = None,
+                          environment: dict[str, Any] | None = None) -> dict[str, LoadReport]:
+    """The ramp of :func:`run_ramp` on several servers at once, step by step in turn: concurrency c on
+    the first, then on the second, ..., then c + step on the first. Only one server is loaded at a
+    time, and slow drifts of a shared machine's load hit every server alike, so their ratios stay fair
+    (the servers' own idle threads sleep: ONNX Runtime's spinning is off)."""
+    from optkit.serve.server import require_loopback_url
+
+    say = progress or (lambda msg: None)
+    env = environment if environment is not None else _environment()
+    urls = {label: require_loopback_url(url) for label, url in base_urls.items()}
+    servers = {label: fetch_metadata(url) for label, url in urls.items()}
+    payloads = {label: payload or payload_for_server(servers[label]) for label in urls}
+    for label, url in urls.items():
+        asyncio.run(_warm_up(f"{url}/verify", payloads[label], cfg.timeout))
+    steps: dict[str, list[StepResult]] = {label: [] for label in urls}
+    stopped = {label: f"reached the maximum concurrency {cfg.max_concurrency}" for label in urls}
+    active = list(urls)
+    started = time.monotonic()
+    for c in cfg.concurrencies():
+        for label in list(active):
+            step = asyncio.run(closed_loop_step(f"{urls[label]}/verify", payloads[label], c, cfg.step_seconds,
+                                                cfg.timeout))
+            steps[label].append(step)
+            say(f"{label}: concurrency {c}: {step.qps:.2f} QPS, p50 {_f(step.p50_ms)} ms, p99 {_f(step.p99_ms)} ms, "
+                f"503 {step.shed}, errors {step.errors}, dropped {step.dropped}, timeouts {step.timeouts}")
+            if step.failed and not cfg.keep_going:
+                stopped[label] = f"requests failed at concurrency {c}"
+                active.remove(label)
+        if not active or time.monotonic() - started > MAX_TOTAL_SECONDS:
+            break
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    reports = {label: LoadReport(urls[label], payloads[label].description, cfg, steps[label], stopped[label],
+                                 servers[label], env, created) for label in urls}
+    if cfg.half_rate_check:
+        for label, rep in reports.items():
+            if rep.saturation_qps > 0:
+                rate = rep.saturation_qps / 2
+                say(f"{label}: half the saturation rate, {rate:.2f} requests/s for {cfg.step_seconds:g} s")
+                rep.half_rate = asyncio.run(open_loop_step(f"{urls[label]}/verify", payloads[label], rate,
+                                                           cfg.step_seconds, cfg.timeout))
+    return reports
+
+
 def _environment() -> dict[str, Any]:
     from optkit import sysinfo
 
@@ -459,27 +504,59 @@ class CompareRow:
 
 def compare(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
             serve_args: Sequence[str] = (), payload: Payload | None = None,
-            progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0) -> list[CompareRow]:
+            progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
+            interleave: bool = False) -> list[CompareRow]:
     """Start ``optkit serve`` on 127.0.0.1 for each artifact and provider in turn, ramp each, stop it.
-    A server that cannot start (e.g. a GPU provider absent here) is a row with its reason."""
+    A server that cannot start (e.g. a GPU provider absent here) is a row with its reason.
+
+    ``interleave``: start every server first, then ramp them step by step in turn
+    (:func:`run_interleaved_ramps`), so a shared machine's load drifts hit all of them alike."""
     from optkit.serve.server import ServerProcess
 
     say = progress or (lambda msg: None)
     env = _environment()
+    pairs = [(art, provider) for art in artifacts
+             for provider in (["tensorrt"] if Path(art).suffix.lower() in (".engine", ".plan", ".trt") else providers)]
+    if interleave:
+        return _compare_interleaved(pairs, cfg, serve_args, payload, say, startup_timeout, env)
     rows: list[CompareRow] = []
-    for art in artifacts:
-        engine = Path(art).suffix.lower() in (".engine", ".plan", ".trt")
-        for provider in (["tensorrt"] if engine else providers):
-            say(f"serving {Path(art).name} on {provider}")
-            try:
-                with ServerProcess(art, provider, serve_args, startup_timeout=startup_timeout) as srv:
-                    report = run_ramp(srv.url, cfg, payload, progress, environment=env)
-            except OptkitError as exc:
-                say(f"{Path(art).name} [{provider}]: {exc}")
-                rows.append(CompareRow(str(art), provider, None, " ".join(str(exc).split())))
-                continue
-            rows.append(CompareRow(str(art), provider, report))
+    for art, provider in pairs:
+        say(f"serving {Path(art).name} on {provider}")
+        try:
+            with ServerProcess(art, provider, serve_args, startup_timeout=startup_timeout) as srv:
+                report = run_ramp(srv.url, cfg, payload, progress, environment=env)
+        except OptkitError as exc:
+            say(f"{Path(art).name} [{provider}]: {exc}")
+            rows.append(CompareRow(str(art), provider, None, " ".join(str(exc).split())))
+            continue
+        rows.append(CompareRow(str(art), provider, report))
     return rows
+
+
+def _compare_interleaved(pairs: list[tuple[Any, str]], cfg: RampConfig, serve_args: Sequence[str],
+                         payload: Payload | None, say: Callable[[str], None], startup_timeout: float,
+                         env: dict[str, Any]) -> list[CompareRow]:
+    import contextlib
+
+    from optkit.serve.server import ServerProcess
+
+    rows: dict[str, CompareRow] = {}
+    urls: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        for art, provider in pairs:
+            key = f"{Path(art).name} [{provider}]"
+            say(f"starting a server for {key}")
+            try:
+                srv = stack.enter_context(ServerProcess(art, provider, serve_args, startup_timeout=startup_timeout))
+            except OptkitError as exc:
+                rows[key] = CompareRow(str(art), provider, None, " ".join(str(exc).split()))
+                continue
+            urls[key] = srv.url
+            rows[key] = CompareRow(str(art), provider, None)
+        reports = run_interleaved_ramps(urls, cfg, payload, say, env) if urls else {}
+    for key, rep in reports.items():
+        rows[key].report = rep
+    return list(rows.values())
 
 
 def compare_json(rows: Sequence[CompareRow]) -> dict[str, Any]:

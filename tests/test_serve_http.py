@@ -117,13 +117,18 @@ def test_a_ramp_past_saturation_is_shed_with_503s_never_500s_drops_or_hangs(tmp_
         assert rejected and float(rejected[0].split()[-1]) >= len(shed)
 
 
-def test_loadtest_compare_serves_each_artifact_in_turn(cli_runner, tiny_onnx, tmp_path):
+@pytest.mark.parametrize("interleave", [False, True], ids=["in-turn", "interleaved"])
+def test_loadtest_compare_serves_each_artifact(cli_runner, tiny_onnx, tmp_path, interleave):
     out = tmp_path / "compare.json"
-    result = invoke(cli_runner, ["loadtest", "--compare", tiny_onnx, "--max", "1", "--step-seconds", "0.5",
-                                 "--serve-arg=--no-audio", "--json", out])
+    result = invoke(cli_runner, ["loadtest", "--compare", tiny_onnx, "--provider", "cpu,openvino", "--max", "2",
+                                 "--step-seconds", "0.3", "--serve-arg=--no-audio", "--json", out]
+                    + (["--interleave"] if interleave else []))
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 1 and rows[0]["error"] is None
-    assert rows[0]["provider_in_use"] == "CPUExecutionProvider" and rows[0]["precision"] == "fp32"
-    assert rows[0]["summary"]["saturation_qps"] > 0 and rows[0]["summary"]["status_500"] == 0
+    assert [(r["artifact"], r["provider"], r["error"]) for r in rows] == [("tiny.onnx", "cpu", None),
+                                                                          ("tiny.onnx", "openvino", None)]
+    assert rows[0]["provider_in_use"] == "CPUExecutionProvider" and rows[1]["provider_in_use"].startswith("OpenVINO")
+    for row in rows:
+        assert row["precision"] == "fp32" and [s["concurrency"] for s in row["run"]["steps"]] == [1, 2]
+        assert row["summary"]["saturation_qps"] > 0 and row["summary"]["status_500"] == 0
     assert "sat. QPS" in result.output

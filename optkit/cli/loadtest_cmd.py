@@ -15,6 +15,9 @@ from optkit.cli.common import echo_lines
               help="With --compare: runtime(s) to serve each ONNX artifact on, comma-separated.")
 @click.option("--serve-arg", "serve_args", multiple=True, metavar="ARG",
               help="With --compare: extra argument for optkit serve (repeat), e.g. --serve-arg=--max-batch=8.")
+@click.option("--interleave", is_flag=True,
+              help="With --compare: start every server first, then ramp them step by step in turn (fair "
+                   "ratios on a machine whose load drifts).")
 @click.option("--start", type=click.IntRange(min=1), default=1, show_default=True, help="First concurrency.")
 @click.option("--step", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrency increment.")
 @click.option("--step-seconds", type=click.FloatRange(min=0.1, max=600), default=5.0, show_default=True,
@@ -32,7 +35,7 @@ from optkit.cli.common import echo_lines
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
-def loadtest(targets, compare, providers, serve_args, start, step, step_seconds, max_concurrency, timeout, payload,
+def loadtest(targets, compare, providers, serve_args, interleave, start, step, step_seconds, max_concurrency, timeout, payload,
              keep_going, half_rate, json_path, html_path) -> None:
     """Raise the load on URL (an optkit serve instance on this machine) step by step until requests
     time out or fail; report per step QPS, min/p50/p90/p99 latency, 503s, errors, dropped
@@ -46,6 +49,7 @@ def loadtest(targets, compare, providers, serve_args, start, step, step_seconds,
       optkit loadtest http://127.0.0.1:8000 --max 16 --step-seconds 5 --html load.html
       optkit loadtest http://127.0.0.1:8000 --payload sample.npy --half-rate --json load.json
       optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --json compare.json
+      optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
     """
     from optkit import loadtest as lt
     from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically
@@ -55,8 +59,8 @@ def loadtest(targets, compare, providers, serve_args, start, step, step_seconds,
             check_output_path(path)  # fail before a long run, not after it
     if not compare and len(targets) != 1:
         raise click.UsageError("give one URL, or --compare with artifacts")
-    if not compare and (serve_args or providers != ("cpu",)):
-        raise click.UsageError("--provider and --serve-arg apply to --compare only")
+    if not compare and (serve_args or providers != ("cpu",) or interleave):
+        raise click.UsageError("--provider, --serve-arg and --interleave apply to --compare only")
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=max_concurrency, step_seconds=step_seconds,
                         timeout=timeout, keep_going=keep_going, half_rate_check=half_rate)
     body = lt.payload_from_file(payload) if payload else None
@@ -66,7 +70,8 @@ def loadtest(targets, compare, providers, serve_args, start, step, step_seconds,
 
         for art in targets:
             require_file(art, "artifact")
-        rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say)
+        rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
+                          interleave=interleave)
         lines = lt.compare_lines(rows)
         for row in rows:
             if row.report is not None:
