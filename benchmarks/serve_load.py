@@ -6,9 +6,10 @@ For each model (the bundled ``voice-resnet`` and the production-size ``voice-res
    fp32 export, int8 in the ``cpu`` form (ONNX Runtime) and in the ``openvino`` form;
 2. time them in-process with ``optkit bench`` (interleaved, back-to-back calls, 2 threads): the
    minimum a server could reach;
-3. serve each one in turn with ``optkit serve`` (a child process on 127.0.0.1, 2 threads) and load it
-   from this process with ``optkit loadtest``'s ramp: minimum latency, saturation QPS, p99 at half
-   the saturation rate (open loop), then one step far above saturation (all excess must be clean 503s);
+3. serve them all with ``optkit serve`` (child processes on 127.0.0.1, 2 threads each; idle ones
+   sleep) and load them from this process with ``optkit loadtest``'s ramp, interleaved step by step
+   (only one server loaded at a time): minimum latency, saturation QPS, p99 at half the saturation
+   rate (open loop); then one step far above saturation per server (all excess must be clean 503s);
 4. on the bundled model, the same with micro-batching (``--max-batch 8 --max-wait-ms 2``).
 
     python benchmarks/serve_load.py --quick                  # bundled model, short steps: checks the script
@@ -59,7 +60,7 @@ BATCHED = [
 # drains well inside the client's 10 s timeout (seed fp32: ~0.3 s per request here)
 PLANS = {
     "voice-resnet": {"ramp": (1, 3, 22, 3.0), "iterations": 60, "queue": 32},
-    "voice-resnet-seed": {"ramp": (1, 1, 4, 6.0), "iterations": 12, "queue": 6},
+    "voice-resnet-seed": {"ramp": (1, 1, 4, 8.0), "iterations": 12, "queue": 6},
 }
 QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
 OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
@@ -91,23 +92,36 @@ def overload_step(url: str, concurrency: int, seconds: float, timeout: float) ->
     return asyncio.run(lt.closed_loop_step(f"{url}/verify", lt.payload_for_server(meta), concurrency, seconds, timeout))
 
 
-def serve_and_load(model_dir: Path, label: str, art: str, provider: str, extra: list[str], plan: dict[str, Any],
-                   env: dict[str, Any]) -> dict[str, Any]:
+def serve_and_load_all(model_dir: Path, configs: list[tuple], plan: dict[str, Any],
+                       env: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start every service of this model at once (idle servers sleep), ramp them interleaved step by
+    step, then push each one far past saturation in turn."""
+    import contextlib
+
     start, step, top, seconds = plan["ramp"]
     queue = plan["queue"]
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=top, step_seconds=seconds, timeout=10.0,
                         half_rate_check=True)
-    args = ["--threads", str(THREADS), "--max-queue", str(queue), "--no-audio", *extra]
-    log(f"{label}: serving {art}.onnx on {provider} {' '.join(extra)}")
-    with ServerProcess(model_dir / f"{art}.onnx", provider, args, startup_timeout=600) as srv:
-        report = lt.run_ramp(srv.url, cfg, progress=lambda m: log(f"  {m}"), environment=env)
+    servers: dict[str, ServerProcess] = {}
+    runs = []
+    with contextlib.ExitStack() as stack:
+        for label, art, provider, extra in configs:
+            args = ["--threads", str(THREADS), "--max-queue", str(queue), "--no-audio", *extra]
+            log(f"{label}: starting optkit serve {art}.onnx --provider {provider} {' '.join(args)}")
+            servers[label] = stack.enter_context(ServerProcess(model_dir / f"{art}.onnx", provider, args,
+                                                               startup_timeout=600))
+            runs.append({"label": label, "artifact": art, "provider": provider, "serve_args": args})
+        reports = lt.run_interleaved_ramps({label: srv.url for label, srv in servers.items()}, cfg,
+                                           progress=lambda m: log(f"  {m}"), environment=env)
         over_c = queue + OVERLOAD_EXTRA_USERS
-        log(f"  overload: {over_c} users for {seconds:g} s")
-        over = overload_step(srv.url, over_c, seconds, 10.0)
-        log(f"  overload: {over.ok} answered, {over.shed} shed (503), statuses {over.status_counts}, "
-            f"dropped {over.dropped}, timeouts {over.timeouts}")
-    return {"label": label, "artifact": art, "provider": provider, "serve_args": args, "report": report,
-            "overload": over}
+        for run in runs:
+            url = servers[run["label"]].url
+            log(f"  {run['label']}: overload, {over_c} users for {seconds:g} s")
+            over = overload_step(url, over_c, seconds, 10.0)
+            log(f"  {run['label']}: overload: {over.ok} answered, {over.shed} shed (503), statuses "
+                f"{over.status_counts}, dropped {over.dropped}, timeouts {over.timeouts}")
+            run.update(report=reports[run["label"]], overload=over)
+    return runs
 
 
 def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +138,7 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
         configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]
     log(f"{model}: in-process bench")
     minima = bench_minima(d, configs, plan["iterations"])
-    runs = [serve_and_load(d, *c, plan=plan, env=env) for c in configs]
+    runs = serve_and_load_all(d, configs, plan, env)
     return {"model": model, "bench": minima, "runs": runs, "plan": plan}
 
 
@@ -199,7 +213,7 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
         f"- server: `optkit serve --threads {THREADS} --max-queue QUEUE --no-audio` in its own process on "
         "127.0.0.1; load generator: this process (aiohttp), on the same 2 cores.",
         "- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, 2 threads, interleaved.",
-        "- ramp: closed loop, concurrency steps; half rate: open loop (evenly spaced arrivals) at half the "
+        "- ramp: closed loop, concurrency steps, all services of a model interleaved step by step; half rate: open loop (evenly spaced arrivals) at half the "
         f"saturation QPS; overload: QUEUE + {OVERLOAD_EXTRA_USERS} users for one step.", "",
     ]
     for res in results:
