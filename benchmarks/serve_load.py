@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -244,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", default=str(HERE / "cache"))
     p.add_argument("--quick", action="store_true", help="bundled model, 3 services, 1 s steps: checks the script")
     args = p.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds the ServerProcess contexts: no server is left running
+
+    signal.signal(signal.SIGTERM, interrupted)
     models = args.model or (["voice-resnet"] if args.quick else list(PLANS))
     out = Path(args.out or HERE / "results" / ("serve_load_quick.json" if args.quick else "serve_load.json"))
     try:

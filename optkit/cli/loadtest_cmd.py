@@ -66,7 +66,14 @@ def loadtest(targets, compare, providers, serve_args, interleave, start, step, s
     body = lt.payload_from_file(payload) if payload else None
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if compare:
+        import signal
+
         from optkit.fileio import require_file
+
+        def interrupted(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # so the servers this command started are stopped on the way out
+
+        signal.signal(signal.SIGTERM, interrupted)
 
         for art in targets:
             require_file(art, "artifact")
