@@ -2,8 +2,9 @@
 
 For each model (the bundled ``voice-resnet`` and the production-size ``voice-resnet-seed``):
 
-1. prepare the artifacts as ``benchmarks/latency.py`` does (cached in ``benchmarks/cache/``):
-   fp32 export, int8 in the ``cpu`` form (ONNX Runtime) and in the ``openvino`` form;
+1. prepare the artifacts with ``benchmarks/latency.py``'s ``prepare`` (cached in ``benchmarks/cache/``):
+   fp32 export, int8 in the ``cpu`` form (ONNX Runtime) and in the ``openvino`` form (and the others
+   that function makes);
 2. time them in-process with ``optkit bench`` (interleaved, back-to-back calls, 2 threads): the
    minimum a server could reach;
 3. serve them all with ``optkit serve`` (child processes on 127.0.0.1, 2 threads each; idle ones
@@ -130,10 +131,7 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
     work = Path(args.work_dir)
     calib, _ = prep.calibration_source(None, 64)
     d = work / model
-    d.mkdir(parents=True, exist_ok=True)
-    prep.export_fp32(model, d / "fp32.onnx")
-    prep.quantize_int8(d / "fp32.onnx", d / "int8_cpu.onnx", "cpu", calib, 64)
-    prep.quantize_int8(d / "fp32.onnx", d / "int8_openvino.onnx", "openvino", calib, 64)
+    prep.prepare(model, work, calib, 64)  # the latency benchmark's artifacts, through optkit's recipe cache
     configs = CONFIGS + (BATCHED if model == "voice-resnet" else [])
     if args.quick:
         configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]

@@ -25,6 +25,8 @@ class Reference:
     outputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # sha256 of the file it was loaded from (None when made in memory): verification cache keys
+    sha256: str | None = None
 
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
@@ -70,4 +72,6 @@ def load_reference(path: str | os.PathLike) -> Reference:
     n = {v.shape[0] for v in list(inputs.values()) + list(outputs.values())}
     if len(n) != 1:
         raise InputError(f"{path}: inputs and outputs have different sample counts {sorted(n)}")
-    return Reference(inputs, outputs, labels, meta)
+    from optkit.fileio import sha256_file
+
+    return Reference(inputs, outputs, labels, meta, sha256=sha256_file(path))

@@ -65,6 +65,8 @@ def test_wheel_carries_the_demo_and_stays_small(installed_wheel):
     assert (site / "optkit" / "demo" / "val.npz").is_file()
     assert len(list((site / "optkit" / "demo" / "calib").glob("*.npy"))) == 64
     assert list((site / "optkit" / "zoo" / "weights").glob("*.pt"))
+    # `optkit weights` validates files against these schemas
+    assert len(list((site / "optkit" / "schemas").glob("dense-weights.*.schema.json"))) == 3
     wheel = next(site.parent.glob("optkit-*.whl"))
     assert wheel.stat().st_size < 20 * 2**20  # the full data set stays in the repository
 

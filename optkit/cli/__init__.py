@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "serve": "optkit.cli.serve_cmd:serve",
     "loadtest": "optkit.cli.loadtest_cmd:loadtest",
     "doctor": "optkit.cli.doctor_cmd:doctor",
+    "weights": "optkit.cli.weights_cmd:weights",
+    "lut": "optkit.cli.lut_cmd:lut",
 }
 
 
@@ -60,7 +62,14 @@ class OptkitGroup(click.Group):
         except OptkitError as exc:
             if os.environ.get("OPTKIT_DEBUG"):
                 raise
-            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            from optkit.options import ParameterError
+
+            msg = str(exc)
+            if isinstance(exc, ParameterError):  # name the parameter the way the user typed it: a flag
+                from optkit.cli.common import cli_flag
+
+                msg = exc.spelled(cli_flag(exc.param))
+            click.echo(f"Error: {_one_line(msg)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was kept.", err=True)

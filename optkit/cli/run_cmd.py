@@ -9,7 +9,10 @@ import click
               help="Output directory (artifacts, manifest.json, report.json, report.html).")
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
-def run(recipe, out_dir, force, no_verify):
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Verify on Ray (overrides the recipe's `ray:`): no ADDRESS = a local Ray instance; 'auto', "
+                   "'ray://HOST:PORT' or 'HOST:PORT' = an existing cluster. Needs optkit[ray].")
+def run(recipe, out_dir, force, no_verify, ray_address):
     """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
     outside a source checkout, the copy shipped in the package on a demo subset of that data).
 
@@ -22,6 +25,7 @@ def run(recipe, out_dir, force, no_verify):
     Examples:
       optkit run                                  # default recipe into ./optkit-out
       optkit run recipes/voice_verification.yaml -o out/
+      optkit run -o out/ --ray auto                 # verify on an existing Ray cluster
     """
     import time
     from pathlib import Path
@@ -34,7 +38,8 @@ def run(recipe, out_dir, force, no_verify):
     path = Path(recipe) if recipe else default_recipe_path()
     r = load_recipe(path)
     click.echo(f"recipe {r.name} ({path}) -> {out_dir}")
-    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify)
+    ray = dict(r.ray or {}, address=ray_address) if ray_address else None
+    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, ray=ray)
     ran = sum(o.status == "ran" for o in outcome.steps)
     cached = sum(o.status == "cached" for o in outcome.steps)
     skipped = [o for o in outcome.steps if o.status == "skipped"]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.errors import InputError
+from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS
 
 ENV_PROVIDER = "EXECUTION_PROVIDER"
 ENV_THRESHOLD = "DECISION_THRESHOLD"
@@ -34,7 +35,6 @@ PROVIDER_ALIASES = {
     "tensorrtexecutionprovider": "tensorrt",
 }
 DEFAULT_THRESHOLD = 0.5
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def provider_from_name(name: str, source: str = "provider") -> str:
@@ -75,8 +75,8 @@ class ServeSettings:
     accept_audio: bool = True  # audio bodies -> MFCC (the front end is imported and warmed at load)
 
     def __post_init__(self) -> None:
-        if self.provider not in ("cpu", "openvino", "cuda", "tensorrt"):
-            raise InputError(f"unknown provider {self.provider!r}")
+        if self.provider not in PROVIDERS:
+            raise InputError(f"unknown provider {self.provider!r}; choose from {', '.join(PROVIDERS)}")
         parse_threshold(self.threshold)
         if self.max_queue < 1:
             raise InputError(f"max queue must be at least 1, got {self.max_queue}")
