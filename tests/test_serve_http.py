@@ -132,3 +132,16 @@ def test_loadtest_compare_serves_each_artifact(cli_runner, tiny_onnx, tmp_path, 
         assert row["precision"] == "fp32" and [s["concurrency"] for s in row["run"]["steps"]] == [1, 2]
         assert row["summary"]["saturation_qps"] > 0 and row["summary"]["status_500"] == 0
     assert "sat. QPS" in result.output
+
+
+def test_workers_serve_from_their_own_processes(tiny_onnx):
+    import os
+
+    with ServerProcess(tiny_onnx, extra_args=["--no-audio", "--workers", "2"], startup_timeout=90) as srv:
+        with httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as client:
+            md = client.get("/metadata").json()
+            assert md["serving"]["pid"] != srv.proc.pid  # answered by a worker, not the supervisor
+            assert md["serving"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+            x = np.zeros((1, *TINY_SHAPE), np.float32)
+            r = client.post("/verify", content=npy_bytes(x), headers={"Content-Type": "application/x-npy"})
+            assert r.status_code == 200 and 0.0 <= r.json()["probability"] <= 1.0
