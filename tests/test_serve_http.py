@@ -76,6 +76,7 @@ def test_loadtest_cli_against_a_running_server_writes_json_and_html(tiny_server,
     assert all(s["ok"] > 0 and s["status_counts"].get("200") == s["ok"] for s in steps)
     assert data["summary"]["saturation_qps"] == pytest.approx(max(s["qps"] for s in steps), rel=1e-3)
     assert data["summary"]["min_latency_ms"] == pytest.approx(min(s["min_ms"] for s in steps), rel=1e-3)
+    assert data["summary"]["sustained_qps"] == pytest.approx(float(np.median([s["qps"] for s in steps])), rel=1e-3)
     page = out_html.read_text()
     assert page.count("<svg") == 2 and "<polyline" in page
 

@@ -31,7 +31,8 @@ from optkit.cli.common import echo_lines
                    "shaped like the served model's input (from GET /metadata).")
 @click.option("--keep-going", is_flag=True, help="Go on to --max after steps with failures (default: stop there).")
 @click.option("--half-rate", is_flag=True,
-              help="After the ramp, send at half the saturation rate (open loop) and report p99 there.")
+              help="After the ramp, send at half the sustained rate (the median step's QPS; open loop) and "
+                   "report p99 there.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
