@@ -171,6 +171,18 @@ def precision_of(path: Path) -> str:
     return "fp32"
 
 
+def check_artifact_graph(path: Path) -> None:
+    """onnx.checker on an artifact before it is run: ONNX Runtime accepts graphs that are not
+    valid ONNX (e.g. nodes out of topological order) and would let them PASS, while other tools
+    (onnxsim, TensorRT's parser, other runtimes) reject them."""
+    from optkit.onnx_utils import check_model
+
+    try:
+        check_model(path, full=False, what=f"artifact {path.name}")
+    except OptkitError as exc:
+        raise InputError(f"{path}: not a valid ONNX model ({exc})") from exc
+
+
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
     """Run a runner over all reference inputs in batches; returns outputs by name."""
     n = len(reference)
@@ -225,6 +237,9 @@ def verify_artifacts(
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
+    from optkit.reference import validate_reference
+
+    validate_reference(reference, reference_path or "reference")
     ref_task = None
     first_out = next(iter(reference.outputs))
     if reference.labels is not None:
@@ -236,6 +251,8 @@ def verify_artifacts(
         if progress:
             progress(f"verifying {path.name} ({precision}) on {len(reference)} samples")
         gate = gates.get(precision, gates["fp32"])
+        if path.suffix.lower() == ".onnx":
+            check_artifact_graph(path)
         t0 = time.perf_counter()
         with make_runner(path, provider=provider, threads=threads) as runner:
             outs = run_artifact(runner, reference, batch_size)

@@ -38,18 +38,15 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     """
     from pathlib import Path
 
-    from optkit.errors import InputError, VerificationFailed
-    from optkit.fileio import require_file
+    from optkit.errors import VerificationFailed
+    from optkit.fileio import check_output_dir, ensure_output_dir, require_file
     from optkit.reference import load_reference
     from optkit.report import format_table, write_reports
     from optkit.verify import merge_gates, parse_gate_option, verify_artifacts
 
     paths = [require_file(a, "artifact") for a in artifacts]
     if report_dir:
-        rd = Path(report_dir)
-        if rd.exists() and not rd.is_dir():
-            raise InputError(f"report directory {rd} is a file")
-        rd.mkdir(parents=True, exist_ok=True)
+        check_output_dir(report_dir, "report directory")  # created only when the reports are written
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
     reference = load_reference(reference_path)
     if fp32_model is None:
@@ -65,7 +62,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     )
     click.echo(format_table(report))
     if report_dir:
-        j, h = write_reports(report, report_dir)
+        j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))
         click.echo(f"wrote {j} and {h}")
     if not report.passed:
         failed = [Path(r.path).name for r in report.results if not r.passed]
