@@ -62,7 +62,7 @@ def load_reference(path: str | os.PathLike) -> Reference:
         raise InputError(f"{path} is a single .npy array, not a reference .npz (inputs and PyTorch outputs); "
                          "make one with `optkit export`")
     if magic[:2] != b"PK":
-        raise InputError(f"{path} is not a reference .npz (not a zip archive); make one with `optkit export`")
+        raise InputError(f"{path} is not a readable reference .npz (not a zip archive); make one with `optkit export`")
     try:
         with np.load(path, allow_pickle=False) as z:
             files = list(z.files)

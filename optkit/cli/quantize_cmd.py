@@ -9,7 +9,7 @@ from click.core import ParameterSource
 from optkit.cli.common import csv_option, echo_lines
 
 INT8_ONLY = ("calibration", "target", "method", "percentile", "exclude_nodes", "exclude_op_types",
-             "recalibrate", "calibration_limit", "chunk_size")
+             "recalibrate", "calibration_limit", "chunk_size", "outliers")
 FP16_ONLY = ("op_block_list", "node_block_list", "keep_io_types", "check_data", "overflow")
 
 
@@ -45,6 +45,10 @@ def _flag(name: str) -> str:
 @click.option("--chunk-size", type=click.IntRange(min=1), default=2, show_default=True,
               help="int8: samples per calibration step; bounds memory (~0.85 GiB per sample on the "
                    "production-size voice model with entropy/percentile).")
+@click.option("--outliers", type=click.Choice(["clip", "refuse", "keep"]), default="clip", show_default=True,
+              help="int8: calibration values far outside the rest of the set (beyond the 0.1-99.9 "
+                   "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
+                   "them with a warning. Values beyond float32's reach are always refused.")
 @click.option("--op-block-list", callback=csv_option, default=None, metavar="OP,OP",
               help="fp16: op types to keep in fp32 (added to onnxconverter-common's default list).")
 @click.option("--node-block-list", callback=csv_option, default=None, metavar="A,B",
@@ -94,6 +98,7 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
             percentile=float(opts["percentile"]), exclude_nodes=tuple(opts["exclude_nodes"]),
             exclude_op_types=tuple(opts["exclude_op_types"]), recalibrate=bool(opts["recalibrate"]),
             calibration_limit=opts["calibration_limit"], chunk_size=int(opts["chunk_size"]),
+            outliers=str(opts["outliers"]),
         )
     else:
         step = get_pass("quantize-fp16")

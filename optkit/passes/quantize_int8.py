@@ -82,6 +82,17 @@ class QuantizeInt8Config:
     recalibrate: bool = False              # ignore the calibration cache
     calibration_limit: int | None = None   # use the first N samples only
     chunk_size: int = 2                    # samples per collect_data call (bounds memory)
+    outliers: str = "clip"                 # clip | refuse | keep: calibration values far outside the set
+
+
+def _refuse_non_finite_ranges(ranges: Any, source: str) -> None:
+    """A calibration range that is inf/NaN (an activation overflowed float32 on the data) would
+    give a model whose quantisation scales are meaningless: refuse, naming the tensor."""
+    bad = {k: v for k, v in calibration.tensor_absmax(ranges).items() if not np.isfinite(v) or v > 3.0e38}
+    if bad:
+        name = next(iter(bad))
+        raise InputError(f"calibration on {source}: activation {name} (and {len(bad) - 1} more) overflows float32 "
+                         "(range inf/NaN); the data is not what the model expects")
 
 
 def target_settings(target: str) -> dict[str, Any]:
@@ -176,6 +187,10 @@ class QuantizeInt8(Pass):
             raise InputError(f"chunk size must be at least 1, got {cfg.chunk_size}")
         if cfg.calibration_limit is not None and cfg.calibration_limit < 1:
             raise InputError(f"calibration limit must be at least 1, got {cfg.calibration_limit}")
+        from optkit.data import OUTLIER_POLICIES
+
+        if cfg.outliers not in OUTLIER_POLICIES:
+            raise InputError(f"unknown outlier policy {cfg.outliers!r}; use one of {', '.join(OUTLIER_POLICIES)}")
         if not cfg.calibration:
             raise InputError("int8 quantisation needs calibration data (a directory of .npy files or an .npz)")
 
@@ -200,7 +215,7 @@ class QuantizeInt8(Pass):
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: Path) -> PassResult:
         qz = lazy_import("onnxruntime.quantization")
-        from optkit.data import fingerprint, load_samples
+        from optkit.data import fingerprint, load_samples, screen_outliers
 
         assert src is not None
         self._check_config(cfg)
@@ -224,9 +239,12 @@ class QuantizeInt8(Pass):
         sample_shape = spec.concrete_shape(1)[1:]
         samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
                                limit=cfg.calibration_limit)
-        data_fp = fingerprint(cfg.calibration)
+        samples, outliers = screen_outliers(samples, cfg.outliers)
+        data_fp = fingerprint(cfg.calibration) + f":outliers={cfg.outliers}"
         settings = target_settings(cfg.target)
         messages: list[str] = []
+        if outliers.action != "none":
+            messages.append(outliers.message(samples.source))
 
         with tempfile.TemporaryDirectory(prefix="optkit-int8-") as work_name:
             work = Path(work_name)
@@ -241,6 +259,7 @@ class QuantizeInt8(Pass):
                 cfg.percentile, cfg.chunk_size, work,
             )
             messages.append(outcome.message)
+            _refuse_non_finite_ranges(outcome.ranges, samples.source)
             ort_ranges = calibration.write_ort_ranges(work / "ranges.json", outcome.ranges)
             op_types = [t for t in calibration.default_op_types() if t not in set(cfg.exclude_op_types)]
 
@@ -310,11 +329,13 @@ class QuantizeInt8(Pass):
             "exclude_nodes": list(cfg.exclude_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
             "check": check,
+            "calibration_outliers": outliers.to_json(),
         }
         artifact = Artifact.from_file(
             out, kind="onnx", precision="int8", made_by=self.name, config=config_to_dict(cfg),
             parent=src.sha256, tool_versions=tool_versions("onnxruntime", "onnx"),
-            extra={"target": cfg.target, "calibration_cache": cache_path.name},
+            extra={"target": cfg.target, "calibration_cache": cache_path.name,
+                   "calibration_outliers": outliers.to_json()},
         )
         return PassResult(artifact, messages, info, side_files=[cache_path])
 
