@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from optkit import recipe_checks
 from optkit.artifact import Artifact, Manifest, tool_versions
 from optkit.errors import InputError, OptkitError, RecipeError
 from optkit.fileio import require_file
@@ -60,6 +61,9 @@ def _loader():  # noqa: ANN202
         pass
 
     def construct_mapping(loader, node, deep=False):  # noqa: ANN001, ANN202
+        dup = recipe_checks.duplicate_key_error(yaml, node)
+        if dup is not None:
+            raise dup
         mapping = _Loc(loader.construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
@@ -152,6 +156,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(f"{where}: step {i + 1} must be a mapping with a 'pass' key")
         klines = getattr(raw, "key_lines", {})
         _reject_unknown_keys(raw, STEP_KEYS, "step key", where, klines, line)
+        recipe_checks.check_step_types(raw, i, where, line, klines)
         pass_name = raw.get("pass")
         if not pass_name:
             raise RecipeError(f"{where} line {line}: step {i + 1} has no 'pass'")
@@ -195,6 +200,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{where} line {lines.get('verify', '?')}: 'verify' must be a mapping")
     vlines = getattr(verify, "key_lines", {})
     _reject_unknown_keys(verify, VERIFY_KEYS, "verify key", where, vlines, "?")
+    recipe_checks.check_verify_values(verify, where, vlines)
+    recipe_checks.check_step_outputs(steps, where)
     if "gates" in verify:
         from optkit.verify import merge_gates
 
@@ -212,9 +219,10 @@ def load_recipe(path: str | Path) -> Recipe:
     return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify))
 
 
-def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str) -> str:
+def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str,
+              output: str | None = None) -> str:
     payload = {
-        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint,
+        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint, "output": output,
         "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "onnxconverter-common",
                                "openvino", "tensorrt"),
     }
@@ -265,7 +273,8 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
             manifest.entries[step.name] = {"status": "skipped", "reason": reason, "pass": step.pass_name}
             continue
         out_path = out_dir / (step.output or f"{step.name}{p.output_suffix}")
-        key = cache_key(step.pass_name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
+        key = cache_key(step.pass_name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg),
+                        output=out_path.name)
         cached = None if force else manifest.get(step.name)
         entry = manifest.entries.get(step.name, {})
         if (cached is not None and entry.get("cache_key") == key and cached.path.exists()
