@@ -250,7 +250,24 @@ class RunOutcome:
 
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
-               echo: Callable[[str], None] = lambda s: None, verify: bool = True) -> RunOutcome:
+               echo: Callable[[str], None] = lambda s: None, verify: bool = True, wait: bool = False) -> RunOutcome:
+    """Run ``recipe`` into ``out_dir`` holding an exclusive lock on it (``wait``: block until a
+    concurrent run is done instead of failing), after removing what a killed run left behind."""
+    from optkit.fileio import ensure_output_dir
+    from optkit.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
+
+    out_dir = ensure_output_dir(out_dir)
+    with output_lock(out_dir, wait=wait):
+        for p in clean_partial_files(out_dir):
+            echo(f"removed {p.name} (a partial file left by a run that was killed)")
+        for p in clean_stale_work_dirs():
+            echo(f"removed {p} (a work directory left by an optkit process that was killed)")
+        recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
+        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify)
+
+
+def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
+               verify: bool) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -259,6 +276,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     except OSError as exc:
         raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
     manifest = Manifest.load(out_dir / "manifest.json")
+    manifest.recipe = recipe.name
     produced: dict[str, Artifact | None] = {}
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
@@ -278,7 +296,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         cached = None if force else manifest.get(step.name)
         entry = manifest.entries.get(step.name, {})
         if (cached is not None and entry.get("cache_key") == key and cached.path.exists()
-                and _sha_matches(cached) and all((out_dir / f).exists() for f in entry.get("side_files", []))):
+                and _sha_matches(cached) and recipe_checks.side_files_usable(out_dir, entry)):
             echo(f"[{step.name}] cached: {cached.path.name} (inputs and parameters unchanged)")
             outcomes.append(StepOutcome(step.name, step.pass_name, "cached", cached, 0.0, []))
             produced[step.name] = cached

@@ -9,7 +9,9 @@ import click
               help="Output directory (artifacts, manifest.json, report.json, report.html).")
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
-def run(recipe, out_dir, force, no_verify):
+@click.option("--wait/--no-wait", default=False, show_default=True,
+              help="When another optkit run holds OUTPUT: wait for it to finish, or exit 1 at once.")
+def run(recipe, out_dir, force, no_verify, wait):
     """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data).
 
     Steps whose pass, parameters, parent artifact, external inputs and tool versions are
@@ -17,10 +19,15 @@ def run(recipe, out_dir, force, no_verify):
     everything after it. Steps that cannot run here (e.g. build-engine without TensorRT) are
     reported as skipped with the reason. Exit 3 when a verification gate fails.
 
+    A run holds an exclusive lock on OUTPUT (a second run into it exits 1, or waits with --wait),
+    and first removes what a killed run left behind: partial files in OUTPUT and orphaned optkit
+    work directories in the temp folder. A directory holding another recipe's artifacts is refused.
+
     \b
     Examples:
       optkit run                                  # default recipe into ./optkit-out
       optkit run recipes/voice_verification.yaml -o out/
+      optkit run recipes/voice_verification.yaml -o out/ --wait   # queue behind a running one
     """
     import time
     from pathlib import Path
@@ -33,7 +40,7 @@ def run(recipe, out_dir, force, no_verify):
     path = Path(recipe) if recipe else default_recipe_path()
     r = load_recipe(path)
     click.echo(f"recipe {r.name} ({path}) -> {out_dir}")
-    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify)
+    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, wait=wait)
     ran = sum(o.status == "ran" for o in outcome.steps)
     cached = sum(o.status == "cached" for o in outcome.steps)
     skipped = [o for o in outcome.steps if o.status == "skipped"]

@@ -18,12 +18,12 @@ model (quantize-int8 target=tensorrt: signed symmetric int8) and builds that.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from optkit.workspace import work_dir
 from optkit.artifact import Artifact, now_iso, tool_versions
 from optkit.errors import InputError, MissingDependency, PassFailed, RuntimeUnavailable
 from optkit.fileio import atomic_output, check_output_path, require_file, sha256_file, write_bytes_atomically
@@ -413,7 +413,7 @@ class BuildEngine(Pass):
         started = time.perf_counter()
         messages: list[str] = []
         cache_bytes = timing_cache.read_bytes() if timing_cache is not None and timing_cache.is_file() else None
-        with tempfile.TemporaryDirectory(prefix="optkit-engine-") as work:
+        with work_dir("optkit-engine-") as work:
             onnx_for_trt, precision, conv_msgs = _tensorrt_input(src_path, src_precision, cfg, Path(work))
             messages += conv_msgs
             built = build_serialized(trt, onnx_for_trt, profiles, cfg, cache_bytes)

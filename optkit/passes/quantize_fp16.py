@@ -14,7 +14,6 @@ hit: the range scan is the real protection.)
 """
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from optkit.workspace import work_dir
 from optkit import calibration
 from optkit.artifact import Artifact, tool_versions
 from optkit.errors import InputError, PassFailed, first_line
@@ -127,7 +127,7 @@ class QuantizeFp16(Pass):
         x = samples.x
         messages: list[str] = []
 
-        with tempfile.TemporaryDirectory(prefix="optkit-fp16-") as work:
+        with work_dir("optkit-fp16-") as work:
             scan = scan_overflow(model, src.path, x, spec.name, cfg.overflow_margin, Path(work))
         found = bool(scan.tensors or scan.initializers)
         if found:

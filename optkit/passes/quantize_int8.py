@@ -36,7 +36,6 @@ import collections
 import contextlib
 import io
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from optkit.workspace import work_dir
 from optkit import calibration
 from optkit.artifact import Artifact, tool_versions
 from optkit.errors import InputError, PassFailed, first_line
@@ -246,7 +246,7 @@ class QuantizeInt8(Pass):
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
 
-        with tempfile.TemporaryDirectory(prefix="optkit-int8-") as work_name:
+        with work_dir("optkit-int8-") as work_name:
             work = Path(work_name)
             pre = work / "preprocessed.onnx"
             messages += preprocess(src.path, pre)
