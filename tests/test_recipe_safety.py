@@ -9,12 +9,12 @@ import pytest
 from conftest import invoke
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
-HEAD = "name: t\nmodel: {model}\nsteps:\n  - pass: export\n    params: {{reference_samples: 4}}\n"
+HEAD = "name: t\nmodel: {model}\nsteps:\n  - pass: export\n    params: {{reference_samples: 4, input_shape: [1, 6]}}\n"
 
 
 def _recipe(tmp_path: Path, body: str) -> Path:
     p = tmp_path / "r.yaml"
-    p.write_text(HEAD.format(model=f"{MODELS}:tiny_voice") + body)
+    p.write_text(HEAD.format(model=f"{MODELS}:affine") + body)
     return p
 
 
