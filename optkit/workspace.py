@@ -23,11 +23,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from optkit.errors import InputError
 from optkit.fileio import PARTIAL_MARK
 
-WORK_PREFIXES = ("optkit-int8-", "optkit-fp16-", "optkit-engine-", "optkit-localize-", "optkit-calib-")
+WORK_PREFIXES = ("optkit-int8-", "optkit-fp16-", "optkit-engine-", "optkit-localize-", "optkit-calib-",
+                 "optkit-profile-")
 OWNER_LOCK = ".owner.lock"
 OUTPUT_LOCK = ".optkit.lock"
 # A work directory without an owner lock (made by an optkit version before this one, or killed in
@@ -43,21 +45,31 @@ def _lock(path: Path):  # noqa: ANN202
     return lazy_import("filelock").FileLock(str(path))
 
 
-@contextlib.contextmanager
-def work_dir(prefix: str) -> Iterator[Path]:
-    """A temporary directory (like ``tempfile.TemporaryDirectory``) marked as in use by this
-    process, so a later :func:`clean_stale_work_dirs` can tell it from an orphan."""
+def open_work_dir(prefix: str) -> tuple[Path, Any]:
+    """Create a work directory marked as in use; give both values to :func:`close_work_dir`."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     lock = _lock(path / OWNER_LOCK)
     lock.acquire()
     _active.add(path)
+    return path, lock
+
+
+def close_work_dir(path: Path, lock: Any) -> None:
+    _active.discard(path)
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        lock.release()
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory (like ``tempfile.TemporaryDirectory``) marked as in use by this
+    process, so a later :func:`clean_stale_work_dirs` can tell it from an orphan."""
+    path, lock = open_work_dir(prefix)
     try:
         yield path
     finally:
-        _active.discard(path)
-        shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(Exception):
-            lock.release()
+        close_work_dir(path, lock)
 
 
 def _is_orphan(path: Path) -> bool:
