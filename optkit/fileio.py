@@ -29,6 +29,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
     check_name_length(path)
     if path.is_dir():
         raise InputError(f"output path {path} is a directory, expected a file name")
+    if path.exists() and not path.is_file():
+        # a device, FIFO or socket: the rename would replace it (as root, /dev/null itself)
+        raise InputError(f"output path {path} is not a regular file (a device, FIFO or socket); refusing to replace it")
     if not parent.exists():
         raise InputError(f"output directory {parent} does not exist")
     if not parent.is_dir():

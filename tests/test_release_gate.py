@@ -189,6 +189,16 @@ def test_long_but_valid_name_is_written(cli_runner, tiny_onnx, tmp_path):
     assert out.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
+def test_output_that_is_a_fifo_is_not_replaced(cli_runner, tiny_onnx, tmp_path):
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)  # stands in for /dev/null & co., which root could otherwise replace
+    res = invoke(cli_runner, ["simplify", tiny_onnx, "-o", fifo])
+    assert res.exit_code == 1 and "is not a regular file" in res.output, res.output
+    import stat
+
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
 def test_unwritable_report_dir(cli_runner, tiny_onnx, tmp_path):
     res = _verify(cli_runner, tiny_onnx, reference_path_for(tiny_onnx), "--report-dir", "/proc/optkit-report")
     assert res.exit_code == 1, res.output
