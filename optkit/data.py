@@ -154,6 +154,8 @@ ABSURD_LIMIT = float(np.sqrt(np.finfo(np.float32).max))
 # band widths. The bundled MFCC calibration and validation sets reach 0.7 band widths.
 OUTLIER_BAND_PERCENTILES = (0.1, 99.9)
 OUTLIER_BAND_FACTOR = 10.0
+# Clipping more than this fraction of the values would change the data, not repair it: refused.
+OUTLIER_MAX_CLIP_FRACTION = 0.01
 
 
 @dataclass
@@ -197,13 +199,17 @@ def screen_outliers(samples: SampleSet, policy: str = "clip") -> tuple[SampleSet
         raise InputError(f"unknown outlier policy {policy!r}; use one of {', '.join(OUTLIER_POLICIES)}")
     x = samples.x
     flat = x.reshape(-1)
-    largest = float(np.max(np.abs(flat))) if flat.size else 0.0
-    q_lo, q_hi = (float(v) for v in np.percentile(flat.astype(np.float64), OUTLIER_BAND_PERCENTILES))
-    if max(abs(q_lo), abs(q_hi)) >= ABSURD_LIMIT:
+    mag = np.abs(flat)
+    largest = float(np.max(mag)) if flat.size else 0.0
+    absurd = mag >= ABSURD_LIMIT
+    if flat.size and float(np.median(mag)) >= ABSURD_LIMIT:
         raise InputError(
             f"{samples.source}: calibration values are absurd (the bulk of the set reaches |x| {largest:.3g}, "
             f"beyond {ABSURD_LIMIT:.3g} where float32 activations overflow once squared or scaled); "
             "check the data's units and preprocessing")
+    # the band comes from the sane values only, so a few absurd ones cannot widen it
+    sane = flat[~absurd].astype(np.float64)
+    q_lo, q_hi = (float(v) for v in np.percentile(sane, OUTLIER_BAND_PERCENTILES))
     band = q_hi - q_lo
     if band <= 0:
         band = max(abs(q_lo), abs(q_hi), 1.0)
@@ -224,6 +230,11 @@ def screen_outliers(samples: SampleSet, policy: str = "clip") -> tuple[SampleSet
             "them, or pass outliers=clip to clip them")
     if policy == "keep":
         return samples, OutlierDecision(policy, n_bad, names, (lo, hi), largest, "kept")
+    if n_bad > OUTLIER_MAX_CLIP_FRACTION * x.size:
+        raise InputError(
+            f"{samples.source}: {n_bad} of {x.size} calibration values ({n_bad / x.size:.1%}) lie far outside the "
+            f"rest of the set (largest |x| {largest:.3g}) in {_sample_list(names)}; too many to clip "
+            f"(limit {OUTLIER_MAX_CLIP_FRACTION:.0%}): fix the data")
     clipped = np.clip(x, lo, hi).astype(x.dtype, copy=False)
     return (SampleSet(clipped, samples.y, samples.source, samples.files),
             OutlierDecision(policy, n_bad, names, (lo, hi), largest, "clipped"))

@@ -98,3 +98,13 @@ def test_non_finite_calibration_value_is_refused(cli_runner, tiny_onnx, tmp_path
     res = _quantize(cli_runner, tiny_onnx, calib, tmp_path / "q.onnx")
     assert res.exit_code == 1 and "s001.npy: contains 1 NaN/Inf" in res.output, res.output
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_few_absurd_values_do_not_widen_the_band_and_too_many_are_refused():
+    x = np.random.default_rng(0).standard_normal((10, 100)).astype(np.float32)
+    x[4, :5] = 1e30  # 0.5 % of the values: more than the 0.1 % tail the band is cut at
+    s, d = screen_outliers(SampleSet(x.copy(), None, "data"))
+    assert d.action == "clipped" and d.values == 5 and d.bounds[1] < 100 and d.samples == ["#4"]
+    x[5, :20] = 1e30  # now 2.5 %: clipping would change the data, not repair it
+    with pytest.raises(InputError, match=r"25 of 1000 calibration values \(2.5%\).*too many to clip"):
+        screen_outliers(SampleSet(x, None, "data"))
