@@ -230,7 +230,7 @@ def screen_outliers(samples: SampleSet, policy: str = "clip") -> tuple[SampleSet
             "them, or pass outliers=clip to clip them")
     if policy == "keep":
         return samples, OutlierDecision(policy, n_bad, names, (lo, hi), largest, "kept")
-    if n_bad > OUTLIER_MAX_CLIP_FRACTION * x.size:
+    if n_bad > max(OUTLIER_MAX_CLIP_FRACTION * x.size, 1):  # a single value is always clippable
         raise InputError(
             f"{samples.source}: {n_bad} of {x.size} calibration values ({n_bad / x.size:.1%}) lie far outside the "
             f"rest of the set (largest |x| {largest:.3g}) in {_sample_list(names)}; too many to clip "

@@ -108,6 +108,8 @@ class ArtifactResult:
     failures: list[str]
     seconds: float
     localization: dict[str, Any] | None = None
+    # how the artifact's data was treated when it was made (e.g. calibration outliers clipped)
+    data_decisions: dict[str, Any] = field(default_factory=dict)
     # raw outputs of the first output, kept for the plots of the human report (not in JSON)
     values: np.ndarray | None = field(default=None, repr=False)
 
@@ -280,6 +282,8 @@ def verify_artifacts(
             path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
             outputs=per_output, task=task, accuracy_drop=acc_drop, failures=failures, seconds=seconds,
             values=outs.get(first_out),
+            data_decisions={k: v for k, v in (item.extra if isinstance(item, Artifact) else {}).items()
+                            if k == "calibration_outliers" and v.get("action") != "none"},
         )
         want_loc = precision == "int8" and path.suffix == ".onnx" and (
             localize == "always" or (localize == "on-failure" and failures))

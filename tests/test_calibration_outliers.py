@@ -108,3 +108,32 @@ def test_a_few_absurd_values_do_not_widen_the_band_and_too_many_are_refused():
     x[5, :20] = 1e30  # now 2.5 %: clipping would change the data, not repair it
     with pytest.raises(InputError, match=r"25 of 1000 calibration values \(2.5%\).*too many to clip"):
         screen_outliers(SampleSet(x, None, "data"))
+
+
+def test_recipe_records_the_decision_in_manifest_and_report(cli_runner, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        x = rng.standard_normal(6).astype(np.float32)
+        if i == 5:
+            x[2] = 1e30
+        np.save(calib / f"s{i:02d}.npy", x)
+    models = Path(__file__).parent / "models" / "tiny_models.py"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: o\nmodel: {models}:affine\nsteps:\n  - pass: export\n"
+        "    params: {reference_samples: 16, input_shape: [1, 6]}\n"
+        "  - name: int8\n    pass: quantize-int8\n    params: {calibration: calib}\n"
+        "verify:\n  gates: {int8: {min_agreement: 0.0, mean_abs: 1.0, max_accuracy_drop: null}}\n")
+    out = tmp_path / "out"
+    res = invoke(cli_runner, ["run", recipe, "-o", out])
+    assert res.exit_code == 0, res.output
+    assert "WARNING" in res.output and "s05.npy" in res.output
+    assert "NOTE int8.int8.onnx: calibration outliers clipped (1 value(s)" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())["artifacts"]["int8"]
+    assert manifest["info"]["calibration_outliers"]["action"] == "clipped"
+    report = json.loads((out / "report.json").read_text())
+    int8 = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    assert int8["data_decisions"]["calibration_outliers"]["samples"] == ["s05.npy"]
+    assert "calibration outliers: clipped" in (out / "report.html").read_text()

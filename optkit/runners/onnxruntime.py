@@ -184,16 +184,22 @@ class OnnxRuntimeRunner(Runner):
         opt_level = self.options.get("graph_optimization_level")
         if opt_level == "disable":
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if self.provider != "cpu":
-            from optkit.workspace import open_work_dir
-
-            self._profile_dir = open_work_dir("optkit-profile-")
-            so.enable_profiling = True
-            so.profile_file_prefix = str(self._profile_dir[0] / "ort")
         options = dict(self.options)
         if self.provider != "cpu" and not (options.get("cuda_options") or options.get("tensorrt_options")):
             options.update(default_provider_options(self.path, self.provider))
             self.options = options
+        if self.provider != "cpu":
+            from optkit.workspace import open_work_dir
+
+            self._profile_dir = open_work_dir("optkit-profile-")
+            # removed with the runner even when it is dropped without deactivate() or a run
+            import weakref
+
+            from optkit.workspace import close_work_dir
+
+            weakref.finalize(self, close_work_dir, *self._profile_dir)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self._profile_dir[0] / "ort")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=so, providers=provider_chain(self.provider, options)
