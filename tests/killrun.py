@@ -86,6 +86,25 @@ def kill_at(recipe: Path, out: Path, tmpdir: Path, marker: str, delay: float, ti
     return "finished before the kill"
 
 
+def kill_after(recipe: Path, out: Path, tmpdir: Path, seconds: float) -> str:
+    """Start a run and SIGKILL it ``seconds`` after it started; returns the last step line it
+    printed (where it was killed) or "finished"."""
+    log = tmpdir / f"run-{time.monotonic_ns()}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(run_cmd(recipe, out), stdout=f, stderr=subprocess.STDOUT, env=_env(tmpdir),
+                                cwd=str(recipe.parent))
+        try:
+            proc.wait(seconds)
+            where = "finished before the kill"
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            steps = [ln.strip() for ln in log.read_text().splitlines() if "running" in ln or "[verify:" in ln]
+            where = f"killed at {seconds:.2f}s, " + (f"during: {steps[-1][:60]}" if steps else "before the first step")
+    log.unlink()
+    return where
+
+
 def normal_run(recipe: Path, out: Path, tmpdir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(run_cmd(recipe, out), capture_output=True, text=True, env=_env(tmpdir),
                           cwd=str(recipe.parent), timeout=300)
