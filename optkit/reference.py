@@ -53,7 +53,10 @@ def save_reference(path: str | os.PathLike, ref: Reference) -> Path:
     return Path(path)
 
 
-def load_reference(path: str | os.PathLike) -> Reference:
+MAX_REFERENCE_BYTES = 16 << 30  # uncompressed; a larger claim is a zip bomb or not a reference
+
+
+def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES) -> Reference:
     """Read and validate a reference file; every way it can be wrong is one InputError naming it."""
     path = require_file(path, "reference file")
     with open(path, "rb") as f:
@@ -64,6 +67,11 @@ def load_reference(path: str | os.PathLike) -> Reference:
     if magic[:2] != b"PK":
         raise InputError(f"{path} is not a readable reference .npz (not a zip archive); make one with `optkit export`")
     try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(i.file_size for i in zf.infolist())
+        if total > max_bytes:
+            raise InputError(f"{path}: its arrays would take {total / 2**30:.1f} GiB uncompressed (limit "
+                             f"{max_bytes / 2**30:.1f} GiB); not a usable reference")
         with np.load(path, allow_pickle=False) as z:
             files = list(z.files)
             inputs = {k[len("input."):]: z[k] for k in files if k.startswith("input.")}
@@ -72,6 +80,8 @@ def load_reference(path: str | os.PathLike) -> Reference:
             meta = json.loads(str(z["meta"])) if "meta" in files else {}
     # np.load reads members lazily: a truncated or corrupted archive fails here as BadZipFile,
     # zlib.error (bad deflate data), a CRC error (BadZipFile) or EOFError.
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise InputError(f"{path} is not a readable reference .npz (truncated or corrupted: "
                          f"{type(exc).__name__}: {first_line(exc)})") from exc

@@ -164,6 +164,16 @@ def test_bad_reference_is_one_clear_line(cli_runner, tiny_onnx, tmp_path, case, 
     assert listdir_names(tmp_path) == before
 
 
+def test_reference_too_large_uncompressed_is_refused_before_reading(tmp_path):
+    from optkit.errors import InputError
+
+    p = tmp_path / "bomb.npz"
+    np.savez_compressed(p, **{"input.x": np.zeros((64, 1024, 1024), np.uint8), "output.y": np.zeros((64, 1))})
+    assert p.stat().st_size < 1 << 20  # 64 MiB of zeros compress to almost nothing
+    with pytest.raises(InputError, match=r"bomb.npz: its arrays would take 0.1 GiB uncompressed \(limit 0.0 GiB\)"):
+        load_reference(p, max_bytes=1 << 20)
+
+
 # -- output paths -------------------------------------------------------------------------------
 
 def test_output_under_proc_is_one_line(cli_runner, tiny_onnx):
