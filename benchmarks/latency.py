@@ -15,7 +15,6 @@ only when their recipe (model, method, calibration data, parent sha256) changes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -105,49 +104,7 @@ class TorchEagerRunner(Runner):
                 "precision": "fp32", "threads": torch.get_num_threads()}
 
 
-# -- artifact preparation (cached) --------------------------------------------------------------
-def _key(recipe: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _cached(path: Path, recipe: dict[str, Any]) -> bool:
-    meta = path.with_suffix(".meta.json")
-    if not (path.exists() and meta.exists()):
-        return False
-    try:
-        return json.loads(meta.read_text()).get("key") == _key(recipe)
-    except ValueError:
-        return False
-
-
-def _record(path: Path, recipe: dict[str, Any], how: str) -> dict[str, Any]:
-    from optkit.fileio import sha256_file
-
-    info = {"key": _key(recipe), "recipe": recipe, "how": how, "sha256": sha256_file(path)}
-    write_json_atomically(path.with_suffix(".meta.json"), info)
-    return info
-
-
-def _meta(path: Path) -> dict[str, Any]:
-    return json.loads(path.with_suffix(".meta.json").read_text())
-
-
-def export_fp32(model: str, out: Path) -> dict[str, Any]:
-    from optkit.modelspec import source_fingerprint
-    from optkit.passes.export import Export, ExportConfig
-
-    # the zoo sources and bundled weights: a retrained or re-initialised model is re-exported
-    recipe = {"step": "export", "model": model, "opset": 17, "dynamic_batch": True,
-              "source": source_fingerprint(model)}
-    if _cached(out, recipe):
-        return _meta(out)
-    log(f"{model}: exporting fp32 ONNX")
-    seed_torch()
-    # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
-    Export().run(None, ExportConfig(model=model, reference_samples=4, batch_size=4), out)
-    return _record(out, recipe, "optkit.passes.export.Export")
-
-
+# -- artifact preparation (cached by optkit's recipe runner) ------------------------------------
 def _rel(path: str | Path) -> str:
     """A path relative to the repository where it is inside it (results carry no machine paths)."""
     path = Path(path).resolve()
@@ -178,53 +135,43 @@ def _calibration_array(calib: str | None, samples: int) -> np.ndarray:
 EXCLUDE_NODES = ("/conv1/Conv",)
 
 
-def quantize_int8(fp32: Path, out: Path, target: str, calib: str | None, samples: int) -> dict[str, Any]:
-    from optkit.artifact import Artifact
-    from optkit.data import fingerprint
-    from optkit.passes.quantize_int8 import QuantizeInt8, QuantizeInt8Config
+def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str, dict[str, Any]]:
+    """Build (or reuse) the artifacts with optkit's recipe runner: ``work/<model>`` is a recipe
+    output directory, so a step is rebuilt exactly when its cache key changes (pass config,
+    parent sha256, model sources, calibration data, tool versions) - the same rule as `optkit run`."""
+    from optkit.recipe import Recipe, Step, run_recipe
 
-    parent = _meta(fp32)["sha256"]
-    recipe = {"step": "int8", "target": target, "parent": parent, "samples": samples,
-              "calib": fingerprint(calib) if calib else "random:123", "exclude_nodes": list(EXCLUDE_NODES)}
-    if _cached(out, recipe):
-        return _meta(out)
-    log(f"{fp32.parent.name}: int8 ({target} form), calibrating on {samples} samples")
+    d = work / model
+    d.mkdir(parents=True, exist_ok=True)
     calib_path = calib
     if calib_path is None:  # the pass reads a directory: write the random samples as .npy
-        calib_path = str(out.parent / "random_calib")
+        calib_path = str(d / "random_calib")
         Path(calib_path).mkdir(exist_ok=True)
         for i, x in enumerate(_calibration_array(None, samples)):
             np.save(Path(calib_path) / f"r{i:03d}.npy", x)
-    cfg = QuantizeInt8Config(calibration=calib_path, target=target, calibration_limit=samples,
-                             exclude_nodes=EXCLUDE_NODES)
-    QuantizeInt8().run(Artifact.from_file(fp32), cfg, out)
-    return _record(out, recipe, f"optkit.passes.quantize_int8.QuantizeInt8(target={target!r}, "
-                                f"exclude_nodes={list(EXCLUDE_NODES)}, minmax)")
 
+    def int8(target: str) -> Step:
+        params = {"calibration": calib_path, "target": target, "calibration_limit": samples,
+                  "exclude_nodes": list(EXCLUDE_NODES)}
+        return Step(f"int8_{target}", "quantize-int8", params, "fp32", 0, f"int8_{target}.onnx")
 
-def quantize_fp16(fp32: Path, out: Path) -> dict[str, Any]:
-    from optkit.artifact import Artifact
-    from optkit.passes.quantize_fp16 import QuantizeFp16
-
-    recipe = {"step": "fp16", "parent": _meta(fp32)["sha256"]}
-    if _cached(out, recipe):
-        return _meta(out)
-    log(f"{fp32.parent.name}: fp16")
-    pass_ = QuantizeFp16()
-    pass_.run(Artifact.from_file(fp32), pass_.config_cls(), out)
-    return _record(out, recipe, "optkit.passes.quantize_fp16.QuantizeFp16()")
-
-
-def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str, dict[str, Any]]:
-    d = work / model
-    d.mkdir(parents=True, exist_ok=True)
-    arts = {"fp32": export_fp32(model, d / "fp32.onnx")}
-    arts["fp16"] = quantize_fp16(d / "fp32.onnx", d / "fp16.onnx")
-    arts["int8_cpu"] = quantize_int8(d / "fp32.onnx", d / "int8_cpu.onnx", "cpu", calib, samples)
-    arts["int8_openvino"] = quantize_int8(d / "fp32.onnx", d / "int8_openvino.onnx", "openvino", calib, samples)
-    arts["int8_tensorrt"] = quantize_int8(d / "fp32.onnx", d / "int8_tensorrt.onnx", "tensorrt", calib, samples)
-    for name, info in arts.items():
-        info["path"] = _rel(d / f"{name}.onnx")
+    # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
+    steps = [Step("fp32", "export", {"model": model, "reference_samples": 4, "batch_size": 4}, None, 0, "fp32.onnx"),
+             Step("fp16", "quantize-fp16", {}, "fp32", 0, "fp16.onnx"),
+             int8("cpu"), int8("openvino"), int8("tensorrt")]
+    recipe = Recipe(d / "recipe", f"latency-{model}", model, steps, {"enabled": False})
+    seed_torch()  # a model without bundled weights is initialised from torch's global RNG
+    outcome = run_recipe(recipe, d, echo=log, verify=False)
+    arts: dict[str, dict[str, Any]] = {}
+    for o in outcome.steps:
+        assert o.artifact is not None, f"{o.step} was skipped: {o.reason}"
+        a = o.artifact
+        cfg = a.config
+        how = {"export": "optkit pass export", "quantize-fp16": "optkit pass quantize-fp16 (defaults)",
+               "quantize-int8": f"optkit pass quantize-int8 (target={cfg.get('target')!r}, "
+                                f"exclude_nodes={cfg.get('exclude_nodes')}, {cfg.get('method')}, "
+                                f"{cfg.get('calibration_limit')} samples)"}[str(a.made_by)]
+        arts[o.step] = {"sha256": a.sha256, "how": how, "path": _rel(a.path)}
     return arts
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -84,14 +85,11 @@ def now_iso() -> str:
 
 
 def guess_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in (".engine", ".plan", ".trt"):
-        return "engine"
-    if suffix == ".npz":
+    from optkit.runners.registry import artifact_kind
+
+    if path.suffix.lower() == ".npz":
         return "reference"
-    raise InputError(f"{path}: unknown artifact type (expected .onnx or .engine)")
+    return artifact_kind(path)
 
 
 def guess_precision(path: Path) -> str:
@@ -104,17 +102,25 @@ def guess_precision(path: Path) -> str:
 
 def tool_versions(*names: str) -> dict[str, str]:
     """Versions of installed distributions, without importing them."""
-    from importlib import metadata
-
     import optkit
 
     versions = {"optkit": optkit.__version__}
     for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+        v = _distribution_version(name)
+        if v is not None:
+            versions[name] = v
     return versions
+
+
+@functools.lru_cache(maxsize=None)
+def _distribution_version(name: str) -> str | None:
+    # read once per process: cache keys ask for the same few versions for every step
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class Manifest:

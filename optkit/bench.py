@@ -30,20 +30,10 @@ from typing import Any
 import numpy as np
 
 from optkit.errors import InputError
+from optkit.bench_render import INTERLEAVING_NOTE, SPINNING_NOTE, runner_summary  # noqa: F401
 from optkit.onnx_utils import TensorSpec
 
 BENCH_FORMAT_VERSION = 1
-
-SPINNING_NOTE = (
-    "ONNX Runtime sessions run with session.intra_op.allow_spinning=0: spinning worker threads "
-    "would keep the cores busy after each call and slow down the artifact timed next in this "
-    "interleaved run."
-)
-INTERLEAVING_NOTE = (
-    "Artifacts are called round-robin, one call of each per round, in the listed order; speed-ups "
-    "are ratios within this one run (first artifact = 1.00)."
-)
-
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -157,40 +147,15 @@ def request_pattern(idle_ms: float) -> str:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-MAX_DISTINCT_FEEDS = 16
-
-
 def make_feeds(specs: Sequence[TensorSpec], batch: int, seed: int = 0, data: str | None = None,
                label: str = "artifact") -> list[dict[str, np.ndarray]]:
     """Inputs for one artifact at one batch size: one seeded random feed, or up to 16 distinct
     batches cut from a sample set (cycled through the rounds)."""
-    shapes = {}
-    for spec in specs:
-        if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
-            raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
-                             f"it cannot run batch {batch}")
-        shapes[spec.name] = spec.concrete_shape(batch)
-    if data is None:
-        feed = {}
-        for i, spec in enumerate(specs):
-            rng = np.random.default_rng([seed, i])
-            arr = rng.standard_normal(shapes[spec.name])
-            if np.issubdtype(np.dtype(spec.dtype), np.integer):
-                arr = np.abs(arr * 10)
-            feed[spec.name] = arr.astype(spec.dtype)
-        return [feed]
-    if len(specs) != 1:
-        raise InputError(f"{label}: --data feeds single-input models only; this one has "
-                         f"{len(specs)} inputs ({', '.join(s.name for s in specs)})")
-    from optkit.data import load_samples
+    from optkit.feeds import batch_shapes, random_feed, sample_feeds
 
-    spec = specs[0]
-    samples = load_samples(data, sample_shape=shapes[spec.name][1:], dtype=spec.dtype)
-    x = samples.x
-    if len(x) < batch:  # too few samples for one batch: repeat them
-        x = np.resize(x, (batch, *x.shape[1:]))
-    n_feeds = max(1, min(len(x) // batch, MAX_DISTINCT_FEEDS))
-    return [{spec.name: np.ascontiguousarray(x[i * batch:(i + 1) * batch])} for i in range(n_feeds)]
+    if data is not None:
+        return sample_feeds(specs, batch, data, label)
+    return [random_feed(specs, batch, seed, shapes=batch_shapes(specs, batch, label))]
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -247,88 +212,16 @@ class BenchReport:
             "notes": list(self.notes),
         }
 
+    # the renderers live in optkit.bench_render; these two keep the report's old methods
     def table_lines(self) -> list[str]:
-        """The result table for people: one block per batch size."""
-        first = self.items[0]["label"] if self.items else ""
-        lines = [
-            f"Request pattern: {request_pattern(self.config.idle_ms)}.",
-            f"Interleaved round-robin, {self.config.iterations} timed rounds after {self.config.warmup} "
-            f"warm-up rounds; speed-up relative to {first}.",
-        ]
-        if any(str(i.get("runner", {}).get("runner", "")).startswith("onnxruntime") for i in self.items):
-            lines.append("ONNX Runtime intra-op spinning: off (so it does not steal cores from the next artifact).")
-        width = max([len("artifact")] + [len(i["label"]) for i in self.items])
-        head = (f"{'artifact':<{width}}  {'batch':>5}  {'min ms':>9}  {'p50 ms':>9}  {'p90 ms':>9}  "
-                f"{'p99 ms':>9}  {'mean ms':>9}  {'samples/s':>10}  {'x min':>6}  {'x p50':>6}")
-        for batch in self.config.batches:
-            lines.append("")
-            lines.append(head)
-            for r in self.results:
-                if r.batch != batch:
-                    continue
-                s = r.stats
-                lines.append(
-                    f"{r.label:<{width}}  {batch:>5}  {s.min_ms:>9.3f}  {s.p50_ms:>9.3f}  {s.p90_ms:>9.3f}  "
-                    f"{s.p99_ms:>9.3f}  {s.mean_ms:>9.3f}  {s.throughput_sps:>10.1f}  "
-                    f"{r.speedup['min']:>5.2f}x  {r.speedup['p50']:>5.2f}x"
-                )
-        lines.append("")
-        for item in self.items:
-            lines.append(f"{item['label']}: {runner_summary(item.get('runner', {}))}")
-        return lines
+        from optkit.bench_render import table_lines
+
+        return table_lines(self)
 
     def markdown_lines(self) -> list[str]:
-        first = self.items[0]["label"] if self.items else ""
-        lines = [
-            f"Request pattern: {request_pattern(self.config.idle_ms)}. Interleaved round-robin, "
-            f"{self.config.iterations} timed rounds after {self.config.warmup} warm-up rounds; "
-            f"speed-up relative to **{first}** in the same run.",
-            "",
-            "| artifact | runner | batch | min ms | p50 ms | p90 ms | p99 ms | mean ms | samples/s | x (min) | x (p50) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        runners = {i["label"]: runner_summary(i.get("runner", {})) for i in self.items}
-        for batch in self.config.batches:
-            for r in self.results:
-                if r.batch != batch:
-                    continue
-                s = r.stats
-                lines.append(
-                    f"| {r.label} | {runners.get(r.label, '')} | {batch} | {s.min_ms:.2f} | {s.p50_ms:.2f} | "
-                    f"{s.p90_ms:.2f} | {s.p99_ms:.2f} | {s.mean_ms:.2f} | {s.throughput_sps:.1f} | "
-                    f"{r.speedup['min']:.2f}x | {r.speedup['p50']:.2f}x |"
-                )
-        return lines
+        from optkit.bench_render import markdown_lines
 
-
-def runner_summary(desc: dict[str, Any]) -> str:
-    """One short phrase saying what ran, from a runner's describe()."""
-    name = str(desc.get("runner", "?"))
-    parts = [name]
-    if "onnxruntime" in desc:
-        parts.append(str(desc["onnxruntime"]))
-        used = desc.get("providers_in_use") or []
-        if used:
-            parts.append(str(used[0]))
-        if "allow_spinning" in desc:
-            parts.append("spinning " + ("on" if desc["allow_spinning"] else "off"))
-    elif name == "openvino":
-        parts.append(str(desc.get("openvino", "")))
-        eff = desc.get("in_effect", {})
-        parts.append(str(desc.get("device", "")))
-        if eff:
-            parts.append(f"precision {eff.get('precision_hint', '?')}")
-            parts.append(f"hint {eff.get('performance_hint', '?')}")
-            if "num_streams" in eff:
-                parts.append(f"streams {eff['num_streams']}")
-    else:
-        for key in ("version", "device", "precision"):
-            if key in desc:
-                parts.append(str(desc[key]))
-    threads = desc.get("threads")
-    if threads:
-        parts.append(f"{threads} threads")
-    return " ".join(p for p in parts if p)
+        return markdown_lines(self)
 
 
 def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[str], None] | None = None,
@@ -402,15 +295,16 @@ def _artifact_facts(path: Path | None) -> dict[str, Any]:
 def make_bench_items(artifacts: Sequence[str | os.PathLike], providers: Sequence[str] = ("cpu",),
                      threads: int | None = None, openvino_options: dict[str, Any] | None = None) -> list[BenchItem]:
     """One item per (ONNX artifact, provider); engines run once on TensorRT whatever the provider."""
-    from optkit.runners import make_runner
+    from optkit.runners.registry import is_engine as engine_file
+    from optkit.runners.registry import make_runner, providers_for
 
     items: list[BenchItem] = []
     seen: set[str] = set()
     multi = len(providers) > 1
     for art in artifacts:
         path = Path(art)
-        is_engine = path.suffix.lower() in (".engine", ".plan", ".trt")
-        for provider in (("tensorrt",) if is_engine else providers):
+        is_engine = engine_file(path)
+        for provider in providers_for(path, providers):
             label = path.name if (is_engine or not multi) else f"{path.name} [{provider}]"
             base, n = label, 1
             while label in seen:  # the same file twice is a fair A/A noise check: keep both

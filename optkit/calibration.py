@@ -34,6 +34,8 @@ from optkit.fileio import write_text_atomically
 from optkit.lazy import lazy_import
 
 METHODS = ("minmax", "entropy", "percentile")
+# the percentile of |x| kept by method percentile (written once: the int8 config and the CLI use it)
+DEFAULT_PERCENTILE = 99.999
 CACHE_FORMAT = "optkit-calibration-cache"
 CACHE_VERSION = 1
 # Histogram methods whose result depends on how the samples are chunked (see module docstring).
@@ -61,7 +63,7 @@ def calibrator_options(method: str, percentile: float) -> dict[str, Any]:
     """
     if method == "percentile":
         if not 0.0 < percentile <= 100.0:
-            raise InputError(f"percentile {percentile:g} is out of range; give a value in (0, 100], e.g. 99.999")
+            raise InputError(f"percentile {percentile:g} is out of range; give a value in (0, 100], e.g. {DEFAULT_PERCENTILE}")
         return {"percentile": float(percentile)}
     return {}
 
@@ -98,7 +100,7 @@ def calibrate(
     samples: np.ndarray,
     input_name: str,
     method: str = "minmax",
-    percentile: float = 99.999,
+    percentile: float = DEFAULT_PERCENTILE,
     chunk_size: int = 2,
     work_dir: str | os.PathLike | None = None,
     op_types: list[str] | None = None,

@@ -35,10 +35,12 @@ def collect() -> dict[str, Any]:
         "install": "pip install optkit",
     }
     v = info["versions"]
+    from optkit.runners.registry import RUNNERS
+
     caps["openvino"] = {
         "usable": v.get("openvino") is not None,
         "reason": f"OpenVINO {v['openvino']}" if v.get("openvino") else "openvino is not installed",
-        "install": "pip install 'optkit[openvino]'",
+        "install": RUNNERS["openvino"].install,
     }
     caps["pytorch (export)"] = {
         "usable": v.get("torch") is not None,
@@ -55,4 +57,6 @@ def collect() -> dict[str, Any]:
     except ImportError:
         caps["gpu"] = {"usable": False, "reason": "GPU support module not available"}
     info["capabilities"] = caps
+    info["runners"] = {r.name: {"runs": list(r.kinds), "what": r.describe, "extra": r.extra, "install": r.install}
+                       for r in RUNNERS.values()}
     return info

@@ -85,8 +85,9 @@ def make_sidecar(
     }
 
 
-def write_sidecar(engine_path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    return write_json_atomically(sidecar_path(engine_path), meta)
+def write_sidecar(engine_path: str | os.PathLike, meta: dict[str, Any], dest: str | os.PathLike | None = None) -> Path:
+    """Write the sidecar of ``engine_path`` (to ``dest`` instead: a pass's temporary side file)."""
+    return write_json_atomically(dest or sidecar_path(engine_path), meta)
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any] | None:

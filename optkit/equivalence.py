@@ -3,24 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from optkit.compare import Comparison, Tolerance
 from optkit.errors import PassFailed
-from optkit.fileio import atomic_output
-from optkit.lazy import lazy_import
+from optkit.feeds import random_feed
 from optkit.runners.onnxruntime import OnnxRuntimeRunner
-
-
-def random_feed(runner: OnnxRuntimeRunner, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feed = {}
-    for spec in runner.inputs:
-        shape = spec.concrete_shape(batch)
-        if np.issubdtype(np.dtype(spec.dtype), np.floating):
-            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        else:
-            feed[spec.name] = rng.integers(0, 4, size=shape).astype(spec.dtype)
-    return feed
 
 
 def assert_equivalent(before: Path, after: Path, runs: int = 2, batch: int = 2,
@@ -30,34 +16,11 @@ def assert_equivalent(before: Path, after: Path, runs: int = 2, batch: int = 2,
 
     Returns the largest absolute difference seen.
     """
-    worst = 0.0
+    comparison = Comparison(f"the {what}", Tolerance(atol, rtol))
     with OnnxRuntimeRunner(before) as ref, OnnxRuntimeRunner(after, label=label) as new:
         if [s.name for s in ref.inputs] != [s.name for s in new.inputs]:
             raise PassFailed(f"the {what} changed the model inputs")
         for i in range(runs):
-            feed = random_feed(ref, batch=batch, seed=i)
-            a, b = ref.infer(feed), new.infer(feed)
-            for name, va in a.items():
-                if name not in b:
-                    raise PassFailed(f"the {what} lost output {name}")
-                vb = b[name]
-                if va.shape != vb.shape:
-                    raise PassFailed(f"the {what} changed output {name} shape {va.shape} -> {vb.shape}")
-                diff = np.abs(va.astype(np.float64) - vb.astype(np.float64))
-                worst = max(worst, float(diff.max()) if diff.size else 0.0)
-                if not np.allclose(va, vb, atol=atol, rtol=rtol, equal_nan=False):
-                    raise PassFailed(f"the {what} does not match its input on random data: max |diff| {worst:.3g} on {name}")
-    return worst
-
-
-def save_if_equivalent(model, src: Path, out: Path, *, batch: int = 2, what: str = "result") -> float:  # noqa: ANN001
-    """Save ``model`` to ``out`` only if it matches the model at ``src`` on random data.
-
-    The check runs on a temporary file beside ``out``, so a wrong result never appears at
-    ``out``, not even briefly, and an existing file there is kept. Returns the max |diff|.
-    """
-    onnx = lazy_import("onnx")
-
-    with atomic_output(out, suffix=".onnx") as tmp:
-        onnx.save(model, str(tmp))
-        return assert_equivalent(src, tmp, batch=batch, what=what, label=Path(out).name)
+            feed = random_feed(ref.inputs, batch=batch, seed=i)
+            comparison.add(ref.infer(feed), new.infer(feed), where="on random data")
+    return comparison.max_abs_diff

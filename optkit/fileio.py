@@ -93,35 +93,76 @@ def ensure_output_dir(path: str | os.PathLike, what: str = "output directory") -
     return path
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file: the same path, a symlink to it or a hard link."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+class AtomicFiles:
+    """Several output files written as temporary files and renamed into place together.
+
+    :meth:`add` gives the temporary path for a destination; :meth:`commit` renames every file
+    (the ones added last first, so a main file named by :meth:`add` first appears after its side
+    files); :meth:`discard` removes the temporary files. Until the commit, a file already at a
+    destination is untouched, whatever fails.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[Path, Path] = {}   # destination -> temporary file
+
+    def add(self, path: str | os.PathLike, suffix: str | None = None) -> Path:
+        path = check_output_path(path)
+        if path in self.files:
+            return self.files[path]
+        suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
+        try:
+            # the name is shortened so a long (but valid) output name still gives a valid temp name
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=f"{PARTIAL_MARK}{suffix}",
+                                            dir=path.parent)
+        except OSError as exc:  # e.g. a directory under /proc or /sys, a read-only mount
+            raise InputError(f"cannot create files in output directory {path.parent}: {exc.strerror or exc}") from exc
+        os.close(fd)
+        self.files[path] = Path(tmp_name)
+        return self.files[path]
+
+    def commit(self) -> None:
+        # mkstemp creates 0600 files; give the outputs the permissions a normal file would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        try:
+            for path, tmp in reversed(list(self.files.items())):
+                if not tmp.exists():
+                    raise InputError(f"internal error: nothing was written for {path}")
+                os.chmod(tmp, 0o666 & ~umask)
+                os.replace(tmp, path)
+        except OSError as exc:
+            self.discard()
+            raise InputError(f"could not write {path}: {exc.strerror or exc}") from exc
+        self.files.clear()
+
+    def discard(self) -> None:
+        for tmp in self.files.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        self.files.clear()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds."""
-    path = check_output_path(path)
-    suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-    try:
-        # the name is shortened so a long (but valid) output name still gives a valid temp name
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=f"{PARTIAL_MARK}{suffix}",
-                                        dir=path.parent)
-    except OSError as exc:  # e.g. a directory under /proc or /sys, a read-only mount
-        raise InputError(f"cannot create files in output directory {path.parent}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
+    files = AtomicFiles()
+    tmp = files.add(path, suffix)
     try:
         yield tmp
-        if not tmp.exists():
-            raise InputError(f"internal error: nothing was written for {path}")
-        # mkstemp creates 0600 files; give the artifact the permissions a normal file would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise InputError(f"could not write {path}: {exc.strerror or exc}") from exc
+        files.commit()
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        files.discard()
         raise
 
 

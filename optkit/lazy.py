@@ -19,11 +19,13 @@ _EXTRA_FOR = {
     "soundfile": "audio",
     "tensorrt": "tensorrt",
     "polygraphy": "core",
+    "ray": "ray",
     "onnxruntime": "core",
     "onnx": "core",
     "onnxsim": "core",
     "onnxconverter_common": "core",
     "yaml": "core",
+    "jsonschema": "core",
 }
 
 

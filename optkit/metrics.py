@@ -6,46 +6,7 @@ from typing import Any
 
 import numpy as np
 
-
-def compare_outputs(ref: np.ndarray, out: np.ndarray, threshold: float) -> dict[str, Any]:
-    """How far ``out`` is from the reference ``ref`` (same shape), element-wise."""
-    if ref.shape != out.shape:
-        raise ValueError(f"shape {out.shape} differs from the reference {ref.shape}")
-    r = ref.astype(np.float64).ravel()
-    o = out.astype(np.float64).ravel()
-    if not np.isfinite(r).all():
-        # A reference with NaN/Inf compares as "equal" under nan-skipping reductions and used to
-        # PASS; it is an input error (load_reference refuses it), never a result.
-        raise ValueError(f"the reference contains {int((~np.isfinite(r)).sum())} NaN/Inf values")
-    finite = bool(np.isfinite(o).all())
-    d = np.abs(o - r)
-    denom = np.maximum(np.abs(r), 1e-6)
-    noise = float(np.sum((o - r) ** 2))
-    signal = float(np.sum(r**2))
-    if not finite:
-        snr = -math.inf
-    elif noise == 0.0:
-        snr = math.inf
-    else:
-        snr = 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
-    nr, no = float(np.linalg.norm(r)), float(np.linalg.norm(o))
-    cosine = float(np.dot(r, o) / (nr * no)) if nr > 0 and no > 0 and finite else (1.0 if nr == no == 0 else 0.0)
-    ref_dec = r >= threshold
-    out_dec = o >= threshold
-    flips = int(np.sum(ref_dec != out_dec))
-    return {
-        "n": int(r.size),
-        "finite": finite,
-        # plain max/mean: a NaN in the artifact's output must make the error NaN (which fails
-        # every "<=" gate), not disappear as it would with nanmax/nanmean.
-        "max_abs": float(np.max(d)) if d.size else 0.0,
-        "mean_abs": float(np.mean(d)) if d.size else 0.0,
-        "max_rel": float(np.max(d / denom)) if d.size else 0.0,
-        "cosine": cosine,
-        "snr_db": snr,
-        "agreement": 1.0 - flips / max(1, r.size),
-        "flipped": flips,
-    }
+from optkit.compare import output_metrics as compare_outputs  # noqa: F401 - the name verify used
 
 
 def eer(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

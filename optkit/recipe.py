@@ -33,18 +33,22 @@ from typing import Any, Callable
 
 from optkit import recipe_checks
 from optkit.artifact import Artifact, Manifest, tool_versions
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.errors import InputError, OptkitError, RecipeError
 from optkit.fileio import require_file
 from optkit.lazy import lazy_import
 from optkit.passes import REGISTRY, get_pass
+from optkit.options import ParameterError, path_params
 from optkit.passes.base import config_to_dict
 
 # Parameters holding paths; relative values are resolved against the recipe's directory.
-PATH_PARAMS = {"calibration", "reference_data", "check_data", "timing_cache", "weights", "data"}
-TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify"}
+TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify", "ray"}
+RAY_KEYS = {"address", "workers", "shards"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
 DEFAULT_RECIPE = "voice_verification.yaml"
+# verification results by key (verify.verification_key), inside the output directory
+VERIFY_CACHE = ".optkit-cache/verify"
 
 
 class _Loc(dict):
@@ -92,17 +96,24 @@ class Recipe:
     verify: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     reference_data: str | None = None
+    # ``ray:`` in the recipe: {"address", "workers", "shards"}; None = verify in this process
+    ray: dict[str, Any] | None = None
 
 
 def default_recipe_path() -> Path:
-    """recipes/voice_verification.yaml of the source tree (or the current directory)."""
+    """The default recipe: recipes/voice_verification.yaml of the source tree (the current
+    directory's or the one this package sits in) on the full data; otherwise the copy that ships
+    inside the package, ``optkit/demo/``, on a demo subset of the same real data (made by
+    calibration_data/make_demo.py), so an installed optkit runs the demo from any directory."""
     candidates = [Path.cwd() / "recipes" / DEFAULT_RECIPE,
-                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE]
+                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE,
+                  Path(__file__).resolve().parent / "demo" / DEFAULT_RECIPE]
     for c in candidates:
         if c.exists():
             return c
     raise InputError(
-        f"default recipe recipes/{DEFAULT_RECIPE} not found; run from the optkit source tree or give a RECIPE path")
+        f"default recipe {DEFAULT_RECIPE} not found in ./recipes/ or in the installed package; "
+        "give a RECIPE path")
 
 
 def _resolve(base: Path, value: Any) -> Any:
@@ -169,7 +180,9 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(params, dict):
             raise RecipeError(f"{where} line {klines.get('params', line)}: 'params' must be a mapping")
         plines = getattr(params, "key_lines", {})
-        params = {k: (_resolve(base, v) if k in PATH_PARAMS else v) for k, v in params.items()}
+        p = get_pass(pass_name)
+        paths = path_params(p.config_cls)  # declared with the option (optkit.options)
+        params = {k: (_resolve(base, v) if k in paths else v) for k, v in params.items()}
         if pass_name == "export":
             params.setdefault("model", model)
             if data.get("weights"):
@@ -186,12 +199,10 @@ def load_recipe(path: str | Path) -> Recipe:
         if pass_name == "export" and i > 0:
             raise RecipeError(f"{where} line {line}: 'export' can only be the first step")
         # Validate the params now, so a typo fails before any work is done.
-        p = get_pass(pass_name)
         try:
             p.make_config(params, where=f"step {name}")
         except RecipeError as exc:
-            bad_key = next((k for k in plines if k in str(exc)), None)
-            at = plines.get(bad_key, klines.get("params", line)) if bad_key else klines.get("params", line)
+            at = plines.get(getattr(exc, "param", None), klines.get("params", line))
             raise RecipeError(f"{where} line {at}: {exc}") from None
         steps.append(Step(name, pass_name, params, inp, line if isinstance(line, int) else 0, raw.get("output")))
         seen.add(name)
@@ -216,7 +227,8 @@ def load_recipe(path: str | Path) -> Recipe:
     for a in verify.get("artifacts") or []:
         if a not in seen:
             raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
-    return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify))
+    ray = parse_ray_setting(data.get("ray"), f"{where} line {lines.get('ray', '?')}")
+    return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify), ray=ray)
 
 
 def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str,
@@ -249,10 +261,67 @@ class RunOutcome:
     report_paths: tuple[Path, Path] | None = None
 
 
+class _StepCache:
+    """Runs a pass as a cached step of ``out_dir``: an unchanged cache key, an intact artifact and
+    intact side files (sha256 of each re-checked) reuse the recorded result."""
+
+    def __init__(self, out_dir: Path, manifest: Manifest, force: bool, echo: Callable[[str], None]):
+        self.out_dir, self.manifest, self.force, self.echo = out_dir, manifest, force, echo
+
+    def run(self, step_name: str, p: Any, cfg: Any, parent: Artifact | None, out_path: Path,
+            pre_steps: bool = True) -> StepOutcome:
+        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg),
+                        output=out_path.name)
+        cached = None if self.force else self.manifest.get(step_name)
+        entry = self.manifest.entries.get(step_name, {})
+        if (cached is not None and entry.get("cache_key") == key and _sha_matches(cached)
+                and _side_files_intact(self.out_dir, entry.get("side_files"))):
+            self.echo(f"[{step_name}] cached: {cached.path.name} (inputs and parameters unchanged)")
+            return StepOutcome(step_name, p.name, "cached", cached, 0.0, [])
+        self.echo(f"[{step_name}] running {p.name} -> {out_path.name}")
+        t0 = time.perf_counter()
+        try:
+            result = p(parent, cfg, out_path, pre_step=self.pre_step_runner(step_name, out_path))
+        except ParameterError as exc:  # name the parameter the way the recipe spells it
+            raise InputError(f"step {step_name} ({p.name}): {exc.spelled('params.' + exc.param)}") from exc
+        except OptkitError as exc:
+            raise type(exc)(f"step {step_name} ({p.name}): {exc}") from exc
+        seconds = time.perf_counter() - t0
+        for m in result.messages:
+            self.echo(f"[{step_name}]   {m}")
+        if result.skipped:
+            self.echo(f"[{step_name}] SKIPPED: {result.skipped}")
+            self.manifest.entries[step_name] = {"status": "skipped", "reason": result.skipped, "pass": p.name}
+            self.manifest.save()
+            return StepOutcome(step_name, p.name, "skipped", None, seconds, result.messages, result.skipped)
+        art = result.artifact
+        assert art is not None
+        self.manifest.record(step_name, art, key, status="ran", seconds=round(seconds, 3), info=result.info,
+                             side_files=[_side_file_entry(self.out_dir, f) for f in result.side_files])
+        self.manifest.save()
+        return StepOutcome(step_name, p.name, "ran", art, seconds, result.messages)
+
+    def pre_step_runner(self, step_name: str, out_path: Path) -> Callable[..., Any]:
+        """A pass's pre-step (build-engine's fp16/int8 model) as its own cached step
+        ``<step>.<pass>``, written beside the step's output."""
+        from optkit.passes.base import PassResult
+
+        def run(pre: Any, src: Artifact, cfg: Any) -> PassResult:
+            stem = out_path.name[: -len("".join(out_path.suffixes))] if out_path.suffixes else out_path.name
+            done = self.run(f"{step_name}.{pre.name}", pre, cfg, src,
+                            out_path.with_name(f"{stem}.{pre.name}{pre.output_suffix}"))
+            return PassResult(done.artifact, done.messages, skipped=done.reason if done.status == "skipped" else None)
+
+        return run
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
-               echo: Callable[[str], None] = lambda s: None, verify: bool = True, wait: bool = False) -> RunOutcome:
+               echo: Callable[[str], None] = lambda s: None, verify: bool = True,
+               ray: dict[str, Any] | None = None, wait: bool = False) -> RunOutcome:
     """Run ``recipe`` into ``out_dir`` holding an exclusive lock on it (``wait``: block until a
-    concurrent run is done instead of failing), after removing what a killed run left behind."""
+    concurrent run is done instead of failing), after removing what a killed run left behind;
+    ``ray`` ({"address", "workers", "shards"}) overrides the recipe's own ``ray:`` setting for
+    verification."""
     from optkit.fileio import ensure_output_dir
     from optkit.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
 
@@ -263,11 +332,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         for p in clean_stale_work_dirs():
             echo(f"removed {p} (a work directory left by an optkit process that was killed)")
         recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
-        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify)
+        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, ray=ray)
 
 
 def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
-               verify: bool) -> RunOutcome:
+               verify: bool, ray: dict[str, Any] | None) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -277,6 +346,7 @@ def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[st
         raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
     manifest = Manifest.load(out_dir / "manifest.json")
     manifest.recipe = recipe.name
+    steps = _StepCache(out_dir, manifest, force, echo)
     produced: dict[str, Artifact | None] = {}
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
@@ -291,45 +361,62 @@ def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[st
             manifest.entries[step.name] = {"status": "skipped", "reason": reason, "pass": step.pass_name}
             continue
         out_path = out_dir / (step.output or f"{step.name}{p.output_suffix}")
-        key = cache_key(step.pass_name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg),
-                        output=out_path.name)
-        cached = None if force else manifest.get(step.name)
-        entry = manifest.entries.get(step.name, {})
-        if (cached is not None and entry.get("cache_key") == key and cached.path.exists()
-                and _sha_matches(cached) and recipe_checks.side_files_usable(out_dir, entry)):
-            echo(f"[{step.name}] cached: {cached.path.name} (inputs and parameters unchanged)")
-            outcomes.append(StepOutcome(step.name, step.pass_name, "cached", cached, 0.0, []))
-            produced[step.name] = cached
-            continue
-        echo(f"[{step.name}] running {step.pass_name} -> {out_path.name}")
-        t0 = time.perf_counter()
-        try:
-            result = p.run(parent, cfg, out_path)
-        except OptkitError as exc:
-            raise type(exc)(f"step {step.name} ({step.pass_name}): {exc}") from exc
-        seconds = time.perf_counter() - t0
-        for m in result.messages:
-            echo(f"[{step.name}]   {m}")
-        if result.skipped:
-            echo(f"[{step.name}] SKIPPED: {result.skipped}")
-            outcomes.append(StepOutcome(step.name, step.pass_name, "skipped", None, seconds, result.messages, result.skipped))
-            produced[step.name] = None
-            manifest.entries[step.name] = {"status": "skipped", "reason": result.skipped, "pass": step.pass_name}
-            manifest.save()
-            continue
-        art = result.artifact
-        assert art is not None
-        produced[step.name] = art
-        manifest.record(step.name, art, key, status="ran", seconds=round(seconds, 3), info=result.info,
-                        side_files=[str(Path(f).relative_to(out_dir)) if Path(f).is_relative_to(out_dir) else str(f)
-                                    for f in result.side_files])
-        manifest.save()
-        outcomes.append(StepOutcome(step.name, step.pass_name, "ran", art, seconds, result.messages))
+        done = steps.run(step.name, p, cfg, parent, out_path)
+        outcomes.append(done)
+        produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
-        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo)
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray)
     manifest.save()
     return outcome
+
+
+def parse_ray_setting(raw: Any, where: str) -> dict[str, Any] | None:
+    """``ray: true`` (a local Ray instance), ``ray: ADDRESS`` or ``ray: {address, workers, shards}``."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return {"address": "local"}
+    if isinstance(raw, str) and raw.strip():
+        return {"address": raw.strip()}
+    if isinstance(raw, dict):
+        unknown = sorted(set(raw) - RAY_KEYS)
+        if unknown:
+            raise RecipeError(f"{where}: unknown ray key {unknown[0]!r}; known: {', '.join(sorted(RAY_KEYS))}")
+        for k in ("workers", "shards"):
+            v = raw.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise RecipeError(f"{where}: ray.{k} must be a whole number >= 1, got {v!r}")
+        address = raw.get("address", "local")
+        if not isinstance(address, str) or not address.strip():
+            raise RecipeError(f"{where}: ray.address must be 'local', 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+        return {"address": address.strip(), "workers": raw.get("workers"), "shards": raw.get("shards")}
+    raise RecipeError(f"{where}: 'ray' must be true, an address, or a mapping with address/workers/shards")
+
+
+def _side_file_entry(out_dir: Path, path: Path) -> dict[str, str]:
+    from optkit.fileio import sha256_file
+
+    path = Path(path)
+    shown = str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)
+    return {"path": shown, "sha256": sha256_file(path)}
+
+
+def _side_files_intact(out_dir: Path, entries: Any) -> bool:
+    """Every side file recorded with a step still has its recorded sha256 (an entry without one,
+    from an older manifest, counts as changed: the step runs again)."""
+    from optkit.fileio import sha256_file
+
+    for e in entries or []:
+        if not isinstance(e, dict) or "sha256" not in e:
+            return False
+        path = out_dir / e["path"]
+        try:
+            if sha256_file(path) != e["sha256"]:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def verify_providers(verify: dict[str, Any]) -> list[str]:
@@ -338,7 +425,7 @@ def verify_providers(verify: dict[str, Any]) -> list[str]:
     providers = [raw] if isinstance(raw, str) else raw
     if not isinstance(providers, list) or not providers or not all(isinstance(p, str) for p in providers):
         raise RecipeError(f"verify.provider: expected a runtime name or a list of them, got {raw!r}")
-    from optkit.runners import PROVIDERS
+    from optkit.runners.registry import PROVIDERS
 
     bad = [p for p in providers if p not in PROVIDERS]
     if bad:
@@ -356,10 +443,19 @@ def _sha_matches(art: Artifact) -> bool:
 
 
 def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-            echo: Callable[[str], None]):  # noqa: ANN202
+            echo: Callable[[str], None], ray: dict[str, Any] | None = None):  # noqa: ANN202
+    from optkit.distributed import executor_for
+
+    ray = ray or {}
+    with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor:
+        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor)
+
+
+def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
+                 echo: Callable[[str], None], executor: Any):  # noqa: ANN202
     from optkit.reference import load_reference, reference_path_for
     from optkit.report import write_reports
-    from optkit.verify import merge_gates, verify_artifacts
+    from optkit.verify import merge_gates, verify_on_providers
 
     v = recipe.verify
     export = produced.get(recipe.steps[0].name)
@@ -372,24 +468,13 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
     # The fp32 parent chain gives the model to localise int8 error against.
     fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
-    report = None
-    providers = verify_providers(v)
-    for i, provider in enumerate(providers):
-        # .engine files always run on TensorRT: verify them once, not once per provider
-        items = todo if i == 0 else [a for a in todo if a.kind == "onnx"]
-        part = verify_artifacts(
-            items, reference, reference_path=str(ref_path), provider=provider,
-            threshold=float(v.get("threshold", 0.5)), gates=merge_gates(v.get("gates")),
-            batch_size=int(v.get("batch_size", 32)), threads=v.get("threads"),
-            localize=v.get("localize", "on-failure"), fp32_model=fp32,
-            progress=lambda m, p=provider: echo(f"[verify:{p}] {m}"),
-        )
-        if report is None:
-            report = part
-        else:
-            report.results.extend(part.results)
-    assert report is not None
-    report.provider = ",".join(providers)
+    report = verify_on_providers(
+        todo, reference, verify_providers(v), reference_path=str(ref_path),
+        threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
+        batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
+        localize=v.get("localize", "on-failure"), fp32_model=fp32,
+        progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE, executor=executor,
+    )
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
     paths = write_reports(report, out_dir)
     return report, paths

@@ -143,24 +143,3 @@ def check_manifest_owner(manifest: Any, recipe_name: str, out_dir: Any) -> None:
         raise RecipeError(f"output directory {out_dir} holds the artifacts of recipe {manifest.recipe!r}, not "
                           f"{recipe_name!r}; choose another -o (or delete that directory)")
 
-
-def side_files_usable(out_dir: Any, entry: dict[str, Any]) -> bool:
-    """A cached step is reused only when its side files exist and can be read: a corrupted
-    ``<model>.reference.npz`` (which every later verify needs) makes the export step re-run, which
-    rewrites it, instead of failing every later run."""
-    from pathlib import Path
-
-    from optkit.errors import OptkitError
-
-    for name in entry.get("side_files", []):
-        f = Path(out_dir) / name
-        if not f.exists():
-            return False
-        if f.name.endswith(".reference.npz"):
-            from optkit.reference import load_reference
-
-            try:
-                load_reference(f)
-            except OptkitError:
-                return False
-    return True

@@ -27,6 +27,8 @@ class Reference:
     outputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # sha256 of the file it was loaded from (None when made in memory): verification cache keys
+    sha256: str | None = None
 
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
@@ -90,7 +92,9 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
             f"{path} is not an optkit reference file (needs input.<name> and output.<name> arrays; "
             "make one with `optkit export`)"
         )
-    ref = Reference(inputs, outputs, labels, meta if isinstance(meta, dict) else {})
+    from optkit.fileio import sha256_file
+
+    ref = Reference(inputs, outputs, labels, meta if isinstance(meta, dict) else {}, sha256=sha256_file(path))
     validate_reference(ref, str(path))
     return ref
 

@@ -16,7 +16,9 @@ import numpy as np
 
 from optkit.artifact import Artifact, now_iso, tool_versions
 from optkit.errors import InputError, OptkitError, RecipeError
-from optkit.metrics import compare_outputs, task_metrics
+from optkit.compare import output_metrics, output_problems
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
+from optkit.metrics import task_metrics
 from optkit.reference import Reference
 
 
@@ -110,6 +112,9 @@ class ArtifactResult:
     localization: dict[str, Any] | None = None
     # how the artifact's data was treated when it was made (e.g. calibration outliers clipped)
     data_decisions: dict[str, Any] = field(default_factory=dict)
+    # True when the result was taken from the verification cache (same artifact, reference,
+    # runtime versions and gates as a run that computed it)
+    cached: bool = False
     # raw outputs of the first output, kept for the plots of the human report (not in JSON)
     values: np.ndarray | None = field(default=None, repr=False)
 
@@ -135,6 +140,8 @@ class VerifyReport:
     # steps of a recipe that did not produce an artifact, with the reason (never "passed")
     skipped: list[dict[str, Any]] = field(default_factory=list)
     reference_values: np.ndarray | None = field(default=None, repr=False)
+    # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
+    execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
 
     @property
     def passed(self) -> bool:
@@ -153,6 +160,7 @@ class VerifyReport:
             "versions": self.versions,
             "artifacts": [r.to_json() for r in self.results],
             "skipped": self.skipped,
+            "execution": self.execution,
         })
 
 
@@ -187,32 +195,11 @@ def check_artifact_graph(path: Path) -> None:
 
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
     """Run a runner over all reference inputs in batches; returns outputs by name."""
-    n = len(reference)
-    wanted = {s.name: s for s in runner.inputs}
+    from optkit.feeds import reference_batches
+
     label = getattr(runner, "label", runner.path.name)
-    missing = sorted(set(wanted) - set(reference.inputs))
-    if missing:
-        raise InputError(f"{label} needs input(s) {', '.join(missing)} that the reference does not have "
-                         f"(reference inputs: {', '.join(reference.inputs)})")
-    for name, spec in wanted.items():
-        arr = reference.inputs[name]
-        dims = spec.shape[1:]
-        if len(dims) != arr.ndim - 1 or any(isinstance(d, int) and d != a for d, a in zip(dims, arr.shape[1:])):
-            raise InputError(f"{label}: input {name} expects shape {spec.shape}, reference has {arr.shape}")
-    # A model exported with a static batch runs at exactly that batch; the last one is padded.
-    static = {s.shape[0] for s in wanted.values() if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0}
-    if static:
-        batch_size = static.pop()
     chunks: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
-        feed = {}
-        for name, spec in wanted.items():
-            part = np.ascontiguousarray(reference.inputs[name][start : start + batch_size]).astype(spec.dtype, copy=False)
-            if static and len(part) < batch_size:
-                pad = np.repeat(part[-1:], batch_size - len(part), axis=0)
-                part = np.concatenate([part, pad], axis=0)
-            feed[name] = part
-        take = min(batch_size, n - start)
+    for feed, take in reference_batches(runner.inputs, reference.inputs, batch_size, label):
         for k, v in runner.infer(feed).items():
             chunks.setdefault(k, []).append(np.asarray(v)[:take])
     return {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
@@ -224,18 +211,26 @@ def verify_artifacts(
     *,
     reference_path: str = "",
     provider: str = "cpu",
-    threshold: float = 0.5,
+    threshold: float = DECISION_THRESHOLD,
     gates: dict[str, Gate] | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     threads: int | None = None,
     localize: str = "on-failure",
     fp32_model: Path | None = None,
     localize_samples: int = 8,
     progress: Any = None,
+    executor: Any = None,
+    cache_dir: Path | None = None,
 ) -> VerifyReport:
-    """Verify each artifact against the reference; never raises for a failing gate."""
-    from optkit.runners import make_runner
+    """Verify each artifact against the reference; never raises for a failing gate.
 
+    With ``cache_dir``, a result is stored under a key of everything it depends on (see
+    :func:`verification_key`) and reused while that key is unchanged.
+
+    ``executor`` computes the outputs: :class:`LocalExecutor` (default, this process) or
+    :class:`optkit.distributed.RayExecutor` (shards on a Ray cluster); the metrics and gates are
+    computed here on the gathered outputs either way, so the report is the same.
+    """
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
@@ -255,22 +250,23 @@ def verify_artifacts(
         gate = gates.get(precision, gates["fp32"])
         if path.suffix.lower() == ".onnx":
             check_artifact_graph(path)
+        key = None
+        if cache_dir is not None and reference.sha256:
+            key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
+                                   localize, localize_samples, fp32_model)
+            hit = _load_cached(cache_dir, key)
+            if hit is not None:
+                if progress:
+                    progress(f"{path.name}: cached result (artifact, reference, runtime and gates unchanged)")
+                results.append(hit)
+                continue
         t0 = time.perf_counter()
-        with make_runner(path, provider=provider, threads=threads) as runner:
-            outs = run_artifact(runner, reference, batch_size)
-            runner_info = runner.describe()
+        outs, runner_info = (executor or LocalExecutor()).outputs(path, provider, threads, reference, batch_size)
         seconds = time.perf_counter() - t0
-        per_output: dict[str, dict[str, Any]] = {}
-        failures: list[str] = []
-        for name, ref_val in reference.outputs.items():
-            if name not in outs:
-                failures.append(f"output {name} missing (artifact outputs: {', '.join(outs)})")
-                continue
-            got = outs[name]
-            if got.shape != ref_val.shape:
-                failures.append(f"output {name} shape {got.shape} != reference {ref_val.shape}")
-                continue
-            per_output[name] = compare_outputs(ref_val, got, threshold)
+        failures = output_problems(reference.outputs, outs)
+        per_output = {name: output_metrics(ref_val, outs[name], threshold)
+                      for name, ref_val in reference.outputs.items()
+                      if name in outs and outs[name].shape == ref_val.shape}
         task = None
         acc_drop = None
         if reference.labels is not None and first_out in outs and outs[first_out].shape == reference.outputs[first_out].shape:
@@ -289,11 +285,110 @@ def verify_artifacts(
             localize == "always" or (localize == "on-failure" and failures))
         if want_loc:
             result.localization = _localize(fp32_model, path, reference, localize_samples)
+        if key is not None:
+            _store_cached(cache_dir, key, result)
         results.append(result)
-    ref_info = {"path": reference_path, "samples": len(reference), "labels": reference.labels is not None,
+    ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
                 "outputs": list(reference.outputs), "meta": reference.meta}
-    return VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
-                        reference_values=reference.outputs[first_out])
+    report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
+                          reference_values=reference.outputs[first_out])
+    report.execution = (executor or LocalExecutor()).describe()
+    return report
+
+
+class LocalExecutor:
+    """Runs an artifact in this process: one runner over all reference inputs."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local"}
+
+    def outputs(self, path: Path, provider: str, threads: int | None, reference: Reference,
+                batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from optkit.runners import make_runner
+
+        with make_runner(path, provider=provider, threads=threads) as runner:
+            return run_artifact(runner, reference, batch_size), runner.describe()
+
+
+def verify_on_providers(artifacts: Sequence[Path | str | Artifact], reference: Reference,
+                        providers: Sequence[str], progress: Any = None, **options: Any) -> VerifyReport:
+    """:func:`verify_artifacts` on each provider in turn, as one report. An .engine runs on
+    TensorRT whatever the provider (``runners.registry``): it is verified once, with the first."""
+    from optkit.runners.registry import is_engine
+
+    report = None
+    for i, provider in enumerate(providers):
+        items = list(artifacts) if i == 0 else [a for a in artifacts
+                                                 if not is_engine(a.path if isinstance(a, Artifact) else a)]
+        part = verify_artifacts(items, reference, provider=provider,
+                                progress=(lambda m, p=provider: progress(p, m)) if progress else None, **options)
+        if report is None:
+            report = part
+        else:
+            report.results.extend(part.results)
+    if report is None:
+        raise InputError("no provider to verify on")
+    report.provider = ",".join(providers)
+    return report
+
+
+def verification_key(item: Any, path: Path, reference_sha256: str, provider: str, threads: int | None,
+                     batch_size: int, threshold: float, gate: Gate, localize: str, localize_samples: int,
+                     fp32_model: Path | None) -> str:
+    """Hash of everything a verification result depends on: the artifact's and the reference's
+    sha256, the runner (provider, the versions of its runtime, threads, batch), the threshold and
+    gate, and the localisation settings with the fp32 model's sha256."""
+    import hashlib
+    import json
+
+    from optkit.fileio import sha256_file
+    from optkit.runners.registry import runtime_versions
+
+    payload = {
+        "artifact": item.sha256 if isinstance(item, Artifact) else sha256_file(path),
+        "reference": reference_sha256,
+        "provider": provider,
+        "runtime": runtime_versions(path, provider),
+        "threads": threads, "batch_size": batch_size, "threshold": threshold,
+        "gate": dataclasses.asdict(gate),
+        "localize": [localize, localize_samples, sha256_file(fp32_model) if fp32_model else None],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _load_cached(cache_dir: Path, key: str) -> ArtifactResult | None:
+    import json
+
+    path = Path(cache_dir) / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            fields = json.loads(str(z["result"]))
+            values = z["values"] if "values" in z.files else None
+    except (OSError, ValueError, KeyError):
+        return None  # absent or unreadable: verify again
+    fields.pop("passed", None)
+    fields["cached"] = True
+    try:
+        return ArtifactResult(**fields, values=values)
+    except TypeError:  # written by another optkit version
+        return None
+
+
+def _store_cached(cache_dir: Path, key: str, result: ArtifactResult) -> None:
+    import io
+    import json
+
+    from optkit.fileio import write_bytes_atomically
+
+    # Python's json keeps inf/NaN (SNR of an exact match is inf) as Infinity/NaN and reads them back
+    text = json.dumps(result.to_json(), default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    arrays = {"result": np.array(text)}
+    if result.values is not None:
+        arrays["values"] = result.values
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(Path(cache_dir) / f"{key}.npz", buf.getvalue())
 
 
 def _localize(fp32_model: Path | None, quant_model: Path, reference: Reference, n: int) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from typing import Any
 from optkit.errors import InputError
 from optkit.fileio import PARTIAL_MARK
 
+# Work directories made before they carried an owner lock; any "optkit-*" directory with an
+# owner lock is recognised whatever its prefix (the passes' pre-steps use "optkit-<pass>-").
 WORK_PREFIXES = ("optkit-int8-", "optkit-fp16-", "optkit-engine-", "optkit-localize-", "optkit-calib-",
                  "optkit-profile-")
 OWNER_LOCK = ".owner.lock"
@@ -102,8 +104,10 @@ def clean_stale_work_dirs(tmp: str | os.PathLike | None = None) -> list[Path]:
     except OSError:
         return removed
     for p in entries:
-        if not p.name.startswith(WORK_PREFIXES) or p in _active or p.is_symlink() or not p.is_dir():
+        if not p.name.startswith("optkit-") or p in _active or p.is_symlink() or not p.is_dir():
             continue
+        if not (p / OWNER_LOCK).exists() and not p.name.startswith(WORK_PREFIXES):
+            continue  # not ours (e.g. another tool's optkit-ray-* folders)
         if _is_orphan(p):
             shutil.rmtree(p, ignore_errors=True)
             if not p.exists():

@@ -1,6 +1,6 @@
 """A stand-in ``tensorrt`` module for CPU tests of optkit's TensorRT *wiring*.
 
-It implements only the API surface optkit calls (names from notes/tensorrt.md §1-2), records
+It implements only the API surface optkit calls (names as documented in docs/tensorrt.md), records
 what optkit asked for (network flags, pool limit, profiles, builder flags, timing cache), and can
 be told to fail the parse (with ParserError objects), fail the build (log errors, return None)
 or fail deserialization (return None). It proves nothing about TensorRT itself: the GPU tests

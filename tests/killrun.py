@@ -16,7 +16,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(__file__).resolve().parent / "models" / "tiny_models.py"
-RUN_FILES = {"manifest.json", "report.json", "report.html", ".optkit.lock"}
+RUN_FILES = {"manifest.json", "report.json", "report.html", ".optkit.lock", ".optkit-cache"}
 # the step lines `optkit run` prints as it starts each step, in order
 MARKERS = ("[export] running", "[simplify] running", "[int8] running", "[fp16] running", "[verify:cpu]")
 
@@ -119,20 +119,25 @@ def problems(out: Path, tmpdir: Path) -> list[str]:
     manifest = json.loads((out / "manifest.json").read_text())["artifacts"]
     described = set(RUN_FILES)
     for step, entry in manifest.items():
+        # side files are {"path", "sha256"} (older manifests: plain names)
+        sides = [e if isinstance(e, dict) else {"path": e} for e in entry.get("side_files", [])]
         art = entry.get("artifact")
         if art is None:
             found.append(f"step {step} has no artifact ({entry.get('status')})")
             continue
         f = out / art["path"]
         described.add(art["path"])
-        described.update(entry.get("side_files", []))
+        described.update(e["path"] for e in sides)
         if not f.exists():
             found.append(f"{art['path']} is missing")
         elif sha256_file(f) != art["sha256"]:
             found.append(f"{art['path']} does not match its sha256 in the manifest")
-        for side in entry.get("side_files", []):
-            if not (out / side).exists():
-                found.append(f"side file {side} of {step} is missing")
+        for side in sides:
+            f = out / side["path"]
+            if not f.exists():
+                found.append(f"side file {side['path']} of {step} is missing")
+            elif "sha256" in side and sha256_file(f) != side["sha256"]:
+                found.append(f"side file {side['path']} does not match its sha256 in the manifest")
     for p in out.iterdir():
         if p.name not in described:
             found.append(f"{p.name} is not described by the manifest")

@@ -71,7 +71,7 @@ def test_skip_path_returns_skipped_with_reason(tiny_onnx, no_tensorrt, tmp_path)
     step = get_pass("build-engine")
     cfg = step.make_config({"if_unavailable": "skip"})
     out = tmp_path / "m.engine"
-    result = step.run(Artifact.from_file(tiny_onnx), cfg, out)
+    result = step(Artifact.from_file(tiny_onnx), cfg, out)
     assert result.artifact is None
     assert result.skipped and "TensorRT" in result.skipped and "optkit[tensorrt]" in result.skipped
     assert not out.exists() and not Path(str(out) + ".json").exists()
@@ -80,7 +80,7 @@ def test_skip_path_returns_skipped_with_reason(tiny_onnx, no_tensorrt, tmp_path)
 def test_fail_path_raises_missing_dependency(tiny_onnx, no_tensorrt, tmp_path):
     step = get_pass("build-engine")
     with pytest.raises(MissingDependency, match="TensorRT"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
 
 
 def test_skip_does_not_hide_bad_input(tmp_path, no_tensorrt):
@@ -88,7 +88,7 @@ def test_skip_does_not_hide_bad_input(tmp_path, no_tensorrt):
     step = get_pass("build-engine")
     bad = _static_model(tmp_path / "s.onnx")
     with pytest.raises(InputError, match="static batch"):
-        step.run(Artifact.from_file(bad), step.make_config({"if_unavailable": "skip", "batch": "1:1:8"}),
+        step(Artifact.from_file(bad), step.make_config({"if_unavailable": "skip", "batch": "1:1:8"}),
                  tmp_path / "m.engine")
 
 
@@ -106,8 +106,8 @@ def test_tensorrt_without_gpu_says_gpu_is_missing(tiny_onnx, tmp_path, monkeypat
     fake_tensorrt.install(monkeypatch, trt, {"available": False, "reason": "torch: CPU-only build"})
     step = get_pass("build-engine")
     with pytest.raises(RuntimeUnavailable, match="no CUDA GPU is usable.*CPU-only build"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
-    res = step.run(Artifact.from_file(tiny_onnx), step.make_config({"if_unavailable": "skip"}), tmp_path / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+    res = step(Artifact.from_file(tiny_onnx), step.make_config({"if_unavailable": "skip"}), tmp_path / "m.engine")
     assert res.artifact is None and "no CUDA GPU" in res.skipped
 
 
@@ -116,7 +116,7 @@ def test_tensorrt_too_old(tiny_onnx, tmp_path, monkeypatch):
     fake_tensorrt.install(monkeypatch, trt)
     step = get_pass("build-engine")
     with pytest.raises(MissingDependency, match="TensorRT 8.6.1 is too old"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_fake_build_tensorrt11_same_strongly_typed_path(tiny_onnx, fake_build, t
     trt, rec = fake_build(version="11.1.0.106")
     assert not hasattr(trt.BuilderFlag, "FP16")
     step = get_pass("build-engine")
-    res = step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+    res = step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
     assert res.artifact.kind == "engine" and res.artifact.tool_versions["tensorrt"] == "11.1.0.106"
     assert rec.network_flags == 1 << 5
     assert rec.profiles[0]["min"][0] == 1 and rec.profiles[0]["max"][0] == 8  # default 1:1:8
@@ -354,7 +354,7 @@ def test_fake_build_tensorrt11_same_strongly_typed_path(tiny_onnx, fake_build, t
 def test_fake_build_tf32_on_request(tiny_onnx, fake_build, tmp_path):
     trt, rec = fake_build()
     step = get_pass("build-engine")
-    step.run(Artifact.from_file(tiny_onnx), step.make_config({"tf32": True}), tmp_path / "m.engine")
+    step(Artifact.from_file(tiny_onnx), step.make_config({"tf32": True}), tmp_path / "m.engine")
     assert "-TF32" not in rec.builder_flags
     assert json.loads((tmp_path / "m.engine.json").read_text())["builder_flags"] == ["TF32"]
 
@@ -363,7 +363,7 @@ def test_fake_build_compatibility_flags(tiny_onnx, fake_build, tmp_path):
     trt, rec = fake_build()
     step = get_pass("build-engine")
     cfg = step.make_config({"version_compatible": True, "hardware_compatibility": "ampere_plus"})
-    step.run(Artifact.from_file(tiny_onnx), cfg, tmp_path / "m.engine")
+    step(Artifact.from_file(tiny_onnx), cfg, tmp_path / "m.engine")
     assert "VERSION_COMPATIBLE" in rec.builder_flags and rec.hw_level == "AMPERE_PLUS"
     assert rec.parser_flags == ["NATIVE_INSTANCENORM"]
     meta = json.loads((tmp_path / "m.engine.json").read_text())
@@ -409,7 +409,7 @@ def test_fake_self_check_failure_leaves_no_engine(tiny_onnx, fake_build, tmp_pat
     monkeypatch.setattr(be, "self_check", broken)
     step = get_pass("build-engine")
     with pytest.raises(PassFailed, match="NaN"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
     assert listdir_names(tmp_path) == set()
 
 
@@ -419,13 +419,13 @@ def test_fake_sidecar_failure_removes_engine(tiny_onnx, fake_build, tmp_path, mo
     fake_build()
     import optkit.engine_meta as em
 
-    def fail(path, meta):
+    def fail(path, meta, dest=None):
         raise InputError("could not write m.engine.json: disk full")
 
     monkeypatch.setattr(em, "write_sidecar", fail)
     step = get_pass("build-engine")
     with pytest.raises(InputError, match="disk full"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({}), tmp_path / "m.engine")
     assert listdir_names(tmp_path) == set()
 
 
@@ -434,7 +434,7 @@ def test_fake_mismatched_timing_cache_is_replaced(tiny_onnx, fake_build, tmp_pat
     cache = tmp_path / "t.cache"
     cache.write_bytes(b"FROM-ANOTHER-GPU")
     step = get_pass("build-engine")
-    res = step.run(Artifact.from_file(tiny_onnx), step.make_config({"timing_cache": str(cache)}), tmp_path / "m.engine")
+    res = step(Artifact.from_file(tiny_onnx), step.make_config({"timing_cache": str(cache)}), tmp_path / "m.engine")
     assert any("does not match this GPU" in m for m in res.messages)
     assert cache.read_bytes() == b"CACHE:"  # a fresh cache replaced the foreign one
 
@@ -445,7 +445,7 @@ def test_fake_fp16_request_builds_the_fp16_model(tiny_onnx, fake_build, tmp_path
     """fp32 model + precision fp16: optkit's quantize-fp16 runs first; TensorRT parses an fp16 model."""
     trt, rec = fake_build()
     step = get_pass("build-engine")
-    res = step.run(Artifact.from_file(tiny_onnx), step.make_config({"precision": "fp16"}), tmp_path / "m.engine")
+    res = step(Artifact.from_file(tiny_onnx), step.make_config({"precision": "fp16"}), tmp_path / "m.engine")
     assert rec.onnx_precision == "fp16" and res.artifact.precision == "fp16"
     assert "FP16" not in rec.builder_flags  # precision from the ONNX dtypes, not a builder flag
     meta = json.loads((tmp_path / "m.engine.json").read_text())
@@ -470,7 +470,7 @@ def test_fake_int8_request_builds_tensorrt_form_qdq(tiny_onnx, fake_build, tmp_p
     monkeypatch.setattr(trt.OnnxParser, "parse_from_file", parse_and_check)
     step = get_pass("build-engine")
     cfg = step.make_config({"precision": "int8", "calibration": str(calib)})
-    res = step.run(Artifact.from_file(tiny_onnx), cfg, tmp_path / "m.engine")
+    res = step(Artifact.from_file(tiny_onnx), cfg, tmp_path / "m.engine")
     assert rec.onnx_precision == "int8" and res.artifact.precision == "int8"
     assert seen["problems"] == []  # signed, zero-point-0 Q/DQ: what TensorRT accepts
     assert "INT8" not in rec.builder_flags
@@ -493,6 +493,6 @@ def test_self_check_deserializes_the_new_engine(tiny_onnx, tmp_path, monkeypatch
     out_dir.mkdir()
     step = get_pass("build-engine")
     with pytest.raises(PassFailed, match="failed its self-check: TensorRT 10.9.0.34 could not load engine"):
-        step.run(Artifact.from_file(tiny_onnx), step.make_config({"version_compatible": True}), out_dir / "m.engine")
+        step(Artifact.from_file(tiny_onnx), step.make_config({"version_compatible": True}), out_dir / "m.engine")
     assert rec.deserialized == b"FAKE-PLAN" and rec.engine_host_code_allowed is True
     assert listdir_names(out_dir) == set()

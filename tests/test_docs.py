@@ -47,3 +47,11 @@ def test_no_machine_specific_paths_in_repo_text():
         text = path.read_text(errors="ignore")
         m = bad.search(text)
         assert m is None, f"{path.relative_to(ROOT)} contains {m.group(0)!r}"
+
+
+def test_options_reference_is_generated_from_the_pass_configs():
+    from optkit.options import reference_markdown
+
+    assert (ROOT / "docs" / "options.md").read_text() == reference_markdown(), \
+        "docs/options.md is stale: python -m optkit.options > docs/options.md"
+    assert "docs/options.md" in README

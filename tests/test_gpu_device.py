@@ -127,7 +127,7 @@ def fp32_engine(tensorrt_gpu, model_dir):
 
     step = get_pass("build-engine")
     cfg = step.make_config({"batch": "1:4:8", "timing_cache": str(model_dir / "trt.cache"), "opt_level": 3})
-    res = step.run(Artifact.from_file(model_dir / "tiny.onnx"), cfg, model_dir / "tiny.engine")
+    res = step(Artifact.from_file(model_dir / "tiny.onnx"), cfg, model_dir / "tiny.engine")
     assert res.artifact is not None and res.skipped is None
     return res
 
@@ -165,7 +165,7 @@ def test_fp16_engine_matches_ort_cpu(tensorrt_gpu, model_dir, tmp_path):
 
     step = get_pass("build-engine")
     out = tmp_path / "tiny.fp16.engine"
-    res = step.run(Artifact.from_file(model_dir / "tiny.onnx"), step.make_config({"precision": "fp16"}), out)
+    res = step(Artifact.from_file(model_dir / "tiny.onnx"), step.make_config({"precision": "fp16"}), out)
     assert res.artifact.precision == "fp16"
     x = load_reference(model_dir / "tiny.reference.npz").inputs["input_mfcc"][:8]
     with make_runner(out) as runner:
@@ -187,7 +187,7 @@ def test_int8_engine_builds_and_runs(tensorrt_gpu, model_dir, tmp_path):
     step = get_pass("build-engine")
     out = tmp_path / "tiny.int8.engine"
     cfg = step.make_config({"precision": "int8", "calibration": str(calib)})
-    res = step.run(Artifact.from_file(model_dir / "tiny.onnx"), cfg, out)
+    res = step(Artifact.from_file(model_dir / "tiny.onnx"), cfg, out)
     assert res.artifact.precision == "int8"
     x = rng.standard_normal((8, 1, 40, 241)).astype(np.float32)
     with make_runner(out) as runner:

@@ -162,7 +162,7 @@ def fp16_model(tiny_onnx, tmp_path):
 
     fp16 = tmp_path / "m.fp16.onnx"
     step = get_pass("quantize-fp16")
-    step.run(Artifact.from_file(tiny_onnx), step.make_config({}), fp16)  # runs the real ORT: before fake_ort
+    step(Artifact.from_file(tiny_onnx), step.make_config({}), fp16)  # runs the real ORT: before fake_ort
     return fp16
 
 

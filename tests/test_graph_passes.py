@@ -75,7 +75,7 @@ def test_bad_inputs(cli_runner, tmp_path, command):
     res = invoke(cli_runner, [command, good, "-o", tmp_path / "no" / "out.onnx"])
     assert res.exit_code == 1 and "does not exist" in res.output
     res = invoke(cli_runner, [command, good, "-o", good])
-    assert res.exit_code == 2
+    assert res.exit_code == 1 and "is the input" in res.output
     res = invoke(cli_runner, [command, good])
     assert res.exit_code == 2  # -o is required
     assert not out.exists()
@@ -97,5 +97,5 @@ def test_fold_refuses_a_result_that_changes_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(opt, "fold_constants", sabotage)
     p = get_pass("fold")
     with pytest.raises(PassFailed, match="does not match its input"):
-        p.run(Artifact.from_file(src, kind="onnx"), p.config_cls(), tmp_path / "out.onnx")
+        p(Artifact.from_file(src, kind="onnx"), p.config_cls(), tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()

@@ -33,9 +33,9 @@ def models(tmp_path_factory, tiny_onnx_session):
         np.save(calib / f"s{i}.npy", rng.standard_normal(TINY_SHAPE).astype(np.float32))
     src = Artifact.from_file(tiny_onnx_session)
     int8 = d / "tiny.int8.onnx"
-    get_pass("quantize-int8").run(src, QuantizeInt8Config(calibration=str(calib), target="tensorrt"), int8)
+    get_pass("quantize-int8")(src, QuantizeInt8Config(calibration=str(calib), target="tensorrt"), int8)
     fp16 = d / "tiny.fp16.onnx"
-    get_pass("quantize-fp16").run(src, QuantizeFp16Config(check_samples=2), fp16)
+    get_pass("quantize-fp16")(src, QuantizeFp16Config(check_samples=2), fp16)
     # A deliberately broken copy: the activation quantisation after BROKEN is 64x too coarse.
     model = onnx.load(str(int8))
     out_name = next(n.output[0] for n in model.graph.node if n.name == BROKEN)

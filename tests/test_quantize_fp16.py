@@ -164,7 +164,7 @@ def test_overflow_fail_mode_exits_1_without_output(cli_runner, overflow_model, t
 def test_initializers_beyond_fp16_are_kept_fp32(big_initializer_model, tmp_path):
     step = get_pass("quantize-fp16")
     out = tmp_path / "bc.fp16.onnx"
-    result = step.run(Artifact.from_file(big_initializer_model), QuantizeFp16Config(), out)
+    result = step(Artifact.from_file(big_initializer_model), QuantizeFp16Config(), out)
     assert set(result.info["overflow_initializers"]) == {"c", "c2"}
     assert set(result.info["overflow_blocked_nodes"]) == {"div_big", "mul_big"}
     assert any("initializers beyond 65504" in m for m in result.messages)
@@ -192,7 +192,7 @@ def test_inf_output_check_catches_a_missed_overflow(tmp_path, monkeypatch):
     out_dir.mkdir()
     cfg = QuantizeFp16Config(keep_io_types=False, check_data=str(check))
     with pytest.raises(PassFailed, match="inf/NaN"):
-        get_pass("quantize-fp16").run(Artifact.from_file(model), cfg, out_dir / "o.onnx")
+        get_pass("quantize-fp16")(Artifact.from_file(model), cfg, out_dir / "o.onnx")
     assert listdir_names(out_dir) == set()
 
 

@@ -104,7 +104,7 @@ def quantized(tmp_path_factory, tiny_onnx_session):
     results = {}
     for target in ("cpu", "openvino", "tensorrt"):
         out = d / f"tiny.{target}.int8.onnx"
-        results[target] = (out, step.run(src, QuantizeInt8Config(calibration=str(calib), target=target), out))
+        results[target] = (out, step(src, QuantizeInt8Config(calibration=str(calib), target=target), out))
     return results
 
 
@@ -261,7 +261,7 @@ def test_pass_info_and_fingerprint(tiny_onnx, calib_dir, tmp_path):
     np.save(calib_dir / "extra.npy", np.zeros(TINY_SHAPE, np.float32))
     assert step.fingerprint(cfg) != before
     out = tmp_path / "m.int8.onnx"
-    result = step.run(Artifact.from_file(tiny_onnx), cfg, out)
+    result = step(Artifact.from_file(tiny_onnx), cfg, out)
     info = result.info
     assert info["method"] == "percentile" and info["samples"] == 4 and info["cache_hit"] is False
     assert info["calibration_seconds"] > 0
@@ -407,7 +407,7 @@ def test_failure_after_calibration_leaves_nothing(tiny_onnx, calib_dir, tmp_path
     out_dir.mkdir()
     step = get_pass("quantize-int8")
     with pytest.raises(PassFailed, match="simulated"):
-        step.run(Artifact.from_file(tiny_onnx), QuantizeInt8Config(calibration=str(calib_dir), calibration_limit=4),
+        step(Artifact.from_file(tiny_onnx), QuantizeInt8Config(calibration=str(calib_dir), calibration_limit=4),
                  out_dir / "q.onnx")
     assert listdir_names(out_dir) == set()
 

@@ -15,6 +15,7 @@ import fake_tensorrt
 from conftest import invoke, listdir_names
 from optkit import engine_meta as em
 from optkit.errors import InputError, MissingDependency, RuntimeUnavailable
+from optkit.fileio import sha256_file
 from optkit.runners import make_runner
 from optkit.runners.tensorrt import TensorRTRunner, check_shape_in_profile
 
@@ -193,10 +194,21 @@ def test_sidecar_gpu_mismatch(engine_file, monkeypatch):
 def test_version_compatible_engine_allows_host_code(engine_file, monkeypatch):
     trt, rec = fake_tensorrt.make_fake_tensorrt(version="10.12.0.36")
     fake_tensorrt.install(monkeypatch, trt)
-    em.write_sidecar(engine_file, sidecar(version_compatible=True))
+    em.write_sidecar(engine_file, sidecar(version_compatible=True, engine_sha256=sha256_file(engine_file)))
     with pytest.raises(RuntimeUnavailable, match="could not load"):
         make_runner(engine_file).activate()
     assert rec.deserialized is not None and rec.engine_host_code_allowed is True
+
+
+def test_engine_changed_after_build_is_refused(engine_file, monkeypatch):
+    """The sidecar records the engine's sha256; a file that no longer matches it never loads."""
+    trt, rec = fake_tensorrt.make_fake_tensorrt()
+    fake_tensorrt.install(monkeypatch, trt)
+    em.write_sidecar(engine_file, sidecar(engine_sha256=sha256_file(engine_file)))
+    engine_file.write_bytes(b"NOT-A-REAL-PLAN, edited")
+    with pytest.raises(InputError, match="changed after the build"):
+        make_runner(engine_file).activate()
+    assert rec.deserialized is None
 
 
 def test_check_sidecar_false_skips_comparison(engine_file, monkeypatch):

@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "run": "optkit.cli.run_cmd:run",
     "features": "optkit.cli.features_cmd:features",
     "doctor": "optkit.cli.doctor_cmd:doctor",
+    "weights": "optkit.cli.weights_cmd:weights",
+    "lut": "optkit.cli.lut_cmd:lut",
 }
 
 
@@ -58,7 +60,14 @@ class OptkitGroup(click.Group):
         except OptkitError as exc:
             if os.environ.get("OPTKIT_DEBUG"):
                 raise
-            click.echo(f"Error: {_one_line(str(exc))}", err=True)
+            from optkit.options import ParameterError
+
+            msg = str(exc)
+            if isinstance(exc, ParameterError):  # name the parameter the way the user typed it: a flag
+                from optkit.cli.common import cli_flag
+
+                msg = exc.spelled(cli_flag(exc.param))
+            click.echo(f"Error: {_one_line(msg)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was kept.", err=True)

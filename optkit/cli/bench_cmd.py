@@ -5,10 +5,10 @@ import click
 
 from optkit.cli.common import csv_option, echo_lines
 
-PROVIDER_NAMES = ("cpu", "openvino", "cuda", "tensorrt")
-
 
 def _providers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    from optkit.runners.registry import PROVIDERS as PROVIDER_NAMES
+
     names = csv_option(ctx, param, value) or ("cpu",)
     bad = [n for n in names if n not in PROVIDER_NAMES]
     if bad:
@@ -82,7 +82,9 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
         ov_options["performance_hint"] = "none" if ov_hint.lower() == "none" else ov_hint.upper()
     items = bench_lib.make_bench_items(artifacts, providers, threads=threads, openvino_options=ov_options)
     report = bench_lib.benchmark(items, cfg, progress=lambda msg: click.echo(msg, err=True))
-    echo_lines(report.table_lines())
+    from optkit.bench_render import table_lines
+
+    echo_lines(table_lines(report))
     if json_path:
         write_json_atomically(json_path, report.to_json())
         click.echo(f"wrote {json_path}")

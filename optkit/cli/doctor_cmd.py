@@ -37,6 +37,9 @@ def doctor(as_json):
     if cpu.get("openvino_bf16_by_default"):
         click.echo("  note: OpenVINO runs fp32 models in bf16 here unless the precision hint is pinned (optkit pins f32)")
     click.echo(f"ONNX Runtime providers: {', '.join(info.get('ort_providers') or []) or 'onnxruntime not installed'}")
+    click.echo("providers (--provider, verify.provider):")
+    for name, r in info["runners"].items():
+        click.echo(f"  {name:10s} {r['what']} (runs {', '.join(r['runs'])}; install: {r['install']})")
     click.echo("can run here:")
     for name, st in info["capabilities"].items():
         mark = "yes" if st.get("usable") else "no "

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import click
 
+from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
+from optkit.runners.registry import PROVIDERS
+
 
 @click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
-@click.option("--provider", type=click.Choice(["cpu", "openvino", "cuda", "tensorrt"]), default="cpu",
+@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu",
               show_default=True, help="Runtime for .onnx artifacts (.engine files always use TensorRT).")
-@click.option("--threshold", default=0.5, show_default=True, type=float, help="Decision threshold.")
+@click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=float, help="Decision threshold.")
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
                    "'off' disables a limit).")
@@ -18,10 +21,16 @@ import click
               help="fp32 model the int8 artifacts were made from (for per-layer error localisation).")
 @click.option("--localize", type=click.Choice(["on-failure", "always", "never"]), default="on-failure",
               show_default=True, help="When to localise int8 error per layer.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--threads", type=click.IntRange(1), help="Intra-op threads of the runtime.")
+@click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=click.IntRange(1))
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads of the runtime (with --ray: per worker, default 1).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Split the reference into shards run by Ray workers (one runner each): no ADDRESS = a "
+                   "local Ray instance; 'auto', 'ray://HOST:PORT' or 'HOST:PORT' = an existing cluster. "
+                   "The report is the same as without --ray. Needs optkit[ray].")
+@click.option("--ray-workers", type=click.IntRange(1), help="Ray workers per artifact (default: the cluster's CPUs).")
+@click.option("--shards", type=click.IntRange(1), help="Pieces the reference is split into (default: 4 per worker).")
 def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
-           batch_size, threads):
+           batch_size, threads, ray_address, ray_workers, shards):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
 
     Per artifact and output: max/mean absolute error, max relative error, cosine similarity,
@@ -33,6 +42,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     Examples:
       optkit verify model.sim.onnx model.int8.onnx --reference model.reference.npz --report-dir report/
       optkit verify model.int8.onnx --reference model.reference.npz --gate int8.min_agreement=0.99
+      optkit verify model.int8.onnx --reference big.reference.npz --ray auto   # on a Ray cluster
 
     Exit codes: 0 all gates pass, 3 a gate failed, 1 input error.
     """
@@ -42,6 +52,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     from optkit.fileio import check_output_dir, ensure_output_dir, require_file
     from optkit.reference import load_reference
     from optkit.report import format_table, write_reports
+    from optkit.distributed import executor_for
     from optkit.verify import merge_gates, parse_gate_option, verify_artifacts
 
     paths = [require_file(a, "artifact") for a in artifacts]
@@ -54,12 +65,13 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
 
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
-    report = verify_artifacts(
-        paths, reference, reference_path=str(reference_path), provider=provider, threshold=threshold,
-        gates=gates, batch_size=batch_size, threads=threads, localize=localize,
-        fp32_model=Path(fp32_model) if fp32_model else None,
-        progress=lambda msg: click.echo(msg, err=True),
-    )
+    with executor_for(ray_address, ray_workers, shards) as executor:
+        report = verify_artifacts(
+            paths, reference, reference_path=str(reference_path), provider=provider, threshold=threshold,
+            gates=gates, batch_size=batch_size, threads=threads, localize=localize,
+            fp32_model=Path(fp32_model) if fp32_model else None,
+            progress=lambda msg: click.echo(msg, err=True), executor=executor,
+        )
     click.echo(format_table(report))
     if report_dir:
         j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from optkit.artifact import Artifact, tool_versions
+from optkit.defaults import BATCH_SIZE
 from optkit.errors import InputError, PassFailed, first_line
-from optkit.fileio import atomic_output, check_output_path
 from optkit.onnx_utils import check_model, graph_stats, load_onnx
-from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.options import option
+from optkit.passes.base import Pass, PassOutput, PassResult
 from optkit.reference import Reference, reference_path_for, save_reference
 
 SUPPORTED_OPSETS = (15, 16, 17, 18)
@@ -26,24 +27,31 @@ SUPPORTED_OPSETS = (15, 16, 17, 18)
 
 @dataclass(frozen=True)
 class ExportConfig:
-    model: str = "voice-resnet"
-    weights: str | None = None
-    input_shape: tuple[int, ...] = (1, 1, 40, 241)
-    input_name: str = "input_mfcc"
-    output_name: str = "output_wvp"
-    opset: int = 17
-    dynamic_batch: bool = True
-    reference_data: str | None = None   # dir of .npy / .npz (x[, y]); else seeded random inputs
-    reference_samples: int = 64         # size of the random reference set; caps reference_data
-    reference_seed: int = 0
-    atol: float = 1e-4                  # ONNX Runtime vs PyTorch check after export
-    batch_size: int = 32                # PyTorch/ORT batch for computing the reference
+    model: str = option("voice-resnet", "zoo name, pkg.module:callable or path/file.py:callable", cli=False)
+    weights: str | None = option(None, "state_dict to load into the model.", path=True)
+    input_shape: tuple[int, ...] = option((1, 1, 40, 241), "Input shape including the batch dimension.",
+                                          metavar="1,1,40,241")
+    input_name: str = option("input_mfcc", "Name of the model input in the ONNX graph.")
+    output_name: str = option("output_wvp", "Name of the model output in the ONNX graph.")
+    opset: int = option(17, "ONNX opset (15-18).", min=15, max=18)
+    dynamic_batch: bool = option(True, "Make the batch axis dynamic.", flag="--dynamic-batch/--static-batch")
+    reference_data: str | None = option(None, "Directory of .npy samples or .npz (x[, y]) for the reference set.",
+                                        path=True)
+    reference_samples: int = option(64, "Size of the seeded random reference set when --reference-data is not "
+                                    "given.", min=1)
+    reference_seed: int = option(0, "Seed of the random reference set.", flag="--seed")
+    atol: float = option(1e-4, "Allowed ONNX Runtime vs PyTorch difference.")
+    batch_size: int = option(BATCH_SIZE, "PyTorch/ONNX Runtime batch for computing the reference.", cli=False)
 
 
 class Export(Pass):
     name = "export"
     config_cls = ExportConfig
     needs_input = False
+    tools = ("torch", "onnx", "onnxruntime")
+
+    def side_outputs(self, cfg: ExportConfig, out: Path) -> list[Path]:
+        return [reference_path_for(out)]
 
     def fingerprint(self, cfg: ExportConfig) -> str:
         from optkit.data import fingerprint as data_fp
@@ -54,7 +62,7 @@ class Export(Pass):
             fp += ":" + data_fp(cfg.reference_data)
         return fp
 
-    def run(self, src: Artifact | None, cfg: ExportConfig, out: Path) -> PassResult:
+    def run(self, src: Artifact | None, cfg: ExportConfig, out: PassOutput) -> PassResult:
         from optkit.lazy import lazy_import
 
         torch = lazy_import("torch", extra="torch")
@@ -65,8 +73,7 @@ class Export(Pass):
             raise InputError(f"opset {cfg.opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")
         if len(cfg.input_shape) < 2:
             raise InputError(f"input shape {cfg.input_shape} needs a batch dimension and at least one more")
-        out = check_output_path(out)
-        ref_path = check_output_path(reference_path_for(out))
+        ref_path = reference_path_for(out.final)
         sample_shape = tuple(cfg.input_shape[1:])
 
         # Data first: bad reference data fails fast, before the (slow) model build.
@@ -83,44 +90,45 @@ class Export(Pass):
         if cfg.dynamic_batch:
             dynamic_axes = {cfg.input_name: {0: "batch"}, cfg.output_name: {0: "batch"}}
         messages: list[str] = []
-        with atomic_output(out, suffix=".onnx") as tmp:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                try:
-                    torch.onnx.export(
-                        model, (dummy,), str(tmp),
-                        input_names=[cfg.input_name], output_names=[cfg.output_name],
-                        dynamic_axes=dynamic_axes, opset_version=cfg.opset,
-                        do_constant_folding=True, dynamo=False,
-                    )
-                except Exception as exc:
-                    raise PassFailed(f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}") from exc
-            onnx_model = load_onnx(tmp)
-            if len(onnx_model.graph.output) != 1:
-                raise PassFailed(f"the model has {len(onnx_model.graph.output)} outputs; optkit export handles single-output models")
-            check_model(tmp, full=True, what="exported model")
-            max_err = self._compare_with_ort(tmp, cfg, samples.x, ref_outputs, label=out.name)
-            messages.append(
-                f"ONNX Runtime matches PyTorch on {len(samples)} reference inputs: max |diff| {max_err:.2e} (tolerance {cfg.atol:g})"
-            )
-            ref = Reference(
-                inputs={cfg.input_name: samples.x},
-                outputs={cfg.output_name: ref_outputs},
-                labels=samples.y,
-                meta={"model": cfg.model, "source": samples.source, "opset": cfg.opset,
-                      "tool_versions": tool_versions("torch", "onnx", "onnxruntime")},
-            )
-            save_reference(ref_path, ref)
-        stats = graph_stats(onnx_model, out)
-        messages.insert(0, f"exported {cfg.model} -> {out} (opset {cfg.opset}, {stats.describe()})")
-        messages.append(f"reference: {ref_path} ({len(samples)} samples{', with labels' if samples.y is not None else ''})")
-        artifact = Artifact.from_file(
-            out, kind="onnx", precision="fp32", made_by=self.name, config=config_to_dict(cfg),
-            tool_versions=tool_versions("torch", "onnx", "onnxruntime"),
-            extra={"reference": ref_path.name, "max_abs_vs_torch": max_err},
+        tmp = out.path
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(
+                    model, (dummy,), str(tmp),
+                    input_names=[cfg.input_name], output_names=[cfg.output_name],
+                    dynamic_axes=dynamic_axes, opset_version=cfg.opset,
+                    do_constant_folding=True, dynamo=False,
+                )
+            except Exception as exc:
+                raise PassFailed(f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}") from exc
+        onnx_model = load_onnx(tmp)
+        if len(onnx_model.graph.output) != 1:
+            raise PassFailed(f"the model has {len(onnx_model.graph.output)} outputs; optkit export handles single-output models")
+        check_model(tmp, full=True, what="exported model")
+        ref = Reference(
+            inputs={cfg.input_name: samples.x},
+            outputs={cfg.output_name: ref_outputs},
+            labels=samples.y,
+            meta={"model": cfg.model, "source": samples.source, "opset": cfg.opset,
+                  "tool_versions": tool_versions("torch", "onnx", "onnxruntime")},
         )
-        return PassResult(artifact, messages, info={"nodes": stats.nodes, "max_abs_vs_torch": max_err},
-                          side_files=[ref_path])
+        save_reference(out.side(ref_path), ref)
+        stats = graph_stats(onnx_model, tmp)
+        messages.insert(0, f"exported {cfg.model} -> {out.final} (opset {cfg.opset}, {stats.describe()})")
+        messages.append(f"reference: {ref_path} ({len(samples)} samples{', with labels' if samples.y is not None else ''})")
+        return PassResult(messages=messages, info={"nodes": stats.nodes}, precision="fp32",
+                          extra={"reference": ref_path.name}, check_inputs=ref)
+
+    def check(self, src: Artifact | None, cfg: ExportConfig, written: Path, result: PassResult) -> None:
+        ref = result.check_inputs
+        x = ref.inputs[cfg.input_name]
+        max_err = self._compare_with_ort(written, cfg, x, ref.outputs[cfg.output_name], label=written.name)
+        result.messages.append(
+            f"ONNX Runtime matches PyTorch on {len(x)} reference inputs: max |diff| {max_err:.2e} (tolerance {cfg.atol:g})"
+        )
+        result.info["max_abs_vs_torch"] = max_err
+        result.extra["max_abs_vs_torch"] = max_err
 
     @staticmethod
     def _torch_outputs(torch: Any, model: Any, x: np.ndarray, cfg: ExportConfig) -> np.ndarray:
@@ -145,18 +153,18 @@ class Export(Pass):
 
     @staticmethod
     def _compare_with_ort(path: Path, cfg: ExportConfig, x: np.ndarray, expected: np.ndarray, label: str) -> float:
-        from optkit.reference import Reference
+        from optkit.compare import Comparison, Tolerance
+        from optkit.feeds import reference_batches
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
-        from optkit.verify import run_artifact
 
+        comparison = Comparison("the exported model", Tolerance(cfg.atol), against="PyTorch",
+                                hint="the export is not faithful (unsupported op or data-dependent control flow?)")
+        start = 0
         with OnnxRuntimeRunner(path, label=label) as runner:
-            got = run_artifact(runner, Reference({cfg.input_name: x}, {}), cfg.batch_size)[cfg.output_name]
-        if got.shape != expected.shape:
-            raise PassFailed(f"ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
-        err = float(np.max(np.abs(got.astype(np.float64) - expected))) if expected.size else 0.0
-        if not np.isfinite(err) or err > cfg.atol:
-            raise PassFailed(
-                f"exported model differs from PyTorch: max |diff| {err:.3g} > {cfg.atol:g}; "
-                "the export is not faithful (unsupported op or data-dependent control flow?)"
-            )
-        return err
+            for feed, take in reference_batches(runner.inputs, {cfg.input_name: x}, cfg.batch_size, label):
+                got = runner.infer(feed)
+                got = {k: v[:take] for k, v in got.items()}
+                comparison.add({cfg.output_name: expected[start : start + take]}, got,
+                               where="on the reference inputs")
+                start += take
+        return comparison.max_abs_diff

@@ -28,12 +28,12 @@ import numpy as np
 
 from optkit.workspace import work_dir
 from optkit import calibration
-from optkit.artifact import Artifact, tool_versions
+from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, first_line
-from optkit.fileio import check_output_path
 from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision, save_onnx_atomically
-from optkit.passes.base import Pass, PassResult, config_to_dict
+from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision
+from optkit.options import ParameterError, option
+from optkit.passes.base import Pass, PassOutput, PassResult
 
 FP16_MAX = 65504.0
 OVERFLOW_MODES = ("keep-fp32", "fail")
@@ -41,14 +41,18 @@ OVERFLOW_MODES = ("keep-fp32", "fail")
 
 @dataclass(frozen=True)
 class QuantizeFp16Config:
-    op_block_list: tuple[str, ...] = ()     # op types kept fp32 (added to the converter's defaults)
-    node_block_list: tuple[str, ...] = ()   # node names kept fp32
-    keep_io_types: bool = True              # fp32 model inputs/outputs
-    check_data: str | None = None           # inputs for the overflow check; else seeded random ones
-    check_samples: int = 8                  # how many check inputs to run
-    overflow: str = "keep-fp32"             # keep-fp32 | fail
-    overflow_margin: float = 2.0            # flag activations with |x| * margin > 65504
-    seed: int = 0                           # for the random check inputs
+    op_block_list: tuple[str, ...] = option((), "Op types to keep in fp32 (added to onnxconverter-common's "
+                                            "default list).", metavar="OP,OP")
+    node_block_list: tuple[str, ...] = option((), "Node names to keep in fp32.", metavar="A,B")
+    keep_io_types: bool = option(True, "Keep the model's inputs and outputs fp32.",
+                                 flag="--keep-io-types/--no-keep-io-types")
+    check_data: str | None = option(None, "Inputs for the overflow check (default: 8 seeded random inputs).",
+                                    path=True, metavar="DIR")
+    check_samples: int = option(8, "How many check inputs to run.", min=1, cli=False)
+    overflow: str = option("keep-fp32", "What to do with tensors beyond the fp16 range: keep their nodes in "
+                           "fp32, or fail.", choices=OVERFLOW_MODES)
+    overflow_margin: float = option(2.0, "Flag activations with |x| * margin > 65504.", min=1.0, cli=False)
+    seed: int = option(0, "Seed of the random check inputs.", cli=False)
 
 
 @dataclass
@@ -171,24 +175,19 @@ class QuantizeFp16(Pass):
     name = "quantize-fp16"
     config_cls = QuantizeFp16Config
     output_suffix = ".fp16.onnx"
+    tools = ("onnxconverter-common", "onnx", "onnxruntime")
 
     def fingerprint(self, cfg: QuantizeFp16Config) -> str:
         from optkit.data import fingerprint
 
         return fingerprint(cfg.check_data) if cfg.check_data else ""
 
-    def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: Path) -> PassResult:
+    def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: PassOutput) -> PassResult:
+        onnx = lazy_import("onnx")
         float16 = lazy_import("onnxconverter_common.float16")
         from optkit.data import load_samples, random_samples
 
         assert src is not None
-        if cfg.overflow not in OVERFLOW_MODES:
-            raise InputError(f"unknown overflow mode {cfg.overflow!r}; use one of {', '.join(OVERFLOW_MODES)}")
-        if cfg.overflow_margin < 1.0:
-            raise InputError(f"overflow margin must be >= 1, got {cfg.overflow_margin:g}")
-        if cfg.check_samples < 1:
-            raise InputError(f"check_samples must be at least 1, got {cfg.check_samples}")
-        out = check_output_path(out)
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -196,7 +195,7 @@ class QuantizeFp16(Pass):
         names = {n.name for n in model.graph.node}
         missing = [n for n in cfg.node_block_list if n not in names]
         if missing:
-            raise InputError(f"--node-block-list: no node named {', '.join(missing)} in {src.path.name}")
+            raise ParameterError("node_block_list", f"{{name}}: no node named {', '.join(missing)} in {src.path.name}")
         inputs, _ = io_specs(model)
         if len(inputs) != 1 or inputs[0].dtype != "float32":
             raise InputError(f"{src.path.name}: fp16 conversion with an overflow check supports models with one "
@@ -222,8 +221,8 @@ class QuantizeFp16(Pass):
             if scan.initializers:
                 what.append(f"initializers beyond 65504: {_describe(scan.initializers)}")
             if cfg.overflow == "fail":
-                raise PassFailed("fp16 overflow on " + samples.source + ": " + "; ".join(what)
-                                 + "; rerun with --overflow keep-fp32 to keep these nodes in fp32")
+                raise ParameterError("overflow", "fp16 overflow on " + samples.source + ": " + "; ".join(what)
+                                     + "; rerun with {name} keep-fp32 to keep these nodes in fp32")
             messages += what
             messages.append(f"kept in fp32 because of fp16 overflow: {len(scan.block_nodes)} nodes "
                             f"({', '.join(scan.block_nodes[:10])}{', ...' if len(scan.block_nodes) > 10 else ''})")
@@ -235,21 +234,13 @@ class QuantizeFp16(Pass):
         if model_precision(converted) != "fp16":
             raise PassFailed("the converted model has no fp16 tensors (every node is in a block list?)")
 
-        save_onnx_atomically(converted, out)
-        try:
-            check = self._check_outputs(src.path, out, spec.name, x, samples.source)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-
+        onnx.save(converted, str(out.path))
         n_blocked = sum(1 for n in converted.graph.node if n.name in set(node_block) or n.op_type in set(op_block))
-        messages.insert(0, f"converted {src.path.name} -> {out} (fp16, inputs/outputs "
+        messages.insert(0, f"converted {src.path.name} -> {out.final} (fp16, inputs/outputs "
                            f"{'fp32' if cfg.keep_io_types else 'fp16'})")
         if not found:
             messages.append(f"overflow check on {len(x)} {samples.source} inputs: every activation within "
                             f"the fp16 range (largest |x| {scan.largest:.3g})")
-        messages.append(f"fp16 vs fp32 on {len(x)} check inputs: max |diff| {check['max_abs_diff']:.3g}, "
-                        f"relative error {check['rel_error']:.3g}; outputs finite")
         info = {
             "keep_io_types": cfg.keep_io_types,
             "check_data": samples.source,
@@ -261,42 +252,32 @@ class QuantizeFp16(Pass):
             "op_block_list_extra": list(cfg.op_block_list),
             "fp32_nodes": n_blocked,
             "largest_activation": scan.largest,
-            "check": check,
             "converter": converter,
         }
-        artifact = Artifact.from_file(
-            out, kind="onnx", precision="fp16", made_by=self.name, config=config_to_dict(cfg),
-            parent=src.sha256, tool_versions=tool_versions("onnxconverter-common", "onnx", "onnxruntime"),
-            extra={"overflow_blocked_nodes": scan.block_nodes},
-        )
-        return PassResult(artifact, messages, info)
+        return PassResult(messages=messages, info=info, precision="fp16",
+                          extra={"overflow_blocked_nodes": scan.block_nodes},
+                          check_inputs=(spec.name, x, samples.source))
+
+    def check(self, src: Artifact | None, cfg: QuantizeFp16Config, written: Path, result: PassResult) -> None:
+        assert src is not None
+        input_name, x, source = result.check_inputs
+        check = self._check_outputs(src.path, written, input_name, x, source)
+        result.messages.append(f"fp16 vs fp32 on {len(x)} check inputs: max |diff| {check['max_abs_diff']:.3g}, "
+                               f"relative error {check['rel_error']:.3g}; outputs finite")
+        result.info["check"] = check
 
     @staticmethod
     def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:
+        from optkit.compare import Comparison
         from optkit.runners.onnxruntime import OnnxRuntimeRunner
 
-        worst = 0.0
-        num = den = 0.0
+        comparison = Comparison("the fp16 model", hint="keep the overflowing part in fp32 with "
+                                "node_block_list/op_block_list, or check the data")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(fp16_path) as half:
             half_dtype = next((s.dtype for s in half.inputs if s.name == input_name), "float32")
             for i in range(len(x)):
                 feed = {input_name: x[i : i + 1]}
                 with np.errstate(over="ignore"):  # an input beyond fp16 becomes inf: reported below
                     half_feed = {input_name: feed[input_name].astype(half_dtype)}
-                a, b = ref.infer(feed), half.infer(half_feed)
-                for name, va in a.items():
-                    vb = b.get(name)
-                    if vb is None or vb.shape != va.shape:
-                        raise PassFailed(f"fp16 output {name} is missing or has another shape")
-                    vb64 = vb.astype(np.float64)
-                    if not np.isfinite(vb64).all():
-                        raise PassFailed(
-                            f"the fp16 model produces inf/NaN in output {name} on {source} input {i}; keep the "
-                            "overflowing part in fp32 with --node-block-list/--op-block-list, or check the data"
-                        )
-                    va64 = va.astype(np.float64)
-                    d = vb64 - va64
-                    worst = max(worst, float(np.max(np.abs(d))) if d.size else 0.0)
-                    num += float(np.sum(d * d))
-                    den += float(np.sum(va64 * va64))
-        return {"max_abs_diff": worst, "rel_error": float(np.sqrt(num) / max(np.sqrt(den), 1e-12))}
+                comparison.add(ref.infer(feed), half.infer(half_feed), where=f"on {source} input {i}")
+        return {"max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}

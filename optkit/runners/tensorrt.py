@@ -94,6 +94,13 @@ class TensorRTRunner(Runner):
             plan = self.path.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read engine {self.path}: {exc.strerror or exc}") from exc
+        recorded = (self.meta or {}).get("engine_sha256") if self.check_sidecar else None
+        if recorded:
+            import hashlib
+
+            if hashlib.sha256(plan).hexdigest() != recorded:
+                raise InputError(f"engine {self.path.name} is not the file its sidecar describes (sha256 differs "
+                                 "from the one recorded at build time): it changed after the build; rebuild it")
         engine = runtime.deserialize_cuda_engine(plan)
         if engine is None:
             detail = " | ".join(list(logger.errors)[-2:]) or "TensorRT logged no error"

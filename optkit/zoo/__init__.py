@@ -11,23 +11,28 @@ from optkit.errors import InputError
 from optkit.lazy import lazy_import
 
 ZOO_DIR = Path(__file__).resolve().parent
-WEIGHTS = {"voice-resnet": ZOO_DIR / "weights" / "voice_resnet.pt"}
+WEIGHTS = {"voice-resnet": ZOO_DIR / "weights" / "voice_resnet.pt", "xor": ZOO_DIR / "weights" / "xor.pt"}
 
 
 def names() -> list[str]:
-    return ["voice-resnet", "voice-resnet-seed"]
+    return ["voice-resnet", "voice-resnet-seed", "xor"]
 
 
 def describe(name: str) -> str:
     return {
         "voice-resnet": "Bottleneck ResNet [2,2,2,2], widths 16-128, sigmoid Predictor head (bundled trained weights)",
         "voice-resnet-seed": "Bottleneck ResNet [8,8,36,3], widths 64-512 (production size, untrained, for speed/memory work)",
+        "xor": "2-2-1 dense sigmoid network trained on the four XOR rows with Adam (the dense-network lesson; input (N, 2))",
     }[name]
 
 
 def build(name: str, weights: str | Path | None = None) -> Any:
     """Build a zoo model in eval mode."""
     lazy_import("torch", extra="torch")
+    if name == "xor":
+        from optkit.zoo import xor
+
+        return xor.build(weights)
     from optkit.zoo import voice_resnet as vr
 
     torch = lazy_import("torch", extra="torch")
@@ -52,6 +57,8 @@ def build(name: str, weights: str | Path | None = None) -> Any:
 
 def source_files(name: str) -> list[Path]:
     """Files whose content defines the zoo model (used in cache keys)."""
+    if name == "xor":
+        return [ZOO_DIR / "xor.py", ZOO_DIR / "__init__.py", WEIGHTS["xor"]]
     files = [ZOO_DIR / "voice_resnet.py", ZOO_DIR / "__init__.py"]
     if name == "voice-resnet" and WEIGHTS["voice-resnet"].exists():
         files.append(WEIGHTS["voice-resnet"])

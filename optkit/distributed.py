@@ -1,0 +1,249 @@
+"""Scale-out on Ray: the same verification, split into shards across a cluster.
+
+Ray is the engine; optkit writes no scheduler, queue or RPC of its own. The pieces:
+
+- :func:`ray_session` connects to a cluster (``auto``, ``ray://host:port``, ``host:port``) or
+  starts a local Ray instance, and turns every way that can fail into one clear error.
+- :class:`RayExecutor` runs one artifact over the reference inputs: a pool of Ray actors, each
+  holding one runner (the artifact is loaded once per actor, from bytes shipped through Ray's
+  object store, so worker machines need no shared disk); each shard's inputs are one object
+  in the store, fetched only by the node that runs it; shards are ``ray.util.ActorPool.map``-ed over the actors, which returns them in input
+  order. Actors are restarted and their in-flight shard retried when a worker process dies.
+
+Why the results are identical to one process, by construction: a shard boundary is always a
+multiple of the batch size, so every batch a worker runs is exactly a batch the single-process
+path runs (same samples, same order, same runtime settings); outputs are gathered in input order
+and every metric and gate is computed on the driver by the same code. ``tests/test_distributed.py``
+checks it by comparing the JSON reports.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from optkit.errors import InputError, OptkitError
+from optkit.lazy import lazy_import
+
+LOCAL = "local"
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = LOCAL, num_cpus: int | None = None) -> Iterator[Any]:
+    """Yield the ``ray`` module connected to ``address`` (``local``/None = a new local instance).
+
+    Reuses an already initialised Ray; shuts down only what it started.
+    """
+    ray = lazy_import("ray", extra="ray")
+    if address not in (None, "", LOCAL):
+        _require_reachable(address)
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address in (None, "", LOCAL):
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        kwargs["_node_ip_address"] = "127.0.0.1"  # a local instance listens on loopback only
+    else:
+        kwargs["address"] = address
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = "a local Ray instance" if "address" not in kwargs else f"the Ray cluster at {address!r}"
+        hint = ("" if "address" not in kwargs else
+                "; is the cluster running (ray status), and for a token-authenticated cluster are "
+                "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) set here?")
+        raise InputError(f"could not connect to {where}: {_first_line(exc)}{hint}") from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _require_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) nothing listens on: ray.init itself retries
+    an unreachable GCS for minutes before it gives up."""
+    import socket
+
+    if address == "auto":
+        return  # Ray finds the local cluster itself and fails at once when there is none
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError(f"Ray cluster address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(f"could not connect to the Ray cluster at {address!r}: nothing answers at "
+                         f"{host}:{port} ({exc.strerror or exc}); is the cluster running (ray status)?") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def shard_bounds(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``shards`` contiguous pieces whose starts are multiples of
+    ``batch_size`` (so each worker runs exactly the batches one process would run)."""
+    if n <= 0:
+        return []
+    batches = -(-n // batch_size)
+    shards = max(1, min(shards, batches))
+    per, extra = divmod(batches, shards)
+    bounds, b = [], 0
+    for i in range(shards):
+        take = per + (1 if i < extra else 0)
+        start, stop = b * batch_size, min(n, (b + take) * batch_size)
+        bounds.append((start, stop))
+        b += take
+    return bounds
+
+
+def _make_actor_class(ray: Any) -> Any:
+    @ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)
+    class RunnerActor:
+        """Holds one runner for one artifact; runs shards of the reference inputs.
+
+        The artifact's bytes come with every call as an ObjectRef inside a list (fetched once,
+        on the first call): an actor restarted after its process died reloads it by itself, and
+        the constructor holds no object-store argument that a restart could lose.
+        """
+
+        def __init__(self, main: str, provider: str, threads: int | None) -> None:
+            self.main, self.provider, self.threads = main, provider, threads
+            self.runner: Any = None
+
+        def _load(self, files_box: list[Any]) -> Any:
+            if self.runner is None:
+                from optkit.runners import make_runner
+
+                folder = tempfile.mkdtemp(prefix="optkit-ray-")
+                for name, data in ray.get(files_box[0]).items():  # the artifact and e.g. X.engine.json
+                    Path(folder, name).write_bytes(data)
+                runner = make_runner(Path(folder, self.main), provider=self.provider, threads=self.threads)
+                runner.__enter__()
+                self.runner = runner
+            return self.runner
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def describe(self, files_box: list[Any]) -> dict[str, Any]:
+            return self._load(files_box).describe()
+
+        def run(self, files_box: list[Any], inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+            from optkit.reference import Reference
+            from optkit.verify import run_artifact
+
+            shard = Reference(inputs, outputs={})
+            return run_artifact(self._load(files_box), shard, batch_size)
+
+    return RunnerActor
+
+
+class RayExecutor:
+    """Runs artifacts on Ray actors; plugs into :func:`optkit.verify.verify_artifacts`.
+
+    ``workers``: actors per artifact (default: the cluster's CPUs); ``shards``: pieces the
+    reference is split into (default: 4 per worker, for load balance and cheap retries);
+    ``threads``: runtime threads per actor (default 1, one actor per CPU).
+    """
+
+    def __init__(self, ray: Any, workers: int | None = None, shards: int | None = None,
+                 threads: int | None = 1, on_shard: Callable[[int, int], None] | None = None) -> None:
+        self.ray = ray
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, workers or cpus)
+        self.shards = shards
+        self.threads = threads
+        self.on_shard = on_shard
+        self.actor_pids: list[int] = []
+        self._actor_cls = _make_actor_class(ray)
+
+    def describe(self) -> dict[str, Any]:
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        return {"engine": "ray", "ray": self.ray.__version__, "workers": self.workers,
+                "nodes": len(nodes), "threads_per_worker": self.threads}
+
+    def outputs(self, path: Path, provider: str, threads: int | None, reference: Any,
+                batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        ray = self.ray
+        from ray.util import ActorPool
+
+        path = Path(path)
+        files = {path.name: path.read_bytes()}
+        sidecar = path.with_name(path.name + ".json")
+        if sidecar.is_file():
+            files[sidecar.name] = sidecar.read_bytes()
+        files_ref = ray.put(files)
+        n = len(reference)
+        bounds = shard_bounds(n, batch_size, self.shards or 4 * self.workers)
+        box = [files_ref]
+        actors = [self._actor_cls.remote(path.name, provider, self.threads if threads is None else threads)
+                  for _ in range(min(self.workers, len(bounds)) or 1)]
+        try:
+            self.actor_pids = self._get([a.pid.remote() for a in actors], path)
+            runner_info = self._get(actors[0].describe.remote(box), path)
+            # One object per shard: a worker node fetches only the shards it runs, so the whole
+            # reference crosses the network once, not once per node.
+            shard_refs = [ray.put({k: np.ascontiguousarray(v[a:b]) for k, v in reference.inputs.items()})
+                          for a, b in bounds]
+            pool = ActorPool(actors)
+            chunks: list[dict[str, np.ndarray]] = []
+            results = pool.map(lambda a, ref: a.run.remote(box, ref, batch_size), shard_refs)
+            with self._errors(path):
+                for i, part in enumerate(results):
+                    chunks.append(part)
+                    if self.on_shard:
+                        self.on_shard(i + 1, len(bounds))
+        finally:
+            for a in actors:
+                ray.kill(a)
+        outs = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]} if chunks else {}
+        return outs, runner_info
+
+
+    def _get(self, refs: Any, path: Path) -> Any:
+        with self._errors(path):
+            return self.ray.get(refs)
+
+    @contextlib.contextmanager
+    def _errors(self, path: Path) -> Iterator[None]:
+        """A worker's OptkitError (e.g. a provider that fell back to CPU) is re-raised as it is;
+        anything else from Ray becomes one line naming the artifact."""
+        exceptions = self.ray.exceptions
+        try:
+            yield
+        except exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, OptkitError):
+                raise cause from None
+            raise OptkitError(f"{path.name}: a Ray worker failed: {_first_line(cause or exc)}") from exc
+        except exceptions.RayActorError as exc:
+            raise OptkitError(f"{path.name}: a Ray worker died and could not be restarted: {_actor_error(exc)}") from exc
+
+
+def _actor_error(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or getattr(exc, "error_msg", None)
+    return _first_line(cause) if isinstance(cause, BaseException) else _first_line(Exception(str(cause or exc)))
+
+
+@contextlib.contextmanager
+def executor_for(address: str | None, workers: int | None = None, shards: int | None = None,
+                 echo: Callable[[str], None] | None = None) -> Iterator[Any]:
+    """None without an address (verify runs in this process); a RayExecutor inside a session."""
+    if address is None:
+        yield None
+        return
+    with ray_session(address) as ray:
+        ex = RayExecutor(ray, workers=workers, shards=shards)
+        if echo:
+            info = ex.describe()
+            echo(f"ray: {info['workers']} workers on {info['nodes']} node(s)")
+        yield ex
