@@ -61,9 +61,12 @@ def one_clean_line(res: Any) -> str | None:
     return None
 
 
-def record(cls: str, case: str, problem: str | None) -> None:
-    r = RESULTS.setdefault(cls, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": []})
+def record(cls: str, case: str, problem: str | None, outcome: str = "") -> None:
+    """Count a case; ``outcome`` (e.g. "verify exit 3") is tallied per class for the results."""
+    r = RESULTS.setdefault(cls, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": [], "outcomes": {}})
     r["tried"] += 1
+    if outcome:
+        r["outcomes"][outcome] = r["outcomes"].get(outcome, 0) + 1
     if problem:
         r["bad"] += 1
         r["bad_cases"].append({"case": case, "problem": problem})
@@ -106,7 +109,7 @@ def mutants(work: Path, n: int) -> None:
             problem = f"exit {res.exit_code}"
         if problem is None and res.exit_code == 0 and not np.abs(_run(m, x) - y).max() <= 1e-4:
             problem = "false PASS"
-        record("mutants", f"verify #{i}", problem)
+        record("mutants", f"verify #{i}", problem, f"verify exit {res.exit_code}")
         out = d / "s.onnx"
         res = invoke("simplify", m, "-o", out)
         problem = one_clean_line(res)
@@ -119,7 +122,7 @@ def mutants(work: Path, n: int) -> None:
         out.unlink(missing_ok=True)
         if problem is None and listing(d) != ["m.onnx"]:
             problem = f"left behind: {listing(d)}"
-        record("mutants", f"simplify #{i}", problem)
+        record("mutants", f"simplify #{i}", problem, f"simplify exit {res.exit_code}")
 
 
 def calibration(work: Path) -> None:
@@ -219,7 +222,7 @@ def calibration(work: Path) -> None:
                     rel = float(line.rsplit("relative error", 1)[1].split()[0]) if line else 1.0
                     if rel > 0.2:
                         problem = f"int8 relative error {rel} after the outliers were handled"
-        record("calibration", name, problem)
+        record("calibration", name, problem, f"{expect}: exit {res.exit_code}")
 
 
 def references(work: Path) -> None:
@@ -288,7 +291,7 @@ def references(work: Path) -> None:
             problem = f"exit {res.exit_code}, expected {allowed}: {res.output.strip().splitlines()[-1][:160]}"
         if problem is None and res.exit_code == 1 and rep.exists():
             problem = "report directory written on an input error"
-        record("references", name, problem)
+        record("references", name, problem, f"exit {res.exit_code}")
 
 
 def paths(work: Path) -> None:
@@ -354,7 +357,7 @@ def paths(work: Path) -> None:
         shutil.copy(model, model_copy)  # a changed input must not spoil the next cases
         if problem is None and (d / "afile").read_text() != "x":
             problem = "the symlink target was overwritten"
-        record("paths", name, problem)
+        record("paths", name, problem, f"exit {res.exit_code}")
 
 
 RECIPE_HEAD = "name: t\nmodel: {model}\nsteps:\n  - pass: export\n    params: {{reference_samples: 4, input_shape: [1, 6]}}\n"
@@ -431,7 +434,7 @@ def recipes(work: Path) -> None:
             problem = f"wrote {sorted(set(listing(work)) - set(before))[:3]}"
         if problem is None and victim.exists():
             problem = "wrote outside -o"
-        record("recipes", name, problem)
+        record("recipes", name, problem, f"exit {res.exit_code}")
 
 
 def concurrency(work: Path) -> None:
@@ -461,7 +464,7 @@ def concurrency(work: Path) -> None:
         if problem is None:
             found = problems(out, tmpdir)
             problem = "; ".join(found) if found else None
-        record("concurrency", f"two runs into one directory {flag} (exits {codes})", problem)
+        record("concurrency", f"two runs into one directory {flag}", problem, f"two runs {flag}: exits {codes}")
     # another recipe into a used directory
     out = d / "out--wait"
     other = d / "other.yaml"
@@ -476,7 +479,7 @@ def concurrency(work: Path) -> None:
         problem = f"exit {res.returncode}: {res.stderr[-200:]}"
     elif before != after:
         problem = "files changed"
-    record("concurrency", "another recipe into a used directory", problem)
+    record("concurrency", "another recipe into a used directory", problem, f"another recipe: exit {res.returncode}")
 
 
 def main() -> int:
@@ -507,9 +510,10 @@ def main() -> int:
                      "concurrency": "cc"}[name]).mkdir()
             t0 = time.monotonic()
             fn()
-            r = RESULTS.get(name, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": []})
+            r = RESULTS.get(name, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": [], "outcomes": {}})
             r["seconds"] = round(time.monotonic() - t0, 1)
-            print(f"{name:12s} tried {r['tried']:4d}  clean {r['clean']:4d}  bad {r['bad']:3d}  ({r['seconds']} s)", flush=True)
+            print(f"{name:12s} tried {r['tried']:4d}  clean {r['clean']:4d}  bad {r['bad']:3d}  ({r['seconds']} s)  "
+                  + ", ".join(f"{k}: {v}" for k, v in sorted(r.get("outcomes", {}).items())), flush=True)
             for b in r["bad_cases"]:
                 print(f"    BAD {b['case']!r}: {b['problem']}", flush=True)
         leftovers = [p.name for p in (work / "systmp").iterdir() if p.name.startswith("optkit-")]
