@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from optkit.workspace import work_dir
 from optkit.errors import InputError
 from optkit.lazy import lazy_import
+from optkit.workspace import work_dir
 
 PASS_THROUGH_OPS = {"QuantizeLinear", "DequantizeLinear", "Cast"}
 _EPS = float(np.finfo(float).eps)  # the floor ORT's SQNR helper uses for both norms

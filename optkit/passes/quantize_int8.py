@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 
-from optkit.workspace import work_dir
 from optkit import calibration
 from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, first_line
@@ -52,6 +51,7 @@ from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
+from optkit.workspace import work_dir
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
