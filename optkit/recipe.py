@@ -45,7 +45,8 @@ from optkit.passes.base import config_to_dict
 TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify", "ray"}
 RAY_KEYS = {"address", "workers", "shards"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
-VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
+VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled",
+               "bench", "baseline", "max_regression"}
 DEFAULT_RECIPE = "voice_verification.yaml"
 # verification results by key (verify.verification_key), inside the output directory
 VERIFY_CACHE = ".optkit-cache/verify"
@@ -227,8 +228,28 @@ def load_recipe(path: str | Path) -> Recipe:
     for a in verify.get("artifacts") or []:
         if a not in seen:
             raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
+    _check_release_keys(verify, vlines, where, base)
     ray = parse_ray_setting(data.get("ray"), f"{where} line {lines.get('ray', '?')}")
     return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify), ray=ray)
+
+
+def _check_release_keys(verify: dict[str, Any], vlines: dict[str, int], where: str, base: Path) -> None:
+    """verify.bench / baseline / max_regression: validated now, the baseline path made absolute."""
+    from optkit.regression import make_limits
+    from optkit.release import bench_config
+
+    for key, check in (("bench", lambda v: bench_config(v, where="verify.bench")),
+                       ("max_regression", lambda v: make_limits(v, where="verify.max_regression"))):
+        if key in verify:
+            try:
+                check(verify[key])
+            except OptkitError as exc:
+                raise RecipeError(f"{where} line {vlines.get(key, '?')}: {exc}") from None
+    if verify.get("baseline") is not None:
+        if not isinstance(verify["baseline"], str):
+            raise RecipeError(f"{where} line {vlines.get('baseline', '?')}: verify.baseline must be a path to a "
+                              "previous report.json or output directory")
+        verify["baseline"] = _resolve(base, verify["baseline"])
 
 
 def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str,
@@ -317,11 +338,13 @@ class _StepCache:
 
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
                echo: Callable[[str], None] = lambda s: None, verify: bool = True,
-               ray: dict[str, Any] | None = None, wait: bool = False) -> RunOutcome:
+               ray: dict[str, Any] | None = None, baseline: str | Path | None = None,
+               wait: bool = False) -> RunOutcome:
     """Run ``recipe`` into ``out_dir`` holding an exclusive lock on it (``wait``: block until a
     concurrent run is done instead of failing), after removing what a killed run left behind;
     ``ray`` ({"address", "workers", "shards"}) overrides the recipe's own ``ray:`` setting for
-    verification."""
+    verification, ``baseline`` (a previous report.json or output directory) the recipe's
+    ``verify: baseline:``."""
     from optkit.fileio import ensure_output_dir
     from optkit.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
 
@@ -332,11 +355,11 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         for p in clean_stale_work_dirs():
             echo(f"removed {p} (a work directory left by an optkit process that was killed)")
         recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
-        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, ray=ray)
+        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, ray=ray, baseline=baseline)
 
 
 def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
-               verify: bool, ray: dict[str, Any] | None) -> RunOutcome:
+               verify: bool, ray: dict[str, Any] | None, baseline: str | Path | None) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -366,7 +389,8 @@ def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[st
         produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
-        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray)
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray,
+                                                       baseline)
     manifest.save()
     return outcome
 
@@ -443,17 +467,20 @@ def _sha_matches(art: Artifact) -> bool:
 
 
 def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-            echo: Callable[[str], None], ray: dict[str, Any] | None = None):  # noqa: ANN202
+            echo: Callable[[str], None], ray: dict[str, Any] | None = None,
+            baseline: str | Path | None = None):  # noqa: ANN202
     from optkit.distributed import executor_for
 
     ray = ray or {}
     with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor:
-        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor)
+        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor, baseline)
 
 
 def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-                 echo: Callable[[str], None], executor: Any):  # noqa: ANN202
+                 echo: Callable[[str], None], executor: Any, baseline: str | Path | None = None):  # noqa: ANN202
     from optkit.reference import load_reference, reference_path_for
+    from optkit.regression import make_limits, prepare_baseline
+    from optkit.release import bench_config, release_view
     from optkit.report import write_reports
     from optkit.verify import merge_gates, verify_on_providers
 
@@ -463,6 +490,8 @@ def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | N
         raise InputError("nothing to verify: the export step produced no model")
     ref_path = reference_path_for(export.path)
     reference = load_reference(ref_path)
+    baseline = baseline or v.get("baseline")
+    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
     names = v.get("artifacts") or [s.name for s in recipe.steps]
     arts = [(n, produced.get(n)) for n in names]
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
@@ -476,5 +505,8 @@ def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | N
         progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE, executor=executor,
     )
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
+    release_view(report, reference, bench=bench_config(v.get("bench"), where="verify.bench"), threads=v.get("threads"),
+                 baseline=base, limits=make_limits(v.get("max_regression"), where="verify.max_regression"),
+                 progress=lambda m: echo(f"[release] {m}"))
     paths = write_reports(report, out_dir)
     return report, paths

@@ -142,10 +142,19 @@ class VerifyReport:
     reference_values: np.ndarray | None = field(default=None, repr=False)
     # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
     execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
+    # the release view (optkit.release.enrich: artifact facts, latency, groups; optkit.regression:
+    # the comparison with a previous release), empty when not asked for
+    release: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(r.passed for r in self.results)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every gate passed and, when compared with a baseline release, no regression."""
+        regression = self.release.get("regression") or {}
+        return self.gates_passed and regression.get("passed", True)
 
     def to_json(self) -> dict[str, Any]:
         from optkit.metrics import json_safe
@@ -288,8 +297,11 @@ def verify_artifacts(
         if key is not None:
             _store_cached(cache_dir, key, result)
         results.append(result)
+    from optkit.release import reference_identity
+
     ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
-                "outputs": list(reference.outputs), "meta": reference.meta}
+                "outputs": list(reference.outputs), "meta": reference.meta,
+                "identity": reference_identity(reference.inputs, reference.labels)}
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
                           reference_values=reference.outputs[first_out])
     report.execution = (executor or LocalExecutor()).describe()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, assert_rendered_report, dump_dom
 from conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +51,37 @@ def test_default_recipe_runs_and_verifies(first_run):
     assert (out / "report.html").read_text().count("<svg") >= 20  # scatter + histogram per result
 
 
-def test_second_run_is_cached(first_run, cli_runner):
+def test_default_report_is_a_release_report(first_run):
+    """What a reviewer signs off the int8 artifact with: size, MAC share, lineage, ORT and OpenVINO
+    speed-up, DET curve, flipped samples; the page stays under 1 MB."""
     out, _ = first_run
-    res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out])
+    report = json.loads((out / "report.json").read_text())
+    int8 = [a for a in report["artifacts"] if a["step"] == "int8"]
+    assert sorted(a["runtime"] for a in int8) == ["ONNX Runtime CPU", "OpenVINO CPU"]
+    facts = report["facts"][int8[0]["facts"]]
+    assert facts["size"] == (out / "int8.int8.onnx").stat().st_size
+    assert facts["macs"]["share"]["int8"] > 0.9
+    assert [s["step"] for s in facts["lineage"]] == ["export", "simplify", "fold", "int8"]
+    assert facts["lineage"][-1]["config"]["method"] == "percentile"
+    for a in int8:
+        assert a["latency"]["vs_fp32"]["of"] == "export.onnx" and a["latency"]["vs_fp32"]["p50"] > 0
+        assert len(a["flipped_samples"]) == a["outputs"]["output_wvp"]["flipped"]
+    page = (out / "report.html").read_text()
+    assert len(page.encode()) < 1_000_000
+    assert "int8.int8.onnx" in page and 'data-plot="mac-share"' in page and "Lineage" in page
+    if CHROMIUM is not None:  # the browser check proper is in test_release_report.py
+        dom = dump_dom(out / "report.html")
+        assert_rendered_report(dom, results=len(report["artifacts"]), groups=len(report["groups"]))
+
+
+def test_second_run_is_cached_and_no_regression_against_the_first(first_run, cli_runner, tmp_path):
+    out, _ = first_run
+    baseline = tmp_path / "release-1.json"
+    baseline.write_text((out / "report.json").read_text())
+    res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out,
+                              "--baseline", baseline, "--junit", tmp_path / "junit.xml"])
     assert res.exit_code == 0, res.output
     assert "0 ran, 5 cached, 1 skipped" in res.output
+    reg = json.loads((out / "report.json").read_text())["regression"]
+    assert reg["passed"] and all(p["matched_by"] == "step name" and p["changed"] == [] for p in reg["pairs"])
+    assert "0 decision(s) changed" in res.output
