@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "bench": "optkit.cli.bench_cmd:bench",
     "run": "optkit.cli.run_cmd:run",
     "features": "optkit.cli.features_cmd:features",
+    "serve": "optkit.cli.serve_cmd:serve",
+    "loadtest": "optkit.cli.loadtest_cmd:loadtest",
     "doctor": "optkit.cli.doctor_cmd:doctor",
     "weights": "optkit.cli.weights_cmd:weights",
     "lut": "optkit.cli.lut_cmd:lut",
