@@ -36,7 +36,6 @@ import collections
 import contextlib
 import io
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
+from optkit.workspace import work_dir
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
@@ -90,6 +90,20 @@ class QuantizeInt8Config:
     calibration_limit: int | None = option(None, "Use only the first N calibration samples.", metavar="N", min=1)
     chunk_size: int = option(2, "Samples per calibration step; bounds memory (~0.85 GiB per sample on the "
                              "production-size voice model with entropy/percentile).", min=1)
+    outliers: str = option("clip", "Calibration values far outside the rest of the set (beyond the 0.1-99.9 "
+                           "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
+                           "them with a warning. Values beyond float32's reach are always refused.",
+                           choices=("clip", "refuse", "keep"))
+
+
+def _refuse_non_finite_ranges(ranges: Any, source: str) -> None:
+    """A calibration range that is inf/NaN (an activation overflowed float32 on the data) would
+    give a model whose quantisation scales are meaningless: refuse, naming the tensor."""
+    bad = {k: v for k, v in calibration.tensor_absmax(ranges).items() if not np.isfinite(v) or v > 3.0e38}
+    if bad:
+        name = next(iter(bad))
+        raise InputError(f"calibration on {source}: activation {name} (and {len(bad) - 1} more) overflows float32 "
+                         "(range inf/NaN); the data is not what the model expects")
 
 
 def target_settings(target: str) -> dict[str, Any]:
@@ -189,6 +203,10 @@ class QuantizeInt8(Pass):
             raise InputError(f"chunk size must be at least 1, got {cfg.chunk_size}")
         if cfg.calibration_limit is not None and cfg.calibration_limit < 1:
             raise InputError(f"calibration limit must be at least 1, got {cfg.calibration_limit}")
+        from optkit.data import OUTLIER_POLICIES
+
+        if cfg.outliers not in OUTLIER_POLICIES:
+            raise InputError(f"unknown outlier policy {cfg.outliers!r}; use one of {', '.join(OUTLIER_POLICIES)}")
         if not cfg.calibration:
             raise InputError("int8 quantisation needs calibration data (a directory of .npy files or an .npz)")
 
@@ -213,7 +231,7 @@ class QuantizeInt8(Pass):
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         qz = lazy_import("onnxruntime.quantization")
-        from optkit.data import fingerprint, load_samples
+        from optkit.data import fingerprint, load_samples, screen_outliers
 
         assert src is not None
         self._check_config(cfg)
@@ -235,11 +253,14 @@ class QuantizeInt8(Pass):
         sample_shape = spec.concrete_shape(1)[1:]
         samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
                                limit=cfg.calibration_limit)
-        data_fp = fingerprint(cfg.calibration)
+        samples, outliers = screen_outliers(samples, cfg.outliers)
+        data_fp = fingerprint(cfg.calibration) + f":outliers={cfg.outliers}"
         settings = target_settings(cfg.target)
         messages: list[str] = []
+        if outliers.action != "none":
+            messages.append(outliers.message(samples.source))
 
-        with tempfile.TemporaryDirectory(prefix="optkit-int8-") as work_name:
+        with work_dir("optkit-int8-") as work_name:
             work = Path(work_name)
             pre = work / "preprocessed.onnx"
             messages += preprocess(src.path, pre)
@@ -252,6 +273,7 @@ class QuantizeInt8(Pass):
                 cfg.percentile, cfg.chunk_size, work,
             )
             messages.append(outcome.message)
+            _refuse_non_finite_ranges(outcome.ranges, samples.source)
             ort_ranges = calibration.write_ort_ranges(work / "ranges.json", outcome.ranges)
             op_types = [t for t in calibration.default_op_types() if t not in set(cfg.exclude_op_types)]
 
@@ -306,10 +328,12 @@ class QuantizeInt8(Pass):
             "folded_nodes": folded,
             "exclude_nodes": list(cfg.exclude_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
+            "calibration_outliers": outliers.to_json(),
         }
         return PassResult(messages=messages, info=info, precision="int8",
                           side_files=[cache_path] if outcome.cache_hit else [],  # else written via out.side
-                          extra={"target": cfg.target, "calibration_cache": cache_path.name},
+                          extra={"target": cfg.target, "calibration_cache": cache_path.name,
+                                 "calibration_outliers": outliers.to_json()},
                           check_inputs=(spec.name, samples.x[:CHECK_SAMPLES]))
 
     def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
