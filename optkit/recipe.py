@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from optkit import recipe_checks
 from optkit.artifact import Artifact, Manifest, tool_versions
 from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.errors import InputError, OptkitError, RecipeError
@@ -65,6 +66,9 @@ def _loader():  # noqa: ANN202
         pass
 
     def construct_mapping(loader, node, deep=False):  # noqa: ANN001, ANN202
+        dup = recipe_checks.duplicate_key_error(yaml, node)
+        if dup is not None:
+            raise dup
         mapping = _Loc(loader.construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
@@ -164,6 +168,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(f"{where}: step {i + 1} must be a mapping with a 'pass' key")
         klines = getattr(raw, "key_lines", {})
         _reject_unknown_keys(raw, STEP_KEYS, "step key", where, klines, line)
+        recipe_checks.check_step_types(raw, i, where, line, klines)
         pass_name = raw.get("pass")
         if not pass_name:
             raise RecipeError(f"{where} line {line}: step {i + 1} has no 'pass'")
@@ -207,6 +212,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{where} line {lines.get('verify', '?')}: 'verify' must be a mapping")
     vlines = getattr(verify, "key_lines", {})
     _reject_unknown_keys(verify, VERIFY_KEYS, "verify key", where, vlines, "?")
+    recipe_checks.check_verify_values(verify, where, vlines)
+    recipe_checks.check_step_outputs(steps, where)
     if "gates" in verify:
         from optkit.verify import merge_gates
 
@@ -245,9 +252,10 @@ def _check_release_keys(verify: dict[str, Any], vlines: dict[str, int], where: s
         verify["baseline"] = _resolve(base, verify["baseline"])
 
 
-def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str) -> str:
+def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str,
+              output: str | None = None) -> str:
     payload = {
-        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint,
+        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint, "output": output,
         "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "onnxconverter-common",
                                "openvino", "tensorrt"),
     }
@@ -283,7 +291,8 @@ class _StepCache:
 
     def run(self, step_name: str, p: Any, cfg: Any, parent: Artifact | None, out_path: Path,
             pre_steps: bool = True) -> StepOutcome:
-        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
+        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg),
+                        output=out_path.name)
         cached = None if self.force else self.manifest.get(step_name)
         entry = self.manifest.entries.get(step_name, {})
         if (cached is not None and entry.get("cache_key") == key and _sha_matches(cached)
@@ -327,12 +336,44 @@ class _StepCache:
         return run
 
 
+def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, Any]) -> dict[str, Any]:
+    """quantize-int8 searches until the int8 gate passes: by default the gate this recipe's
+    verify applies (its ``gates.int8`` and ``threshold``), unless the step sets its own."""
+    if pass_name != "quantize-int8":
+        return params
+    params = dict(params)
+    gates = (verify.get("gates") or {}).get("int8")
+    if "gates" not in params and isinstance(gates, dict) and gates:
+        params["gates"] = dict(gates)
+    if "threshold" not in params and verify.get("threshold") is not None:
+        params["threshold"] = verify["threshold"]
+    return params
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
                echo: Callable[[str], None] = lambda s: None, verify: bool = True,
-               ray: dict[str, Any] | None = None, baseline: str | Path | None = None) -> RunOutcome:
-    """Run ``recipe`` into ``out_dir``; ``ray`` ({"address", "workers", "shards"}) overrides the
-    recipe's own ``ray:`` setting for verification, ``baseline`` (a previous report.json or output
-    directory) the recipe's ``verify: baseline:``."""
+               ray: dict[str, Any] | None = None, baseline: str | Path | None = None,
+               wait: bool = False) -> RunOutcome:
+    """Run ``recipe`` into ``out_dir`` holding an exclusive lock on it (``wait``: block until a
+    concurrent run is done instead of failing), after removing what a killed run left behind;
+    ``ray`` ({"address", "workers", "shards"}) overrides the recipe's own ``ray:`` setting for
+    verification, ``baseline`` (a previous report.json or output directory) the recipe's
+    ``verify: baseline:``."""
+    from optkit.fileio import ensure_output_dir
+    from optkit.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
+
+    out_dir = ensure_output_dir(out_dir)
+    with output_lock(out_dir, wait=wait):
+        for p in clean_partial_files(out_dir):
+            echo(f"removed {p.name} (a partial file left by a run that was killed)")
+        for p in clean_stale_work_dirs():
+            echo(f"removed {p} (a work directory left by an optkit process that was killed)")
+        recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
+        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, ray=ray, baseline=baseline)
+
+
+def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
+               verify: bool, ray: dict[str, Any] | None, baseline: str | Path | None) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -341,12 +382,13 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     except OSError as exc:
         raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
     manifest = Manifest.load(out_dir / "manifest.json")
+    manifest.recipe = recipe.name
     steps = _StepCache(out_dir, manifest, force, echo)
     produced: dict[str, Artifact | None] = {}
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
         p = get_pass(step.pass_name)
-        cfg = p.make_config(step.params, where=f"step {step.name}")
+        cfg = p.make_config(_with_verify_gate(step.pass_name, step.params, recipe.verify), where=f"step {step.name}")
         parent = produced.get(step.input) if step.input else None
         if step.input and parent is None:
             reason = f"its input step {step.input!r} was skipped"

@@ -162,6 +162,9 @@ def format_table(report: VerifyReport) -> str:
     for r in report.results:
         for f in r.failures:
             lines.append(f"FAIL {Path(r.path).name} [{r.runner.get('runner', '?')}]: {f}")
+        for what, d in r.data_decisions.items():
+            lines.append(f"NOTE {Path(r.path).name}: {what.replace('_', ' ')} {d.get('action')} "
+                         f"({d.get('values')} value(s) outside {d.get('bounds')})")
         loc = r.localization or {}
         if loc.get("layers"):
             names = [l.get("node") or l.get("name") for l in loc["layers"][:5]]
@@ -547,6 +550,10 @@ def _result_section(report: VerifyReport, idx: list[int]) -> str:
              _table(["output", "max |Δ|", "mean |Δ|", "max rel", "cosine", "SNR dB", "agreement", "flipped"], rows)]
     if r.failures:
         parts.append("<ul class='failures'>" + "".join(f"<li>{e(f)}</li>" for f in r.failures) + "</ul>")
+    for what, d in r.data_decisions.items():
+        parts.append(f"<p class='note'>{e(what.replace('_', ' '))}: {e(str(d.get('action')))} "
+                     f"{e(str(d.get('values')))} value(s) outside {e(str(d.get('bounds')))} "
+                     f"in {e(', '.join(map(str, d.get('samples', []))))}</p>")
     if r.values is not None and report.reference_values is not None and r.values.shape == report.reference_values.shape:
         parts.append("<div class='plots'>" + scatter(report.reference_values, r.values, report.threshold)
                      + error_histogram(r.values.astype(float) - report.reference_values.astype(float)) + "</div>")

@@ -110,6 +110,8 @@ class ArtifactResult:
     failures: list[str]
     seconds: float
     localization: dict[str, Any] | None = None
+    # how the artifact's data was treated when it was made (e.g. calibration outliers clipped)
+    data_decisions: dict[str, Any] = field(default_factory=dict)
     # True when the result was taken from the verification cache (same artifact, reference,
     # runtime versions and gates as a run that computed it)
     cached: bool = False
@@ -188,6 +190,18 @@ def precision_of(path: Path) -> str:
     return "fp32"
 
 
+def check_artifact_graph(path: Path) -> None:
+    """onnx.checker on an artifact before it is run: ONNX Runtime accepts graphs that are not
+    valid ONNX (e.g. nodes out of topological order) and would let them PASS, while other tools
+    (onnxsim, TensorRT's parser, other runtimes) reject them."""
+    from optkit.onnx_utils import check_model
+
+    try:
+        check_model(path, full=False, what=f"artifact {path.name}")
+    except OptkitError as exc:
+        raise InputError(f"{path}: not a valid ONNX model ({exc})") from exc
+
+
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
     """Run a runner over all reference inputs in batches; returns outputs by name."""
     from optkit.feeds import reference_batches
@@ -229,6 +243,9 @@ def verify_artifacts(
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
+    from optkit.reference import validate_reference
+
+    validate_reference(reference, reference_path or "reference")
     ref_task = None
     first_out = next(iter(reference.outputs))
     if reference.labels is not None:
@@ -240,6 +257,8 @@ def verify_artifacts(
         if progress:
             progress(f"verifying {path.name} ({precision}) on {len(reference)} samples")
         gate = gates.get(precision, gates["fp32"])
+        if path.suffix.lower() == ".onnx":
+            check_artifact_graph(path)
         key = None
         if cache_dir is not None and reference.sha256:
             key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
@@ -268,6 +287,8 @@ def verify_artifacts(
             path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
             outputs=per_output, task=task, accuracy_drop=acc_drop, failures=failures, seconds=seconds,
             values=outs.get(first_out),
+            data_decisions={k: v for k, v in (item.extra if isinstance(item, Artifact) else {}).items()
+                            if k == "calibration_outliers" and v.get("action") != "none"},
         )
         want_loc = precision == "int8" and path.suffix == ".onnx" and (
             localize == "always" or (localize == "on-failure" and failures))

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optkit.macs import describe_share, mac_breakdown
-from tests.conftest import build_tiny_voice_model, invoke
+from conftest import build_tiny_voice_model, invoke
 
 
 def _conv_gemm_model(dtype=TensorProto.FLOAT) -> onnx.ModelProto:

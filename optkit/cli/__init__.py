@@ -76,6 +76,14 @@ class OptkitGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as exc:
+            # A file-system error the library did not anticipate (a disk that fills up, a file
+            # removed under our feet): still one line naming the file, not a traceback.
+            if os.environ.get("OPTKIT_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or _one_line(str(exc))}", err=True)
+            ctx.exit(1)
         except MemoryError:
             click.echo("Error: out of memory", err=True)
             ctx.exit(1)

@@ -18,7 +18,9 @@ from optkit.cli.common import ci_output_options
               help="A previous release's report.json or output directory to compare with (overrides the "
                    "recipe's verify: baseline:); a regression exits 3.")
 @ci_output_options
-def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, summary_path):
+@click.option("--wait/--no-wait", default=False, show_default=True,
+              help="When another optkit run holds OUTPUT: wait for it to finish, or exit 1 at once.")
+def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, summary_path, wait):
     """Execute RECIPE (default: recipes/voice_verification.yaml, the bundled voice model and data;
     outside a source checkout, the copy shipped in the package on a demo subset of that data).
 
@@ -27,10 +29,15 @@ def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, su
     everything after it. Steps that cannot run here (e.g. build-engine without TensorRT) are
     reported as skipped with the reason. Exit 3 when a verification gate fails.
 
+    A run holds an exclusive lock on OUTPUT (a second run into it exits 1, or waits with --wait),
+    and first removes what a killed run left behind: partial files in OUTPUT and orphaned optkit
+    work directories in the temp folder. A directory holding another recipe's artifacts is refused.
+
     \b
     Examples:
       optkit run                                  # default recipe into ./optkit-out
       optkit run recipes/voice_verification.yaml -o out/
+      optkit run recipes/voice_verification.yaml -o out/ --wait   # queue behind a running one
       optkit run -o out/ --ray auto                 # verify on an existing Ray cluster
       optkit run -o release-2 --baseline release-1/ --junit junit.xml --summary summary.md
     """
@@ -53,7 +60,8 @@ def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, su
             check_output_path(out)  # fail before a long run, not after it
     click.echo(f"recipe {r.name} ({path}) -> {out_dir}")
     ray = dict(r.ray or {}, address=ray_address) if ray_address else None
-    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, ray=ray, baseline=baseline)
+    outcome = run_recipe(r, out_dir, force=force, echo=click.echo, verify=not no_verify, ray=ray, baseline=baseline,
+                         wait=wait)
     ran = sum(o.status == "ran" for o in outcome.steps)
     cached = sum(o.status == "cached" for o in outcome.steps)
     skipped = [o for o in outcome.steps if o.status == "skipped"]

@@ -69,8 +69,8 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     """
     from pathlib import Path
 
-    from optkit.errors import InputError, VerificationFailed
-    from optkit.fileio import check_output_path, require_file
+    from optkit.errors import VerificationFailed
+    from optkit.fileio import check_output_dir, check_output_path, ensure_output_dir, require_file
     from optkit.reference import load_reference
     from optkit.report import format_table, write_reports
     from optkit.distributed import executor_for
@@ -82,10 +82,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
         raise click.UsageError("--max-regression needs --baseline")
     paths = [require_file(a, "artifact") for a in artifacts]
     if report_dir:
-        rd = Path(report_dir)
-        if rd.exists() and not rd.is_dir():
-            raise InputError(f"report directory {rd} is a file")
-        rd.mkdir(parents=True, exist_ok=True)
+        check_output_dir(report_dir, "report directory")  # created only when the reports are written
     for out in (junit_path, summary_path):
         if out:
             check_output_path(out)  # fail before a long run, not after it
@@ -114,7 +111,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
                  progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(report))
     if report_dir:
-        j, h = write_reports(report, report_dir)
+        j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))
         click.echo(f"wrote {j} and {h}")
     write_ci_files(report, junit_path, summary_path)
     if not report.passed:

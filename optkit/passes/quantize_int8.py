@@ -43,7 +43,6 @@ import dataclasses
 import json
 import io
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from optkit.lazy import lazy_import
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
+from optkit.workspace import work_dir
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
@@ -87,7 +87,7 @@ SETTINGS_FORMAT = "optkit-int8-settings"
 class Int8SearchFailed(VerificationFailed):
     """No trial passed the int8 gate; ``result`` has the trials and the best (failed) model."""
 
-    def __init__(self, message: str, result: PassResult):
+    def __init__(self, message: str, result: PassResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -134,6 +134,20 @@ class QuantizeInt8Config:
     calibration_limit: int | None = option(None, "Use only the first N calibration samples.", metavar="N", min=1)
     chunk_size: int = option(8, "Samples whose statistics are binned together (the result does not depend on it).",
                              min=1)
+    outliers: str = option("clip", "Calibration values far outside the rest of the set (beyond the 0.1-99.9 "
+                           "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
+                           "them with a warning. Values beyond float32's reach are always refused.",
+                           choices=("clip", "refuse", "keep"))
+
+
+def _refuse_non_finite_stats(stats: Any, source: str) -> None:
+    """A calibration range that is inf/NaN (an activation overflowed float32 on the data) would
+    give a model whose quantisation scales are meaningless: refuse, naming the tensor."""
+    absmax = np.maximum(np.abs(stats.mins), np.abs(stats.maxs))
+    bad = [n for n, a in zip(stats.names, absmax) if not np.isfinite(a) or a > 3.0e38]
+    if bad:
+        raise InputError(f"calibration on {source}: activation {bad[0]} (and {len(bad) - 1} more) overflows float32 "
+                         "(range inf/NaN); the data is not what the model expects")
 
 
 def sidecar_paths(out: Path) -> dict[str, Path]:
@@ -246,6 +260,10 @@ class QuantizeInt8(Pass):
             raise InputError(f"search budget must be at least 1 trial, got {cfg.budget}")
         if not 0.0 < cfg.holdout < 1.0:
             raise InputError(f"holdout must be a fraction in (0, 1), got {cfg.holdout:g}")
+        from optkit.data import OUTLIER_POLICIES
+
+        if cfg.outliers not in OUTLIER_POLICIES:
+            raise InputError(f"unknown outlier policy {cfg.outliers!r}; use one of {', '.join(OUTLIER_POLICIES)}")
         if not cfg.calibration:
             raise InputError("int8 quantisation needs calibration data (a directory of .npy files or an .npz)")
 
@@ -271,7 +289,7 @@ class QuantizeInt8(Pass):
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         from optkit import calib_stats, int8_search
         from optkit.calibration import default_op_types
-        from optkit.data import fingerprint, load_samples
+        from optkit.data import fingerprint, load_samples, screen_outliers
         from optkit.macs import describe_share
         from optkit.verify import merge_gates
 
@@ -295,11 +313,14 @@ class QuantizeInt8(Pass):
         sample_shape = spec.concrete_shape(1)[1:]
         samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
                                limit=cfg.calibration_limit)
+        samples, outliers = screen_outliers(samples, cfg.outliers)
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
         say = (lambda s: None)
         messages: list[str] = []
+        if outliers.action != "none":
+            messages.append(outliers.message(samples.source))
 
         # Validation data: the reference when given, else the last part of the calibration set.
         if cfg.reference:
@@ -319,7 +340,7 @@ class QuantizeInt8(Pass):
             validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold)
         messages.append(f"validation: {validation.description}")
         key = {
-            "model_sha256": src.sha256, "data_fingerprint": fingerprint(cfg.calibration),
+            "model_sha256": src.sha256, "data_fingerprint": fingerprint(cfg.calibration) + f":outliers={cfg.outliers}",
             "calibration_samples": int(len(calib_x)), "validation": validation.kind,
             "reference_fingerprint": fingerprint(cfg.reference) if cfg.reference else None,
             "target": cfg.target, "method": cfg.method, "percentile": cfg.percentile,
@@ -328,7 +349,7 @@ class QuantizeInt8(Pass):
             "onnxruntime": lazy_import("onnxruntime").__version__,
         }
 
-        with tempfile.TemporaryDirectory(prefix="optkit-int8-") as work_name:
+        with work_dir("optkit-int8-") as work_name:
             work = Path(work_name)
             pre = work / "preprocessed.onnx"
             messages += preprocess(src.path, pre)
@@ -344,7 +365,9 @@ class QuantizeInt8(Pass):
             stats_fresh = stats is None
             t0 = time.perf_counter()
             if stats is None:
-                stats = calib_stats.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size)
+                stats = calib_stats.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
+                                                  check_finite=False)
+                _refuse_non_finite_stats(stats, samples.source)
                 stats.meta = stats_key
                 messages.append(f"collected calibration statistics of {len(stats.names)} tensors on {len(calib_x)} "
                                 f"samples in {time.perf_counter() - t0:.1f} s ({why})")
@@ -495,6 +518,7 @@ class QuantizeInt8(Pass):
             "macs": {k: mac[k] for k in ("total_macs", "by_precision", "share")},
             "unquantized_heavy_nodes": heavy_fp[:20],
             "int8_search": search_info,
+            "calibration_outliers": outliers.to_json(),
         }
         result = PassResult(messages=messages, info=info, precision="int8",
                             side_files=[] if stats_fresh else [paths["stats"]],  # else written via out.side
@@ -502,6 +526,7 @@ class QuantizeInt8(Pass):
                             # first trial's settings)
                             extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
                                    "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
+                                   "calibration_outliers": outliers.to_json(),
                                    "chosen": {"method": chosen.spec.method,
                                               "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
                                               "equalized": chosen.spec.equalized}},
