@@ -336,6 +336,20 @@ class _StepCache:
         return run
 
 
+def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, Any]) -> dict[str, Any]:
+    """quantize-int8 searches until the int8 gate passes: by default the gate this recipe's
+    verify applies (its ``gates.int8`` and ``threshold``), unless the step sets its own."""
+    if pass_name != "quantize-int8":
+        return params
+    params = dict(params)
+    gates = (verify.get("gates") or {}).get("int8")
+    if "gates" not in params and isinstance(gates, dict) and gates:
+        params["gates"] = dict(gates)
+    if "threshold" not in params and verify.get("threshold") is not None:
+        params["threshold"] = verify["threshold"]
+    return params
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
                echo: Callable[[str], None] = lambda s: None, verify: bool = True,
                ray: dict[str, Any] | None = None, baseline: str | Path | None = None,
@@ -374,7 +388,7 @@ def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[st
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
         p = get_pass(step.pass_name)
-        cfg = p.make_config(step.params, where=f"step {step.name}")
+        cfg = p.make_config(_with_verify_gate(step.pass_name, step.params, recipe.verify), where=f"step {step.name}")
         parent = produced.get(step.input) if step.input else None
         if step.input and parent is None:
             reason = f"its input step {step.input!r} was skipped"

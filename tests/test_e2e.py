@@ -49,6 +49,13 @@ def test_default_recipe_runs_and_verifies(first_run):
         art = manifest[step]["artifact"]
         assert (out / art["path"]).exists() and art["sha256"] and art["size"] > 0
     assert (out / "report.html").read_text().count("<svg") >= 20  # scatter + histogram per result
+    # the int8 step found its setting by itself (no hand-tuned method/exclusions in the recipe),
+    # validated on held-out calibration data, with nearly every MAC in int8
+    search = manifest["int8"]["info"]["int8_search"]
+    assert search["validation"] == "holdout" and search["chosen"] is not None
+    chosen = search["trials"][search["chosen"]]
+    assert chosen["passed"] and chosen["int8_mac_share"] >= 0.95
+    assert manifest["int8"]["info"]["macs"]["share"]["int8"] == chosen["int8_mac_share"]
 
 
 def test_default_report_is_a_release_report(first_run):
@@ -62,7 +69,10 @@ def test_default_report_is_a_release_report(first_run):
     assert facts["size"] == (out / "int8.int8.onnx").stat().st_size
     assert facts["macs"]["share"]["int8"] > 0.9
     assert [s["step"] for s in facts["lineage"]] == ["export", "simplify", "fold", "int8"]
-    assert facts["lineage"][-1]["config"]["method"] == "percentile"
+    # the recipe sets no method or exclusions any more: the int8 step's search chose them, and the
+    # report carries its trials
+    search = facts["int8_search"]
+    assert search["chosen"] is not None and search["trials"][search["chosen"]]["passed"]
     for a in int8:
         assert a["latency"]["vs_fp32"]["of"] == "export.onnx" and a["latency"]["vs_fp32"]["p50"] > 0
         assert len(a["flipped_samples"]) == a["outputs"]["output_wvp"]["flipped"]
