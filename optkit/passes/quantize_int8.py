@@ -54,6 +54,7 @@ from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, VerificationFailed, first_line
 from optkit.fileio import atomic_output, sha256_file
 from optkit.lazy import lazy_import
+from optkit.macs import mac_breakdown
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
@@ -598,27 +599,6 @@ class QuantizeInt8(Pass):
                 feed = {input_name: x[i : i + 1]}
                 comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
         return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
-
-
-def mac_breakdown(model: Any) -> dict[str, Any]:
-    """:func:`optkit.macs.mac_breakdown` of ``model`` with its batch dimension pinned to 1.
-
-    MACs are per sample anyway; with a symbolic batch, ONNX shape inference leaves some shapes
-    unknown (e.g. an LSTM's input after the Transpose of a batch-first export), and a heavy node
-    with an unknown shape would count 0 MACs - the LSTM of a recurrent model would vanish.
-    """
-    from optkit import macs
-
-    pinned = type(model)()
-    pinned.CopyFrom(model)
-    for vi in pinned.graph.input:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = 1
-    del pinned.graph.value_info[:]
-    for vi in pinned.graph.output:
-        vi.type.tensor_type.ClearField("shape")
-    return macs.mac_breakdown(pinned)
 
 
 def _load_stats(path: Path, key: dict[str, Any]) -> tuple[Any, str]:
