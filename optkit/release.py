@@ -84,7 +84,9 @@ def lineage(entries: dict[str, dict[str, Any]], step: str) -> list[dict[str, Any
         art = entry.get("artifact") or {}
         chain.append({"step": current, "pass": art.get("pass"), "precision": art.get("precision"),
                       "sha256": art.get("sha256"), "file": Path(str(art.get("path", ""))).name,
-                      "config": _clean_config(art.get("config") or {})})
+                      "config": _clean_config(art.get("config") or {}),
+                      # what an int8 search settled on (the config holds what was asked for)
+                      "chosen": (art.get("extra") or {}).get("chosen")})
         parent = art.get("parent")
         current = _find_step(entries, parent) if parent else None
     return list(reversed(chain))

@@ -460,8 +460,11 @@ def _lineage_table(facts: dict[str, dict[str, Any]]) -> str:
     for name, st in steps.items():
         cfg = dict(st.get("config") or {})
         src = parent_of.get(name) or (f"PyTorch {cfg.get('model')}" if cfg.get("model") else "–")
+        params = e(_config_text(cfg))
+        if st.get("chosen"):
+            params += f"<br><b>search chose:</b> {e(_config_text(st['chosen']))}"
         rows.append([e(name), e(str(st.get("pass"))), e(str(st.get("precision"))), e(src),
-                     f"<code>{e(st['file'])}</code>", f"<span class='cfg'>{e(_config_text(cfg))}</span>"])
+                     f"<code>{e(st['file'])}</code>", f"<span class='cfg'>{params}</span>"])
     return ("<p>Lineage, from the manifest.json beside the artifacts: each step, what it was made from, "
             "and its parameters.</p>" + _table(["step", "pass", "precision", "made from", "file", "parameters"],
                                                rows, "lineage", raw=True, tid="lineage"))

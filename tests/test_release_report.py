@@ -184,6 +184,8 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     ea = Artifact.from_file(export, made_by="export", config={"model": "voice-resnet", "opset": 17})
     qa = Artifact.from_file(q, made_by="quantize-int8", parent=ea.sha256,
                             config={"method": "percentile", "exclude_nodes": ["/conv1/Conv"], "calibration_limit": None})
+    # what the int8 search settled on differs from what was asked for: the lineage must say so
+    qa.extra["chosen"] = {"method": "entropy", "excluded_nodes": ["/conv1/Conv", "/layer1/Add"], "equalized": True}
     search = {"validation": "val.npz[:64]", "chosen": 1, "trials": [
         {"name": "t0", "change": "baseline", "method": "minmax", "excluded_nodes": [], "equalized": False,
          "agreement": 0.981, "mean_abs_dp": 0.02, "accuracy": 0.95, "int8_mac_share": 1.0, "passed": False},
@@ -201,6 +203,7 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     assert [s["step"] for s in facts["lineage"]] == ["export", "int8"]
     assert facts["lineage"][1]["config"] == {"method": "percentile", "exclude_nodes": ["/conv1/Conv"]}
     assert facts["int8_search"]["chosen"] == 1
+    assert facts["lineage"][1]["chosen"]["method"] == "entropy" and facts["lineage"][0]["chosen"] is None
     assert [a["step"] for a in data["artifacts"]] == ["export", "int8"]
     page = (tmp_path / "rep" / "report.html").read_text()
     trials = page[page.index("int8 search: 2 trial(s)"):]
@@ -210,6 +213,7 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     lineage = page[page.index('id="lineage"'):]
     lineage = lineage[:lineage.index("</table>")]
     assert lineage.count("<tr>") == 3 and "PyTorch voice-resnet" in lineage and "percentile" in lineage
+    assert "search chose:</b> method=entropy" in lineage and "/layer1/Add" in lineage
     assert "PyTorch <code>voice-resnet</code> → <b>export</b> (export) → <b>quantize-int8</b> (int8)" in page
     # without a manifest the report says so instead of inventing a lineage
     lone = tmp_path / "lone" / "m.onnx"
