@@ -129,6 +129,7 @@ class Manifest:
     def __init__(self, path: Path, entries: dict[str, dict[str, Any]] | None = None):
         self.path = Path(path)
         self.entries: dict[str, dict[str, Any]] = entries or {}
+        self.recipe: str | None = None  # name of the recipe whose run wrote it (optkit run)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Manifest":
@@ -142,7 +143,10 @@ class Manifest:
                 raise TypeError("artifacts is not a mapping")
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path} is not a valid optkit manifest: {exc}") from exc
-        return cls(path, entries)
+        manifest = cls(path, entries)
+        recipe = data.get("recipe")
+        manifest.recipe = recipe if isinstance(recipe, str) else None
+        return manifest
 
     def get(self, step: str) -> Artifact | None:
         entry = self.entries.get(step)
@@ -158,6 +162,8 @@ class Manifest:
         }
 
     def save(self) -> None:
-        write_json_atomically(
-            self.path, {"manifest_version": MANIFEST_VERSION, "artifacts": self.entries}
-        )
+        data: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
+        if self.recipe is not None:
+            data["recipe"] = self.recipe
+        data["artifacts"] = self.entries
+        write_json_atomically(self.path, data)

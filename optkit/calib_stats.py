@@ -544,6 +544,7 @@ def collect_stats(
     threads: int | None = None,
     progress: bool | None = None,
     derive_relu: bool = True,
+    check_finite: bool = True,
 ) -> CalibStats:
     """Statistics of every calibrated tensor of ``model_path`` over ``samples`` (N, *sample shape)
     in one streaming pass (:class:`StatsCollector`)."""
@@ -558,10 +559,10 @@ def collect_stats(
             collector.update(samples, chunk_size, progress=bar.update)
     finally:
         collector.close()
-    return check_finite(collector.stats)
+    return require_finite(collector.stats) if check_finite else collector.stats
 
 
-def check_finite(stats: CalibStats) -> CalibStats:
+def require_finite(stats: CalibStats) -> CalibStats:
     """``stats`` unchanged, or PassFailed naming a tensor whose range is NaN/Inf."""
     if not np.isfinite(stats.mins).all() or not np.isfinite(stats.maxs).all():
         bad = [n for n, lo, hi in zip(stats.names, stats.mins, stats.maxs)

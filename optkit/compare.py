@@ -32,6 +32,10 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, threshold: float) -> dict[s
         raise ValueError(f"shape {out.shape} differs from the reference {ref.shape}")
     r = ref.astype(np.float64).ravel()
     o = out.astype(np.float64).ravel()
+    if not np.isfinite(r).all():
+        # A reference with NaN/Inf compares as "equal" under nan-skipping reductions and used to
+        # PASS; it is an input error (load_reference refuses it), never a result.
+        raise ValueError(f"the reference contains {int((~np.isfinite(r)).sum())} NaN/Inf values")
     finite = bool(np.isfinite(o).all())
     d = np.abs(o - r)
     denom = np.maximum(np.abs(r), 1e-6)
@@ -51,9 +55,11 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, threshold: float) -> dict[s
     return {
         "n": int(r.size),
         "finite": finite,
-        "max_abs": float(np.nanmax(d)) if d.size else 0.0,
-        "mean_abs": float(np.nanmean(d)) if d.size else 0.0,
-        "max_rel": float(np.nanmax(d / denom)) if d.size else 0.0,
+        # plain max/mean: a NaN in the artifact's output must make the error NaN (which fails
+        # every "<=" gate), not disappear as it would with nanmax/nanmean.
+        "max_abs": float(np.max(d)) if d.size else 0.0,
+        "mean_abs": float(np.mean(d)) if d.size else 0.0,
+        "max_rel": float(np.max(d / denom)) if d.size else 0.0,
         "cosine": cosine,
         "snr_db": snr,
         "agreement": 1.0 - flips / max(1, r.size),

@@ -143,3 +143,98 @@ def random_samples(n: int, sample_shape: tuple[int, ...], seed: int = 0) -> Samp
     """A seeded standard-normal sample set, used when no reference data is given."""
     rng = np.random.default_rng(seed)
     return SampleSet(rng.standard_normal((n, *sample_shape), dtype=np.float32), None, f"random(seed={seed})")
+
+
+# -- calibration outliers ------------------------------------------------------------------------
+OUTLIER_POLICIES = ("clip", "refuse", "keep")
+# sqrt(float32 max) ~ 1.8e19: a value whose square (energy, variance, norm, x*w at weight ~x) is
+# not representable in float32. Such data cannot be calibrated, whatever the policy.
+ABSURD_LIMIT = float(np.sqrt(np.finfo(np.float32).max))
+# "Far outside the rest of the set": beyond the 0.1-99.9 percentile band by more than this many
+# band widths. The bundled MFCC calibration and validation sets reach 0.7 band widths.
+OUTLIER_BAND_PERCENTILES = (0.1, 99.9)
+OUTLIER_BAND_FACTOR = 10.0
+# Clipping more than this fraction of the values would change the data, not repair it: refused.
+OUTLIER_MAX_CLIP_FRACTION = 0.01
+
+
+@dataclass
+class OutlierDecision:
+    policy: str
+    values: int                 # how many values were outside the bounds
+    samples: list[str]          # which samples (file names or indices), at most 10
+    bounds: tuple[float, float]  # values outside [lo, hi] are outliers
+    largest: float              # largest |x| in the set before any clipping
+    action: str                 # "none", "clipped", "kept"
+
+    def to_json(self) -> dict[str, object]:
+        return {"policy": self.policy, "values": self.values, "samples": self.samples,
+                "bounds": list(self.bounds), "largest": self.largest, "action": self.action}
+
+    def message(self, source: str) -> str:
+        if self.action == "none":
+            return (f"calibration data {source}: no outliers (all values within [{self.bounds[0]:.4g}, "
+                    f"{self.bounds[1]:.4g}])")
+        verb = "clipped to" if self.action == "clipped" else "kept (policy 'keep'), outside"
+        return (f"WARNING: calibration data {source}: {self.values} outlier value(s) (largest |x| "
+                f"{self.largest:.3g}) in {_sample_list(self.samples)} {verb} [{self.bounds[0]:.4g}, "
+                f"{self.bounds[1]:.4g}]")
+
+
+def _sample_list(names: list[str]) -> str:
+    return "sample(s) " + ", ".join(names) + (" ..." if len(names) >= 10 else "")
+
+
+def screen_outliers(samples: SampleSet, policy: str = "clip") -> tuple[SampleSet, OutlierDecision]:
+    """Refuse, clip or keep calibration values far outside the rest of the set.
+
+    One value of 1e30 in a calibration set used to give an int8 model whose ranges were set by
+    that value (every real activation then quantised to zero): exit 0, 42 % decision agreement
+    later. Non-finite values are already refused by :func:`load_samples`. Values beyond
+    ``ABSURD_LIMIT`` are refused when they are the bulk of the set (nothing sane to clip to);
+    outliers relative to the 0.1-99.9 percentile band are clipped (default), refused, or kept
+    with a warning. The decision goes into the pass's info (manifest) and messages.
+    """
+    if policy not in OUTLIER_POLICIES:
+        raise InputError(f"unknown outlier policy {policy!r}; use one of {', '.join(OUTLIER_POLICIES)}")
+    x = samples.x
+    flat = x.reshape(-1)
+    mag = np.abs(flat)
+    largest = float(np.max(mag)) if flat.size else 0.0
+    absurd = mag >= ABSURD_LIMIT
+    if flat.size and float(np.median(mag)) >= ABSURD_LIMIT:
+        raise InputError(
+            f"{samples.source}: calibration values are absurd (the bulk of the set reaches |x| {largest:.3g}, "
+            f"beyond {ABSURD_LIMIT:.3g} where float32 activations overflow once squared or scaled); "
+            "check the data's units and preprocessing")
+    # the band comes from the sane values only, so a few absurd ones cannot widen it
+    sane = flat[~absurd].astype(np.float64)
+    q_lo, q_hi = (float(v) for v in np.percentile(sane, OUTLIER_BAND_PERCENTILES))
+    band = q_hi - q_lo
+    if band <= 0:
+        band = max(abs(q_lo), abs(q_hi), 1.0)
+    lo = max(q_lo - OUTLIER_BAND_FACTOR * band, -ABSURD_LIMIT)
+    hi = min(q_hi + OUTLIER_BAND_FACTOR * band, ABSURD_LIMIT)
+    bad = (x < lo) | (x > hi)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return samples, OutlierDecision(policy, 0, [], (lo, hi), largest, "none")
+    per_sample = bad.reshape(len(x), -1).any(axis=1)
+    idx = np.flatnonzero(per_sample)
+    by_file = len(samples.files) == len(x)
+    names = [samples.files[i] if by_file else f"#{i}" for i in idx[:10]]
+    if policy == "refuse" or (largest >= ABSURD_LIMIT and policy == "keep"):
+        raise InputError(
+            f"{samples.source}: {n_bad} calibration value(s) far outside the rest of the set (largest |x| "
+            f"{largest:.3g}; the bulk lies in [{q_lo:.4g}, {q_hi:.4g}]) in {_sample_list(names)}; fix or remove "
+            "them, or pass outliers=clip to clip them")
+    if policy == "keep":
+        return samples, OutlierDecision(policy, n_bad, names, (lo, hi), largest, "kept")
+    if n_bad > max(OUTLIER_MAX_CLIP_FRACTION * x.size, 1):  # a single value is always clippable
+        raise InputError(
+            f"{samples.source}: {n_bad} of {x.size} calibration values ({n_bad / x.size:.1%}) lie far outside the "
+            f"rest of the set (largest |x| {largest:.3g}) in {_sample_list(names)}; too many to clip "
+            f"(limit {OUTLIER_MAX_CLIP_FRACTION:.0%}): fix the data")
+    clipped = np.clip(x, lo, hi).astype(x.dtype, copy=False)
+    return (SampleSet(clipped, samples.y, samples.source, samples.files),
+            OutlierDecision(policy, n_bad, names, (lo, hi), largest, "clipped"))

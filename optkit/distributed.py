@@ -212,11 +212,11 @@ class RayExecutor:
 
     def collect_stats(self, model_path: Path, samples: np.ndarray, input_name: str, *,
                               chunk_size: int = 8, progress: Any = None, threads: int | None = None,
-                              **options: Any) -> Any:
+                              check_finite: bool = True, **options: Any) -> Any:
         """Statistics of ``samples`` over shards run by StatsActors, merged on the driver."""
         from functools import reduce
 
-        from optkit.calib_stats import CalibStats, check_finite
+        from optkit.calib_stats import CalibStats, require_finite
 
         ray = self.ray
         from ray.util import ActorPool
@@ -242,8 +242,7 @@ class RayExecutor:
             for a in actors:
                 ray.kill(a)
         stats = reduce(CalibStats.merge, parts)
-        check_finite(stats)
-        return stats
+        return require_finite(stats) if check_finite else stats
 
     def _get(self, refs: Any, path: Path) -> Any:
         with self._errors(path):

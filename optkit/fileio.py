@@ -17,19 +17,79 @@ from typing import Any
 
 from optkit.errors import InputError
 
+# Temporary files of atomic_output are named ".<name>.<random>.partial<suffix>"; `optkit run`
+# removes leftovers of a killed process from its output directory (see cleanup.py).
+PARTIAL_MARK = ".partial"
+
 
 def check_output_path(path: str | os.PathLike) -> Path:
     """Fail early, with a clear message, when ``path`` cannot be written."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    check_name_length(path)
     if path.is_dir():
         raise InputError(f"output path {path} is a directory, expected a file name")
+    if path.exists() and not path.is_file():
+        # a device, FIFO or socket: the rename would replace it (as root, /dev/null itself)
+        raise InputError(f"output path {path} is not a regular file (a device, FIFO or socket); refusing to replace it")
     if not parent.exists():
         raise InputError(f"output directory {parent} does not exist")
     if not parent.is_dir():
         raise InputError(f"output directory {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output directory {parent} is not writable")
+    # os.access says yes to root everywhere, and /proc, /sys or a read-only mount only refuse
+    # at creation time: probe with a real (empty, removed at once) temporary file.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".optkit-probe.", suffix=PARTIAL_MARK, dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot create files in output directory {parent}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return path
+
+
+def check_name_length(path: Path) -> None:
+    """A file name longer than the file system allows fails with a clear message, not ENAMETOOLONG
+    from deep inside a writer (``Path.is_dir`` itself raises it)."""
+    limit = 255
+    with contextlib.suppress(OSError, ValueError):
+        parent = path.parent if str(path.parent) else Path(".")
+        limit = os.pathconf(parent if parent.is_dir() else ".", "PC_NAME_MAX")
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InputError(f"file name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                             f"this file system allows {limit}")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Fail early when ``path`` (created later, with parents, if missing) could not hold files:
+    probes the directory itself or its nearest existing ancestor, and creates nothing."""
+    path = Path(path)
+    check_name_length(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} is a file")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {what} {path}: {existing} is a file")
+    try:
+        check_output_path(existing / "probe")
+    except InputError as exc:
+        raise InputError(f"cannot use {what} {path}: {exc}") from exc
+    return path
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """Create ``path`` (and parents) if needed and prove files can be created in it."""
+    path = check_output_dir(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} {path}: {exc.strerror or exc}") from exc
+    check_output_path(path / "probe")
     return path
 
 
@@ -61,7 +121,12 @@ class AtomicFiles:
         if path in self.files:
             return self.files[path]
         suffix = suffix if suffix is not None else "".join(path.suffixes) or ".tmp"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+        try:
+            # the name is shortened so a long (but valid) output name still gives a valid temp name
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=f"{PARTIAL_MARK}{suffix}",
+                                            dir=path.parent)
+        except OSError as exc:  # e.g. a directory under /proc or /sys, a read-only mount
+            raise InputError(f"cannot create files in output directory {path.parent}: {exc.strerror or exc}") from exc
         os.close(fd)
         self.files[path] = Path(tmp_name)
         return self.files[path]

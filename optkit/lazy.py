@@ -26,6 +26,13 @@ _EXTRA_FOR = {
     "onnxconverter_common": "core",
     "yaml": "core",
     "jsonschema": "core",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "prometheus_client": "serve",
+    "multipart": "serve",
+    "aiohttp": "serve",
 }
 
 

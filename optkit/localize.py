@@ -21,7 +21,6 @@ import contextlib
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from optkit.errors import InputError
 from optkit.lazy import lazy_import
+from optkit.workspace import work_dir
 
 PASS_THROUGH_OPS = {"QuantizeLinear", "DequantizeLinear", "Cast"}
 _EPS = float(np.finfo(float).eps)  # the floor ORT's SQNR helper uses for both norms
@@ -139,7 +139,7 @@ def localize_error(
         raise InputError(f"inputs must share a leading sample axis; got sample counts {sorted(counts)}")
     n = min(counts.pop(), max(1, int(max_samples)))
 
-    with tempfile.TemporaryDirectory(prefix="optkit-localize-") as work_name:
+    with work_dir("optkit-localize-") as work_name:
         work = Path(work_name)
         fp32_path = _as_path(fp32_model, work, "fp32.onnx")
         quant_path = _as_path(quant_model, work, "quant.onnx")

@@ -11,7 +11,7 @@ not know which nodes a runtime will execute in int8), so the rule is written her
   kernel); a node that only has its weight dequantized still computes in floating point;
 - otherwise it computes in fp16 when its activation or weight is float16, else in fp32.
 
-MACs are counted per sample (a symbolic batch dimension counts as 1) from ONNX shape inference.
+MACs are counted per sample (the inputs' batch dimension pinned to 1) from ONNX shape inference.
 A heavy node whose shapes cannot be inferred is listed under ``unknown_shape_nodes`` and counts
 0 MACs, so an incomplete answer says so.
 """
@@ -42,6 +42,7 @@ def mac_breakdown(model: Any) -> dict[str, Any]:
         from optkit.onnx_utils import load_onnx
 
         model = load_onnx(model)
+    model = _batch_pinned(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # noqa: BLE001 - a model shape inference cannot read still gets op counts
@@ -76,6 +77,23 @@ def mac_breakdown(model: Any) -> dict[str, Any]:
         "unquantized_heavy_nodes": unquantized,
         "unknown_shape_nodes": unknown,
     }
+
+
+def _batch_pinned(model: Any) -> Any:
+    """A copy of ``model`` whose inputs have batch dimension 1 and whose intermediate shapes are
+    left to shape inference. MACs are per sample anyway; with a symbolic batch, shape inference
+    leaves some shapes unknown (e.g. an LSTM's input after the Transpose of a batch-first
+    export), and the LSTM of a recurrent model would count 0 MACs."""
+    pinned = type(model)()
+    pinned.CopyFrom(model)
+    for vi in pinned.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    del pinned.graph.value_info[:]
+    for vi in pinned.graph.output:
+        vi.type.tensor_type.ClearField("shape")
+    return pinned
 
 
 def _tensor_facts(graph: Any) -> tuple[dict[str, tuple[int, ...] | None], dict[str, int]]:

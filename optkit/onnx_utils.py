@@ -27,6 +27,11 @@ def load_onnx(path: str | os.PathLike, load_weights: bool = True) -> Any:
         raise InputError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})".rstrip()) from exc
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{path} is not a readable ONNX model (no graph)")
+    # protobuf hands back invalid UTF-8 in string fields as bytes (a damaged file): refuse here
+    # rather than fail later on a str/bytes mix-up
+    for i, node in enumerate(model.graph.node):
+        if not isinstance(node.op_type, str) or not isinstance(node.name, str):
+            raise InputError(f"{path} is not a valid ONNX model (node {i} has a name or op type that is not text)")
     return model
 
 
@@ -88,7 +93,7 @@ def graph_stats(model: Any, path: str | os.PathLike | None = None) -> GraphStats
     return GraphStats(
         nodes=len(model.graph.node),
         initializers=len(model.graph.initializer),
-        op_counts=dict(sorted(counts.items())),
+        op_counts=dict(sorted(counts.items(), key=lambda kv: str(kv[0]))),
         file_size=size,
     )
 

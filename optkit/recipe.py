@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from optkit import recipe_checks
 from optkit.artifact import Artifact, Manifest, tool_versions
 from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.errors import InputError, OptkitError, RecipeError
@@ -44,7 +45,8 @@ from optkit.passes.base import config_to_dict
 TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps", "verify", "ray"}
 RAY_KEYS = {"address", "workers", "shards"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
-VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled"}
+VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled",
+               "bench", "baseline", "max_regression"}
 DEFAULT_RECIPE = "voice_verification.yaml"
 # verification results by key (verify.verification_key), inside the output directory
 VERIFY_CACHE = ".optkit-cache/verify"
@@ -64,6 +66,9 @@ def _loader():  # noqa: ANN202
         pass
 
     def construct_mapping(loader, node, deep=False):  # noqa: ANN001, ANN202
+        dup = recipe_checks.duplicate_key_error(yaml, node)
+        if dup is not None:
+            raise dup
         mapping = _Loc(loader.construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if hasattr(k, "value")}
@@ -163,6 +168,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(f"{where}: step {i + 1} must be a mapping with a 'pass' key")
         klines = getattr(raw, "key_lines", {})
         _reject_unknown_keys(raw, STEP_KEYS, "step key", where, klines, line)
+        recipe_checks.check_step_types(raw, i, where, line, klines)
         pass_name = raw.get("pass")
         if not pass_name:
             raise RecipeError(f"{where} line {line}: step {i + 1} has no 'pass'")
@@ -206,6 +212,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{where} line {lines.get('verify', '?')}: 'verify' must be a mapping")
     vlines = getattr(verify, "key_lines", {})
     _reject_unknown_keys(verify, VERIFY_KEYS, "verify key", where, vlines, "?")
+    recipe_checks.check_verify_values(verify, where, vlines)
+    recipe_checks.check_step_outputs(steps, where)
     if "gates" in verify:
         from optkit.verify import merge_gates
 
@@ -220,13 +228,34 @@ def load_recipe(path: str | Path) -> Recipe:
     for a in verify.get("artifacts") or []:
         if a not in seen:
             raise RecipeError(f"{where} line {vlines.get('artifacts', '?')}: verify artifact {a!r} is not a step")
+    _check_release_keys(verify, vlines, where, base)
     ray = parse_ray_setting(data.get("ray"), f"{where} line {lines.get('ray', '?')}")
     return Recipe(path, str(data.get("name") or path.stem), model, steps, dict(verify), ray=ray)
 
 
-def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str) -> str:
+def _check_release_keys(verify: dict[str, Any], vlines: dict[str, int], where: str, base: Path) -> None:
+    """verify.bench / baseline / max_regression: validated now, the baseline path made absolute."""
+    from optkit.regression import make_limits
+    from optkit.release import bench_config
+
+    for key, check in (("bench", lambda v: bench_config(v, where="verify.bench")),
+                       ("max_regression", lambda v: make_limits(v, where="verify.max_regression"))):
+        if key in verify:
+            try:
+                check(verify[key])
+            except OptkitError as exc:
+                raise RecipeError(f"{where} line {vlines.get(key, '?')}: {exc}") from None
+    if verify.get("baseline") is not None:
+        if not isinstance(verify["baseline"], str):
+            raise RecipeError(f"{where} line {vlines.get('baseline', '?')}: verify.baseline must be a path to a "
+                              "previous report.json or output directory")
+        verify["baseline"] = _resolve(base, verify["baseline"])
+
+
+def cache_key(pass_name: str, config: dict[str, Any], parent_sha: str | None, fingerprint: str,
+              output: str | None = None) -> str:
     payload = {
-        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint,
+        "pass": pass_name, "config": config, "parent": parent_sha, "fingerprint": fingerprint, "output": output,
         "tools": tool_versions("torch", "onnx", "onnxruntime", "onnxsim", "onnxscript", "onnxconverter-common",
                                "openvino", "tensorrt"),
     }
@@ -262,7 +291,8 @@ class _StepCache:
 
     def run(self, step_name: str, p: Any, cfg: Any, parent: Artifact | None, out_path: Path,
             pre_steps: bool = True) -> StepOutcome:
-        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg))
+        key = cache_key(p.name, config_to_dict(cfg), parent.sha256 if parent else None, p.fingerprint(cfg),
+                        output=out_path.name)
         cached = None if self.force else self.manifest.get(step_name)
         entry = self.manifest.entries.get(step_name, {})
         if (cached is not None and entry.get("cache_key") == key and _sha_matches(cached)
@@ -306,11 +336,51 @@ class _StepCache:
         return run
 
 
+def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, Any]) -> dict[str, Any]:
+    """quantize-int8 searches until the int8 gate passes: by default the gate this recipe's
+    verify applies (its ``gates.int8`` and ``threshold``), unless the step sets its own."""
+    if pass_name != "quantize-int8":
+        return params
+    params = dict(params)
+    gates = (verify.get("gates") or {}).get("int8")
+    if "gates" not in params and isinstance(gates, dict) and gates:
+        params["gates"] = dict(gates)
+    if "threshold" not in params and verify.get("threshold") is not None:
+        params["threshold"] = verify["threshold"]
+    return params
+
+
 def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
                echo: Callable[[str], None] = lambda s: None, verify: bool = True,
-               ray: dict[str, Any] | None = None) -> RunOutcome:
-    """Run ``recipe`` into ``out_dir``; ``ray`` ({"address", "workers", "shards"}) overrides the
-    recipe's own ``ray:`` setting for verification."""
+               ray: dict[str, Any] | None = None, baseline: str | Path | None = None,
+               wait: bool = False) -> RunOutcome:
+    """Run ``recipe`` into ``out_dir`` holding an exclusive lock on it (``wait``: block until a
+    concurrent run is done instead of failing), after removing what a killed run left behind;
+    ``ray`` ({"address", "workers", "shards"}) overrides the recipe's own ``ray:`` setting for
+    verification, ``baseline`` (a previous report.json or output directory) the recipe's
+    ``verify: baseline:``."""
+    from optkit.fileio import ensure_output_dir
+    from optkit.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
+
+    out_dir = ensure_output_dir(out_dir)
+    with output_lock(out_dir, wait=wait):
+        for p in clean_partial_files(out_dir):
+            echo(f"removed {p.name} (a partial file left by a run that was killed)")
+        for p in clean_stale_work_dirs():
+            echo(f"removed {p} (a work directory left by an optkit process that was killed)")
+        recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
+        from optkit.distributed import calibration_on, executor_for
+
+        # One Ray session (when asked for) serves the int8 steps' calibration and the verification.
+        ray = ray or recipe.ray or {}
+        with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor, \
+                calibration_on(executor):
+            return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, executor=executor,
+                              baseline=baseline)
+
+
+def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
+               verify: bool, executor: Any, baseline: str | Path | None) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -319,12 +389,13 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     except OSError as exc:
         raise InputError(f"cannot create output directory {out_dir}: {exc.strerror or exc}") from exc
     manifest = Manifest.load(out_dir / "manifest.json")
+    manifest.recipe = recipe.name
     steps = _StepCache(out_dir, manifest, force, echo)
     produced: dict[str, Artifact | None] = {}
     outcomes: list[StepOutcome] = []
     for step in recipe.steps:
         p = get_pass(step.pass_name)
-        cfg = p.make_config(step.params, where=f"step {step.name}")
+        cfg = p.make_config(_with_verify_gate(step.pass_name, step.params, recipe.verify), where=f"step {step.name}")
         parent = produced.get(step.input) if step.input else None
         if step.input and parent is None:
             reason = f"its input step {step.input!r} was skipped"
@@ -339,7 +410,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
-        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray)
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, executor, baseline)
     manifest.save()
     return outcome
 
@@ -416,17 +487,11 @@ def _sha_matches(art: Artifact) -> bool:
 
 
 def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-            echo: Callable[[str], None], ray: dict[str, Any] | None = None):  # noqa: ANN202
-    from optkit.distributed import executor_for
-
-    ray = ray or {}
-    with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor:
-        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor)
-
-
-def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-                 echo: Callable[[str], None], executor: Any):  # noqa: ANN202
+            echo: Callable[[str], None], executor: Any, baseline: str | Path | None = None):  # noqa: ANN202
+    """Verify the recipe's artifacts (``executor``: None = this process, or a RayExecutor)."""
     from optkit.reference import load_reference, reference_path_for
+    from optkit.regression import make_limits, prepare_baseline
+    from optkit.release import bench_config, release_view
     from optkit.report import write_reports
     from optkit.verify import merge_gates, verify_on_providers
 
@@ -436,6 +501,8 @@ def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | N
         raise InputError("nothing to verify: the export step produced no model")
     ref_path = reference_path_for(export.path)
     reference = load_reference(ref_path)
+    baseline = baseline or v.get("baseline")
+    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
     names = v.get("artifacts") or [s.name for s in recipe.steps]
     arts = [(n, produced.get(n)) for n in names]
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
@@ -449,5 +516,8 @@ def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | N
         progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE, executor=executor,
     )
     report.skipped = [{"step": o.step, "pass": o.pass_name, "reason": o.reason} for o in outcomes if o.status == "skipped"]
+    release_view(report, reference, bench=bench_config(v.get("bench"), where="verify.bench"), threads=v.get("threads"),
+                 baseline=base, limits=make_limits(v.get("max_regression"), where="verify.max_regression"),
+                 progress=lambda m: echo(f"[release] {m}"))
     paths = write_reports(report, out_dir)
     return report, paths

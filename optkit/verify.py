@@ -110,6 +110,8 @@ class ArtifactResult:
     failures: list[str]
     seconds: float
     localization: dict[str, Any] | None = None
+    # how the artifact's data was treated when it was made (e.g. calibration outliers clipped)
+    data_decisions: dict[str, Any] = field(default_factory=dict)
     # True when the result was taken from the verification cache (same artifact, reference,
     # runtime versions and gates as a run that computed it)
     cached: bool = False
@@ -140,10 +142,19 @@ class VerifyReport:
     reference_values: np.ndarray | None = field(default=None, repr=False)
     # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
     execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
+    # the release view (optkit.release.enrich: artifact facts, latency, groups; optkit.regression:
+    # the comparison with a previous release), empty when not asked for
+    release: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(r.passed for r in self.results)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        """Every gate passed and, when compared with a baseline release, no regression."""
+        regression = self.release.get("regression") or {}
+        return self.gates_passed and regression.get("passed", True)
 
     def to_json(self) -> dict[str, Any]:
         from optkit.metrics import json_safe
@@ -177,6 +188,18 @@ def precision_of(path: Path) -> str:
         except ValueError:
             pass
     return "fp32"
+
+
+def check_artifact_graph(path: Path) -> None:
+    """onnx.checker on an artifact before it is run: ONNX Runtime accepts graphs that are not
+    valid ONNX (e.g. nodes out of topological order) and would let them PASS, while other tools
+    (onnxsim, TensorRT's parser, other runtimes) reject them."""
+    from optkit.onnx_utils import check_model
+
+    try:
+        check_model(path, full=False, what=f"artifact {path.name}")
+    except OptkitError as exc:
+        raise InputError(f"{path}: not a valid ONNX model ({exc})") from exc
 
 
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
@@ -220,6 +243,9 @@ def verify_artifacts(
     gates = gates or dict(DEFAULT_GATES)
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
+    from optkit.reference import validate_reference
+
+    validate_reference(reference, reference_path or "reference")
     ref_task = None
     first_out = next(iter(reference.outputs))
     if reference.labels is not None:
@@ -231,6 +257,8 @@ def verify_artifacts(
         if progress:
             progress(f"verifying {path.name} ({precision}) on {len(reference)} samples")
         gate = gates.get(precision, gates["fp32"])
+        if path.suffix.lower() == ".onnx":
+            check_artifact_graph(path)
         key = None
         if cache_dir is not None and reference.sha256:
             key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
@@ -259,6 +287,8 @@ def verify_artifacts(
             path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
             outputs=per_output, task=task, accuracy_drop=acc_drop, failures=failures, seconds=seconds,
             values=outs.get(first_out),
+            data_decisions={k: v for k, v in (item.extra if isinstance(item, Artifact) else {}).items()
+                            if k == "calibration_outliers" and v.get("action") != "none"},
         )
         want_loc = precision == "int8" and path.suffix == ".onnx" and (
             localize == "always" or (localize == "on-failure" and failures))
@@ -267,8 +297,11 @@ def verify_artifacts(
         if key is not None:
             _store_cached(cache_dir, key, result)
         results.append(result)
+    from optkit.release import reference_identity
+
     ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
-                "outputs": list(reference.outputs), "meta": reference.meta}
+                "outputs": list(reference.outputs), "meta": reference.meta,
+                "identity": reference_identity(reference.inputs, reference.labels)}
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
                           reference_values=reference.outputs[first_out])
     report.execution = (executor or LocalExecutor()).describe()

@@ -9,7 +9,8 @@ import pytest
 from conftest import invoke
 from optkit.cli import COMMANDS
 
-HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnxsim", "onnx", "librosa", "onnxconverter_common")
+HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnxsim", "onnx", "librosa", "onnxconverter_common",
+         "fastapi", "starlette", "uvicorn", "httpx", "aiohttp", "prometheus_client")
 
 
 def test_import_and_help_do_not_import_heavy_modules():

@@ -25,6 +25,7 @@ def comparable(report_json: dict) -> dict:
     for a in r["artifacts"]:
         a.pop("seconds")
         a["runner"].pop("threads", None)
+        a.pop("runtime_text", None)  # the runner description in words, threads included
     return r
 
 

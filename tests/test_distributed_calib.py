@@ -69,3 +69,59 @@ def test_a_killed_calibration_worker_is_retried_without_double_counting(ray_loca
     assert killed
     assert sharded.samples == len(samples)
     assert sharded.same_as(single)
+
+
+def test_quantize_with_ray_makes_the_same_model(ray_local, cli_runner, tiny_onnx, calib_dir, tmp_path):
+    from conftest import invoke
+
+    from optkit.calib_stats import CalibStats
+
+    a, b = tmp_path / "a" / "m.int8.onnx", tmp_path / "b" / "m.int8.onnx"
+    a.parent.mkdir(), b.parent.mkdir()
+    args = ["quantize", tiny_onnx, "--int8", "--calibration", calib_dir, "--no-search"]
+    ra = invoke(cli_runner, [*args, "-o", a])
+    rb = invoke(cli_runner, [*args, "-o", b, "--ray"])
+    assert ra.exit_code == rb.exit_code, (ra.output, rb.output)
+    assert ra.exit_code in (0, 3), ra.output
+    assert a.read_bytes() == b.read_bytes()
+    sa = CalibStats.load(next(a.parent.glob("*.calib.npz")))
+    sb = CalibStats.load(next(b.parent.glob("*.calib.npz")))
+    assert sa.same_as(sb)
+
+
+def test_ray_goes_with_int8_only(cli_runner, tiny_onnx, tmp_path):
+    from conftest import invoke
+
+    res = invoke(cli_runner, ["quantize", tiny_onnx, "-o", tmp_path / "m.fp16.onnx", "--fp16", "--ray"])
+    assert res.exit_code == 2 and "--ray goes with --int8" in res.output
+    assert not (tmp_path / "m.fp16.onnx").exists()
+
+
+def test_a_recipe_with_ray_calibrates_on_ray_and_makes_the_same_int8_model(ray_local, cli_runner, calib_dir, tmp_path,
+                                                                           monkeypatch):
+    import json
+
+    calls: list[int] = []
+    original = RayExecutor.collect_stats
+
+    def spy(self, *args, **kwargs):
+        calls.append(len(args[1]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RayExecutor, "collect_stats", spy)
+
+    from conftest import invoke
+    from test_recipe import MODELS
+
+    text = (f"name: tiny-int8\nmodel: {MODELS}:tiny_voice\nsteps:\n  - pass: export\n    params:\n"
+            f"      reference_samples: 8\n  - pass: quantize-int8\n    params:\n      calibration: {calib_dir}\n"
+            "      search: false\nverify:\n  gates: {int8: {min_agreement: 0.5, mean_abs: 1.0, max_accuracy_drop: 1.0}}\n")
+    (tmp_path / "plain.yaml").write_text(text)
+    (tmp_path / "ray.yaml").write_text(text + "ray: {address: local, workers: 2, shards: 4}\n")
+    a = invoke(cli_runner, ["run", tmp_path / "plain.yaml", "-o", tmp_path / "a"])
+    b = invoke(cli_runner, ["run", tmp_path / "ray.yaml", "-o", tmp_path / "b"])
+    assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
+    sha = [json.loads((tmp_path / d / "manifest.json").read_text())["artifacts"]["quantize-int8"]["artifact"]["sha256"]
+           for d in ("a", "b")]
+    assert sha[0] == sha[1]
+    assert calls, "the recipe with ray: did not collect its calibration statistics on Ray"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, assert_rendered_report, dump_dom
 from conftest import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +49,49 @@ def test_default_recipe_runs_and_verifies(first_run):
         art = manifest[step]["artifact"]
         assert (out / art["path"]).exists() and art["sha256"] and art["size"] > 0
     assert (out / "report.html").read_text().count("<svg") >= 20  # scatter + histogram per result
+    # the int8 step found its setting by itself (no hand-tuned method/exclusions in the recipe),
+    # validated on held-out calibration data, with nearly every MAC in int8
+    search = manifest["int8"]["info"]["int8_search"]
+    assert search["validation"] == "holdout" and search["chosen"] is not None
+    chosen = search["trials"][search["chosen"]]
+    assert chosen["passed"] and chosen["int8_mac_share"] >= 0.95
+    assert manifest["int8"]["info"]["macs"]["share"]["int8"] == chosen["int8_mac_share"]
 
 
-def test_second_run_is_cached(first_run, cli_runner):
+def test_default_report_is_a_release_report(first_run):
+    """What a reviewer signs off the int8 artifact with: size, MAC share, lineage, ORT and OpenVINO
+    speed-up, DET curve, flipped samples; the page stays under 1 MB."""
     out, _ = first_run
-    res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out])
+    report = json.loads((out / "report.json").read_text())
+    int8 = [a for a in report["artifacts"] if a["step"] == "int8"]
+    assert sorted(a["runtime"] for a in int8) == ["ONNX Runtime CPU", "OpenVINO CPU"]
+    facts = report["facts"][int8[0]["facts"]]
+    assert facts["size"] == (out / "int8.int8.onnx").stat().st_size
+    assert facts["macs"]["share"]["int8"] > 0.9
+    assert [s["step"] for s in facts["lineage"]] == ["export", "simplify", "fold", "int8"]
+    # the recipe sets no method or exclusions any more: the int8 step's search chose them, and the
+    # report carries its trials
+    search = facts["int8_search"]
+    assert search["chosen"] is not None and search["trials"][search["chosen"]]["passed"]
+    for a in int8:
+        assert a["latency"]["vs_fp32"]["of"] == "export.onnx" and a["latency"]["vs_fp32"]["p50"] > 0
+        assert len(a["flipped_samples"]) == a["outputs"]["output_wvp"]["flipped"]
+    page = (out / "report.html").read_text()
+    assert len(page.encode()) < 1_000_000
+    assert "int8.int8.onnx" in page and 'data-plot="mac-share"' in page and "Lineage" in page
+    if CHROMIUM is not None:  # the browser check proper is in test_release_report.py
+        dom = dump_dom(out / "report.html")
+        assert_rendered_report(dom, results=len(report["artifacts"]), groups=len(report["groups"]))
+
+
+def test_second_run_is_cached_and_no_regression_against_the_first(first_run, cli_runner, tmp_path):
+    out, _ = first_run
+    baseline = tmp_path / "release-1.json"
+    baseline.write_text((out / "report.json").read_text())
+    res = invoke(cli_runner, ["run", ROOT / "recipes" / "voice_verification.yaml", "-o", out,
+                              "--baseline", baseline, "--junit", tmp_path / "junit.xml"])
     assert res.exit_code == 0, res.output
     assert "0 ran, 5 cached, 1 skipped" in res.output
+    reg = json.loads((out / "report.json").read_text())["regression"]
+    assert reg["passed"] and all(p["matched_by"] == "step name" and p["changed"] == [] for p in reg["pairs"])
+    assert "0 decision(s) changed" in res.output

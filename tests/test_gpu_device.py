@@ -237,6 +237,10 @@ def test_ort_cuda_ep_matches_cpu(model_dir):
     with make_runner(model_dir / "tiny.onnx", provider="cuda", **ort_provider_options("cuda")) as r:
         y = r.infer({"input_mfcc": x})["output_wvp"]
         assert r.describe()["providers_in_use"][0] == "CUDAExecutionProvider"
+        # the first run was profiled: every Conv/Gemm/MatMul ran on the CUDA EP (else it raised)
+        placement = r.describe()["node_placement"]
+        assert placement["heavy_cpu_share"] == 0.0
+        assert placement["by_provider"]["CUDAExecutionProvider"]["heavy_nodes"] >= 4
     assert np.abs(y - _cpu_outputs(model_dir / "tiny.onnx", x)).max() < 5e-3
 
 

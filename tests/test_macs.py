@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from optkit.macs import describe_share, mac_breakdown
-from tests.conftest import build_tiny_voice_model, invoke
+from conftest import build_tiny_voice_model, invoke
 
 
 def _conv_gemm_model(dtype=TensorProto.FLOAT) -> onnx.ModelProto:
@@ -97,10 +97,13 @@ def test_lstm_macs_are_counted_and_stay_fp32(tmp_path):
             y, _ = self.lstm(x)
             return self.fc(y[:, -1])
 
-    path = tmp_path / "rnn.onnx"
-    torch.onnx.export(Rnn().eval(), (torch.randn(1, 10, 6),), str(path), opset_version=17, dynamo=False)
-    b = mac_breakdown(path)
-    lstm = [r for r in b["unquantized_heavy_nodes"] if r["op_type"] == "LSTM"]
-    assert len(lstm) == 1
-    assert lstm[0]["macs"] == 10 * 1 * 1 * (4 * 8) * (6 + 8)  # seq x batch x dir x 4H x (I + H)
-    assert b["share"]["int8"] == 0.0
+    expected = 10 * 1 * 1 * (4 * 8) * (6 + 8)  # seq x batch x dir x 4H x (I + H)
+    for dynamic in (False, True):  # a symbolic batch must not make the LSTM's shapes unknown
+        path = tmp_path / f"rnn{int(dynamic)}.onnx"
+        torch.onnx.export(Rnn().eval(), (torch.randn(1, 10, 6),), str(path), opset_version=17, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}} if dynamic else None)
+        b = mac_breakdown(path)
+        lstm = [r for r in b["unquantized_heavy_nodes"] if r["op_type"] == "LSTM"]
+        assert len(lstm) == 1 and b["unknown_shape_nodes"] == []
+        assert lstm[0]["macs"] == expected
+        assert b["share"]["int8"] == 0.0

@@ -69,7 +69,7 @@ verify: {{enabled: false}}
 
 
 @pytest.mark.parametrize("params, line, message", [
-    ("{calibration: calib, method: median}", 7, "method: 'median' is not one of minmax, entropy, percentile"),
+    ("{calibration: calib, method: median}", 7, "method: 'median' is not one of minmax, percentile, entropy, mse"),
     ("\n      calibration: calib\n      chunk_size: 0", 9, "chunk_size must be at least 1"),
     ("\n      calibration: calib\n      percentile: high", 9, "parameter percentile"),
 ])

@@ -125,7 +125,8 @@ def test_qdq_model_is_int8_runs_and_matches_reference(quantized, tiny_onnx_sessi
     # Most compute nodes are quantised and the result says so.
     assert result.info["quantized_nodes"] >= 0.8 * result.info["total_nodes"]
     assert result.info["by_op_type"]["Conv"]["quantized"] == result.info["by_op_type"]["Conv"]["total"] > 0
-    assert result.info["target"] == target and result.info["samples"] == 8
+    assert result.info["target"] == target
+    assert result.info["samples"] + result.info["validation_samples"] == 8
 
 
 @pytest.mark.parametrize("target", ["cpu", "openvino", "tensorrt"])
@@ -184,31 +185,6 @@ def preprocessed(tmp_path_factory, tiny_onnx_session) -> Path:
     return dst
 
 
-def _ranges(tensors_data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {k: tuple(np.asarray(v, dtype=np.float64).ravel() for v in d.range_value) for k, d in tensors_data.items()}
-
-
-@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_chunked_calibration_matches_one_shot(preprocessed, method, tmp_path):
-    x = np.random.default_rng(3).standard_normal((6, *TINY_SHAPE)).astype(np.float32)
-    one = _ranges(calibration.calibrate(preprocessed, x, "input_mfcc", method=method, chunk_size=6, work_dir=tmp_path))
-    chunked = _ranges(calibration.calibrate(preprocessed, x, "input_mfcc", method=method, chunk_size=1,
-                                            work_dir=tmp_path))
-    assert one.keys() == chunked.keys() and len(one) > 10
-    if method == "minmax":
-        for k in one:
-            np.testing.assert_array_equal(one[k][0], chunked[k][0])
-            np.testing.assert_array_equal(one[k][1], chunked[k][1])
-        return
-    # Histogram methods re-bin when a later chunk widens the range: close, not identical.
-    rel = []
-    for k in one:
-        width = max(np.abs(one[k][1] - one[k][0]).max(), 1e-6)
-        rel.append(max(np.abs(one[k][0] - chunked[k][0]).max(), np.abs(one[k][1] - chunked[k][1]).max()) / width)
-    tol = {"percentile": 0.02, "entropy": 0.25}[method]
-    assert np.median(rel) < tol, f"{method}: median relative range difference {np.median(rel):.3g}"
-
-
 def test_calibrate_rejects_bad_chunk_size(preprocessed):
     x = np.zeros((2, *TINY_SHAPE), np.float32)
     with pytest.raises(InputError, match="chunk size"):
@@ -219,36 +195,41 @@ def test_calibrate_rejects_bad_chunk_size(preprocessed):
 
 def test_cli_quantizes_and_reuses_then_invalidates_the_cache(cli_runner, tiny_onnx, calib_dir, tmp_path):
     out = tmp_path / "tiny.int8.onnx"
-    cache = tmp_path / "tiny.int8.calib.json"
+    cache = tmp_path / "tiny.int8.calib.npz"
+    settings = tmp_path / "tiny.int8.search.json"
     r1 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
     assert r1.exit_code == 0, r1.output
-    assert out.exists() and cache.exists()
-    assert "calibrated 8 samples with minmax" in r1.output and "no calibration cache yet" in r1.output
+    assert out.exists() and cache.exists() and settings.exists()
+    assert "collected calibration statistics" in r1.output and "no statistics cache yet" in r1.output
+    assert "on 6 samples" in r1.output and "validation: 2 held-out calibration samples" in r1.output
     first = out.read_bytes()
 
     r2 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
     assert r2.exit_code == 0, r2.output
-    assert "reused calibration cache tiny.int8.calib.json" in r2.output
-    assert "calibrated" not in r2.output
-    assert out.read_bytes() == first, "cached ranges must give the same model"
+    assert "reused calibration statistics tiny.int8.calib.npz" in r2.output
+    assert "collected" not in r2.output and "no search needed" in r2.output
+    assert out.read_bytes() == first, "cached statistics must give the same model"
 
     r3 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--recalibrate")
     assert r3.exit_code == 0 and "recalibrating (--recalibrate)" in r3.output
     assert out.read_bytes() == first
 
-    # New data invalidates the cache.
-    np.save(calib_dir / "s000.npy", np.full(TINY_SHAPE, 3.0, np.float32))
-    r4 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
-    assert r4.exit_code == 0 and "stale (data_fingerprint changed)" in r4.output
-    assert out.read_bytes() != first
+    # Another range method needs no new statistics (ranges are computed from them).
+    r4 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--method", "percentile", "--no-search")
+    assert r4.exit_code == 0 and "reused calibration statistics" in r4.output, r4.output
+    assert "trial 0: requested" in r4.output
 
-    # Another method invalidates it too; a corrupt cache is recomputed, not trusted.
-    r5 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--method", "percentile")
-    assert r5.exit_code == 0 and "method" in r5.output and "stale" in r5.output
-    cache.write_text("{not json")
-    r6 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--method", "percentile")
-    assert r6.exit_code == 0 and "unreadable" in r6.output
-    assert '"format": "optkit-calibration-cache"' in cache.read_text()
+    # New data invalidates the cache; a corrupt cache is recomputed, not trusted.
+    np.save(calib_dir / "s000.npy", np.full(TINY_SHAPE, 3.0, np.float32))
+    r5 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
+    assert r5.exit_code == 0 and "stale (data_fingerprint" in r5.output, r5.output
+    assert out.read_bytes() != first
+    cache.write_bytes(b"{not npz")
+    r6 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
+    assert r6.exit_code == 0 and "unreadable" in r6.output, r6.output
+    from optkit.calib_stats import CalibStats
+
+    assert CalibStats.load(cache).samples == 6
 
 
 def test_pass_info_and_fingerprint(tiny_onnx, calib_dir, tmp_path):
@@ -263,18 +244,20 @@ def test_pass_info_and_fingerprint(tiny_onnx, calib_dir, tmp_path):
     out = tmp_path / "m.int8.onnx"
     result = step(Artifact.from_file(tiny_onnx), cfg, out)
     info = result.info
-    assert info["method"] == "percentile" and info["samples"] == 4 and info["cache_hit"] is False
+    assert info["samples"] == 3 and info["validation_samples"] == 1 and info["cache_hit"] is False
+    assert info["int8_search"]["trials"][0]["method"] == "percentile"
     assert info["calibration_seconds"] > 0
     assert set(info["by_op_type"]) >= {"Conv", "Add", "Gemm"}
     assert any("Sigmoid" in n for n in info["fp32_nodes"])
-    assert result.side_files == [tmp_path / "m.int8.calib.json"]
+    assert result.side_files == [tmp_path / "m.int8.calib.npz", tmp_path / "m.int8.search.json"]
     assert any("left in fp32" in m for m in result.messages)
 
 
 def test_exclusions_are_not_quantized(cli_runner, tiny_onnx, calib_dir, tmp_path):
     out = tmp_path / "ex.onnx"
     node = "/layer1/layer1.0/conv2/Conv"
-    r = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--exclude-nodes", node, "--exclude-op-types", "Add")
+    r = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--exclude-nodes", node, "--exclude-op-types", "Add",
+                     "--no-search")
     assert r.exit_code == 0, r.output
     model = onnx.load(str(out))
     quantized = quantized_node_names(model)
@@ -297,7 +280,7 @@ def test_unknown_exclusions_are_input_errors(cli_runner, tiny_onnx, calib_dir, t
     assert r.exit_code == 1 and "no node named no/such/node" in r.output
     r = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--exclude-op-types", "LSTM")
     assert r.exit_code == 1 and "has no LSTM nodes" in r.output
-    assert not out.exists() and not (tmp_path / "ex.calib.json").exists()
+    assert not out.exists() and not (tmp_path / "ex.calib.npz").exists()
 
 
 def test_refuses_an_already_quantized_model(cli_runner, quantized, calib_dir, tmp_path):
@@ -427,4 +410,4 @@ def test_copying_the_model_elsewhere_hits_the_same_cache(cli_runner, tiny_onnx, 
     other.parent.mkdir()
     shutil.copy(tiny_onnx, other)
     r = quantize_cli(cli_runner, other, out, calib_dir)
-    assert r.exit_code == 0 and "reused calibration cache" in r.output
+    assert r.exit_code == 0 and "reused calibration statistics" in r.output

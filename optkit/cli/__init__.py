@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "bench": "optkit.cli.bench_cmd:bench",
     "run": "optkit.cli.run_cmd:run",
     "features": "optkit.cli.features_cmd:features",
+    "serve": "optkit.cli.serve_cmd:serve",
+    "loadtest": "optkit.cli.loadtest_cmd:loadtest",
     "doctor": "optkit.cli.doctor_cmd:doctor",
     "weights": "optkit.cli.weights_cmd:weights",
     "lut": "optkit.cli.lut_cmd:lut",
@@ -74,6 +76,14 @@ class OptkitGroup(click.Group):
             ctx.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as exc:
+            # A file-system error the library did not anticipate (a disk that fills up, a file
+            # removed under our feet): still one line naming the file, not a traceback.
+            if os.environ.get("OPTKIT_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or _one_line(str(exc))}", err=True)
+            ctx.exit(1)
         except MemoryError:
             click.echo("Error: out of memory", err=True)
             ctx.exit(1)

@@ -47,3 +47,11 @@ def config_from_cli(pass_name: str, params: dict) -> tuple:
 def echo_lines(lines: list[str]) -> None:
     for line in lines:
         click.echo(line)
+
+
+def ci_output_options(command):  # noqa: ANN001, ANN201
+    """--junit FILE and --summary FILE (verify and run): the CI views of the verification report."""
+    command = click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+                           help="Write a short Markdown summary (for a pull-request comment).")(command)
+    return click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
+                        help="Write JUnit XML: one test case per artifact x runtime x gate.")(command)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.common import ci_output_options
 from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.runners.registry import PROVIDERS
 
@@ -29,8 +30,20 @@ from optkit.runners.registry import PROVIDERS
                    "The report is the same as without --ray. Needs optkit[ray].")
 @click.option("--ray-workers", type=click.IntRange(1), help="Ray workers per artifact (default: the cluster's CPUs).")
 @click.option("--shards", type=click.IntRange(1), help="Pieces the reference is split into (default: 4 per worker).")
+@click.option("--bench", "bench", is_flag=True,
+              help="Also time every artifact (min/p50, one interleaved run) and report the speed-up over fp32.")
+@click.option("--bench-iterations", default=50, show_default=True, type=click.IntRange(1),
+              help="Timed rounds of --bench (after 5 warm-up rounds).")
+@click.option("--baseline", type=click.Path(), metavar="PREVIOUS",
+              help="A previous release's report.json (or its output directory): compare each artifact with its "
+                   "counterpart there and gate on regressions (exit 3).")
+@click.option("--max-regression", "max_regression", multiple=True, metavar="LIMIT=VALUE",
+              help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
+                   "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
+@ci_output_options
 def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
-           batch_size, threads, ray_address, ray_workers, shards):
+           batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
+           junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
 
     Per artifact and output: max/mean absolute error, max relative error, cosine similarity,
@@ -44,25 +57,39 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
       optkit verify model.int8.onnx --reference model.reference.npz --gate int8.min_agreement=0.99
       optkit verify model.int8.onnx --reference big.reference.npz --ray auto   # on a Ray cluster
 
-    Exit codes: 0 all gates pass, 3 a gate failed, 1 input error.
+    \b
+    With --baseline, each artifact is compared with its counterpart in the previous release (same
+    recipe step name, else same file name, else the only artifact of its precision on the same
+    runtime) on the same reference set: decisions that changed, metric deltas, latency change.
+    Default regression gate: <= 0.2 % of decisions changed, accuracy drop <= 0.2 points.
+      optkit verify out/*.onnx --reference out/export.reference.npz --bench --report-dir rel2/ \\
+          --baseline rel1/report.json --junit junit.xml --summary summary.md
+
+    Exit codes: 0 all gates pass, 3 a gate failed or a regression, 1 input error.
     """
     from pathlib import Path
 
-    from optkit.errors import InputError, VerificationFailed
-    from optkit.fileio import require_file
+    from optkit.errors import VerificationFailed
+    from optkit.fileio import check_output_dir, check_output_path, ensure_output_dir, require_file
     from optkit.reference import load_reference
     from optkit.report import format_table, write_reports
     from optkit.distributed import executor_for
+    from optkit.regression import make_limits, parse_max_regression, prepare_baseline
+    from optkit.release import release_view
     from optkit.verify import merge_gates, parse_gate_option, verify_artifacts
 
+    if max_regression and not baseline:
+        raise click.UsageError("--max-regression needs --baseline")
     paths = [require_file(a, "artifact") for a in artifacts]
     if report_dir:
-        rd = Path(report_dir)
-        if rd.exists() and not rd.is_dir():
-            raise InputError(f"report directory {rd} is a file")
-        rd.mkdir(parents=True, exist_ok=True)
+        check_output_dir(report_dir, "report directory")  # created only when the reports are written
+    for out in (junit_path, summary_path):
+        if out:
+            check_output_path(out)  # fail before a long run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
     reference = load_reference(reference_path)
+    limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
+    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
     if fp32_model is None:
         from optkit.verify import precision_of
 
@@ -75,10 +102,39 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
             fp32_model=Path(fp32_model) if fp32_model else None,
             progress=lambda msg: click.echo(msg, err=True), executor=executor,
         )
+    bench_cfg = None
+    if bench:
+        from optkit.bench import BenchConfig
+
+        bench_cfg = BenchConfig(warmup=5, iterations=bench_iterations)
+    release_view(report, reference, bench=bench_cfg, threads=threads, baseline=base, limits=limits,
+                 progress=lambda msg: click.echo(msg, err=True))
     click.echo(format_table(report))
     if report_dir:
-        j, h = write_reports(report, report_dir)
+        j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))
         click.echo(f"wrote {j} and {h}")
+    write_ci_files(report, junit_path, summary_path)
     if not report.passed:
-        failed = [Path(r.path).name for r in report.results if not r.passed]
-        raise VerificationFailed(f"verification failed for {', '.join(failed)}")
+        raise VerificationFailed(failure_line(report))
+
+
+def write_ci_files(report, junit_path, summary_path) -> None:  # noqa: ANN001
+    from optkit.report_ci import write_junit, write_summary
+
+    if junit_path:
+        click.echo(f"wrote {write_junit(report, junit_path)}")
+    if summary_path:
+        click.echo(f"wrote {write_summary(report, summary_path)}")
+
+
+def failure_line(report) -> str:  # noqa: ANN001
+    """The one line the CLI exits 3 with: which artifacts failed a gate, and any regression."""
+    from pathlib import Path
+
+    failed = list(dict.fromkeys(Path(r.path).name for r in report.results if not r.passed))
+    parts = [f"verification failed for {', '.join(failed)}"] if failed else []
+    reg = report.release.get("regression") or {}
+    if reg and not reg.get("passed", True):
+        bad = list(dict.fromkeys(p["artifact"] for p in reg["pairs"] if not p.get("passed", True)))
+        parts.append(f"regression against the baseline for {', '.join(bad)}")
+    return "; ".join(parts)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import tempfile
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -193,7 +192,9 @@ class Pass:
         pre = get_pass(step.pass_name)
         pre_cfg = pre.make_config(step.params, where=f"{self.name}: pre-step {pre.name}")
         if runner is None:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"optkit-{self.name}-")))
+            from optkit.workspace import work_dir  # lock-marked, so a killed run's copy gets cleaned
+
+            work = stack.enter_context(work_dir(f"optkit-{self.name}-"))
             result = pre(src, pre_cfg, work / f"{src.path.stem}{pre.output_suffix}")
         else:
             result = runner(pre, src, pre_cfg)

@@ -11,10 +11,14 @@ cast the overflowing fp32 tensor to fp16 (= inf) right after its producer. After
 fp16 model is run on the same data and must produce finite outputs. (That last check is weak on
 ORT CPU, which runs most fp16 ops through fp32 kernels and so hides overflow that a GPU would
 hit: the range scan is the real protection.)
+
+The converter's known failure modes are handled in :func:`convert_fp16`: a model that already has
+``Cast(to=float)`` nodes comes out inconsistent (onnx.checker: "Inferred elem type differs from
+existing elem type: (1) vs (10)") and is fixed; any other failure falls back to ONNX Runtime's
+float16 tool; whichever converter made the model is in the pass's info.
 """
 from __future__ import annotations
 
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from optkit.lazy import lazy_import
 from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
+from optkit.workspace import work_dir
 
 FP16_MAX = 65504.0
 OVERFLOW_MODES = ("keep-fp32", "fail")
@@ -87,6 +92,85 @@ def _describe(items: dict[str, float], limit: int = 8) -> str:
     return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
+def _retype_float_casts(model: Any) -> int:
+    """onnxconverter-common turns the value_info of a ``Cast(to=FLOAT)`` output into float16 but
+    leaves the node's ``to`` attribute at FLOAT, so onnx.checker fails with "Inferred elem type
+    differs from existing elem type: (1) vs (10)" on any model that already had such a Cast (e.g.
+    ``mask.float()`` in a speech front end). The converter means the tensor to be fp16 (its
+    consumers were converted), so the fix is ``to=FLOAT16``. Returns how many nodes changed."""
+    onnx = lazy_import("onnx")
+    fp16, fp32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    types = {vi.name: vi.type.tensor_type.elem_type
+             for vi in list(model.graph.value_info) + list(model.graph.output)}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Cast" or types.get(node.output[0]) != fp16:
+            continue
+        for a in node.attribute:
+            if a.name == "to" and a.i == fp32:
+                a.i = fp16
+                changed += 1
+    return changed
+
+
+def convert_fp16(model: Any, keep_io_types: bool, op_block: list[str], node_block: list[str],
+                 name: str) -> tuple[Any, str, list[str]]:
+    """fp32 -> fp16 with onnxconverter-common (its Cast failure fixed), else with ONNX Runtime's
+    float16 tool (onnxruntime.transformers.float16, a separately maintained fork of the same
+    converter). Each result must pass onnx.checker (full) before it is used; ORT's tool appends
+    the input casts at the end of the graph, so its output is topologically sorted first."""
+    onnx = lazy_import("onnx")
+    errors: list[str] = []
+    notes: list[str] = []
+
+    def checked(m: Any, who: str) -> Any:
+        try:
+            check_model(m, full=True, what=f"fp16 model from {who}")
+        except PassFailed as exc:
+            errors.append(str(exc))
+            return None
+        return m
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation warnings: handled by the overflow scan
+            converted = lazy_import("onnxconverter_common.float16").convert_float_to_float16(
+                copy, min_positive_val=1e-7, max_finite_val=FP16_MAX,
+                keep_io_types=keep_io_types, op_block_list=op_block, node_block_list=node_block,
+            )
+        fixed = _retype_float_casts(converted)
+        if checked(converted, "onnxconverter-common") is not None:
+            if fixed:
+                notes.append(f"retyped {fixed} existing Cast(to=float32) node(s) to float16 (onnxconverter-common "
+                             "leaves them inconsistent)")
+            return converted, "onnxconverter-common", notes
+    except Exception as exc:  # the converter's own failures (unsupported graph shapes)
+        errors.append(f"onnxconverter-common: {type(exc).__name__}: {first_line(exc)}")
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    try:
+        ort_f16 = lazy_import("onnxruntime.transformers.float16")
+        onnx_model = lazy_import("onnxruntime.transformers.onnx_model")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = ort_f16.convert_float_to_float16(
+                copy, min_positive_val=1e-7, max_finite_val=FP16_MAX, keep_io_types=keep_io_types,
+                op_block_list=op_block, node_block_list=node_block,
+            )
+            wrapper = onnx_model.OnnxModel(converted)
+            wrapper.topological_sort()
+            converted = wrapper.model
+        if checked(converted, "onnxruntime.transformers.float16") is not None:
+            notes.append(f"onnxconverter-common failed ({errors[-1]}); converted with ONNX Runtime's float16 tool")
+            return converted, "onnxruntime.transformers.float16", notes
+    except Exception as exc:
+        errors.append(f"onnxruntime.transformers.float16: {type(exc).__name__}: {first_line(exc)}")
+    raise PassFailed(f"could not convert {name} to fp16: " + "; ".join(errors))
+
+
 class QuantizeFp16(Pass):
     name = "quantize-fp16"
     config_cls = QuantizeFp16Config
@@ -126,7 +210,7 @@ class QuantizeFp16(Pass):
         x = samples.x
         messages: list[str] = []
 
-        with tempfile.TemporaryDirectory(prefix="optkit-fp16-") as work:
+        with work_dir("optkit-fp16-") as work:
             scan = scan_overflow(model, src.path, x, spec.name, cfg.overflow_margin, Path(work))
         found = bool(scan.tensors or scan.initializers)
         if found:
@@ -145,17 +229,8 @@ class QuantizeFp16(Pass):
 
         node_block = sorted(set(cfg.node_block_list) | set(scan.block_nodes))
         op_block = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(cfg.op_block_list))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # truncation warnings: handled by the scan above
-                converted = float16.convert_float_to_float16(
-                    model, min_positive_val=1e-7, max_finite_val=FP16_MAX,
-                    keep_io_types=cfg.keep_io_types, op_block_list=op_block, node_block_list=node_block,
-                )
-        except Exception as exc:
-            raise PassFailed(f"onnxconverter-common could not convert {src.path.name} to fp16: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from exc
-        check_model(converted, full=True, what="fp16 model")
+        converted, converter, notes = convert_fp16(model, cfg.keep_io_types, op_block, node_block, src.path.name)
+        messages += notes
         if model_precision(converted) != "fp16":
             raise PassFailed("the converted model has no fp16 tensors (every node is in a block list?)")
 
@@ -177,6 +252,7 @@ class QuantizeFp16(Pass):
             "op_block_list_extra": list(cfg.op_block_list),
             "fp32_nodes": n_blocked,
             "largest_activation": scan.largest,
+            "converter": converter,
         }
         return PassResult(messages=messages, info=info, precision="fp16",
                           extra={"overflow_blocked_nodes": scan.block_nodes},

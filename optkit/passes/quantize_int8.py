@@ -1,14 +1,19 @@
-"""quantize-int8: post-training static int8 (QDQ) with ONNX Runtime's quantiser.
+"""quantize-int8: accuracy-aware post-training static int8 (QDQ) with ONNX Runtime's quantiser.
 
 The quantisation itself is ``onnxruntime.quantization.quantize_static``; this pass adds what the
 release flow needs around it:
 
 - ORT's pre-processing (``quant_pre_process``: symbolic shape inference + ORT basic graph
   optimisation, the step ORT's docs recommend before quantising).
-- Calibration streamed in chunks (:mod:`optkit.calibration`), so the histogram methods stay in
-  bounded memory; the ranges are handed to ``quantize_static`` through its own
-  ``calibration_cache_path`` argument (ORT's supported way to quantise with precomputed ranges)
-  and cached beside the output as ``<stem>.calib.json``.
+- Calibration statistics collected once, in one streaming pass (:mod:`optkit.calib_stats`) and
+  cached beside the output as ``<stem>.calib.npz``; every range method is computed from them and
+  handed to ``quantize_static`` through its ``calibration_cache_path`` argument (ORT's supported
+  way to quantise with precomputed ranges).
+- A search until the int8 gate passes (:mod:`optkit.int8_search`): each trial is checked on
+  validation data; the one that passes is written to the output, its settings to
+  ``<stem>.search.json`` (a re-run with unchanged inputs rebuilds it without searching). When no
+  trial passes, the best one is written as ``<stem>.failed.onnx`` and the pass raises
+  :class:`Int8SearchFailed` (exit 3), never leaving a failing model at the output path.
 - The QDQ form for the runtime that will run the model (``target``):
 
   ========  =======================  ==========================================================
@@ -34,9 +39,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import json
 import io
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,14 +50,16 @@ from typing import Any
 
 import numpy as np
 
-from optkit import calibration
 from optkit.artifact import Artifact
-from optkit.errors import InputError, PassFailed, first_line
-from optkit.fileio import sha256_file
+from optkit.errors import InputError, PassFailed, VerificationFailed, first_line
+from optkit.fileio import atomic_output, sha256_file
 from optkit.lazy import lazy_import
+from optkit import distributed
+from optkit.macs import mac_breakdown
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
+from optkit.workspace import work_dir
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
@@ -69,9 +77,31 @@ TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
     "QDQDisableWeightAdjustForInt32Bias": True,
 }
 
-# (a config field is named calibration: the class body would see it, not the module)
-METHODS, DEFAULT_PERCENTILE = calibration.METHODS, calibration.DEFAULT_PERCENTILE
 CHECK_SAMPLES = 8  # calibration samples the pass runs through both models to check its result
+METHODS = ("minmax", "percentile", "entropy", "mse")
+DEFAULT_PERCENTILE = 99.999
+# the order a search tries other range methods in: percentile clips rare outliers (the usual
+# failure of minmax), mse balances clipping against resolution, entropy clips hardest
+METHODS_SEARCH_ORDER = ("percentile", "mse", "entropy", "minmax")
+SETTINGS_FORMAT = "optkit-int8-settings"
+
+
+class Int8SearchFailed(VerificationFailed):
+    """No trial passed the int8 gate; ``result`` has the trials and the best (failed) model."""
+
+    def __init__(self, message: str, result: PassResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+def _check_holdout(value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise InputError(f"holdout must be a fraction in (0, 1), got {value:g}")
+
+
+def _check_percentile(value: float) -> None:
+    if not 0.0 < value <= 100.0:
+        raise InputError(f"{value:g} is out of range; give a value in (0, 100], e.g. {DEFAULT_PERCENTILE}")
 
 
 @dataclass(frozen=True)
@@ -81,15 +111,53 @@ class QuantizeInt8Config:
     target: str = option("cpu", "The runtime that will run the model; picks the QDQ form (cpu: u8 activations; "
                          "openvino: u8 too, measured fastest there; tensorrt: symmetric s8, zero points 0).",
                          choices=TARGETS)
-    method: str = option("minmax", "Calibration method.", choices=METHODS)
-    percentile: float = option(DEFAULT_PERCENTILE, "Percentile for method percentile.")
-    exclude_nodes: tuple[str, ...] = option((), "Node names to keep in fp32 (see `optkit verify` for where error "
-                                            "grows).", metavar="A,B")
-    exclude_op_types: tuple[str, ...] = option((), "Op types to keep in fp32, e.g. Add,Sigmoid.", metavar="OP,OP")
-    recalibrate: bool = option(False, "Ignore the calibration cache (<output stem>.calib.json).")
+    method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
+    percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
+                               check=_check_percentile)
+    exclude_nodes: tuple[str, ...] = option((), "Node names always kept in fp32 (see `optkit verify` for where "
+                                            "error grows).", metavar="A,B")
+    exclude_op_types: tuple[str, ...] = option((), "Op types always kept in fp32, e.g. Add,Sigmoid.",
+                                               metavar="OP,OP")
+    equalize: bool = option(False, "The first trial equalises a badly scaled input per channel (folded into the "
+                            "first convs).")
+    search: bool = option(True, "Search until the int8 gate passes (other range methods, input equalisation, "
+                          "sensitive nodes kept in float); --no-search makes exactly one quantisation.",
+                          flag="--search/--no-search")
+    budget: int = option(8, "At most N trials.", metavar="N", min=1)
+    reference: str | None = option(None, "Validate trials on this reference (.npz from `optkit export`) or labelled "
+                                   "data (x, y); default: a held-out part of the calibration data judged against "
+                                   "the fp32 model's own outputs.", path=True, metavar="REF.npz")
+    holdout: float = option(0.25, "Share of the calibration samples held out for validation (without reference).",
+                            check=_check_holdout)
+    threshold: float = option(0.5, "Decision threshold of the agreement gate.")
+    gates: dict[str, Any] | None = option(None, "Overrides of the int8 gate, e.g. {min_agreement: 0.99}.", cli=False)
+    recalibrate: bool = option(False, "Ignore the statistics cache (<stem>.calib.npz) and the saved search result "
+                               "(<stem>.search.json).")
     calibration_limit: int | None = option(None, "Use only the first N calibration samples.", metavar="N", min=1)
-    chunk_size: int = option(2, "Samples per calibration step; bounds memory (~0.85 GiB per sample on the "
-                             "production-size voice model with entropy/percentile).", min=1)
+    chunk_size: int = option(8, "Samples whose statistics are binned together (the result does not depend on it).",
+                             min=1)
+    outliers: str = option("clip", "Calibration values far outside the rest of the set (beyond the 0.1-99.9 "
+                           "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
+                           "them with a warning. Values beyond float32's reach are always refused.",
+                           choices=("clip", "refuse", "keep"))
+
+
+def _refuse_non_finite_stats(stats: Any, source: str) -> None:
+    """A calibration range that is inf/NaN (an activation overflowed float32 on the data) would
+    give a model whose quantisation scales are meaningless: refuse, naming the tensor."""
+    absmax = np.maximum(np.abs(stats.mins), np.abs(stats.maxs))
+    bad = [n for n, a in zip(stats.names, absmax) if not np.isfinite(a) or a > 3.0e38]
+    if bad:
+        raise InputError(f"calibration on {source}: activation {bad[0]} (and {len(bad) - 1} more) overflows float32 "
+                         "(range inf/NaN); the data is not what the model expects")
+
+
+def sidecar_paths(out: Path) -> dict[str, Path]:
+    """``model.int8.onnx`` -> its statistics cache, saved settings and failed-model names."""
+    out = Path(out)
+    stem = out.name[: -len(out.suffix)] if out.suffix else out.name
+    return {"stats": out.with_name(stem + ".calib.npz"), "settings": out.with_name(stem + ".search.json"),
+            "failed": out.with_name(stem + ".failed.onnx")}
 
 
 def target_settings(target: str) -> dict[str, Any]:
@@ -168,27 +236,36 @@ class QuantizeInt8(Pass):
     tools = ("onnxruntime", "onnx")
 
     def side_outputs(self, cfg: QuantizeInt8Config, out: Path) -> list[Path]:
-        return [calibration.cache_path_for(out)]
+        paths = sidecar_paths(out)
+        return [paths["stats"], paths["settings"], paths["failed"]]
 
     def fingerprint(self, cfg: QuantizeInt8Config) -> str:
         from optkit.data import fingerprint
 
-        return fingerprint(cfg.calibration)
+        fp = fingerprint(cfg.calibration)
+        return fp + (":" + fingerprint(cfg.reference) if cfg.reference else "")
 
     # -- checks -------------------------------------------------------------------------------
     @staticmethod
     def _check_config(cfg: QuantizeInt8Config) -> None:
         if cfg.target not in TARGETS:
             raise InputError(f"unknown quantisation target {cfg.target!r}; use one of {', '.join(TARGETS)}")
-        if cfg.method not in calibration.METHODS:
-            raise InputError(f"unknown calibration method {cfg.method!r}; use one of {', '.join(calibration.METHODS)}")
-        if cfg.method == "percentile" and not 0.0 < cfg.percentile <= 100.0:
-            raise ParameterError("percentile", f"{{name}} {cfg.percentile:g} is out of range; give a value in "
-                                 f"(0, 100], e.g. {calibration.DEFAULT_PERCENTILE}")
+        if cfg.method not in METHODS:
+            raise InputError(f"unknown calibration method {cfg.method!r}; use one of {', '.join(METHODS)}")
+        if not 0.0 < cfg.percentile <= 100.0:
+            raise InputError(f"percentile {cfg.percentile:g} is out of range; give a value in (0, 100], e.g. 99.999")
         if cfg.chunk_size < 1:
             raise InputError(f"chunk size must be at least 1, got {cfg.chunk_size}")
         if cfg.calibration_limit is not None and cfg.calibration_limit < 1:
             raise InputError(f"calibration limit must be at least 1, got {cfg.calibration_limit}")
+        if cfg.budget < 1:
+            raise InputError(f"search budget must be at least 1 trial, got {cfg.budget}")
+        if not 0.0 < cfg.holdout < 1.0:
+            raise InputError(f"holdout must be a fraction in (0, 1), got {cfg.holdout:g}")
+        from optkit.data import OUTLIER_POLICIES
+
+        if cfg.outliers not in OUTLIER_POLICIES:
+            raise InputError(f"unknown outlier policy {cfg.outliers!r}; use one of {', '.join(OUTLIER_POLICIES)}")
         if not cfg.calibration:
             raise InputError("int8 quantisation needs calibration data (a directory of .npy files or an .npz)")
 
@@ -212,12 +289,15 @@ class QuantizeInt8(Pass):
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
-        qz = lazy_import("onnxruntime.quantization")
-        from optkit.data import fingerprint, load_samples
+        from optkit import calib_stats, int8_search
+        from optkit.calibration import default_op_types
+        from optkit.data import fingerprint, load_samples, screen_outliers
+        from optkit.macs import describe_share
+        from optkit.verify import merge_gates
 
         assert src is not None
         self._check_config(cfg)
-        cache_path = calibration.cache_path_for(out.final)
+        paths = sidecar_paths(out.final)
         model = load_onnx(src.path)
         precision = model_precision(model)
         if precision != "fp32":
@@ -235,82 +315,232 @@ class QuantizeInt8(Pass):
         sample_shape = spec.concrete_shape(1)[1:]
         samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
                                limit=cfg.calibration_limit)
-        data_fp = fingerprint(cfg.calibration)
+        samples, outliers = screen_outliers(samples, cfg.outliers)
+        gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
+        symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
+        say = (lambda s: None)
         messages: list[str] = []
+        if outliers.action != "none":
+            messages.append(outliers.message(samples.source))
 
-        with tempfile.TemporaryDirectory(prefix="optkit-int8-") as work_name:
+        # Validation data: the reference when given, else the last part of the calibration set.
+        if cfg.reference:
+            validation = int8_search.reference_validation(cfg.reference, cfg.threshold, src.path, spec.name,
+                                                          sample_shape)
+            if spec.name not in validation.inputs:
+                raise InputError(f"reference {cfg.reference} has no input {spec.name} "
+                                 f"(it has {', '.join(validation.inputs)})")
+            calib_x = samples.x
+        else:
+            if len(samples) < 2:
+                raise InputError(f"{len(samples)} calibration sample: at least 2 are needed to hold some out for "
+                                 "validation (or give --reference)")
+            n_val = max(1, int(round(len(samples) * cfg.holdout)))
+            calib_x, val_x = samples.x[:-n_val], samples.x[-n_val:]
+            val_y = None if samples.y is None else samples.y[-n_val:]
+            validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold)
+        messages.append(f"validation: {validation.description}")
+        key = {
+            "model_sha256": src.sha256, "data_fingerprint": fingerprint(cfg.calibration) + f":outliers={cfg.outliers}",
+            "calibration_samples": int(len(calib_x)), "validation": validation.kind,
+            "reference_fingerprint": fingerprint(cfg.reference) if cfg.reference else None,
+            "target": cfg.target, "method": cfg.method, "percentile": cfg.percentile,
+            "exclude_nodes": list(cfg.exclude_nodes), "exclude_op_types": list(cfg.exclude_op_types),
+            "equalize": cfg.equalize, "gate": dataclasses.asdict(gate), "threshold": cfg.threshold,
+            "onnxruntime": lazy_import("onnxruntime").__version__,
+        }
+
+        with work_dir("optkit-int8-") as work_name:
             work = Path(work_name)
             pre = work / "preprocessed.onnx"
             messages += preprocess(src.path, pre)
             pre_model = load_onnx(pre)
             self._check_exclusions(pre_model, cfg)
-            key = calibration.cache_key(sha256_file(pre), data_fp, cfg.method, cfg.percentile,
-                                        len(samples), cfg.chunk_size)
-            outcome = calibration.calibrate_cached(
-                pre, samples.x, spec.name, key, cache_path, cfg.recalibrate, cfg.method,
-                cfg.percentile, cfg.chunk_size, work,
-            )
-            messages.append(outcome.message)
-            ort_ranges = calibration.write_ort_ranges(work / "ranges.json", outcome.ranges)
-            op_types = [t for t in calibration.default_op_types() if t not in set(cfg.exclude_op_types)]
+            op_types = [t for t in default_op_types() if t not in set(cfg.exclude_op_types)]
 
-            tmp = out.path
+            # Statistics: from the cache when it was made from the same model and data.
+            stats_key = {"model_sha256": sha256_file(pre), "data_fingerprint": key["data_fingerprint"],
+                         "samples": int(len(calib_x)), "hist_cap": calib_stats.HIST_CAP,
+                         "onnxruntime": key["onnxruntime"]}
+            stats, why = (None, "recalibrating (--recalibrate)") if cfg.recalibrate else _load_stats(paths["stats"], stats_key)
+            stats_fresh = stats is None
             t0 = time.perf_counter()
-            self._quantize(qz, pre, tmp, ort_ranges, cfg, settings, op_types)
-            quant_seconds = time.perf_counter() - t0
-            qmodel = load_onnx(tmp)
+            if stats is None:
+                # in this process, or on Ray when the command set an executor (same statistics)
+                stats = distributed.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
+                                                  check_finite=False)
+                _refuse_non_finite_stats(stats, samples.source)
+                stats.meta = stats_key
+                messages.append(f"collected calibration statistics of {len(stats.names)} tensors on {len(calib_x)} "
+                                f"samples in {time.perf_counter() - t0:.1f} s ({why})")
+            else:
+                messages.append(f"reused calibration statistics {paths['stats'].name}")
+            calibration_seconds = time.perf_counter() - t0
+
+            saved = None if cfg.recalibrate or not cfg.search else _load_settings(paths["settings"], key)
+            first = int8_search.TrialSpec("requested", "as requested", cfg.method, (), cfg.equalize)
+            if saved is not None:
+                first = int8_search.TrialSpec("saved", f"settings from {paths['settings'].name}", saved["method"],
+                                              tuple(saved["excluded_nodes"]), bool(saved["equalized"]))
+                messages.append(f"rebuilding the model found earlier ({paths['settings'].name}); no search needed")
+            elif cfg.search:
+                first = dataclasses.replace(first, name="plain", change="plain int8")
+
+            eq_plan, eq_why = int8_search.plan_equalization(pre_model, spec.name, calib_x)
+            if (cfg.equalize or first.equalized) and eq_plan is None:
+                raise InputError(f"cannot equalise the input: {eq_why}")
+            eq_model_path = None
+            eq_stats = None
+            if eq_plan is not None:
+                eq_model_path = work / "equalized.onnx"
+                import onnx
+
+                onnx.save(int8_search.apply_equalization(pre_model, eq_plan), str(eq_model_path))
+                eq_stats = calib_stats.array_stats(eq_plan.new_input, calib_x / eq_plan.scale.reshape(
+                    (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
+            fp32_mac = mac_breakdown(pre_model)
+            fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
+            quant_seconds = [0.0]
+
+            def run_trial(t: Any) -> Any:
+                index = len(trial_paths)
+                path = work / f"trial{index}.onnx"
+                started = time.perf_counter()
+                ranges = stats.ranges(t.method, cfg.percentile, symmetric=symmetric)
+                model_in = pre
+                exclude = list(cfg.exclude_nodes) + list(t.excluded_nodes)
+                if t.equalized:
+                    assert eq_plan is not None and eq_stats is not None and eq_model_path is not None
+                    ranges.update(eq_stats.ranges(t.method, cfg.percentile, symmetric=symmetric))
+                    model_in = eq_model_path
+                    exclude.append(eq_plan.mul_node)
+                ranges_path = calib_stats.write_ort_ranges(work / f"ranges{index}.json", ranges)
+                q0 = time.perf_counter()
+                self._quantize(lazy_import("onnxruntime.quantization"), model_in, path, ranges_path, exclude,
+                               settings, op_types)
+                quant_seconds[0] += time.perf_counter() - q0
+                qmodel = load_onnx(path)
+                if model_precision(qmodel) != "int8":
+                    raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
+                                     "check --exclude-nodes / --exclude-op-types")
+                metrics, accuracy, drop, failures = int8_search.evaluate(path, validation, gate, cfg.threshold)
+                trial_paths.append(path)
+                return int8_search.TrialResult(t, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
+                                               time.perf_counter() - started)
+
+            trial_paths: list[Path] = []
+
+            def rank(base: Any) -> list[dict[str, Any]]:
+                fp32 = eq_model_path if base.spec.equalized else pre
+                n = min(len(validation), 8)
+                return int8_search.rank_sensitive_nodes(fp32, base.path, {k: v[:n] for k, v in validation.inputs.items()},
+                                                        fp32_macs)
+
+            say(f"int8 trials (validation: {validation.description}):")
+            outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
+                                         methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
+                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
+            chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
+            passed = outcome.chosen is not None
+            final = out.final if passed else paths["failed"]
+            qmodel = load_onnx(chosen.path)
             check_model(qmodel, full=True, what="int8 model")
-            if model_precision(qmodel) != "int8":
-                raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
-                                 "check exclude_nodes / exclude_op_types")
-            if not outcome.cache_hit:
-                # renamed into place with the model, only once the model passed its check
-                calibration.save_cache(out.side(cache_path), key, outcome.ranges, meta={
-                    "model": src.path.name, "calibration": str(cfg.calibration),
-                    "samples": len(samples), "method": cfg.method,
-                })
+            if passed:
+                # renamed into place by Pass.__call__ once check() accepted the model
+                out.path.write_bytes(chosen.path.read_bytes())
+                if stats_fresh:
+                    stats.save(out.side(paths["stats"]))
+                _save_settings(out.side(paths["settings"]), key, chosen, outcome, validation)
+            else:
+                # Pass.__call__ discards out's files when run raises: the failed model and the
+                # statistics (valid whatever the gate says; a re-run with a larger budget reuses
+                # them) are written here, atomically, under names that are not the output's.
+                with atomic_output(final, suffix=".onnx") as tmp:
+                    tmp.write_bytes(chosen.path.read_bytes())
+                if stats_fresh:
+                    stats.save(paths["stats"])
 
         report = quantized_node_report(qmodel)
-        pre_ops = collections.Counter(n.op_type for n in pre_model.graph.node)
-        folded = {op: n - report["by_op_type"].get(op, {}).get("total", 0) for op, n in pre_ops.items()}
-        folded = {op: n for op, n in folded.items() if n > 0}
+        mac = chosen.mac
+        rows = [t.row() for t in outcome.trials]
+        search_info = {"validation": validation.kind, "validation_description": validation.description,
+                       "trials": rows, "chosen": outcome.chosen, "ranking": [
+                           {k: r[k] for k in ("node", "op_type", "growth_db", "sqnr_db")} for r in outcome.ranking[:16]],
+                       "notes": outcome.notes}
         by_op = ", ".join(f"{op} {c['quantized']}/{c['total']}" for op, c in report["by_op_type"].items())
-        messages.append(
-            f"quantised {report['quantized']} of {report['total']} nodes for target {cfg.target} "
-            f"({'per-channel s8 weights, ' + self._act_desc(cfg.target)}): {by_op}"
-        )
-        if folded:
-            messages.append("folded into quantisation ranges: " + ", ".join(f"{n} {op}" for op, n in sorted(folded.items())))
+        header = (f"quantised {src.path.name} -> {final} (int8 QDQ, target {cfg.target}, "
+                  f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in float"
+                                                    if chosen.spec.excluded_nodes else "")
+                  + (", equalised input" if chosen.spec.equalized else "") + ")")
+        trial_lines = [int8_search.format_row(i, t) for i, t in enumerate(outcome.trials)]
+        messages = [header, *messages, f"int8 trials ({len(outcome.trials)}, validation: {validation.kind}):",
+                    *["  " + line for line in trial_lines]]
+        if passed:
+            messages.append(f"chosen: trial {outcome.chosen} ({chosen.spec.name}: {chosen.spec.change}); "
+                            f"settings saved to {paths['settings'].name}")
+        messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
+                        f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
         if report["fp32_nodes"]:
             shown = report["fp32_nodes"][:10]
             messages.append(f"left in fp32: {len(report['fp32_nodes'])} nodes ({', '.join(shown)}"
                             f"{', ...' if len(report['fp32_nodes']) > 10 else ''})")
-        messages.append(f"calibration cache: {cache_path}" + (" (reused)" if outcome.cache_hit else " (written)"))
-        messages.insert(0, f"quantised {src.path.name} -> {out.final} (int8 QDQ, {cfg.method} calibration, target {cfg.target})")
+        messages.append("MACs by precision: " + describe_share(mac))
+        heavy_fp = [r for r in mac["unquantized_heavy_nodes"] if r["macs"] > 0]
+        if mac["share"]["int8"] < 0.5:
+            top = ", ".join(f"{r['name']} ({r['op_type']}, {100 * r['macs'] / max(1, mac['total_macs']):.0f} %)"
+                            for r in heavy_fp[:3])
+            messages.append(f"WARNING: only {100 * mac['share']['int8']:.1f} % of the MACs run in int8; this model "
+                            f"is mostly float, not int8 (largest float layers: {top})")
+        elif heavy_fp:
+            messages.append("heavy nodes left in float: " + ", ".join(
+                f"{r['name']} ({r['op_type']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
+        if mac["unknown_shape_nodes"]:
+            messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
+                            f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
+        messages.append(f"calibration statistics: {paths['stats']}" + (" (written)" if stats_fresh else " (reused)"))
 
         info = {
             "target": cfg.target,
-            "method": cfg.method,
-            "percentile": cfg.percentile if cfg.method == "percentile" else None,
-            "samples": len(samples),
+            "method": chosen.spec.method,
+            "percentile": cfg.percentile if chosen.spec.method == "percentile" else None,
+            "samples": int(len(calib_x)),
+            "validation_samples": len(validation),
             "chunk_size": cfg.chunk_size,
-            "calibration_seconds": round(outcome.seconds, 3),
-            "quantize_seconds": round(quant_seconds, 3),
-            "cache_hit": outcome.cache_hit,
-            "cache_path": str(cache_path),
+            "calibration_seconds": round(calibration_seconds, 3),
+            "quantize_seconds": round(quant_seconds[0], 3),
+            "cache_hit": not stats_fresh,
+            "cache_path": str(paths["stats"]),
             "quantized_nodes": report["quantized"],
             "total_nodes": report["total"],
             "by_op_type": report["by_op_type"],
             "fp32_nodes": report["fp32_nodes"],
-            "folded_nodes": folded,
-            "exclude_nodes": list(cfg.exclude_nodes),
+            "exclude_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
+            "equalized": chosen.spec.equalized,
+            "macs": {k: mac[k] for k in ("total_macs", "by_precision", "share")},
+            "unquantized_heavy_nodes": heavy_fp[:20],
+            "int8_search": search_info,
+            "calibration_outliers": outliers.to_json(),
         }
-        return PassResult(messages=messages, info=info, precision="int8",
-                          side_files=[cache_path] if outcome.cache_hit else [],  # else written via out.side
-                          extra={"target": cfg.target, "calibration_cache": cache_path.name},
-                          check_inputs=(spec.name, samples.x[:CHECK_SAMPLES]))
+        result = PassResult(messages=messages, info=info, precision="int8",
+                            side_files=[] if stats_fresh else [paths["stats"]],  # else written via out.side
+                            # what the model really is (the config holds what was asked for: the
+                            # first trial's settings)
+                            extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
+                                   "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
+                                   "calibration_outliers": outliers.to_json(),
+                                   "chosen": {"method": chosen.spec.method,
+                                              "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
+                                              "equalized": chosen.spec.equalized}},
+                            check_inputs=(spec.name, calib_x[:CHECK_SAMPLES]))
+        if not passed:
+            best = outcome.trials.index(chosen)
+            raise Int8SearchFailed(
+                f"no int8 trial passed the gate in {len(outcome.trials)} trial(s) (budget {cfg.budget}); the best "
+                f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.final.name}: "
+                + "; ".join(chosen.failures), result)
+        return result
 
     def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
         assert src is not None
@@ -328,7 +558,7 @@ class QuantizeInt8(Pass):
                 "tensorrt": "symmetric s8 activations, all zero points 0"}[target]
 
     @staticmethod
-    def _quantize(qz: Any, pre: Path, tmp: Path, ort_ranges: Path, cfg: QuantizeInt8Config,
+    def _quantize(qz: Any, pre: Path, tmp: Path, ort_ranges: Path, exclude_nodes: list[str],
                   settings: dict[str, Any], op_types: list[str]) -> None:
         logger = logging.getLogger()
         level = logger.level
@@ -345,8 +575,8 @@ class QuantizeInt8(Pass):
                     reduce_range=False,
                     activation_type=settings["activation_type"],
                     weight_type=settings["weight_type"],
-                    nodes_to_exclude=list(cfg.exclude_nodes),
-                    calibrate_method=calibration.ort_method(cfg.method),
+                    nodes_to_exclude=list(exclude_nodes),
+                    calibrate_method=qz.CalibrationMethod.MinMax,  # ranges precomputed
                     extra_options=settings["extra_options"],
                     calibration_cache_path=str(ort_ranges),
                 )
@@ -371,3 +601,50 @@ class QuantizeInt8(Pass):
                 feed = {input_name: x[i : i + 1]}
                 comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
         return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
+
+
+def _load_stats(path: Path, key: dict[str, Any]) -> tuple[Any, str]:
+    """Cached statistics if ``path`` holds statistics made for ``key``; else (None, why not)."""
+    from optkit.calib_stats import CalibStats
+
+    if not path.exists():
+        return None, "no statistics cache yet"
+    try:
+        stats = CalibStats.load(path)
+        old = stats.meta
+    except (InputError, KeyError, ValueError, OSError) as exc:
+        return None, f"statistics cache {path.name} is unreadable ({type(exc).__name__}); recalibrating"
+    stale = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
+    if stale:
+        return None, f"statistics cache {path.name} is stale ({', '.join(stale)} changed)"
+    stats.meta = key
+    return stats, "reused"
+
+
+def _load_settings(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The chosen trial of an earlier search with the same inputs, or None."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format") != SETTINGS_FORMAT or payload.get("key") != json.loads(json.dumps(key)):
+            return None
+        chosen = payload["chosen"]
+        if chosen["method"] not in METHODS:
+            return None
+        return {"method": chosen["method"], "excluded_nodes": list(chosen["excluded_nodes"]),
+                "equalized": bool(chosen["equalized"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_settings(path: Path, key: dict[str, Any], chosen: Any, outcome: Any, validation: Any) -> None:
+    from optkit.fileio import write_text_atomically
+    from optkit.metrics import json_safe
+
+    payload = {
+        "format": SETTINGS_FORMAT, "version": 1, "key": key,
+        "chosen": {"method": chosen.spec.method, "excluded_nodes": list(chosen.spec.excluded_nodes),
+                   "equalized": chosen.spec.equalized, "trial": outcome.chosen, "name": chosen.spec.name},
+        "validation": validation.description,
+        "trials": [t.row() for t in outcome.trials],
+    }
+    write_text_atomically(path, json.dumps(json_safe(payload), indent=1) + "\n")

@@ -167,6 +167,9 @@ class OnnxRuntimeRunner(Runner):
         # whatever runs next (another session in an interleaved benchmark): off by default.
         self.allow_spinning = allow_spinning
         self.session: Any = None
+        # GPU providers: the first run is profiled to see where ORT placed each node (placement.py)
+        self.placement: dict[str, Any] | None = None
+        self._profile_dir: tuple[Path, Any] | None = None
 
     def activate(self) -> None:
         ort = lazy_import("onnxruntime")
@@ -185,11 +188,24 @@ class OnnxRuntimeRunner(Runner):
         if self.provider != "cpu" and not (options.get("cuda_options") or options.get("tensorrt_options")):
             options.update(default_provider_options(self.path, self.provider))
             self.options = options
+        if self.provider != "cpu":
+            from optkit.workspace import open_work_dir
+
+            self._profile_dir = open_work_dir("optkit-profile-")
+            # removed with the runner even when it is dropped without deactivate() or a run
+            import weakref
+
+            from optkit.workspace import close_work_dir
+
+            weakref.finalize(self, close_work_dir, *self._profile_dir)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self._profile_dir[0] / "ort")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=so, providers=provider_chain(self.provider, options)
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/NotImplemented types
+            self._drop_profile_dir()
             raise InputError(f"ONNX Runtime cannot load {self.label}: {_ort_message(exc)}") from exc
         used = self.session.get_providers()
         wanted = ORT_PROVIDER[self.provider]
@@ -198,6 +214,7 @@ class OnnxRuntimeRunner(Runner):
                 "tensorrt": " (are the TensorRT libraries, libnvinfer, installed and matching this onnxruntime-gpu?)",
                 "cuda": " (are the CUDA and cuDNN libraries matching this onnxruntime-gpu installed?)",
             }.get(self.provider, "")
+            self._drop_profile_dir()
             raise RuntimeUnavailable(
                 f"ONNX Runtime fell back to {used[0]} instead of {wanted} for {self.label}{why}; "
                 "refusing to report its numbers as GPU numbers"
@@ -207,6 +224,29 @@ class OnnxRuntimeRunner(Runner):
     def deactivate(self) -> None:
         self.session = None
         self.active = False
+        self._drop_profile_dir()
+
+    def _drop_profile_dir(self) -> None:
+        if self._profile_dir is not None:
+            from optkit.workspace import close_work_dir
+
+            close_work_dir(*self._profile_dir)
+            self._profile_dir = None
+
+    def _check_placement(self) -> None:
+        """After the first (profiled) run on a GPU provider: where did each node run?"""
+        from optkit.placement import DEFAULT_HEAVY_OPS, check_placement, parse_profile
+
+        try:
+            profile = self.session.end_profiling()
+            nodes = parse_profile(profile)
+        finally:
+            self._drop_profile_dir()
+        self.placement = check_placement(
+            nodes, ORT_PROVIDER[self.provider], label=self.label,
+            heavy_ops=tuple(self.options.get("heavy_ops") or DEFAULT_HEAVY_OPS),
+            max_cpu_share=float(self.options.get("max_cpu_share", 0.0)),
+        )
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -225,6 +265,8 @@ class OnnxRuntimeRunner(Runner):
             outs = self.session.run(None, feed)
         except Exception as exc:
             raise InputError(f"ONNX Runtime failed to run {self.label}: {_ort_message(exc)}") from exc
+        if self._profile_dir is not None:
+            self._check_placement()
         return dict(zip(self.output_names, outs))
 
     def describe(self) -> dict[str, Any]:
@@ -237,4 +279,5 @@ class OnnxRuntimeRunner(Runner):
                                  if self.options.get(k) and self.provider != "cpu"},
             "threads": self.threads,
             "allow_spinning": self.allow_spinning,
+            **({"node_placement": self.placement} if self.placement else {}),
         }

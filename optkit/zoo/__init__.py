@@ -40,12 +40,10 @@ def build(name: str, weights: str | Path | None = None) -> Any:
         torch.manual_seed(0)  # deterministic init when no weights are loaded
         model = vr.VoiceResNet(num_blocks=(2, 2, 2, 2), base_width=16)
         path = Path(weights) if weights else WEIGHTS["voice-resnet"]
-        if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("model", state) if isinstance(state, dict) else state
-            model.load_state_dict(state)
-        elif weights:
-            raise InputError(f"weights file {path} does not exist")
+        if path.exists() or weights:
+            from optkit.modelspec import load_weights_into
+
+            load_weights_into(model, path)
         else:
             vr.init_nondegenerate_bn(model, seed=0)
     elif name == "voice-resnet-seed":

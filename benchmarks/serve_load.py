@@ -1,0 +1,287 @@
+"""The voice-verification service under load, per artifact and runtime, on this machine's CPU.
+
+For each model (the bundled ``voice-resnet`` and the production-size ``voice-resnet-seed``):
+
+1. prepare the artifacts with ``benchmarks/latency.py``'s ``prepare`` (cached in ``benchmarks/cache/``):
+   fp32 export, int8 in the ``cpu`` form (ONNX Runtime) and in the ``openvino`` form (and the others
+   that function makes);
+2. time them in-process with ``optkit bench`` (interleaved, back-to-back calls, 2 threads): the
+   minimum a server could reach;
+3. serve them all with ``optkit serve`` (child processes on 127.0.0.1, 2 threads each; idle ones
+   sleep) and load them from this process with ``optkit loadtest``'s ramp, interleaved step by step
+   (only one server loaded at a time): minimum latency, saturation QPS, p99 at half the saturation
+   rate (open loop); then one step far above saturation per server (all excess must be clean 503s);
+4. on the bundled model, the same with micro-batching (``--max-batch 8 --max-wait-ms 2``).
+
+    python benchmarks/serve_load.py --quick                  # bundled model, short steps: checks the script
+    nice -n 10 python benchmarks/serve_load.py --out benchmarks/results/serve_load.json
+
+The load generator and the server share this machine's cores (as a sidecar load generator would);
+ratios measured in one run are what to compare. Writes the JSON and a Markdown table beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+for p in (str(REPO), str(HERE)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import latency as prep  # noqa: E402  (artifact preparation shared with the latency benchmark)
+
+from optkit import bench as bench_lib  # noqa: E402
+from optkit import loadtest as lt  # noqa: E402
+from optkit import sysinfo  # noqa: E402
+from optkit.errors import OptkitError  # noqa: E402
+from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
+from optkit.serve.server import ServerProcess  # noqa: E402
+
+THREADS = 2
+# label, artifact file, runtime, extra serve arguments
+CONFIGS = [
+    ("ORT fp32", "fp32", "cpu", []),
+    ("ORT int8 (cpu form)", "int8_cpu", "cpu", []),
+    ("OpenVINO fp32", "fp32", "openvino", []),
+    ("OpenVINO int8 (openvino form)", "int8_openvino", "openvino", []),
+]
+BATCHED = [
+    ("ORT fp32, micro-batching 8", "fp32", "cpu", ["--max-batch", "8", "--max-wait-ms", "2"]),
+    ("OpenVINO int8, micro-batching 8", "int8_openvino", "openvino", ["--max-batch", "8", "--max-wait-ms", "2"]),
+]
+# per model: ramp (start, step, max, step seconds), bench iterations, and the server's queue: deep
+# enough that the ramp saturates the server before it sheds load, short enough that a full queue
+# drains well inside the client's 10 s timeout (seed fp32: ~0.3 s per request here)
+PLANS = {
+    "voice-resnet": {"ramp": (1, 3, 22, 3.0), "iterations": 60, "queue": 32},
+    "voice-resnet-seed": {"ramp": (1, 1, 4, 8.0), "iterations": 12, "queue": 6},
+}
+QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
+OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def bench_minima(model_dir: Path, configs: list[tuple], iterations: int) -> dict[str, dict[str, float]]:
+    """In-process latency of every (artifact, runtime), interleaved, back-to-back calls."""
+    from optkit.runners import make_runner
+
+    items, seen = [], set()
+    for _, art, provider, _ in configs:
+        key = f"{art} [{provider}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        items.append(bench_lib.BenchItem(key, make_runner(model_dir / f"{art}.onnx", provider=provider,
+                                                          threads=THREADS), model_dir / f"{art}.onnx"))
+    cfg = bench_lib.BenchConfig(batches=(1,), warmup=3, iterations=iterations)
+    report = bench_lib.benchmark(items, cfg, progress=log)
+    return {r.label: {"min_ms": r.stats.min_ms, "p50_ms": r.stats.p50_ms} for r in report.results}
+
+
+def overload_step(url: str, concurrency: int, seconds: float, timeout: float) -> lt.StepResult:
+    meta = lt.fetch_metadata(url)
+    return asyncio.run(lt.closed_loop_step(f"{url}/verify", lt.payload_for_server(meta), concurrency, seconds, timeout))
+
+
+def serve_and_load_all(model_dir: Path, configs: list[tuple], plan: dict[str, Any],
+                       env: dict[str, Any]) -> list[dict[str, Any]]:
+    """Start every service of this model at once (idle servers sleep), ramp them interleaved step by
+    step, then push each one far past saturation in turn."""
+    import contextlib
+
+    start, step, top, seconds = plan["ramp"]
+    queue = plan["queue"]
+    cfg = lt.RampConfig(start=start, step=step, max_concurrency=top, step_seconds=seconds, timeout=10.0,
+                        half_rate_check=True)
+    servers: dict[str, ServerProcess] = {}
+    runs = []
+    with contextlib.ExitStack() as stack:
+        for label, art, provider, extra in configs:
+            args = ["--threads", str(THREADS), "--max-queue", str(queue), "--no-audio", *extra]
+            log(f"{label}: starting optkit serve {art}.onnx --provider {provider} {' '.join(args)}")
+            servers[label] = stack.enter_context(ServerProcess(model_dir / f"{art}.onnx", provider, args,
+                                                               startup_timeout=600))
+            runs.append({"label": label, "artifact": art, "provider": provider, "serve_args": args})
+        reports = lt.run_interleaved_ramps({label: srv.url for label, srv in servers.items()}, cfg,
+                                           progress=lambda m: log(f"  {m}"), environment=env)
+        over_c = queue + OVERLOAD_EXTRA_USERS
+        for run in runs:
+            url = servers[run["label"]].url
+            log(f"  {run['label']}: overload, {over_c} users for {seconds:g} s")
+            over = overload_step(url, over_c, seconds, 10.0)
+            log(f"  {run['label']}: overload: {over.ok} answered, {over.shed} shed (503), statuses "
+                f"{over.status_counts}, dropped {over.dropped}, timeouts {over.timeouts}")
+            run.update(report=reports[run["label"]], overload=over)
+    return runs
+
+
+def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
+    plan = QUICK if args.quick else PLANS[model]
+    work = Path(args.work_dir)
+    calib, _ = prep.calibration_source(None, 64)
+    d = work / model
+    prep.prepare(model, work, calib, 64)  # the latency benchmark's artifacts, through optkit's recipe cache
+    configs = CONFIGS + (BATCHED if model == "voice-resnet" else [])
+    if args.quick:
+        configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]
+    log(f"{model}: in-process bench")
+    minima = bench_minima(d, configs, plan["iterations"])
+    runs = serve_and_load_all(d, configs, plan, env)
+    return {"model": model, "bench": minima, "runs": runs, "plan": plan}
+
+
+def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for run in result["runs"]:
+        rep: lt.LoadReport = run["report"]
+        over: lt.StepResult = run["overload"]
+        bench = result["bench"][f"{run['artifact']} [{run['provider']}]"]
+        sm = rep.summary()
+        t = rep.totals()
+        rows.append({
+            "label": run["label"], "artifact": f"{run['artifact']}.onnx", "provider": run["provider"],
+            "provider_in_use": rep.server.get("provider_in_use"), "precision": rep.server.get("precision"),
+            "bench_min_ms": round(bench["min_ms"], 3), "served_min_ms": sm["min_latency_ms"],
+            "served_minus_bench_ms": round(sm["min_latency_ms"] - bench["min_ms"], 3),
+            "saturation_qps": sm["saturation_qps"], "saturation_concurrency": sm["saturation_concurrency"],
+            "sustained_qps": sm["sustained_qps"],
+            "half_rate_answered_shed": [(sm.get("half_rate") or {}).get("answered"), (sm.get("half_rate") or {}).get("shed")],
+            "half_rate_p99_ms": (sm.get("half_rate") or {}).get("p99_ms"),
+            "half_rate_p99_over_min": (sm.get("half_rate") or {}).get("p99_over_min"),
+            "ramp_stopped": sm["stopped_because"],
+            "overload": {"concurrency": over.concurrency, "ok": over.ok, "shed_503": over.shed,
+                         "statuses": over.status_counts, "dropped": over.dropped, "timeouts": over.timeouts},
+            "status_500": t["status_500"] + int(over.status_counts.get("500", 0)),
+            "other_errors": t["errors"] + over.errors, "dropped": t["dropped"] + over.dropped,
+            "timeouts": t["timeouts"] + over.timeouts,
+            "steps": [lt._step_json(s) for s in rep.steps],
+            "half_rate_step": lt._step_json(rep.half_rate) if rep.half_rate else None,
+        })
+    return rows
+
+
+def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {r["label"]: r for r in rows}
+    out = []
+
+    def ratio(a: str, b: str, goal: float, what: str) -> None:
+        if a in by and b in by and by[b]["saturation_qps"]:
+            v = by[a]["saturation_qps"] / by[b]["saturation_qps"]
+            out.append({"target": what, "value": round(v, 2), "goal": f">= {goal}x", "met": v >= goal})
+
+    if model == "voice-resnet-seed":
+        ratio("ORT int8 (cpu form)", "ORT fp32", 2.5, "seed int8 / fp32 saturation QPS, ONNX Runtime")
+        ratio("OpenVINO int8 (openvino form)", "OpenVINO fp32", 2.5, "seed int8 / fp32 saturation QPS, OpenVINO")
+    else:
+        ratio("ORT fp32, micro-batching 8", "ORT fp32", 1.5, "bundled: micro-batching / none, ORT fp32 saturation QPS")
+        ratio("OpenVINO int8, micro-batching 8", "OpenVINO int8 (openvino form)", 1.5,
+              "bundled: micro-batching / none, OpenVINO int8 saturation QPS")
+    for r in rows:
+        batched = "batching" in r["label"]  # trades latency (the batch wait) for throughput: no latency targets
+        if not batched:
+            out.append({"target": f"{r['label']}: served min - bench min", "value": r["served_minus_bench_ms"],
+                        "goal": "<= 3 ms", "met": r["served_minus_bench_ms"] <= 3.0})
+        if r["half_rate_p99_over_min"] is not None and not batched:
+            out.append({"target": f"{r['label']}: p99 at half the sustained rate / min", "value": r["half_rate_p99_over_min"],
+                        "goal": "<= 2x", "met": r["half_rate_p99_over_min"] <= 2.0})
+        bad = r["status_500"] + r["dropped"] + r["timeouts"] + r["other_errors"]
+        out.append({"target": f"{r['label']}: 500s + dropped + hung + other errors (overload included)",
+                    "value": bad, "goal": "0", "met": bad == 0})
+    return out
+
+
+def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str], load: dict[str, Any]) -> str:
+    cpu = env.get("cpu", {})
+    lines = [
+        "# The voice-verification service under load (CPU)", "",
+        f"`python benchmarks/serve_load.py {' '.join(argv)}`, {env.get('created', '')}.", "",
+        f"- CPU: {cpu.get('model', '?')}, {env.get('usable_cpus', '?')} usable CPUs; int8: "
+        f"{cpu.get('int8_acceleration', '?')}; OpenVINO bf16 by default: {cpu.get('openvino_bf16_by_default')}",
+        f"- versions: {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items() if v)}",
+        f"- load average (1/5/15 min) before: {load.get('before')}, after: {load.get('after')}; the machine was "
+        "shared with other developers' jobs during the run: compare ratios within this run, not absolute numbers.",
+        f"- server: `optkit serve --threads {THREADS} --max-queue QUEUE --no-audio` in its own process on "
+        "127.0.0.1; load generator: this process (aiohttp), on the same 2 cores.",
+        "- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, 2 threads, interleaved.",
+        "- ramp: closed loop, concurrency steps, all services of a model interleaved step by step; half rate: open loop (evenly spaced arrivals) at half the "
+        f"sustained QPS (the median step; the best step on this shared machine is often a lucky outlier); overload: QUEUE + {OVERLOAD_EXTRA_USERS} users for one step.", "",
+    ]
+    for res in results:
+        start, step, top, seconds = res["plan"]["ramp"]
+        lines += [f"## {res['model']}", "",
+                  f"Ramp: concurrency {start} to {top} in steps of {step}, {seconds:g} s each; QUEUE = "
+                  f"{res['plan']['queue']}; bench: {res['plan']['iterations']} interleaved rounds.", "",
+                  "| service | bench min ms | served min ms | Δ ms | saturation QPS | at c | sustained QPS | "
+                  "p99 @ half sustained ms | p99/min | overload: ok / 503 | 500s | dropped | timeouts |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["rows"]:
+            o = r["overload"]
+            lines.append(f"| {r['label']} | {r['bench_min_ms']:.2f} | {r['served_min_ms']:.2f} | "
+                         f"{r['served_minus_bench_ms']:+.2f} | {r['saturation_qps']:.2f} | {r['saturation_concurrency']} | "
+                         f"{r['sustained_qps']:.2f} | "
+                         f"{r['half_rate_p99_ms']} | {r['half_rate_p99_over_min']} | {o['ok']} / {o['shed_503']} | "
+                         f"{r['status_500']} | {r['dropped']} | {r['timeouts']} |")
+        lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]
+        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
+                  for t in res["targets"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", choices=list(PLANS), help="repeatable; default both (quick: bundled)")
+    p.add_argument("--out", default=None, help="JSON output (a .md table is written beside it)")
+    p.add_argument("--work-dir", default=str(HERE / "cache"))
+    p.add_argument("--quick", action="store_true", help="bundled model, 3 services, 1 s steps: checks the script")
+    args = p.parse_args(argv)
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds the ServerProcess contexts: no server is left running
+
+    signal.signal(signal.SIGTERM, interrupted)
+    models = args.model or (["voice-resnet"] if args.quick else list(PLANS))
+    out = Path(args.out or HERE / "results" / ("serve_load_quick.json" if args.quick else "serve_load.json"))
+    try:
+        check_output_path(out)
+        work = Path(args.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        if not (work / ".gitignore").exists():
+            (work / ".gitignore").write_text("*\n")
+        env = sysinfo.collect()
+        env["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        env["nice"] = os.nice(0)
+        load = {"before": [round(v, 2) for v in os.getloadavg()]}
+        results = []
+        for model in models:
+            res = run_model(model, args, env)
+            res["rows"] = summarise(res)
+            res["targets"] = targets(model, res["rows"])
+            res.pop("runs")
+            results.append(res)
+        load["after"] = [round(v, 2) for v in os.getloadavg()]
+        argv_list = sys.argv[1:] if argv is None else list(argv)
+        write_json_atomically(out, {"benchmark": "serve_load", "argv": argv_list, "environment": env,
+                                    "load_average": load, "results": results})
+        write_text_atomically(out.with_suffix(".md"), markdown(results, env, argv_list, load))
+    except OptkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    log(f"wrote {out} and {out.with_suffix('.md')}")
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``optkit loadtest``: ramp the load on a running service until requests time out or fail."""
+from __future__ import annotations
+
+import click
+
+from optkit.cli.bench_cmd import _providers
+from optkit.cli.common import echo_lines
+
+
+@click.command("loadtest")
+@click.argument("targets", nargs=-1, required=True, metavar="URL | --compare ARTIFACT...")
+@click.option("--compare", is_flag=True,
+              help="TARGETS are artifacts: serve each on 127.0.0.1 in turn (optkit serve) and ramp it.")
+@click.option("--provider", "providers", default="cpu", callback=_providers, show_default=True,
+              help="With --compare: runtime(s) to serve each ONNX artifact on, comma-separated.")
+@click.option("--serve-arg", "serve_args", multiple=True, metavar="ARG",
+              help="With --compare: extra argument for optkit serve (repeat), e.g. --serve-arg=--max-batch=8.")
+@click.option("--interleave", is_flag=True,
+              help="With --compare: start every server first, then ramp them step by step in turn (fair "
+                   "ratios on a machine whose load drifts).")
+@click.option("--start", type=click.IntRange(min=1), default=1, show_default=True, help="First concurrency.")
+@click.option("--step", type=click.IntRange(min=1), default=1, show_default=True, help="Concurrency increment.")
+@click.option("--step-seconds", type=click.FloatRange(min=0.1, max=600), default=5.0, show_default=True,
+              help="Duration of each step.")
+@click.option("--max", "max_concurrency", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
+              help="Highest concurrency tried.")
+@click.option("--timeout", type=click.FloatRange(min=0.01, max=600), default=10.0, show_default=True,
+              help="Seconds after which a request counts as timed out.")
+@click.option("--payload", type=click.Path(dir_okay=False), default=None,
+              help="Request body: .npy, .json or audio (.wav/.flac/.ogg). Default: seeded random features "
+                   "shaped like the served model's input (from GET /metadata).")
+@click.option("--keep-going", is_flag=True, help="Go on to --max after steps with failures (default: stop there).")
+@click.option("--half-rate", is_flag=True,
+              help="After the ramp, send at half the sustained rate (the median step's QPS; open loop) and "
+                   "report p99 there.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
+def loadtest(targets, compare, providers, serve_args, interleave, start, step, step_seconds, max_concurrency, timeout, payload,
+             keep_going, half_rate, json_path, html_path) -> None:
+    """Raise the load on URL (an optkit serve instance on this machine) step by step until requests
+    time out or fail; report per step QPS, min/p50/p90/p99 latency, 503s, errors, dropped
+    connections and timeouts, then the minimum latency and the saturation QPS.
+
+    Only loopback addresses are load-tested (127.0.0.1, ::1, localhost). The generator runs in this
+    process, the server in its own.
+
+    \b
+    Examples:
+      optkit loadtest http://127.0.0.1:8000 --max 16 --step-seconds 5 --html load.html
+      optkit loadtest http://127.0.0.1:8000 --payload sample.npy --half-rate --json load.json
+      optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --json compare.json
+      optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
+    """
+    from optkit import loadtest as lt
+    from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically
+
+    for path in (json_path, html_path):
+        if path:
+            check_output_path(path)  # fail before a long run, not after it
+    if not compare and len(targets) != 1:
+        raise click.UsageError("give one URL, or --compare with artifacts")
+    if not compare and (serve_args or providers != ("cpu",) or interleave):
+        raise click.UsageError("--provider, --serve-arg and --interleave apply to --compare only")
+    cfg = lt.RampConfig(start=start, step=step, max_concurrency=max_concurrency, step_seconds=step_seconds,
+                        timeout=timeout, keep_going=keep_going, half_rate_check=half_rate)
+    body = lt.payload_from_file(payload) if payload else None
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if compare:
+        import signal
+
+        from optkit.fileio import require_file
+
+        def interrupted(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # so the servers this command started are stopped on the way out
+
+        signal.signal(signal.SIGTERM, interrupted)
+
+        for art in targets:
+            require_file(art, "artifact")
+        rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
+                          interleave=interleave)
+        lines = lt.compare_lines(rows)
+        for row in rows:
+            if row.report is not None:
+                click.echo("")
+                echo_lines([f"== {row.artifact} [{row.provider}]", *row.report.table_lines()])
+        click.echo("")
+        echo_lines(lines)
+        if json_path:
+            write_json_atomically(json_path, lt.compare_json(rows))
+            click.echo(f"wrote {json_path}")
+        if html_path:
+            page = lt.render_html([(f"{r.artifact} [{r.provider}]", r.report) for r in rows if r.report], lines)
+            write_text_atomically(html_path, page)
+            click.echo(f"wrote {html_path}")
+        return
+    report = lt.run_ramp(targets[0], cfg, body, progress=say)
+    echo_lines(report.table_lines())
+    if json_path:
+        write_json_atomically(json_path, report.to_json())
+        click.echo(f"wrote {json_path}")
+    if html_path:
+        write_text_atomically(html_path, lt.render_html([(report.url, report)]))
+        click.echo(f"wrote {html_path}")

@@ -1,0 +1,71 @@
+"""``optkit serve``: the voice-verification service for one artifact (FastAPI on uvicorn)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("serve")
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("--provider", default=None,
+              help="cpu (ONNX Runtime), openvino, cuda or tensorrt (ONNX Runtime EPs); ONNX Runtime names "
+                   "such as CUDAExecutionProvider work too. Default: $EXECUTION_PROVIDER, else cpu "
+                   "(.engine files: tensorrt).")
+@click.option("--threshold", type=float, default=None,
+              help="Accept when probability >= this. Default: $DECISION_THRESHOLD, else 0.5.")
+@click.option("--model-version", default=None,
+              help="Reported with every answer. Default: $MODEL_VERSION, else <artifact stem>@<sha256 prefix>.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 inside a container).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="uvicorn worker processes, each with its own copy of the model.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per worker [default: CPU count / workers].")
+@click.option("--max-queue", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests allowed to wait for inference; beyond that: 503 with Retry-After.")
+@click.option("--max-queue-wait-ms", type=click.FloatRange(min=1), default=5000.0, show_default=True,
+              help="Longest a request may wait for inference; a request the queue cannot start in time gets "
+                   "503 with Retry-After (judged from the measured batch time, and again when it is reached).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batching: up to this many waiting requests run as one batch (dynamic batch axis).")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="With --max-batch > 1: how long a batch waits for more requests.")
+@click.option("--max-body-kb", type=click.IntRange(min=1), default=8192, show_default=True,
+              help="Larger request bodies get 413.")
+@click.option("--audio/--no-audio", default=True, show_default=True,
+              help="Accept audio (WAV/FLAC uploads -> optkit's MFCC front end); its libraries load at start-up.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              default="info", show_default=True)
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="One log line per request (costs throughput on small models).")
+def serve(artifact, provider, threshold, model_version, host, port, workers, threads, max_queue, max_queue_wait_ms,
+          max_batch, max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
+    """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
+
+    The model is loaded once at start-up through optkit's runners: a GPU provider that would
+    silently fall back to the CPU is refused, as in `optkit verify`. The environment variables
+    EXECUTION_PROVIDER, DECISION_THRESHOLD and MODEL_VERSION are honoured; flags win.
+
+    \b
+    Examples:
+      optkit serve optkit-out/model.int8.onnx --port 8000
+      EXECUTION_PROVIDER=CUDAExecutionProvider optkit serve model.onnx --threshold 0.6
+      optkit serve model.int8.onnx --provider openvino --max-batch 8 --max-wait-ms 2
+      curl -s -H 'Content-Type: application/x-npy' --data-binary @sample.npy http://127.0.0.1:8000/verify
+      curl -s -F audio=@clip.wav http://127.0.0.1:8000/verify
+    """
+    import os
+
+    from optkit.fileio import require_file
+    from optkit.serve.server import run_server
+    from optkit.serve.settings import resolve_settings
+
+    require_file(artifact, "artifact")
+    if threads is None:
+        threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
+                                threads=threads, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
+                                max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio)
+    click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
+               f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, workers {workers})", err=True)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

@@ -1,0 +1,402 @@
+"""Accuracy-aware int8: quantise, check the gate on validation data, and fix what fails.
+
+A *trial* is (range method, nodes kept in float, input equalisation). Every trial reuses the same
+calibration statistics (:mod:`optkit.calib_stats`), so trying another range method costs no
+inference; a trial costs one ``quantize_static`` call and one run over the validation set.
+
+Order of the search (stop at the first trial that passes, or after ``budget`` trials):
+
+1. the requested trial (by default: minmax ranges, nothing excluded);
+2. the other range methods, from the statistics already collected: percentile, mse, entropy;
+3. input equalisation, where the model input is badly scaled across channels and its consumers
+   can absorb a per-channel scale exactly (Conv weights): it keeps every MAC in int8;
+4. with the best range method so far, the nodes where error grows kept in float: the ranking
+   comes from one pass comparing every tensor of that trial with its fp32 twin
+   (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``; see
+   :func:`rank_sensitive_nodes`); 1, 2, 4, ... nodes, never more than a quarter of
+   the MACs (a "pass" bought by un-quantising the model is not an int8 model).
+
+Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
+calibration data judged against the fp32 model's own outputs; gates are those of
+``optkit verify`` (:data:`optkit.verify.DEFAULT_GATES`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from optkit.errors import InputError
+from optkit.lazy import lazy_import
+
+EQUALIZE_MIN_SPREAD = 8.0   # per-channel |x| maxima differing by more than this: badly scaled
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    name: str
+    change: str
+    method: str
+    excluded_nodes: tuple[str, ...] = ()
+    equalized: bool = False
+
+
+@dataclass
+class TrialResult:
+    spec: TrialSpec
+    path: Path
+    metrics: dict[str, Any]          # per output: optkit.metrics.compare_outputs
+    accuracy: float | None
+    accuracy_drop: float | None
+    failures: list[str]
+    mac: dict[str, Any]
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def row(self) -> dict[str, Any]:
+        """The contract of info["int8_search"]["trials"][i]."""
+        first = next(iter(self.metrics.values()), {})
+        return {
+            "name": self.spec.name,
+            "change": self.spec.change,
+            "method": self.spec.method,
+            "excluded_nodes": list(self.spec.excluded_nodes),
+            "equalized": self.spec.equalized,
+            "agreement": first.get("agreement"),
+            "mean_abs_dp": first.get("mean_abs"),
+            "accuracy": self.accuracy,
+            "int8_mac_share": self.mac["share"]["int8"],
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "seconds": round(self.seconds, 3),
+        }
+
+    def score(self) -> tuple[float, ...]:
+        """Larger is better: passed, then fewer flipped decisions, then smaller mean |dp|."""
+        first = next(iter(self.metrics.values()), {})
+        return (float(self.passed), first.get("agreement", -1.0) or -1.0, -(first.get("mean_abs", math.inf)),
+                self.mac["share"]["int8"])
+
+
+@dataclass
+class Validation:
+    """What trials are judged on."""
+
+    kind: str                      # "reference" | "holdout"
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]  # what int8 must match: PyTorch's or the fp32 model's
+    labels: np.ndarray | None
+    description: str
+    base_accuracy: float | None = None
+
+    def __len__(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+
+def holdout_validation(fp32_path: Path, input_name: str, x: np.ndarray, y: np.ndarray | None,
+                       threshold: float) -> Validation:
+    """Held-out calibration samples judged against the fp32 model's own outputs."""
+    from optkit.metrics import task_metrics
+    from optkit.reference import Reference
+    from optkit.runners.onnxruntime import OnnxRuntimeRunner
+    from optkit.verify import run_artifact
+
+    ref = Reference({input_name: x}, {"_": x[:0]})
+    with OnnxRuntimeRunner(fp32_path) as runner:
+        outputs = run_artifact(runner, ref, 32)
+    base = None
+    if y is not None:
+        base = task_metrics(next(iter(outputs.values())), y, threshold)["accuracy"]
+    return Validation("holdout", {input_name: x}, outputs, y,
+                      f"{len(x)} held-out calibration samples judged against the fp32 model's own outputs", base)
+
+
+def reference_validation(path: str, threshold: float, fp32_path: Path | None = None, input_name: str = "",
+                         sample_shape: tuple[int, ...] | None = None) -> Validation:
+    """Validation on a file: an optkit reference (.npz with input.*/output.*: judged against its
+    reference outputs) or a labelled data set (.npz with x[, y] or a .npy folder: judged against
+    the fp32 model's own outputs on it, labels for accuracy)."""
+    import zipfile
+
+    from optkit.metrics import task_metrics
+    from optkit.reference import load_reference
+
+    is_reference = False
+    if str(path).endswith(".npz"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                is_reference = any(n.startswith("output.") for n in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            is_reference = True  # let load_reference report what is wrong with it
+    if not is_reference and fp32_path is not None:
+        from optkit.data import load_samples
+
+        data = load_samples(path, sample_shape=sample_shape)
+        v = holdout_validation(fp32_path, input_name, data.x, data.y, threshold)
+        v.kind = "reference"
+        v.description = f"{len(data)} samples of {Path(path).name} judged against the fp32 model's own outputs"
+        return v
+    ref = load_reference(path)
+    base = None
+    if ref.labels is not None:
+        base = task_metrics(next(iter(ref.outputs.values())), ref.labels, threshold)["accuracy"]
+    return Validation("reference", ref.inputs, ref.outputs, ref.labels,
+                      f"{len(ref)} samples of {Path(path).name} judged against its reference outputs", base)
+
+
+def evaluate(path: Path, validation: Validation, gate: Any, threshold: float) -> tuple[dict[str, Any], float | None,
+                                                                                        float | None, list[str]]:
+    """Run a trial model over the validation set (ORT CPU) and apply the int8 gate."""
+    from optkit.metrics import compare_outputs, task_metrics
+    from optkit.reference import Reference
+    from optkit.runners.onnxruntime import OnnxRuntimeRunner
+    from optkit.verify import run_artifact
+
+    ref = Reference(validation.inputs, validation.outputs, validation.labels)
+    with OnnxRuntimeRunner(path) as runner:
+        outs = run_artifact(runner, ref, 32)
+    metrics: dict[str, Any] = {}
+    failures: list[str] = []
+    for name, want in validation.outputs.items():
+        if name not in outs or outs[name].shape != want.shape:
+            failures.append(f"output {name} missing or of another shape")
+            continue
+        metrics[name] = compare_outputs(want, outs[name], threshold)
+    accuracy = drop = None
+    first = next(iter(validation.outputs))
+    if validation.labels is not None and first in outs:
+        accuracy = task_metrics(outs[first], validation.labels, threshold)["accuracy"]
+        drop = None if validation.base_accuracy is None else validation.base_accuracy - accuracy
+    for name, m in metrics.items():
+        prefix = f"{name}: " if len(metrics) > 1 else ""
+        failures += [prefix + f for f in gate.check(m, drop)]
+    return metrics, accuracy, drop, failures
+
+
+# -- equalisation ------------------------------------------------------------------------------
+
+@dataclass
+class Equalization:
+    """x' = x / scale per channel at the model input; the consumers' weights absorb the scale."""
+
+    input_name: str
+    new_input: str
+    mul_node: str
+    scale: np.ndarray          # (C,) per input channel
+    consumers: list[str]
+    spread: float              # max/min of the per-channel |x| maxima before
+
+    def describe(self) -> str:
+        return (f"input {self.input_name} equalised per channel (|x| maxima spread {self.spread:.3g}x; scale "
+                f"folded into {', '.join(self.consumers)})")
+
+
+def plan_equalization(model: Any, input_name: str, x: np.ndarray) -> tuple[Equalization | None, str]:
+    """Whether the input is badly scaled across channels and Conv weights can absorb a scale."""
+    if x.ndim < 3 or x.shape[1] < 2:
+        return None, f"input {input_name} has fewer than 2 channels (axis 1): no per-channel scale to fold"
+    consumers = [n for n in model.graph.node if input_name in n.input]
+    inits = {i.name: i for i in model.graph.initializer}
+    for n in consumers:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if n.op_type != "Conv" or n.input[0] != input_name or group != 1 or n.input[1] not in inits:
+            return None, f"input {input_name} feeds {n.op_type} {n.name}: a per-channel scale cannot be folded there"
+    if not consumers:
+        return None, f"input {input_name} feeds no node"
+    absmax = np.abs(x).max(axis=tuple(i for i in range(x.ndim) if i != 1)).astype(np.float64)
+    absmax = np.where(absmax > 0, absmax, absmax[absmax > 0].min() if (absmax > 0).any() else 1.0)
+    spread = float(absmax.max() / absmax.min())
+    if spread < EQUALIZE_MIN_SPREAD:
+        return None, f"input {input_name} is evenly scaled across channels (spread {spread:.3g}x)"
+    scale = absmax / math.exp(float(np.mean(np.log(absmax))))
+    return Equalization(input_name, input_name + "_equalized", input_name + "_equalize", scale.astype(np.float32),
+                        [n.name for n in consumers], spread), ""
+
+
+def apply_equalization(model: Any, eq: Equalization) -> Any:
+    """A copy of ``model`` with x' = x * (1/scale) at the input and W[:, c] *= scale[c]."""
+    onnx = lazy_import("onnx")
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    c = len(eq.scale)
+    rank = next(len(v.type.tensor_type.shape.dim) for v in g.input if v.name == eq.input_name)
+    inv = (1.0 / eq.scale).reshape((1, c) + (1,) * (rank - 2)).astype(np.float32)
+    g.initializer.append(numpy_helper.from_array(inv, eq.mul_node + "_inv_scale"))
+    inits = {i.name: i for i in g.initializer}
+    for n in g.node:
+        if n.name in eq.consumers:
+            w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+            w = w * eq.scale.reshape((1, c) + (1,) * (w.ndim - 2))
+            new_name = n.input[1] + "_equalized"
+            g.initializer.append(numpy_helper.from_array(w.astype(np.float32), new_name))
+            n.input[1] = new_name
+            n.input[0] = eq.new_input
+    g.node.insert(0, helper.make_node("Mul", [eq.input_name, eq.mul_node + "_inv_scale"], [eq.new_input],
+                                      name=eq.mul_node))
+    # drop initializers nothing reads any more (the original weights)
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    return m
+
+
+# -- sensitivity -------------------------------------------------------------------------------
+
+def rank_sensitive_nodes(fp32_path: Path, quant_path: Path, inputs: dict[str, np.ndarray],
+                         node_macs: dict[str, int], samples: int = 8) -> list[dict[str, Any]]:
+    """Quantised nodes in the order to keep them in float.
+
+    First the nodes where the error grows by 6 dB or more (localize's ``grows``), in graph order:
+    error made early is carried and amplified by every later layer, so the earliest such node
+    is the one to fix first (on the bundled voice model: the first conv, which sees raw MFCCs).
+    Then the other nodes that add error, the most first (ties: fewer MACs first).
+    """
+    from optkit.localize import localize_error
+
+    table = localize_error(fp32_path, quant_path, inputs, top=None, max_samples=samples)
+    # localize measures what a node adds on top of its inputs *as consumed*; the error of a
+    # quantised model input belongs to no node's row, yet it is made for (and removed with) the
+    # nodes that read it: those count as growing (badly scaled raw features, e.g. MFCCs)
+    first = _reads_quantized_model_input(quant_path)
+    for r in table:
+        if r["node"] in first and r["quantized"]:
+            r["grows"] = True
+    quantized = [r for r in table if r["quantized"] and (r["growth_db"] > 0 or r["grows"])]
+    grows = sorted((r for r in quantized if r["grows"]), key=lambda r: r["index"])
+    rest = sorted((r for r in quantized if not r["grows"]),
+                  key=lambda r: (-round(r["growth_db"], 1), node_macs.get(r["node"], 0)))
+    return grows + rest
+
+
+def _reads_quantized_model_input(quant_path: Path) -> set[str]:
+    onnx = lazy_import("onnx")
+    model = onnx.load(str(quant_path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inputs = {i.name for i in model.graph.input}
+    out = set()
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for name in node.input:
+            p = producers.get(name)
+            if p is not None and p.op_type == "DequantizeLinear":
+                q = producers.get(p.input[0])
+                if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in inputs:
+                    out.add(node.name)
+    return out
+
+
+def plan_trials(first: TrialSpec, methods: list[str], equalization_possible: bool) -> list[TrialSpec]:
+    """The method and equalisation trials (the exclusion trials need a sensitivity ranking)."""
+    trials = [first]
+    for m in methods:
+        if m != first.method:
+            trials.append(dataclasses.replace(first, name=f"{m} ranges", change=f"range method {m}", method=m))
+    if equalization_possible and not first.equalized:
+        trials.append(dataclasses.replace(first, name="equalised input", change="input equalised per channel",
+                                          equalized=True))
+    return trials
+
+
+MAX_FLOAT_SHARE = 0.25  # the search keeps at most this share of the MACs in float
+
+
+def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tuple[str, ...],
+                     node_macs: dict[str, int] | None = None, total_macs: int = 0,
+                     counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[TrialSpec]:
+    """Keep the top 1, 2, 4, ... ranked nodes in float, as long as they hold at most
+    ``MAX_FLOAT_SHARE`` of the MACs: a search that "passes" by un-quantising the model would
+    present a float model as int8."""
+    names = [r["node"] for r in ranked if r["node"] not in already]
+    if node_macs and total_macs:
+        kept, budget = [], MAX_FLOAT_SHARE * total_macs
+        for n in names:
+            budget -= node_macs.get(n, 0)
+            if budget < 0:
+                break
+            kept.append(n)
+        names = kept
+    out = []
+    for k in counts:
+        if k > len(names):
+            k = len(names)
+        chosen = tuple(names[:k])
+        if not chosen or any(t.excluded_nodes == already + chosen for t in out):
+            continue
+        shown = ", ".join(chosen[:3]) + (", ..." if len(chosen) > 3 else "")
+        out.append(dataclasses.replace(
+            best, name=f"{len(chosen)} sensitive node{'s' if len(chosen) > 1 else ''} in float",
+            change=f"{best.method} ranges; kept in float: {shown}", excluded_nodes=already + chosen))
+    return out
+
+
+@dataclass
+class SearchOutcome:
+    trials: list[TrialResult] = field(default_factory=list)
+    chosen: int | None = None
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def best(self) -> TrialResult:
+        return max(self.trials, key=lambda t: t.score())
+
+
+def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], budget: int, do_search: bool,
+           methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
+           echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
+           total_macs: int = 0) -> SearchOutcome:
+    """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
+    if budget < 1:
+        raise InputError(f"search budget must be at least 1 trial, got {budget}")
+    out = SearchOutcome()
+
+    def attempt(spec: TrialSpec) -> bool:
+        result = run_trial(spec)
+        out.trials.append(result)
+        echo(format_row(len(out.trials) - 1, result))
+        if result.passed:
+            out.chosen = len(out.trials) - 1
+        return result.passed
+
+    queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
+    for spec in queue:
+        if len(out.trials) >= budget or (out.trials and not do_search):
+            break
+        if attempt(spec):
+            return out
+    if not do_search or len(out.trials) >= budget:
+        return out
+    base = max((t for t in out.trials if not t.spec.equalized), key=lambda t: t.score())
+    eq_trial = next((t for t in out.trials if t.spec.equalized), None)
+    if eq_trial is not None and eq_trial.score() > base.score():
+        base = eq_trial
+    out.ranking = rank(base)
+    if not out.ranking:
+        out.notes.append("no quantised node adds measurable error: nothing to keep in float")
+    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs):
+        if len(out.trials) >= budget:
+            break
+        if attempt(spec):
+            return out
+    return out
+
+
+def format_row(index: int, t: TrialResult) -> str:
+    r = t.row()
+    acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
+    agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
+    dp = "-" if r["mean_abs_dp"] is None else f"{r['mean_abs_dp']:.4f}"
+    verdict = "PASS" if t.passed else "fail: " + "; ".join(t.failures)
+    return (f"trial {index}: {r['name']:<28} agreement {agree:>8}  mean|dp| {dp:>7}  accuracy {acc:>7}  "
+            f"int8 MACs {100 * r['int8_mac_share']:5.1f}%  {verdict}")

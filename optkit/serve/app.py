@@ -1,0 +1,253 @@
+"""The FastAPI app: ``create_app(settings)`` builds it (testable without a socket).
+
+The artifact is loaded once, in the lifespan hook (FastAPI's replacement for the deprecated
+startup event), on a worker thread so a long model load never blocks the event loop. Endpoints:
+
+- ``POST /verify``  MFCC features (JSON or .npy) or audio -> probability, decision, threshold,
+                    model version, server-side latency (4xx with a one-line reason for bad input,
+                    503 + Retry-After when the queue is full);
+- ``GET /health``   liveness: the process answers;
+- ``GET /ready``    readiness: 200 once the model is loaded, 503 before and while shutting down;
+- ``GET /metadata`` artifact sha256, precision, the provider actually in use, manifest entry;
+- ``GET /metrics``  Prometheus text format.
+"""
+# No "from __future__ import annotations": FastAPI reads the endpoints' annotations (fastapi.Request),
+# which are evaluated here, inside create_app, where fastapi is imported lazily.
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any, Callable
+
+from optkit.errors import OptkitError, first_line
+from optkit.lazy import lazy_import
+from optkit.serve.engine import InferenceEngine, NotReady, Overloaded
+from optkit.serve.metrics import CONTENT_TYPE, ServeMetrics
+from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
+from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
+
+ENDPOINTS = ("/verify", "/health", "/ready", "/metadata", "/metrics")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _StatusCounter:
+    """Pure ASGI middleware counting responses per endpoint and status (cheaper than
+    BaseHTTPMiddleware, which would add a task hop to every request)."""
+
+    def __init__(self, app: Any, count: Callable[[str, int], None]):
+        self.app = app
+        self.count = count
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+
+        async def counting_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                self.count(endpoint, int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise RequestRejected("Content-Length is not a number", 400) from None
+        if size > limit:
+            raise RequestRejected(f"request body of {size} bytes is over the limit of {limit} bytes", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(f"request body is over the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_multipart(request: Any, body: bytes, engine: InferenceEngine) -> Any:
+    """A multipart upload: a file in field ``audio`` or ``file`` (audio, or .npy by name), or
+    JSON features in a text field ``mfcc``."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    sent = False
+
+    async def replay() -> dict:  # the body was already read (with the size limit): hand it over once
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=2, max_fields=8)
+    except Exception as exc:  # noqa: BLE001 - starlette's MultiPartException / python-multipart errors
+        raise RequestRejected(f"malformed multipart body ({_one_line(str(exc), 150)})", 400) from None
+    try:
+        shape, dtype = engine.sample_shape, engine.input_dtype
+        for field in ("audio", "file"):
+            item = form.get(field)
+            if isinstance(item, UploadFile):
+                data = await item.read()
+                if (item.filename or "").lower().endswith(".npy") or data.startswith(b"\x93NUMPY"):
+                    return from_npy(data, shape, dtype)
+                if engine.audio:
+                    raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send MFCC features", 415)
+                return await asyncio.to_thread(from_audio, data, shape, dtype)
+        text = form.get("mfcc")
+        if isinstance(text, str):
+            return await asyncio.to_thread(from_json, text.encode(), shape, dtype)
+        raise RequestRejected("multipart upload needs a file field 'audio' (or 'file'), or a field 'mfcc'", 422)
+    finally:
+        await form.close()
+
+
+def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings], Any] | None = None,
+               startup_errors: list[BaseException] | None = None) -> Any:
+    """The service for ``settings``. ``runner_factory`` replaces ``optkit.runners.make_runner``
+    (tests); a load failure is appended to ``startup_errors`` (the CLI reports it in one line)."""
+    fastapi = lazy_import("fastapi", extra="serve")
+    responses = lazy_import("fastapi.responses", extra="serve")
+    JSONResponse, Response = responses.JSONResponse, responses.Response
+
+    holder: dict[str, Any] = {"engine": None}
+    metrics = ServeMetrics(queue_depth=lambda: holder["engine"].queue_depth if holder["engine"] else 0,
+                           in_flight=lambda: holder["engine"].in_flight if holder["engine"] else 0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):  # noqa: ANN202
+        engine = InferenceEngine(settings, runner_factory, on_batch=metrics.on_batch)
+        try:
+            await asyncio.to_thread(engine.load)
+        except OptkitError as exc:
+            if startup_errors is not None:
+                startup_errors.append(exc)
+            raise
+        metrics.info({"artifact": engine.info["artifact"], "sha256": engine.info["sha256"],
+                      "precision": engine.info["precision"], "provider": engine.info["provider_in_use"],
+                      "model_version": engine.info["model_version"]})
+        holder["engine"] = engine
+        try:
+            yield
+        finally:
+            holder["engine"] = None
+            await asyncio.to_thread(engine.close)
+
+    app = fastapi.FastAPI(title="optkit voice verification", lifespan=lifespan,
+                          summary="Serves one optkit artifact: MFCC features or audio in, a decision out.")
+    app.add_middleware(_StatusCounter, count=metrics.count)
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.holder = holder
+
+    def ready_engine() -> InferenceEngine:
+        engine = holder["engine"]
+        if engine is None or not engine.ready:
+            raise NotReady("the model is not loaded")
+        return engine
+
+    @app.exception_handler(RequestRejected)
+    async def rejected(request: Any, exc: RequestRejected) -> Any:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Any, exc: Overloaded) -> Any:
+        metrics.rejected.inc()
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(NotReady)
+    async def not_ready(request: Any, exc: NotReady) -> Any:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Any, exc: Exception) -> Any:  # a bug or a runtime failure: one line
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {_one_line(first_line(exc))}"},
+                            status_code=500)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Any:
+        engine = holder["engine"]
+        if engine is None or not engine.ready:
+            return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
+        return {"ready": True, "model_version": engine.info["model_version"]}
+
+    @app.get("/metadata")
+    async def metadata() -> dict[str, Any]:
+        engine = ready_engine()
+        return {
+            **engine.info,
+            "threshold": settings.threshold,
+            "serving": {"max_queue": settings.max_queue, "max_queue_wait_ms": settings.max_queue_wait_ms,
+                        "max_batch": settings.max_batch,
+                        "max_wait_ms": settings.max_wait_ms, "max_body_bytes": settings.max_body_bytes,
+                        "threads": settings.threads, "pid": os.getpid()},
+        }
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Any:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/verify")
+    async def verify(request: fastapi.Request) -> Any:
+        t0 = time.perf_counter()
+        engine = ready_engine()
+        body = await read_body(request, settings.max_body_bytes)
+        ctype = request.headers.get("content-type")
+        shape, dtype = engine.sample_shape, engine.input_dtype
+        if not body:
+            raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
+        kind = body_kind(ctype, body)
+        if engine.audio and kind == "audio":
+            raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send MFCC features", 415)
+        if kind == "multipart":
+            x = await parse_multipart(request, body, engine)
+        elif kind == "npy":  # a header and a copy: cheaper than a thread hop
+            x = parse_body(body, ctype, shape, dtype)
+        else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
+            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype)
+        pred = await engine.predict(x)
+        latency_ms = (time.perf_counter() - t0) * 1e3
+        metrics.latency.observe(latency_ms / 1e3)
+        accepted = pred.probability >= settings.threshold
+        return JSONResponse(
+            {
+                "probability": pred.probability,
+                "decision": "accept" if accepted else "reject",
+                "accepted": accepted,
+                "threshold": settings.threshold,
+                "model_version": engine.info["model_version"],
+                "latency_ms": round(latency_ms, 3),
+                "inference_ms": round(pred.inference_ms, 3),
+                "queue_ms": round(pred.queue_ms, 3),
+                "batch_size": pred.batch_size,
+            },
+            headers={"Server-Timing": f"total;dur={latency_ms:.3f}, inference;dur={pred.inference_ms:.3f}"},
+        )
+
+    return app
+
+
+def create_app_from_env() -> Any:
+    """Factory for uvicorn worker processes (``optkit serve --workers N``): the settings come in
+    the environment variable the CLI sets."""
+    text = os.environ.get(ENV_SETTINGS_JSON)
+    if not text:
+        raise OptkitError(f"{ENV_SETTINGS_JSON} is not set; start the service with optkit serve")
+    return create_app(ServeSettings.from_json(text))

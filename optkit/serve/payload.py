@@ -1,0 +1,180 @@
+"""Request bodies -> one validated model input, or a RequestRejected with an HTTP status.
+
+``POST /verify`` accepts the model input three ways (chosen by Content-Type, or by the body's first
+bytes when the type is missing or generic):
+
+- JSON (``application/json``): the MFCC array as nested lists, or ``{"mfcc": [...]}``;
+- raw ``.npy`` bytes (``application/x-npy`` / ``application/octet-stream``), as ``numpy.save``
+  writes them; the dtype must be the model's (float32); pickled objects are refused;
+- audio (``audio/wav``, ``audio/flac``, ... as the body, or a multipart upload in a field named
+  ``audio`` or ``file``): decoded by libsndfile and turned into MFCCs by ``optkit.features``,
+  the front end the bundled model was trained with.
+
+Accepted shapes are the model's per-sample shape (``(1, 40, 241)``), the same with a leading batch
+of 1, or without the leading channel of 1 (``(40, 241)``). Everything else is a 4xx with a
+one-line reason: 400 undecodable, 413 too large, 415 unknown type, 422 wrong shape/dtype/NaN.
+"""
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from optkit.errors import InputError
+
+NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
+JSON_TYPES = ("application/json",)
+AUDIO_PREFIX = "audio/"
+NPY_MAGIC = b"\x93NUMPY"
+AUDIO_MAGIC = (b"RIFF", b"fLaC", b"OggS", b"FORM")
+AUDIO_FIELDS = ("audio", "file")
+
+
+class RequestRejected(InputError):
+    """A request the server cannot use; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(" ".join(str(message).split()))
+        self.status = status
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def body_kind(content_type: str | None, body: bytes) -> str:
+    """'json', 'npy', 'audio' or 'multipart' for a request's Content-Type and first bytes."""
+    mt = media_type(content_type)
+    if mt.startswith("multipart/form-data"):
+        return "multipart"
+    if mt in JSON_TYPES or mt.endswith("+json"):
+        return "json"
+    if mt.startswith(AUDIO_PREFIX):
+        return "audio"
+    if mt in ("application/x-npy", "application/npy"):
+        return "npy"
+    if mt in ("", "application/octet-stream", "text/plain"):
+        head = body[:8]
+        if head.startswith(NPY_MAGIC):
+            return "npy"
+        if head.startswith(AUDIO_MAGIC):
+            return "audio"
+        if head.lstrip()[:1] in (b"[", b"{"):
+            return "json"
+        if mt == "application/octet-stream":
+            return "npy"  # say what is wrong with it as .npy
+        raise RequestRejected("cannot tell what the body is; send Content-Type application/json, "
+                              "application/x-npy or audio/wav", 415)
+    raise RequestRejected(f"unsupported Content-Type {mt!r}; use application/json, application/x-npy, "
+                          "audio/wav or a multipart upload", 415)
+
+
+def fit_shape(arr: np.ndarray, sample_shape: Sequence[int | None]) -> np.ndarray:
+    """``arr`` as a batch of one: (1, *sample_shape), or RequestRejected(422)."""
+    sample = tuple(sample_shape)
+
+    def matches(shape: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+        return len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want))
+
+    shape = tuple(int(d) for d in arr.shape)
+    if matches(shape, sample):
+        return arr[None]
+    if matches(shape, (1, *sample)):
+        return arr
+    if sample and sample[0] == 1 and matches(shape, sample[1:]):
+        return arr[None, None]
+    want = "x".join("?" if d is None else str(d) for d in sample)
+    raise RequestRejected(f"input has shape {shape}; the model expects one sample shaped ({want.replace('x', ', ')}) "
+                          f"(or with a leading batch of 1)", 422)
+
+
+def check_values(arr: np.ndarray, dtype: str) -> np.ndarray:
+    if arr.dtype != np.dtype(dtype):
+        raise RequestRejected(f"input has dtype {arr.dtype}; the model expects {dtype}", 422)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise RequestRejected("input contains NaN or infinite values", 422)
+    return np.ascontiguousarray(arr)
+
+
+def from_json(body: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.ndarray:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestRejected(f"body is not valid JSON ({exc})", 400) from None
+    if isinstance(obj, dict):
+        keys = [k for k in ("mfcc", "features", "input") if k in obj]
+        if not keys:
+            raise RequestRejected("JSON object needs an 'mfcc' field holding the feature array", 422)
+        obj = obj[keys[0]]
+    if not isinstance(obj, list):
+        raise RequestRejected("JSON body must be an array of numbers (the MFCC features) or {\"mfcc\": [...]}", 422)
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError):
+        raise RequestRejected("JSON array is ragged (rows of different lengths)", 422) from None
+    if arr.dtype.kind not in "fiub" or arr.size == 0:
+        raise RequestRejected("JSON array must hold numbers only", 422)
+    if arr.dtype.kind == "b":
+        raise RequestRejected("JSON array holds booleans, not numbers", 422)
+    # JSON has one number type: numbers are converted to the model's dtype (.npy must match it)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(dtype)
+    return check_values(fit_shape(arr, sample_shape), dtype)
+
+
+def from_npy(body: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.ndarray:
+    if not body.startswith(NPY_MAGIC):
+        raise RequestRejected("body is not a .npy array (no NUMPY header); write it with numpy.save", 400)
+    try:
+        arr = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as exc:
+        msg = "pickled object arrays are not accepted" if "pickle" in str(exc).lower() else f"unreadable .npy ({exc})"
+        raise RequestRejected(msg, 400) from None
+    except (OSError, EOFError) as exc:
+        raise RequestRejected(f"unreadable .npy ({exc})", 400) from None
+    if not isinstance(arr, np.ndarray):
+        raise RequestRejected("body is not a single .npy array", 400)
+    return check_values(fit_shape(arr, sample_shape), dtype)
+
+
+def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.ndarray:
+    """Decode audio bytes (WAV, FLAC, OGG...) and compute the bundled model's MFCC features."""
+    from optkit import features
+    from optkit.lazy import lazy_import
+
+    sf = lazy_import("soundfile", extra="audio")
+    if not data:
+        raise RequestRejected("the audio upload is empty", 400)
+    try:
+        y, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        why = " ".join(str(exc).split())
+        why = why.split(": ", 1)[1] if why.startswith("Error opening") and ": " in why else why  # no object repr
+        raise RequestRejected(f"undecodable audio ({why[:200]})", 400) from None
+    if y.shape[0] == 0:
+        raise RequestRejected("the audio contains no samples", 422)
+    try:
+        x = features.mfcc_from_audio(y, int(sr))
+    except InputError as exc:
+        raise RequestRejected(f"unusable audio: {exc}", 422) from None
+    if tuple(sample_shape) and (tuple(x.shape) != tuple(d if d is not None else s for d, s in zip(sample_shape, x.shape))):
+        raise RequestRejected(f"audio features have shape {x.shape}, but this model expects {tuple(sample_shape)}: "
+                              "it was not trained on optkit's MFCC front end; send features instead", 422)
+    return check_values(fit_shape(x, sample_shape), dtype)
+
+
+def parse_body(body: bytes, content_type: str | None, sample_shape: Sequence[int | None],
+               dtype: str = "float32") -> np.ndarray:
+    """One non-multipart request body -> a batch-of-one model input."""
+    if not body:
+        raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
+    kind = body_kind(content_type, body)
+    if kind == "json":
+        return from_json(body, sample_shape, dtype)
+    if kind == "npy":
+        return from_npy(body, sample_shape, dtype)
+    if kind == "audio":
+        return from_audio(body, sample_shape, dtype)
+    raise RequestRejected("multipart bodies are parsed by the app", 400)  # pragma: no cover - app routes them

@@ -1,0 +1,193 @@
+"""Running the app on uvicorn, and starting a server process on loopback for tests and
+``optkit loadtest --compare``."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from optkit.errors import InputError, OptkitError, RuntimeUnavailable
+from optkit.lazy import lazy_import
+from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_loopback_url(url: str) -> str:
+    """``url`` if it is http(s) on a loopback address; InputError otherwise. The load generator
+    only ever talks to this machine: run it beside the server it measures."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"{url!r} is not an http:// URL")
+    if not is_loopback(parts.hostname):
+        raise InputError(f"{url}: the load generator only targets loopback addresses (127.0.0.1, ::1, "
+                         "localhost); run it on the serving machine")
+    return url.rstrip("/")
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int | None, Any]:
+    """GET ``url`` (no proxies): (status, parsed JSON or text), or (None, why) when nothing answered."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class _DropStartupTraceback(logging.Filter):
+    """uvicorn logs a failed lifespan's traceback; when the failure is an OptkitError the CLI
+    prints its one line instead."""
+
+    def __init__(self, errors: list[BaseException]):
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.errors and str(record.getMessage()).startswith("Traceback"))
+
+
+def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+               log_level: str = "info", access_log: bool = False) -> None:
+    """Serve until interrupted. A model that cannot be loaded raises its OptkitError."""
+    uvicorn = lazy_import("uvicorn", extra="serve")
+    common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=access_log,
+                                  lifespan="on", timeout_graceful_shutdown=5, server_header=False)
+    if workers > 1:
+        # uvicorn starts worker processes from an import string; the settings travel in the environment
+        os.environ[ENV_SETTINGS_JSON] = settings.to_json()
+        uvicorn.run("optkit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
+        return
+    from optkit.serve.app import create_app
+
+    errors: list[BaseException] = []
+    app = create_app(settings, startup_errors=errors)
+    server = uvicorn.Server(uvicorn.Config(app, **common))
+    log_filter = _DropStartupTraceback(errors)
+    logger = logging.getLogger("uvicorn.error")
+    logger.addFilter(log_filter)
+    try:
+        server.run()
+    except SystemExit:
+        if errors:
+            raise errors[0] from None
+        raise
+    finally:
+        logger.removeFilter(log_filter)
+    if errors:
+        raise errors[0]
+
+
+class ServerProcess:
+    """``optkit serve ARTIFACT`` in a child process on 127.0.0.1 and a free port, ready when the
+    context is entered (``/ready`` answered 200), stopped (SIGTERM, then SIGKILL) when it is left.
+
+    The load generator then runs in this process, the server in its own: they do not share an
+    interpreter or a GIL, as in production."""
+
+    def __init__(self, artifact: str | os.PathLike, provider: str | None = None, extra_args: Sequence[str] = (),
+                 startup_timeout: float = 120.0, env: dict[str, str] | None = None, nice: int = 0):
+        self.artifact = Path(artifact)
+        self.provider = provider
+        self.extra_args = [str(a) for a in extra_args]
+        self.startup_timeout = startup_timeout
+        self.env = env
+        self.nice = nice
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "optkit", "serve", str(self.artifact), "--host", "127.0.0.1",
+               "--port", str(self.port), *self.extra_args]
+        if self.provider:
+            cmd += ["--provider", self.provider]
+        return cmd
+
+    def log_text(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def __enter__(self) -> "ServerProcess":
+        for attempt in range(3):  # a port taken between free_port() and bind: try another
+            self.port = free_port()
+            self._log = tempfile.TemporaryFile()
+            env = {**os.environ, **(self.env or {})}
+            self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                         preexec_fn=(lambda: os.nice(self.nice)) if self.nice else None)
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    break
+                if get_json(f"{self.url}/ready", timeout=2.0)[0] == 200:
+                    return self
+                time.sleep(0.1)
+            text = self.log_text()
+            self.stop()
+            if "address already in use" in text.lower() and attempt < 2:
+                continue
+            last = [ln for ln in text.splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(last) if ln.startswith("Error:")), last[-1] if last else "no output")
+            if self.proc.returncode is None or self.proc.returncode < 0:
+                raise RuntimeUnavailable(f"server for {self.artifact.name} was not ready within "
+                                         f"{self.startup_timeout:.0f} s ({why})")
+            raise OptkitError(f"server for {self.artifact.name} did not start: {why}")
+        raise RuntimeUnavailable("no free port found for the server")  # pragma: no cover
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,0 +1,130 @@
+"""What a server runs with: flags first, then the reference service's environment variables.
+
+The reference deployment configures its container with three variables, kept here by name:
+``EXECUTION_PROVIDER`` (ONNX Runtime's provider names, e.g. ``CUDAExecutionProvider``; optkit's own
+names ``cpu``/``openvino``/``cuda``/``tensorrt`` are accepted too), ``DECISION_THRESHOLD`` and
+``MODEL_VERSION``. A command-line flag wins over its variable.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from optkit.errors import InputError
+from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS
+
+ENV_PROVIDER = "EXECUTION_PROVIDER"
+ENV_THRESHOLD = "DECISION_THRESHOLD"
+ENV_MODEL_VERSION = "MODEL_VERSION"
+# how `optkit serve --workers N` hands the settings to each uvicorn worker process
+ENV_SETTINGS_JSON = "OPTKIT_SERVE_SETTINGS"
+
+PROVIDER_ALIASES = {
+    "cpu": "cpu",
+    "cpuexecutionprovider": "cpu",
+    "openvino": "openvino",
+    "openvinoexecutionprovider": "openvino",
+    "cuda": "cuda",
+    "cudaexecutionprovider": "cuda",
+    "tensorrt": "tensorrt",
+    "tensorrtexecutionprovider": "tensorrt",
+}
+DEFAULT_THRESHOLD = 0.5
+
+
+def provider_from_name(name: str, source: str = "provider") -> str:
+    """optkit's provider name for an optkit or ONNX Runtime provider name (case-insensitive)."""
+    key = str(name).strip().lower()
+    if key not in PROVIDER_ALIASES:
+        raise InputError(
+            f"{source} {name!r} is not a known provider; use CPUExecutionProvider, CUDAExecutionProvider, "
+            "TensorrtExecutionProvider, OpenVINOExecutionProvider or cpu, openvino, cuda, tensorrt"
+        )
+    return PROVIDER_ALIASES[key]
+
+
+def parse_threshold(value: Any, source: str = "threshold") -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{source} {value!r} is not a number") from None
+    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise InputError(f"{source} must be between 0 and 1, got {value!r}")
+    return t
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    artifact: str
+    provider: str = "cpu"
+    threshold: float = DEFAULT_THRESHOLD
+    model_version: str | None = None  # None: "<artifact stem>@<sha256[:12]>", filled in at load time
+    threads: int | None = None  # intra-op threads of the runtime (None: the runtime's default)
+    max_queue: int = 8  # requests waiting for inference; more get 503 + Retry-After
+    # the longest a request may wait for inference; a request the queue cannot start in time gets 503
+    # (bounded by time as well as by count: a count alone lets latency grow when inference slows down)
+    max_queue_wait_ms: float = 5000.0
+    max_batch: int = 1  # > 1: micro-batches over the dynamic batch axis
+    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
+    accept_audio: bool = True  # audio bodies -> MFCC (the front end is imported and warmed at load)
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise InputError(f"unknown provider {self.provider!r}; choose from {', '.join(PROVIDERS)}")
+        parse_threshold(self.threshold)
+        if self.max_queue < 1:
+            raise InputError(f"max queue must be at least 1, got {self.max_queue}")
+        if self.max_batch < 1:
+            raise InputError(f"max batch must be at least 1, got {self.max_batch}")
+        if not (math.isfinite(self.max_queue_wait_ms) and self.max_queue_wait_ms > 0):
+            raise InputError(f"max queue wait must be a positive number of milliseconds, got {self.max_queue_wait_ms}")
+        if not (math.isfinite(self.max_wait_ms) and self.max_wait_ms >= 0):
+            raise InputError(f"max wait must be 0 or more milliseconds, got {self.max_wait_ms}")
+        if self.max_body_bytes < 1024:
+            raise InputError(f"max body size must be at least 1024 bytes, got {self.max_body_bytes}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be a positive integer, got {self.threads}")
+        if Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES and self.provider != "tensorrt":
+            raise InputError(f"{Path(self.artifact).name} is a TensorRT engine: it runs on tensorrt, "
+                             f"not {self.provider}")
+
+    @property
+    def is_engine(self) -> bool:
+        return Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ServeSettings":
+        return cls(**json.loads(text))
+
+
+def resolve_settings(artifact: str | os.PathLike, provider: str | None = None, threshold: float | None = None,
+                     model_version: str | None = None, environ: Mapping[str, str] | None = None,
+                     **limits: Any) -> ServeSettings:
+    """Settings from flags (non-None wins) and the environment variables, then the defaults.
+
+    A ``.engine`` file runs on TensorRT; with no provider given anywhere, that is what it gets."""
+    env = os.environ if environ is None else environ
+    if provider is not None:
+        chosen = provider_from_name(provider, "--provider")
+    elif env.get(ENV_PROVIDER, "").strip():
+        chosen = provider_from_name(env[ENV_PROVIDER], ENV_PROVIDER)
+    else:
+        chosen = "tensorrt" if Path(artifact).suffix.lower() in ENGINE_SUFFIXES else "cpu"
+    if threshold is not None:
+        t = parse_threshold(threshold, "--threshold")
+    elif env.get(ENV_THRESHOLD, "").strip():
+        t = parse_threshold(env[ENV_THRESHOLD], ENV_THRESHOLD)
+    else:
+        t = DEFAULT_THRESHOLD
+    version = model_version if model_version is not None else (env.get(ENV_MODEL_VERSION, "").strip() or None)
+    settings = ServeSettings(artifact=str(artifact), provider=chosen, threshold=t, model_version=version)
+    return replace(settings, **{k: v for k, v in limits.items() if v is not None})

@@ -1,0 +1,40 @@
+"""ONNX models built in code for the serving tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def build_slow_model(path: Path, channels: int = 48, convs: int = 4, seed: int = 0) -> Path:
+    """A deliberately slow tiny model: input_mfcc (batch, 1, 40, 241) -> output_wvp (batch, 1).
+
+    A few 3x3 convolutions over the whole 40x241 grid (~0.8 GMAC per sample, tens of ms on 2 cores)
+    and a sigmoid head: slow enough for a short load ramp to saturate it, with a dynamic batch axis."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    prev, prev_c = "input_mfcc", 1
+    for i in range(convs):
+        w = (rng.standard_normal((channels, prev_c, 3, 3)) / np.sqrt(prev_c * 9)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        prev, prev_c = f"r{i}", channels
+    head = (rng.standard_normal((channels, 1)) / np.sqrt(channels)).astype(np.float32)
+    inits.append(numpy_helper.from_array(head, "head"))
+    nodes += [helper.make_node("GlobalAveragePool", [prev], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "head"], ["logit"]),
+              helper.make_node("Sigmoid", ["logit"], ["output_wvp"])]
+    graph = helper.make_graph(
+        nodes, "slow",
+        [helper.make_tensor_value_info("input_mfcc", TensorProto.FLOAT, ["batch", 1, 40, 241])],
+        [helper.make_tensor_value_info("output_wvp", TensorProto.FLOAT, ["batch", 1])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

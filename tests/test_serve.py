@@ -1,0 +1,331 @@
+"""optkit serve: settings, request parsing, the app in-process (no socket), and a real uvicorn
+on 127.0.0.1 driven over HTTP (bounded loops, loopback only)."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_SHAPE, invoke
+from optkit.errors import InputError
+
+pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
+
+from optkit.serve.payload import RequestRejected, body_kind, fit_shape, from_json, from_npy  # noqa: E402
+from optkit.serve.settings import resolve_settings  # noqa: E402
+
+
+def npy_bytes(x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, x)
+    return buf.getvalue()
+
+
+def ort_probability(path: Path, x: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return float(sess.run(None, {"input_mfcc": x.reshape(1, *TINY_SHAPE)})[0].ravel()[0])
+
+
+SAMPLE = np.random.default_rng(7).standard_normal(TINY_SHAPE).astype(np.float32)
+
+
+# -- settings ------------------------------------------------------------------------------------
+def test_environment_variables_are_honoured_and_flags_win():
+    env = {"EXECUTION_PROVIDER": "OpenVINOExecutionProvider", "DECISION_THRESHOLD": "0.7", "MODEL_VERSION": "v7"}
+    s = resolve_settings("m.onnx", environ=env)
+    assert (s.provider, s.threshold, s.model_version) == ("openvino", 0.7, "v7")
+    s = resolve_settings("m.onnx", provider="CUDAExecutionProvider", threshold=0.2, model_version="v8", environ=env)
+    assert (s.provider, s.threshold, s.model_version) == ("cuda", 0.2, "v8")
+    assert resolve_settings("m.onnx", environ={"EXECUTION_PROVIDER": "TensorrtExecutionProvider"}).provider == "tensorrt"
+    assert resolve_settings("m.onnx", environ={}).provider == "cpu"
+    assert resolve_settings("m.engine", environ={}).provider == "tensorrt"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EXECUTION_PROVIDER": "ROCMExecutionProvider"}, "EXECUTION_PROVIDER 'ROCMExecutionProvider' is not a known provider"),
+    ({"DECISION_THRESHOLD": "high"}, "DECISION_THRESHOLD 'high' is not a number"),
+    ({"DECISION_THRESHOLD": "1.5"}, "between 0 and 1"),
+    ({"DECISION_THRESHOLD": "nan"}, "between 0 and 1"),
+])
+def test_bad_environment_values_are_named(env, message):
+    with pytest.raises(InputError, match=message):
+        resolve_settings("m.onnx", environ=env)
+
+
+def test_engine_file_on_a_cpu_provider_is_refused():
+    with pytest.raises(InputError, match="TensorRT engine"):
+        resolve_settings("m.engine", provider="cpu", environ={})
+
+
+# -- request bodies ------------------------------------------------------------------------------
+def test_body_kind_from_type_or_first_bytes():
+    assert body_kind("application/json; charset=utf-8", b"[1]") == "json"
+    assert body_kind("application/x-npy", b"") == "npy"
+    assert body_kind(None, npy_bytes(SAMPLE)) == "npy"
+    assert body_kind("", b"RIFF....WAVE") == "audio"
+    assert body_kind("audio/x-wav", b"") == "audio"
+    assert body_kind("multipart/form-data; boundary=x", b"") == "multipart"
+    with pytest.raises(RequestRejected) as e:
+        body_kind("image/png", b"")
+    assert e.value.status == 415
+
+
+def test_accepted_shapes_all_become_one_batch_of_one():
+    for x in (SAMPLE, SAMPLE[None], SAMPLE[0]):
+        assert fit_shape(x, TINY_SHAPE).shape == (1, *TINY_SHAPE)
+    with pytest.raises(RequestRejected) as e:
+        fit_shape(np.zeros((2, *TINY_SHAPE), np.float32), TINY_SHAPE)
+    assert e.value.status == 422 and "shape (2, 1, 40, 241)" in str(e.value)
+
+
+def test_pickled_npy_is_refused_without_unpickling():
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(RequestRejected, match="pickled object arrays are not accepted"):
+        from_npy(buf.getvalue(), TINY_SHAPE, "float32")
+
+
+def test_json_numbers_become_the_model_dtype():
+    x = from_json(json.dumps({"mfcc": SAMPLE.tolist()}).encode(), TINY_SHAPE, "float32")
+    assert x.dtype == np.float32 and np.array_equal(x[0], SAMPLE)
+
+
+# -- the app in-process (no socket) ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def app_client(tiny_onnx_session, tmp_path_factory):
+    """The app on a copy of the tiny model with a manifest beside it, driven without a socket."""
+    with warnings.catch_warnings():  # starlette's TestClient warns about its httpx use on import
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from optkit.artifact import Artifact, Manifest
+    from optkit.serve.app import create_app
+
+    d = tmp_path_factory.mktemp("served")
+    model = d / "tiny.onnx"
+    shutil.copy(tiny_onnx_session, model)
+    manifest = Manifest(d / "manifest.json")
+    manifest.record("export", Artifact.from_file(model, made_by="export"), cache_key="k1")
+    manifest.save()
+    settings = resolve_settings(model, threshold=0.5, model_version="test-v1", max_body_bytes=256 * 1024,
+                                environ={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with TestClient(create_app(settings)) as client:
+            yield client, model
+
+
+def test_verify_answers_probability_decision_and_latency(app_client):
+    client, model = app_client
+    r = client.post("/verify", content=npy_bytes(SAMPLE), headers={"Content-Type": "application/x-npy"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = ort_probability(model, SAMPLE)
+    assert body["probability"] == pytest.approx(expected, abs=1e-6)
+    assert body["accepted"] == (expected >= 0.5) and body["decision"] == ("accept" if expected >= 0.5 else "reject")
+    assert body["threshold"] == 0.5 and body["model_version"] == "test-v1"
+    assert body["latency_ms"] > 0 and body["inference_ms"] > 0 and body["batch_size"] == 1
+    same = client.post("/verify", json={"mfcc": SAMPLE.tolist()}).json()
+    assert same["probability"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_wav_upload_goes_through_the_mfcc_front_end(app_client):
+    sf = pytest.importorskip("soundfile", reason="optkit[audio] is not installed")
+    from optkit import features
+
+    client, model = app_client
+    y = (0.1 * np.sin(np.arange(int(1.5 * 22050)) * 2 * np.pi * 220 / 22050)).astype(np.float32)
+    wav = io.BytesIO()
+    sf.write(wav, y, 22050, format="WAV", subtype="FLOAT")  # lossless: the expected value uses y itself
+    r = client.post("/verify", files={"audio": ("clip.wav", wav.getvalue(), "audio/wav")})
+    assert r.status_code == 200, r.text
+    expected = ort_probability(model, features.mfcc_from_audio(y, 22050))
+    assert r.json()["probability"] == pytest.approx(expected, abs=1e-5)
+    raw = client.post("/verify", content=wav.getvalue(), headers={"Content-Type": "audio/wav"})
+    assert raw.json()["probability"] == pytest.approx(expected, abs=1e-5)
+
+
+def _nan_npy() -> bytes:
+    x = SAMPLE.copy()
+    x[0, 3, 5] = np.nan
+    return npy_bytes(x)
+
+
+BAD_REQUESTS = [
+    ("wrong shape", npy_bytes(np.zeros((1, 40, 240), np.float32)), "application/x-npy", 422, "shape (1, 40, 240)"),
+    ("wrong dtype", npy_bytes(SAMPLE.astype(np.float64)), "application/x-npy", 422, "dtype float64"),
+    ("NaN", _nan_npy(), "application/x-npy", 422, "NaN"),
+    ("NaN in JSON", b"[" + b",".join([b"NaN"] * 3) + b"]", "application/json", 422, "shape (3,)"),
+    ("ragged JSON", b"[[1, 2], [3]]", "application/json", 422, "ragged"),
+    ("strings in JSON", b'["a", "b"]', "application/json", 422, "numbers only"),
+    ("broken JSON", b"{nope", "application/json", 400, "not valid JSON"),
+    ("not npy", b"\x00\x01garbage", "application/x-npy", 400, "not a .npy array"),
+    ("truncated npy", npy_bytes(SAMPLE)[:500], "application/x-npy", 400, "unreadable .npy"),
+    ("undecodable audio", b"RIFF\x00\x00\x00\x00WAVEjunk", "audio/wav", 400, "undecodable audio"),
+    ("empty body", b"", "application/json", 400, "empty request body"),
+    ("oversize body", b"[" + b"0," * 200_000 + b"0]", "application/json", 413, "over the limit"),
+    ("unknown type", b"abc", "image/png", 415, "unsupported Content-Type"),
+]
+
+
+@pytest.mark.parametrize("name, body, ctype, status, reason", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_with_a_one_line_reason(app_client, name, body, ctype, status, reason):
+    client, _ = app_client
+    r = client.post("/verify", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and reason in detail
+
+
+def test_metadata_reports_the_artifact_the_provider_in_use_and_the_manifest_entry(app_client):
+    from optkit.fileio import sha256_file
+
+    client, model = app_client
+    md = client.get("/metadata").json()
+    assert md["sha256"] == sha256_file(model) and md["precision"] == "fp32"
+    assert md["provider_in_use"] == "CPUExecutionProvider"
+    assert md["manifest"]["step"] == "export" and md["manifest"]["artifact"]["sha256"] == md["sha256"]
+    assert md["input"] == {"name": "input_mfcc", "shape": [None, *TINY_SHAPE], "dtype": "float32"}
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["ready"] is True
+
+
+def test_metrics_count_requests_by_status_and_expose_queue_and_latency(app_client):
+    client, _ = app_client
+    client.post("/verify", content=npy_bytes(SAMPLE), headers={"Content-Type": "application/x-npy"})
+    client.post("/verify", content=b"{nope", headers={"Content-Type": "application/json"})
+    text = client.get("/metrics").text
+    ok = [ln for ln in text.splitlines() if ln.startswith('optkit_requests_total{endpoint="/verify",status="200"}')]
+    assert ok and float(ok[0].split()[-1]) >= 1
+    assert 'optkit_requests_total{endpoint="/verify",status="400"}' in text
+    assert "optkit_queue_depth 0.0" in text and "optkit_request_latency_seconds_bucket" in text
+
+
+# -- the engine: micro-batching -------------------------------------------------------------------
+def test_micro_batches_give_the_same_answers_as_single_calls(tiny_onnx):
+    from optkit.serve.engine import InferenceEngine
+
+    settings = resolve_settings(tiny_onnx, max_batch=4, max_wait_ms=500, accept_audio=False, environ={})
+    engine = InferenceEngine(settings)
+    engine.load()
+    xs = [np.random.default_rng(i).standard_normal((1, *TINY_SHAPE)).astype(np.float32) for i in range(4)]
+
+    async def all_at_once():
+        return await asyncio.gather(*(engine.predict(x) for x in xs))
+
+    try:
+        preds = asyncio.run(all_at_once())
+    finally:
+        engine.close()
+    assert [p.batch_size for p in preds] == [4, 4, 4, 4]
+    for x, p in zip(xs, preds):
+        assert p.probability == pytest.approx(ort_probability(tiny_onnx, x), abs=1e-5)
+
+
+def test_micro_batching_needs_a_dynamic_batch_axis(tiny_onnx, tmp_path):
+    import onnx
+
+    from optkit.serve.engine import InferenceEngine
+
+    path = tmp_path / "fixed.onnx"
+    model = onnx.load(str(tiny_onnx))
+    for t in list(model.graph.input) + list(model.graph.output):
+        t.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(model, str(path))
+    engine = InferenceEngine(resolve_settings(path, max_batch=4, accept_audio=False, environ={}))
+    with pytest.raises(InputError, match="micro-batching needs a dynamic batch axis"):
+        engine.load()
+
+
+class SlowRunner:
+    """A runner whose every call takes ``seconds``: a stand-in for a model too slow for its load."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    @property
+    def inputs(self):
+        from optkit.onnx_utils import TensorSpec
+
+        return [TensorSpec("input_mfcc", ("batch", *TINY_SHAPE), "float32")]
+
+    @property
+    def output_names(self):
+        return ["output_wvp"]
+
+    def infer(self, feed):
+        import time
+
+        time.sleep(self.seconds)
+        return {"output_wvp": np.full((len(feed["input_mfcc"]), 1), 0.5, np.float32)}
+
+    def describe(self):
+        return {"runner": self.name}
+
+
+def test_queue_is_bounded_in_time_as_well_as_in_count(tiny_onnx):
+    """Ten requests at once for a 0.2 s model with 0.3 s of allowed queueing: the ones that cannot
+    start in time are refused at once (Overloaded -> 503), the rest answered; none waits longer."""
+    import time
+
+    from optkit.serve.engine import InferenceEngine, Overloaded, Prediction
+
+    settings = resolve_settings(tiny_onnx, max_queue=100, max_queue_wait_ms=300, accept_audio=False, environ={})
+    engine = InferenceEngine(settings, runner_factory=lambda s: SlowRunner(0.2))
+    engine.load()
+
+    async def ten_requests():
+        x = np.zeros((1, *TINY_SHAPE), np.float32)
+
+        async def one():
+            t0 = time.perf_counter()
+            try:
+                return await engine.predict(x), time.perf_counter() - t0
+            except Overloaded as exc:
+                return exc, time.perf_counter() - t0
+
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    try:
+        results = asyncio.run(ten_requests())
+    finally:
+        engine.close()
+    answered = [r for r, _ in results if isinstance(r, Prediction)]
+    refused = [r for r, _ in results if isinstance(r, Overloaded)]
+    assert len(answered) + len(refused) == 10
+    assert 1 <= len(answered) <= 3 and refused  # 0.3 s of queue holds about two 0.2 s calls after the first
+    assert all(r.retry_after >= 1 for r in refused)
+    assert max(t for _, t in results) < 0.3 + 0.2 + 0.5  # allowed wait + one call + scheduling slack
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_serve_refuses_a_gpu_provider_that_would_fall_back_to_cpu(cli_runner, tiny_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider: nothing to refuse")
+    result = invoke(cli_runner, ["serve", tiny_onnx, "--provider", "cuda", "--port", "0", "--no-audio"])
+    assert result.exit_code == 1
+    assert "Error: ONNX Runtime provider CUDAExecutionProvider is not available here" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_missing_artifact_is_one_line(cli_runner, tmp_path):
+    result = invoke(cli_runner, ["serve", tmp_path / "nope.onnx"])
+    assert result.exit_code == 1 and "Error:" in result.output and "nope.onnx" in result.output
