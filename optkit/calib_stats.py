@@ -559,8 +559,12 @@ def collect_stats(
             collector.update(samples, chunk_size, progress=bar.update)
     finally:
         collector.close()
-    stats = collector.stats
-    if check_finite and not np.isfinite(stats.mins).all() or not np.isfinite(stats.maxs).all():
+    return require_finite(collector.stats) if check_finite else collector.stats
+
+
+def require_finite(stats: CalibStats) -> CalibStats:
+    """``stats`` unchanged, or PassFailed naming a tensor whose range is NaN/Inf."""
+    if not np.isfinite(stats.mins).all() or not np.isfinite(stats.maxs).all():
         bad = [n for n, lo, hi in zip(stats.names, stats.mins, stats.maxs)
                if not (math.isfinite(lo) and math.isfinite(hi))]
         raise PassFailed(f"calibration produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")

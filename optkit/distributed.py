@@ -19,6 +19,7 @@ checks it by comparing the JSON reports.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 from pathlib import Path
@@ -209,6 +210,40 @@ class RayExecutor:
         return outs, runner_info
 
 
+    def collect_stats(self, model_path: Path, samples: np.ndarray, input_name: str, *,
+                              chunk_size: int = 8, progress: Any = None, threads: int | None = None,
+                              check_finite: bool = True, **options: Any) -> Any:
+        """Statistics of ``samples`` over shards run by StatsActors, merged on the driver."""
+        from functools import reduce
+
+        from optkit.calib_stats import CalibStats, require_finite
+
+        ray = self.ray
+        from ray.util import ActorPool
+
+        if len(samples) == 0:
+            raise InputError("no calibration samples")
+        model_path = Path(model_path)
+        box = [ray.put(model_path.read_bytes())]
+        bounds = shard_bounds(len(samples), 1, self.shards or 4 * self.workers)
+        shard_refs = [ray.put(np.ascontiguousarray(samples[a:b])) for a, b in bounds]
+        cls = _make_stats_actor_class(ray)
+        actors = [cls.remote(input_name, options) for _ in range(min(self.workers, len(bounds)))]
+        parts: list[Any] = []
+        try:
+            self.actor_pids = self._get([a.pid.remote() for a in actors], model_path)
+            pool = ActorPool(actors)
+            with self._errors(model_path):
+                for i, part in enumerate(pool.map(lambda a, ref: a.run.remote(box, ref, chunk_size), shard_refs)):
+                    parts.append(CalibStats.from_dict(part))
+                    if self.on_shard:
+                        self.on_shard(i + 1, len(bounds))
+        finally:
+            for a in actors:
+                ray.kill(a)
+        stats = reduce(CalibStats.merge, parts)
+        return require_finite(stats) if check_finite else stats
+
     def _get(self, refs: Any, path: Path) -> Any:
         with self._errors(path):
             return self.ray.get(refs)
@@ -247,3 +282,59 @@ def executor_for(address: str | None, workers: int | None = None, shards: int | 
             info = ex.describe()
             echo(f"ray: {info['workers']} workers on {info['nodes']} node(s)")
         yield ex
+
+
+# -- calibration statistics on Ray --------------------------------------------------------------
+#
+# Where statistics are computed cannot change them (CalibStats.merge is exact: the merged
+# statistics of shards equal the statistics of the union), so the executor is not a pass
+# parameter and not part of any cache key: the CLI / recipe layer sets it for the duration of a
+# command with ``calibration_on(executor)``, and the int8 pass asks ``collect_stats`` for them.
+_CALIBRATION: contextvars.ContextVar[Any] = contextvars.ContextVar("optkit_calibration_executor", default=None)
+
+
+@contextlib.contextmanager
+def calibration_on(executor: Any) -> Iterator[None]:
+    """Compute calibration statistics with ``executor`` (a RayExecutor, or None = this process)."""
+    token = _CALIBRATION.set(executor)
+    try:
+        yield
+    finally:
+        _CALIBRATION.reset(token)
+
+
+def collect_stats(model_path: Path, samples: np.ndarray, input_name: str, **options: Any) -> Any:
+    """:func:`optkit.calib_stats.collect_stats`, on the Ray executor set by :func:`calibration_on`
+    when there is one; the statistics are the same either way."""
+    from optkit import calib_stats
+
+    executor = _CALIBRATION.get()
+    if executor is None:
+        return calib_stats.collect_stats(model_path, samples, input_name, **options)
+    return executor.collect_stats(model_path, samples, input_name, **options)
+
+
+def _make_stats_actor_class(ray: Any) -> Any:
+    @ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)
+    class StatsActor:
+        """Holds one calibration session (a StatsCollector); returns one shard's statistics per
+        call (``take`` empties it, so a retried shard is never counted twice)."""
+
+        def __init__(self, input_name: str, options: dict[str, Any]) -> None:
+            self.input_name, self.options = input_name, options
+            self.collector: Any = None
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def run(self, files_box: list[Any], samples: np.ndarray, chunk_size: int) -> dict[str, np.ndarray]:
+            if self.collector is None:
+                from optkit.calib_stats import StatsCollector
+
+                folder = tempfile.mkdtemp(prefix="optkit-ray-")
+                path = Path(folder, "model.onnx")
+                path.write_bytes(ray.get(files_box[0]))
+                self.collector = StatsCollector(path, self.input_name, threads=1, **self.options)
+            return self.collector.update(samples, chunk_size).take().to_dict()
+
+    return StatsActor

@@ -369,11 +369,18 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         for p in clean_stale_work_dirs():
             echo(f"removed {p} (a work directory left by an optkit process that was killed)")
         recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
-        return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, ray=ray, baseline=baseline)
+        from optkit.distributed import calibration_on, executor_for
+
+        # One Ray session (when asked for) serves the int8 steps' calibration and the verification.
+        ray = ray or recipe.ray or {}
+        with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor, \
+                calibration_on(executor):
+            return _run_steps(recipe, out_dir, force=force, echo=echo, verify=verify, executor=executor,
+                              baseline=baseline)
 
 
 def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[str], None],
-               verify: bool, ray: dict[str, Any] | None, baseline: str | Path | None) -> RunOutcome:
+               verify: bool, executor: Any, baseline: str | Path | None) -> RunOutcome:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"output directory {out_dir} is a file")
@@ -403,8 +410,7 @@ def _run_steps(recipe: Recipe, out_dir: Path, *, force: bool, echo: Callable[[st
         produced[step.name] = done.artifact
     outcome = RunOutcome(recipe, out_dir, outcomes)
     if verify and recipe.verify.get("enabled", True):
-        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, ray or recipe.ray,
-                                                       baseline)
+        outcome.report, outcome.report_paths = _verify(recipe, out_dir, produced, outcomes, echo, executor, baseline)
     manifest.save()
     return outcome
 
@@ -481,17 +487,8 @@ def _sha_matches(art: Artifact) -> bool:
 
 
 def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-            echo: Callable[[str], None], ray: dict[str, Any] | None = None,
-            baseline: str | Path | None = None):  # noqa: ANN202
-    from optkit.distributed import executor_for
-
-    ray = ray or {}
-    with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor:
-        return _verify_with(recipe, out_dir, produced, outcomes, echo, executor, baseline)
-
-
-def _verify_with(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None], outcomes: list[StepOutcome],
-                 echo: Callable[[str], None], executor: Any, baseline: str | Path | None = None):  # noqa: ANN202
+            echo: Callable[[str], None], executor: Any, baseline: str | Path | None = None):  # noqa: ANN202
+    """Verify the recipe's artifacts (``executor``: None = this process, or a RayExecutor)."""
     from optkit.reference import load_reference, reference_path_for
     from optkit.regression import make_limits, prepare_baseline
     from optkit.release import bench_config, release_view

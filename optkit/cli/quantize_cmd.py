@@ -37,8 +37,13 @@ def _flag(name: str) -> str:
               help="int8: override a limit of the int8 gate the search checks, e.g. int8.min_agreement=0.99 "
                    "(repeatable).")
 @click_options(FP16, help_prefix="fp16: ")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="int8: collect the calibration statistics in shards on Ray (no ADDRESS = a local Ray "
+                   "instance; 'auto', 'ray://HOST:PORT' or 'HOST:PORT' = a cluster); the statistics, ranges "
+                   "and model are the same as without it. Needs optkit[ray].")
 @click.pass_context
-def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bool, **opts: Any) -> None:
+def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bool, ray_address: str | None,
+             **opts: Any) -> None:
     """Quantise an fp32 ONNX model to static int8 (QDQ) or convert it to fp16.
 
     int8 uses ONNX Runtime's static quantiser with per-channel int8 weights. Calibration
@@ -61,6 +66,7 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
       optkit quantize model.onnx -o model.int8.onnx --int8 --calibration calib/ --method entropy \\
           --exclude-nodes /layer4/layer4.2/Add
       optkit quantize model.onnx -o model.fp16.onnx --fp16 --check-data calibration_data/calib
+      optkit quantize model.onnx -o model.int8.onnx --int8 --calibration big-calib/ --ray auto
     """
     from optkit.artifact import Artifact
     from optkit.onnx_utils import load_onnx
@@ -89,8 +95,13 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     step, cfg = config_from_cli("quantize-int8" if int8 else "quantize-fp16", params)
     from optkit.passes.quantize_int8 import Int8SearchFailed
 
+    from optkit.distributed import calibration_on, executor_for
+
+    if ray_address and not int8:
+        raise click.UsageError("--ray goes with --int8 (it shards the calibration statistics)")
     try:
-        result = step(src, cfg, output)
+        with executor_for(ray_address) as executor, calibration_on(executor):
+            result = step(src, cfg, output)
     except Int8SearchFailed as exc:  # the trials, then the one-line error (exit 3)
         echo_lines(exc.result.messages)
         raise

@@ -54,6 +54,7 @@ from optkit.artifact import Artifact
 from optkit.errors import InputError, PassFailed, VerificationFailed, first_line
 from optkit.fileio import atomic_output, sha256_file
 from optkit.lazy import lazy_import
+from optkit import distributed
 from optkit.macs import mac_breakdown
 from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
 from optkit.options import ParameterError, option
@@ -366,7 +367,8 @@ class QuantizeInt8(Pass):
             stats_fresh = stats is None
             t0 = time.perf_counter()
             if stats is None:
-                stats = calib_stats.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
+                # in this process, or on Ray when the command set an executor (same statistics)
+                stats = distributed.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
                                                   check_finite=False)
                 _refuse_non_finite_stats(stats, samples.source)
                 stats.meta = stats_key
