@@ -109,12 +109,12 @@ def main() -> None:
                               "--workers", str(args.workers), "--shards", str(shards), "--work", str(args.work),
                               "--report", str(report)], capture_output=True, text=True, check=True)
         row = json.loads(res.stdout.strip().splitlines()[-1])
-        row["report"] = str(report)
+        row["report"] = str(report.resolve().relative_to(ROOT)) if report.resolve().is_relative_to(ROOT) else report.name
         runs.append(row)
         print(json.dumps(row), flush=True)
     local = min(r["verify_s"] for r in runs if r["mode"] == "local")
     ray = min(r["verify_s"] for r in runs if r["mode"] == "ray")
-    same = len({json.dumps(comparable(Path(r["report"])), sort_keys=True) for r in runs}) == 1
+    same = len({json.dumps(comparable(args.work / Path(r["report"]).name), sort_keys=True) for r in runs}) == 1
     cpu = cpu_info()
     result = {
         "samples": args.samples, "workers": args.workers, "shards": shards,
