@@ -74,6 +74,17 @@ def calib_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance (2 CPUs, loopback) for one test module, shut down after it (the
+    two-node cluster test runs `ray stop`, so no Ray instance may outlive its module)."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
+    from optkit.distributed import ray_session
+
+    with ray_session("local", num_cpus=2) as r:
+        yield r
+
+
 @pytest.fixture
 def cli_runner():
     from click.testing import CliRunner

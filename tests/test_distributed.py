@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import export_tiny, invoke
-from optkit.distributed import RayExecutor, ray_session, shard_bounds
+from optkit.distributed import RayExecutor, shard_bounds
 from optkit.reference import load_reference, reference_path_for
 from optkit.verify import verify_artifacts
 
@@ -27,12 +27,6 @@ def comparable(report_json: dict) -> dict:
         a["runner"].pop("threads", None)
         a.pop("runtime_text", None)  # the runner description in words, threads included
     return r
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session("local", num_cpus=2) as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,9 @@ import pytest
 
 from conftest import TINY_SHAPE, export_tiny
 from optkit import calib_stats
-from optkit.distributed import RayExecutor, calibration_on, collect_stats, ray_session
+from optkit.distributed import RayExecutor, calibration_on, collect_stats
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    with ray_session("local", num_cpus=2) as r:
-        yield r
 
 
 @pytest.fixture(scope="module")
