@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from optkit.errors import InputError, OptkitError
+from optkit.errors import InputError, OptkitError, first_line
 from optkit.lazy import lazy_import
 
 LOCAL = "local"
@@ -40,13 +40,14 @@ def ray_session(address: str | None = LOCAL, num_cpus: int | None = None) -> Ite
     Reuses an already initialised Ray; shuts down only what it started.
     """
     ray = lazy_import("ray", extra="ray")
-    if address not in (None, "", LOCAL):
+    local = address in (None, "", LOCAL)
+    if not local:
         _require_reachable(address)
     if ray.is_initialized():
         yield ray
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-    if address in (None, "", LOCAL):
+    if local:
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["_node_ip_address"] = "127.0.0.1"  # a local instance listens on loopback only
     else:
@@ -54,11 +55,11 @@ def ray_session(address: str | None = LOCAL, num_cpus: int | None = None) -> Ite
     try:
         ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-        where = "a local Ray instance" if "address" not in kwargs else f"the Ray cluster at {address!r}"
-        hint = ("" if "address" not in kwargs else
+        where = "a local Ray instance" if local else f"the Ray cluster at {address!r}"
+        hint = ("" if local else
                 "; is the cluster running (ray status), and for a token-authenticated cluster are "
                 "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) set here?")
-        raise InputError(f"could not connect to {where}: {_first_line(exc)}{hint}") from exc
+        raise InputError(f"could not connect to {where}: {_line(exc)}{hint}") from exc
     try:
         yield ray
     finally:
@@ -84,9 +85,8 @@ def _require_reachable(address: str, timeout: float = 5.0) -> None:
                          f"{host}:{port} ({exc.strerror or exc}); is the cluster running (ray status)?") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def _line(exc: BaseException) -> str:
+    return first_line(exc) or type(exc).__name__
 
 
 def shard_bounds(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
@@ -175,74 +175,74 @@ class RayExecutor:
     def outputs(self, path: Path, provider: str, threads: int | None, reference: Any,
                 batch_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         ray = self.ray
-        from ray.util import ActorPool
-
         path = Path(path)
         files = {path.name: path.read_bytes()}
         sidecar = path.with_name(path.name + ".json")
         if sidecar.is_file():
             files[sidecar.name] = sidecar.read_bytes()
-        files_ref = ray.put(files)
-        n = len(reference)
-        bounds = shard_bounds(n, batch_size, self.shards or 4 * self.workers)
-        box = [files_ref]
-        actors = [self._actor_cls.remote(path.name, provider, self.threads if threads is None else threads)
-                  for _ in range(min(self.workers, len(bounds)) or 1)]
-        try:
-            self.actor_pids = self._get([a.pid.remote() for a in actors], path)
+        box = [ray.put(files)]
+        bounds = shard_bounds(len(reference), batch_size, self.shards or 4 * self.workers)
+        runtime_threads = self.threads if threads is None else threads
+        with self._actors(lambda: self._actor_cls.remote(path.name, provider, runtime_threads), len(bounds),
+                          path) as actors:
             runner_info = self._get(actors[0].describe.remote(box), path)
             # One object per shard: a worker node fetches only the shards it runs, so the whole
             # reference crosses the network once, not once per node.
             shard_refs = [ray.put({k: np.ascontiguousarray(v[a:b]) for k, v in reference.inputs.items()})
                           for a, b in bounds]
-            pool = ActorPool(actors)
-            chunks: list[dict[str, np.ndarray]] = []
-            results = pool.map(lambda a, ref: a.run.remote(box, ref, batch_size), shard_refs)
-            with self._errors(path):
-                for i, part in enumerate(results):
-                    chunks.append(part)
-                    if self.on_shard:
-                        self.on_shard(i + 1, len(bounds))
-        finally:
-            for a in actors:
-                ray.kill(a)
+            chunks = self._map(actors, shard_refs, lambda a, ref: a.run.remote(box, ref, batch_size), path)
         outs = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]} if chunks else {}
         return outs, runner_info
 
-
     def collect_stats(self, model_path: Path, samples: np.ndarray, input_name: str, *,
-                              chunk_size: int = 8, progress: Any = None, threads: int | None = None,
-                              check_finite: bool = True, **options: Any) -> Any:
-        """Statistics of ``samples`` over shards run by StatsActors, merged on the driver."""
+                      chunk_size: int = 8, progress: Any = None, threads: int | None = None,
+                      check_finite: bool = True, **options: Any) -> Any:
+        """Statistics of ``samples`` over shards run by StatsActors, merged on the driver.
+
+        ``progress`` and ``threads`` are accepted as :func:`optkit.calib_stats.collect_stats`
+        takes them; here each actor runs one thread and progress comes per shard (``on_shard``).
+        """
         from functools import reduce
 
         from optkit.calib_stats import CalibStats, require_finite
 
-        ray = self.ray
-        from ray.util import ActorPool
-
         if len(samples) == 0:
             raise InputError("no calibration samples")
+        ray = self.ray
         model_path = Path(model_path)
         box = [ray.put(model_path.read_bytes())]
         bounds = shard_bounds(len(samples), 1, self.shards or 4 * self.workers)
         shard_refs = [ray.put(np.ascontiguousarray(samples[a:b])) for a, b in bounds]
         cls = _make_stats_actor_class(ray)
-        actors = [cls.remote(input_name, options) for _ in range(min(self.workers, len(bounds)))]
-        parts: list[Any] = []
+        with self._actors(lambda: cls.remote(input_name, options), len(bounds), model_path) as actors:
+            parts = self._map(actors, shard_refs, lambda a, ref: a.run.remote(box, ref, chunk_size), model_path)
+        stats = reduce(CalibStats.merge, [CalibStats.from_dict(p) for p in parts])
+        return require_finite(stats) if check_finite else stats
+
+    @contextlib.contextmanager
+    def _actors(self, make: Callable[[], Any], shards: int, path: Path) -> Iterator[list[Any]]:
+        """Up to ``workers`` actors (no more than there are shards), their pids recorded, killed
+        when the block ends however it ends."""
+        actors = [make() for _ in range(max(1, min(self.workers, shards)))]
         try:
-            self.actor_pids = self._get([a.pid.remote() for a in actors], model_path)
-            pool = ActorPool(actors)
-            with self._errors(model_path):
-                for i, part in enumerate(pool.map(lambda a, ref: a.run.remote(box, ref, chunk_size), shard_refs)):
-                    parts.append(CalibStats.from_dict(part))
-                    if self.on_shard:
-                        self.on_shard(i + 1, len(bounds))
+            self.actor_pids = self._get([a.pid.remote() for a in actors], path)
+            yield actors
         finally:
             for a in actors:
-                ray.kill(a)
-        stats = reduce(CalibStats.merge, parts)
-        return require_finite(stats) if check_finite else stats
+                self.ray.kill(a)
+
+    def _map(self, actors: list[Any], shard_refs: list[Any], submit: Callable[[Any, Any], Any],
+             path: Path) -> list[Any]:
+        """``submit(actor, shard)`` over every shard with Ray's ActorPool; results in shard order."""
+        from ray.util import ActorPool
+
+        results: list[Any] = []
+        with self._errors(path):
+            for i, part in enumerate(ActorPool(actors).map(submit, shard_refs)):
+                results.append(part)
+                if self.on_shard:
+                    self.on_shard(i + 1, len(shard_refs))
+        return results
 
     def _get(self, refs: Any, path: Path) -> Any:
         with self._errors(path):
@@ -259,14 +259,14 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, OptkitError):
                 raise cause from None
-            raise OptkitError(f"{path.name}: a Ray worker failed: {_first_line(cause or exc)}") from exc
+            raise OptkitError(f"{path.name}: a Ray worker failed: {_line(cause or exc)}") from exc
         except exceptions.RayActorError as exc:
             raise OptkitError(f"{path.name}: a Ray worker died and could not be restarted: {_actor_error(exc)}") from exc
 
 
 def _actor_error(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None) or getattr(exc, "error_msg", None)
-    return _first_line(cause) if isinstance(cause, BaseException) else _first_line(Exception(str(cause or exc)))
+    return _line(cause if isinstance(cause, BaseException) else Exception(str(cause or exc)))
 
 
 @contextlib.contextmanager
