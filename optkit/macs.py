@@ -122,7 +122,7 @@ def _tensor_facts(graph: Any) -> tuple[dict[str, tuple[int, ...] | None], dict[s
     for node in graph.node:  # Constant nodes carry weights too (e.g. after some exporters)
         if node.op_type == "Constant":
             for attr in node.attribute:
-                if attr.name == "value" and attr.t is not None:
+                if attr.name == "value" and attr.HasField("t"):
                     shapes[node.output[0]] = tuple(int(d) for d in attr.t.dims)
                     dtypes[node.output[0]] = attr.t.data_type
     return shapes, dtypes
@@ -152,8 +152,7 @@ def _node_macs(node: Any, shapes: dict[str, tuple[int, ...] | None]) -> int | No
         # out elements x (C_in / group) x kernel: the weight's dims 1.. are exactly that
         return math.prod(out) * math.prod(w[1:])
     if op in ("MatMul", "QLinearMatMul", "MatMulInteger", "Gemm"):
-        a_index = 0
-        a = shapes.get(node.input[a_index])
+        a = shapes.get(node.input[0])
         if out is None or a is None or not a:
             return None
         k = a[-2] if (op == "Gemm" and _attr(node, "transA", 0)) else a[-1]

@@ -241,6 +241,7 @@ def verify_artifacts(
     computed here on the gathered outputs either way, so the report is the same.
     """
     gates = gates or dict(DEFAULT_GATES)
+    executor = executor or LocalExecutor()
     if localize not in ("on-failure", "always", "never"):
         raise InputError(f"localize must be on-failure, always or never, not {localize!r}")
     from optkit.reference import validate_reference
@@ -270,7 +271,7 @@ def verify_artifacts(
                 results.append(hit)
                 continue
         t0 = time.perf_counter()
-        outs, runner_info = (executor or LocalExecutor()).outputs(path, provider, threads, reference, batch_size)
+        outs, runner_info = executor.outputs(path, provider, threads, reference, batch_size)
         seconds = time.perf_counter() - t0
         failures = output_problems(reference.outputs, outs)
         per_output = {name: output_metrics(ref_val, outs[name], threshold)
@@ -304,7 +305,7 @@ def verify_artifacts(
                 "identity": reference_identity(reference.inputs, reference.labels)}
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
                           reference_values=reference.outputs[first_out])
-    report.execution = (executor or LocalExecutor()).describe()
+    report.execution = executor.describe()
     return report
 
 
