@@ -26,7 +26,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -478,30 +478,64 @@ class SearchOutcome:
         return max(self.trials, key=lambda t: t.score())
 
 
+# ``map_trials(jobs, note)``: run the (index, spec) jobs of one wave and yield their results in
+# job order, lazily: the search stops consuming at the first passing trial and closes the
+# iterator. A map that ran jobs ahead (in parallel) discards their results and says so with ``note``.
+TrialMap = Callable[[list[tuple[int, TrialSpec]], Callable[[str], None]], Iterator[TrialResult]]
+
+
+def sequential_trials(run_trial: Callable[[int, TrialSpec], TrialResult]) -> TrialMap:
+    """The default map: one trial after the other in this process, none run past the consumer."""
+    def map_trials(jobs: list[tuple[int, TrialSpec]], note: Callable[[str], None]) -> Iterator[TrialResult]:
+        for index, spec in jobs:
+            yield run_trial(index, spec)
+
+    return map_trials
+
+
 def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
-           total_macs: int = 0) -> SearchOutcome:
-    """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
+           total_macs: int = 0, map_trials: TrialMap | None = None) -> SearchOutcome:
+    """Run trials until one passes (or ``budget`` trials ran); see the module docstring.
+
+    The search runs in two waves: the planned trials, then (ranked on the best of those) the
+    exclusion trials. Each wave hands up to ``budget - done`` trials to ``map_trials`` (default:
+    :func:`sequential_trials` of ``run_trial``) and keeps the results in queue order up to and
+    including the first passing one - exactly what a sequential search keeps, whatever ran in
+    parallel, so the trials, the ranking and the chosen model do not depend on the map.
+    """
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
     out = SearchOutcome()
+    map_trials = map_trials or sequential_trials(run_trial)
 
-    def attempt(spec: TrialSpec) -> bool:
-        result = run_trial(len(out.trials), spec)
-        out.trials.append(result)
-        echo(format_row(len(out.trials) - 1, result))
-        if result.passed:
-            out.chosen = len(out.trials) - 1
-        return result.passed
+    def note(text: str) -> None:
+        out.notes.append(text)
+        echo(text)
+
+    def wave(specs: list[TrialSpec]) -> bool:
+        """True when a trial of ``specs`` passed (it is then the last of ``out.trials``)."""
+        start = len(out.trials)
+        jobs = [(start + i, spec) for i, spec in enumerate(specs[: max(0, budget - start)])]
+        if not jobs:
+            return False
+        results = map_trials(jobs, note)
+        try:
+            for result in results:
+                out.trials.append(result)
+                echo(format_row(len(out.trials) - 1, result))
+                if result.passed:
+                    out.chosen = len(out.trials) - 1
+                    return True
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        return False
 
     queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
-    for spec in queue:
-        if len(out.trials) >= budget or (out.trials and not do_search):
-            break
-        if attempt(spec):
-            return out
-    if not do_search or len(out.trials) >= budget:
+    if wave(queue) or not do_search or len(out.trials) >= budget:
         return out
     base = max((t for t in out.trials if not t.spec.equalized), key=lambda t: t.score())
     eq_trial = next((t for t in out.trials if t.spec.equalized), None)
@@ -510,11 +544,7 @@ def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResul
     out.ranking = rank(base)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs):
-        if len(out.trials) >= budget:
-            break
-        if attempt(spec):
-            return out
+    wave(exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs))
     return out
 
 

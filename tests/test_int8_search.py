@@ -255,3 +255,40 @@ def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
     assert "40 samples of val.npz judged against the fp32 model's own outputs" in "\n".join(result.messages)
     # every calibration sample is used for statistics when validation comes from elsewhere
     assert result.info["samples"] == 48
+
+
+def test_a_map_that_runs_whole_waves_ahead_keeps_what_the_sequential_search_keeps():
+    """search() takes the results of a wave in queue order up to the first pass, whatever the
+    map ran ahead (the Ray map runs trials in parallel): same trials, ranking and choice."""
+    from optkit.int8_search import Equalization, TrialResult, TrialSpec, search
+
+    passing = {"1 sensitive node in float"}
+    ran: list[str] = []
+
+    def run_trial(index, spec):
+        ran.append(spec.name)
+        ok = spec.name in passing
+        return TrialResult(spec, Path(f"trial{index}.onnx"), {"p": {"agreement": 1.0 if ok else 0.5 + index / 100,
+                                                                      "mean_abs": 0.0}},
+                           None, None, [] if ok else ["fails"], {"share": {"int8": 1.0}}, 0.0)
+
+    def eager(jobs, note):  # everything at once, like a parallel map with enough workers
+        results = [run_trial(i, s) for i, s in jobs]
+        yield from results
+
+    eq = Equalization("x", "x_eq", "mul", np.ones(3, np.float32), ["conv"], 10.0)
+    ranked = [{"node": "a"}, {"node": "b"}, {"node": "c"}]
+    kwargs = dict(budget=8, do_search=True, methods=["percentile", "mse", "entropy", "minmax"], equalization=eq,
+                  rank=lambda base: ranked)
+    first = TrialSpec("plain", "plain int8", "minmax")
+    seq = search(first, run_trial=run_trial, **kwargs)
+    seq_ran, ran[:] = list(ran), []
+    par = search(first, run_trial=run_trial, map_trials=eager, **kwargs)
+    assert [t.spec for t in par.trials] == [t.spec for t in seq.trials]
+    assert par.chosen == seq.chosen == 5 and par.ranking == seq.ranking
+    assert seq_ran == [t.spec.name for t in seq.trials]          # sequential: nothing ran past the pass
+    assert ran[len(seq_ran):] == ["2 sensitive nodes in float", "3 sensitive nodes in float"]  # discarded
+    # a budget that ends inside the second wave: only budget - done trials are handed to the map
+    ran[:] = []
+    cut = search(first, run_trial=run_trial, map_trials=eager, **dict(kwargs, budget=6))
+    assert len(ran) == 6 and [t.spec for t in cut.trials] == [t.spec for t in seq.trials] and cut.chosen == 5

@@ -420,7 +420,10 @@ class QuantizeInt8(Pass):
             say(f"int8 trials (validation: {validation.description}):")
             outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
                                          methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
-                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
+                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"],
+                                         # trials as Ray tasks when the command set an executor
+                                         # (same trials kept, same chosen model); else in order here
+                                         map_trials=distributed.trial_map(trial_ctx, work))
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
             final = out.final if passed else paths["failed"]
