@@ -10,6 +10,10 @@ Ray is the engine; optkit writes no scheduler, queue or RPC of its own. The piec
   in the store, fetched only by the node that runs it; shards are ``ray.util.ActorPool.map``-ed over the actors, which returns them in input
   order. Actors are restarted and their in-flight shard retried when a worker process dies.
 
+- :meth:`RayExecutor.collect_stats` shards int8 calibration statistics (merged exactly) and
+  :meth:`RayExecutor.trial_map` runs the int8 search's trials as Ray tasks (the search keeps
+  what a sequential search keeps, so the chosen model is the same).
+
 Why the results are identical to one process, by construction: a shard boundary is always a
 multiple of the batch size, so every batch a worker runs is exactly a batch the single-process
 path runs (same samples, same order, same runtime settings); outputs are gathered in input order
@@ -265,6 +269,7 @@ class RayExecutor:
                     submit()
                     want = refs[taken][0]
                     while want not in finished:
+                        submit()  # refill the workers that finished trials later in the queue
                         pending = [r for k, (r, _) in refs.items() if k >= taken and r not in finished]
                         ready, _ = ray.wait(pending, num_returns=1)
                         for r in ready:
@@ -277,7 +282,6 @@ class RayExecutor:
                             else:
                                 finished[r] = (k, value)
                                 self._say(f"ray: {format_row(jobs[k][0], value)}")
-                        submit()
                     _, value = finished.pop(want)
                     if isinstance(value, BaseException):
                         with self._errors(label(taken)):
@@ -291,8 +295,10 @@ class RayExecutor:
                 done = [k for k, _ in finished.values() if k >= taken]
                 unfinished = submitted - taken - len(done)
                 if done or unfinished:
-                    note(f"{len(done)} trial(s) ran in parallel past the chosen one and were discarded"
-                         + (f"; {unfinished} unfinished one(s) cancelled" if unfinished else ""))
+                    text = (f"{len(done)} trial(s) ran in parallel past the chosen one and were discarded"
+                            + (f"; {unfinished} unfinished one(s) cancelled" if unfinished else ""))
+                    note(text)
+                    self._say(f"ray: {text}")
                 raise
             finally:
                 for k, (r, _) in refs.items():

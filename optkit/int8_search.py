@@ -16,6 +16,11 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
    :func:`rank_sensitive_nodes`); 1, 2, 4, ... nodes, never more than a quarter of
    the MACs (a "pass" bought by un-quantising the model is not an int8 model).
 
+Trials 1-3 are the first wave, 4 the second (its ranking needs the best of the first). A wave is
+handed to a *trial map* (:data:`TrialMap`; in order in this process by default, as Ray tasks with
+``--ray``), and the search keeps its results in queue order up to and including the first that
+passes: what a sequential search keeps, whatever ran in parallel.
+
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
 calibration data judged against the fp32 model's own outputs; gates are those of
 ``optkit verify`` (:data:`optkit.verify.DEFAULT_GATES`).
