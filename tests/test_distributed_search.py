@@ -14,7 +14,7 @@ from conftest import invoke
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
 torch = pytest.importorskip("torch")
 
-from test_int8_search import CNN_SHAPE, _cnn_data, _export  # noqa: E402
+from test_int8_search import CNN_SHAPE, BadlyScaledCNN, _cnn_data, _export, spread_decisions  # noqa: E402
 
 from optkit import int8_search  # noqa: E402
 from optkit.artifact import Artifact  # noqa: E402
@@ -26,7 +26,7 @@ from optkit.passes.quantize_int8 import Int8SearchFailed, QuantizeInt8Config  # 
 LOOSE = {"mean_abs": 0.05}  # the gate under which keeping the first conv in float passes
 
 
-class GroupedInputCNN(torch.nn.Module):
+class GroupedInputCNN(BadlyScaledCNN):
     """A badly scaled input read by a grouped conv: equalisation cannot fold a scale into it and
     no range method helps (one int8 scale for the whole input rounds the small channel to zero),
     so every planned trial fails and the search needs its second wave: the cheap first conv kept
@@ -34,7 +34,7 @@ class GroupedInputCNN(torch.nn.Module):
     conv in float 100 %, 0.012 (just over the default 0.01: passes under LOOSE)."""
 
     def __init__(self):
-        super().__init__()
+        torch.nn.Module.__init__(self)
         g = torch.Generator().manual_seed(5)
         self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1, groups=3)
         self.conv2 = torch.nn.Conv2d(6, 32, 3, padding=1)
@@ -46,19 +46,11 @@ class GroupedInputCNN(torch.nn.Module):
             self.conv1.weight[0:2] /= 1000.0   # the large channel
             self.conv1.weight[2:4] *= 100.0    # the small channel carries the signal
             self.conv1.bias.zero_()
-            logit = self.fc(self.features(torch.from_numpy(_cnn_data(256, seed=7))))
-            mean, std = float(logit.mean()), float(logit.std())
-            self.fc.weight *= 2.0 / std
-            self.fc.bias.copy_((self.fc.bias - mean) * 2.0 / std)
+            spread_decisions(self)
 
-    def features(self, x):
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h))
-        h = torch.relu(self.conv3(h))
-        return torch.flatten(h, 1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(self.features(x)))
+    def features(self, x):  # forward() is BadlyScaledCNN's: sigmoid(fc(features(x)))
+        h = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return torch.flatten(torch.relu(self.conv3(h)), 1)
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,7 @@ class BadlyScaledCNN(torch.nn.Module):
             self.conv1.weight[:, 1] *= 100.0 * 4.0  # the small channel carries the signal
             self.conv1.weight[:, 0] *= 0.25
             self.conv1.weight[:, 2] *= 0.25
-            # decisions spread around 0.5: logits with mean 0 and std 2 on the data
-            f = self.features(torch.from_numpy(_cnn_data(256, seed=7)))
-            logit = self.fc(f)
-            mean, std = float(logit.mean()), float(logit.std())
-            self.fc.weight *= 2.0 / std
-            self.fc.bias.copy_((self.fc.bias - mean) * 2.0 / std)
+            spread_decisions(self)
 
     def features(self, x):
         h = torch.relu(self.conv1(x))
@@ -55,6 +50,14 @@ class BadlyScaledCNN(torch.nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.fc(self.features(x)))
+
+
+def spread_decisions(model) -> None:
+    """Decisions spread around 0.5: scale ``model.fc`` so its logits on the data have mean 0, std 2."""
+    logit = model.fc(model.features(torch.from_numpy(_cnn_data(256, seed=7))))
+    mean, std = float(logit.mean()), float(logit.std())
+    model.fc.weight *= 2.0 / std
+    model.fc.bias.copy_((model.fc.bias - mean) * 2.0 / std)
 
 
 class TinyLSTM(torch.nn.Module):
