@@ -9,7 +9,7 @@
 #   .gpu/whl/*.whl  fastapi, starlette, pydantic(-core), annotated-types, typing-inspection,
 #                   typing-extensions, uvicorn, httptools, python-multipart, opentelemetry-api,
 #                   importlib-metadata, onnxconverter-common (the fp16 pass).
-# Then, from the repo root:  bash benchmarks/serve_gpu.sh
+# Then, from the repo root:  bash benchmarks/serve_gpu.sh [serve_load.py arguments, e.g. --model voice-resnet-seed]
 # Writes $OUT/serve_load_gpu.{json,md} (the device tool returns $OUT), else ./gpu_check_out/.
 set -u
 OUT_DIR="${OUT:-./gpu_check_out}"; mkdir -p "$OUT_DIR"
@@ -24,6 +24,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 python3 -c "import onnxruntime as o, torch, fastapi, uvicorn; print('onnxruntime', o.__version__, o.get_available_providers()); print('torch', torch.__version__, torch.cuda.is_available()); print('fastapi', fastapi.__version__, 'uvicorn', uvicorn.__version__)"
 echo "=== serve_load --gpu"
-timeout 480 python3 benchmarks/serve_load.py --gpu --work-dir /tmp/sgw --out "$OUT_DIR/serve_load_gpu.json"
+timeout 480 python3 benchmarks/serve_load.py --gpu --work-dir /tmp/sgw --out "$OUT_DIR/serve_load_gpu.json" "$@"
 echo "rc=$?"
 } 2>&1 | tee "$OUT_DIR/serve_gpu.log"

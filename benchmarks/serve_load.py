@@ -193,6 +193,8 @@ def run_model_gpu(model: str, args: argparse.Namespace, env: dict[str, Any]) -> 
     d = Path(args.work_dir) / model
     prepare_gpu(model, Path(args.work_dir))
     configs = gpu_configs(args.gpu_provider)
+    if args.no_cpu_service:
+        configs = [c for c in configs if c[2] != "cpu" or args.gpu_provider == "cpu"]
     threads = sysinfo.usable_cpus()
     log(f"{model}: in-process bench ({threads} threads for the CPU runtime)")
     minima = bench_minima(d, configs, plan["iterations"], threads)
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                    "with and without micro-batching) and the fp32 CPU service beside them")
     p.add_argument("--gpu-provider", default="cuda", choices=["cuda", "cpu"],
                    help="with --gpu: cpu runs the GPU plan on the CPU (a dry run of the script)")
+    p.add_argument("--no-cpu-service", action="store_true", help="with --gpu: leave out the CPU service")
     args = p.parse_args(argv)
 
     def interrupted(signum: int, frame: object) -> None:
