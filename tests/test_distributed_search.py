@@ -4,6 +4,10 @@ budget is respected mid-wave, and a trial that raises on a worker is one clear e
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +183,50 @@ def test_cli_a_failing_trial_on_ray_is_the_same_one_line_error(ray_local, cli_ru
                    "check --exclude-nodes / --exclude-op-types"]
     assert "Traceback" not in rb.output
     assert not any(p.suffix == ".onnx" for p in tmp_path.iterdir() if p.name.startswith(("a.", "b.")))
+
+
+def _our_running_trial_workers() -> list[int]:
+    """Pids of this test process's own Ray workers that are running an int8 trial right now (Ray
+    titles a worker ``ray::<task name>`` while it runs a task, ``ray::IDLE`` otherwise)."""
+    me, found = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if not (d / "cmdline").read_bytes().startswith(b"ray::int8_trial"):
+                continue
+            pid = parent = int(d.name)
+            while parent > 1 and parent != me:
+                parent = int((Path("/proc") / str(parent) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == me:
+            found.append(pid)
+    return found
+
+
+def test_a_worker_killed_mid_trial_is_retried_and_the_search_is_unchanged(ray_local, grouped, tmp_path):
+    model, calib = grouped
+    seq, seq_bytes = _search(model, calib, tmp_path / "seq" / "g.int8.onnx", gates=LOOSE)
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:  # SIGKILL the first worker seen running a trial, once
+        while not stop.is_set() and not killed:
+            for pid in _our_running_trial_workers():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        par, par_bytes = _search(model, calib, tmp_path / "ray" / "g.int8.onnx",
+                                 executor=RayExecutor(ray_local, workers=2), gates=LOOSE)
+    finally:
+        stop.set()
+        thread.join()
+    assert killed, "no trial worker was seen running"
+    assert _rows(par) == _rows(seq) and par.info["int8_search"]["chosen"] == seq.info["int8_search"]["chosen"] == 4
+    assert par_bytes == seq_bytes
