@@ -38,3 +38,47 @@ def build_slow_model(path: Path, channels: int = 48, convs: int = 4, seed: int =
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def build_user_model(path: Path, sample_shape: tuple[int, ...] = (3, 8, 8), head: str = "sigmoid",
+                     extra_output: bool = False, batch: int | str = "batch", input_name: str = "image",
+                     bias: float = -3.0, seed: int = 0) -> Path:
+    """A model a user brings (not the voice model): input ``input_name`` (batch, *sample_shape) ->
+    Flatten -> MatMul + Add -> ``head`` -> ``score`` (batch, 1).
+
+    ``head``: "sigmoid" (a probability), "logit" (no activation: the raw score; ``bias`` pushes it
+    below 0 so it cannot pass for a probability), "softmax2" (two-class softmax, class 1 taken with
+    Gather: a probability). ``extra_output`` adds the flattened input as a second output ``flat``,
+    listed first. ``batch``: a name (dynamic) or a fixed size."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    n = int(np.prod(sample_shape))
+    width = 2 if head == "softmax2" else 1
+    w = (rng.standard_normal((n, width)) / np.sqrt(n)).astype(np.float32)
+    b = np.full((width,), bias if head == "logit" else 0.0, np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    nodes = [helper.make_node("Flatten", [input_name], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["z"])]
+    if head == "sigmoid":
+        nodes.append(helper.make_node("Sigmoid", ["z"], ["score"]))
+    elif head == "logit":
+        nodes.append(helper.make_node("Identity", ["z"], ["score"]))
+    elif head == "softmax2":
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "class1"))
+        nodes += [helper.make_node("Softmax", ["z"], ["p2"], axis=-1),
+                  helper.make_node("Gather", ["p2", "class1"], ["score"], axis=1)]
+    else:
+        raise ValueError(head)
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, [batch, 1])]
+    if extra_output:
+        outputs.insert(0, helper.make_tensor_value_info("flat", TensorProto.FLOAT, [batch, n]))
+    graph = helper.make_graph(
+        nodes, "user", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, *sample_shape])],
+        outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

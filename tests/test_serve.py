@@ -371,3 +371,111 @@ def test_serve_refuses_a_gpu_provider_that_would_fall_back_to_cpu(cli_runner, ti
 def test_serve_missing_artifact_is_one_line(cli_runner, tmp_path):
     result = invoke(cli_runner, ["serve", tmp_path / "nope.onnx"])
     assert result.exit_code == 1 and "Error:" in result.output and "nope.onnx" in result.output
+
+
+# -- models users bring (not the voice model) --------------------------------------------------------
+def _user_client(path: Path, **settings):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from optkit.serve.app import create_app
+
+    return TestClient(create_app(resolve_settings(path, environ={}, **settings)))
+
+
+def _ort_outputs(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {sess.get_inputs()[0].name: x})))
+
+
+IMAGE = np.random.default_rng(3).standard_normal((3, 8, 8)).astype(np.float32)
+
+
+def test_a_logits_model_is_not_served_as_a_probability(tmp_path):
+    """A model whose output is a raw score (no sigmoid) would answer "probability": -3.1 and decide at
+    0.5 on a logit: refused at load with the way out, unless told it is a logit."""
+    from serve_models import build_user_model
+
+    from optkit.serve.engine import InferenceEngine
+
+    path = build_user_model(tmp_path / "logits.onnx", head="logit")
+    engine = InferenceEngine(resolve_settings(path, accept_audio=False, environ={}))
+    with pytest.raises(InputError, match=r"output score is not a probability.*--output-kind logit") as e:
+        engine.load()
+    assert "\n" not in str(e.value)
+    with _user_client(path, accept_audio=False, output_kind="logit") as client:
+        body = client.post("/verify", content=npy_bytes(IMAGE), headers={"Content-Type": "application/x-npy"}).json()
+        logit = float(_ort_outputs(path, IMAGE[None])["score"].ravel()[0])
+        assert logit < 0 and body["probability"] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-6)
+        assert body["accepted"] is (body["probability"] >= 0.5)
+        md = client.get("/metadata").json()
+        assert md["output"] == "score" and md["output_kind"] == "logit"
+
+
+def test_sigmoid_and_softmax_heads_are_probabilities(tmp_path):
+    from serve_models import build_user_model
+
+    for head in ("sigmoid", "softmax2"):
+        path = build_user_model(tmp_path / f"{head}.onnx", head=head)
+        with _user_client(path, accept_audio=False) as client:
+            body = client.post("/verify", content=npy_bytes(IMAGE), headers={"Content-Type": "application/x-npy"}).json()
+            expected = float(_ort_outputs(path, IMAGE[None])["score"].ravel()[0])
+            assert body["probability"] == pytest.approx(expected, abs=1e-6)
+            assert client.get("/metadata").json()["output_kind"] == "probability"
+
+
+def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_path):
+    """Outputs (flat, score): the one that is a probability per sample is served and the choice is
+    reported; --output picks one; a wrong name or a non-probability output is one line."""
+    from serve_models import build_user_model
+
+    from optkit.serve.engine import InferenceEngine
+
+    path = build_user_model(tmp_path / "two.onnx", extra_output=True)
+    with _user_client(path, accept_audio=False) as client:
+        md = client.get("/metadata").json()
+        assert md["output"] == "score"
+        assert any("2 outputs (flat, score)" in note and "--output" in note for note in md["notes"])
+        body = client.post("/verify", json={"image": IMAGE.tolist()}).json()
+        assert body["probability"] == pytest.approx(float(_ort_outputs(path, IMAGE[None])["score"].ravel()[0]), abs=1e-6)
+    for output, message in (("nope", "no output named 'nope'; its outputs are flat, score"),
+                            ("flat", "output flat has shape")):
+        engine = InferenceEngine(resolve_settings(path, output=output, accept_audio=False, environ={}))
+        with pytest.raises(InputError, match=message):
+            engine.load()
+
+
+def test_audio_is_off_for_a_model_whose_input_is_not_the_mfcc_window(tmp_path):
+    """An image model cannot take optkit's MFCCs: /metadata says why audio is off and an upload is 415;
+    a model taking the MFCC window without its channel axis (40, 241) does take audio."""
+    pytest.importorskip("soundfile", reason="optkit[audio] is not installed")
+    import soundfile as sf
+
+    from serve_models import build_user_model
+
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(16000, np.float32) + 1e-3, 16000, format="WAV")
+    image = build_user_model(tmp_path / "image.onnx")
+    with _user_client(image) as client:
+        assert "(3, 8, 8)" in client.get("/metadata").json()["audio_input"]
+        r = client.post("/verify", content=wav.getvalue(), headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 415 and "audio is not accepted" in r.json()["detail"]
+    mfcc = build_user_model(tmp_path / "mfcc2d.onnx", sample_shape=(40, 241), input_name="mfcc")
+    with _user_client(mfcc) as client:
+        assert client.get("/metadata").json()["audio_input"] == "on"
+        r = client.post("/verify", content=wav.getvalue(), headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 200, r.text
+
+
+def test_serve_with_workers_refuses_a_bad_model_in_one_line(cli_runner, tmp_path):
+    """With --workers N the model used to be loaded only in the worker processes: each printed a
+    traceback and the command exited 0. It is checked once first, so it is one line and exit 1."""
+    from serve_models import build_user_model
+
+    path = build_user_model(tmp_path / "logits.onnx", head="logit")
+    result = invoke(cli_runner, ["serve", path, "--workers", "2", "--port", "0", "--no-audio"])
+    assert result.exit_code == 1, result.output
+    assert "Error: logits.onnx: output score is not a probability" in result.output
+    assert "Traceback" not in result.output

@@ -12,6 +12,12 @@ import click
                    "(.engine files: tensorrt).")
 @click.option("--threshold", type=float, default=None,
               help="Accept when probability >= this. Default: $DECISION_THRESHOLD, else 0.5.")
+@click.option("--output", "output", default=None, metavar="NAME",
+              help="The model output to serve. Default: the only output, or of several the only one giving one "
+                   "value per sample.")
+@click.option("--output-kind", type=click.Choice(["auto", "probability", "logit"]), default="auto", show_default=True,
+              help="What that output is. auto: a probability when a Sigmoid/Softmax computes it, else the model is "
+                   "refused if it gives values outside [0, 1]; logit: the service applies a sigmoid.")
 @click.option("--model-version", default=None,
               help="Reported with every answer. Default: $MODEL_VERSION, else <artifact stem>@<sha256 prefix>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -38,7 +44,7 @@ import click
               default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (costs throughput on small models).")
-def serve(artifact, provider, threshold, model_version, host, port, workers, threads, max_queue, max_queue_wait_ms,
+def serve(artifact, provider, threshold, output, output_kind, model_version, host, port, workers, threads, max_queue, max_queue_wait_ms,
           max_batch, max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
     """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
 
@@ -51,6 +57,7 @@ def serve(artifact, provider, threshold, model_version, host, port, workers, thr
       optkit serve optkit-out/model.int8.onnx --port 8000
       EXECUTION_PROVIDER=CUDAExecutionProvider optkit serve model.onnx --threshold 0.6
       optkit serve model.int8.onnx --provider openvino --max-batch 8 --max-wait-ms 2
+      optkit serve my_logits_model.onnx --output score --output-kind logit
       curl -s -H 'Content-Type: application/x-npy' --data-binary @sample.npy http://127.0.0.1:8000/verify
       curl -s -F audio=@clip.wav http://127.0.0.1:8000/verify
     """
@@ -65,7 +72,8 @@ def serve(artifact, provider, threshold, model_version, host, port, workers, thr
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
                                 threads=threads, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
-                                max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio)
+                                max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio,
+                                output=output, output_kind=output_kind)
     click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
                f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, workers {workers})", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

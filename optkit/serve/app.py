@@ -16,6 +16,7 @@ startup event), on a worker thread so a long model load never blocks the event l
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from typing import Any, Callable
@@ -105,11 +106,12 @@ async def parse_multipart(request: Any, body: bytes, engine: InferenceEngine) ->
                 if (item.filename or "").lower().endswith(".npy") or data.startswith(b"\x93NUMPY"):
                     return from_npy(data, shape, dtype)
                 if engine.audio:
-                    raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send MFCC features", 415)
+                    raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send the model input "
+                                  "as JSON or .npy", 415)
                 return await asyncio.to_thread(from_audio, data, shape, dtype)
         text = form.get("mfcc")
         if isinstance(text, str):
-            return await asyncio.to_thread(from_json, text.encode(), shape, dtype)
+            return await asyncio.to_thread(from_json, text.encode(), shape, dtype, engine.input_name)
         raise RequestRejected("multipart upload needs a file field 'audio' (or 'file'), or a field 'mfcc'", 422)
     finally:
         await form.close()
@@ -136,6 +138,8 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
             if startup_errors is not None:
                 startup_errors.append(exc)
             raise
+        for note in engine.notes:  # what the service decided about the model on its own
+            logging.getLogger("uvicorn.error").warning("%s", note)
         metrics.info({"artifact": engine.info["artifact"], "sha256": engine.info["sha256"],
                       "precision": engine.info["precision"], "provider": engine.info["provider_in_use"],
                       "model_version": engine.info["model_version"]})
@@ -215,13 +219,14 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
             raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
         kind = body_kind(ctype, body)
         if engine.audio and kind == "audio":
-            raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send MFCC features", 415)
+            raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send the model input "
+                                  "as JSON or .npy", 415)
         if kind == "multipart":
             x = await parse_multipart(request, body, engine)
         elif kind == "npy":  # a header and a copy: cheaper than a thread hop
             x = parse_body(body, ctype, shape, dtype)
         else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
-            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype)
+            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, engine.input_name)
         pred = await engine.predict(x)
         latency_ms = (time.perf_counter() - t0) * 1e3
         metrics.latency.observe(latency_ms / 1e3)

@@ -41,6 +41,13 @@ from optkit.errors import InputError, OptkitError
 from optkit.serve.settings import ServeSettings
 
 WARMUP_CALLS = 3
+# ops that pass a probability through unchanged in value range, walked back from the served output to
+# find the op that computed it (a quantised model puts Q/DQ after the Sigmoid, an fp16 one a Cast)
+PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Gather",
+                    "Slice", "Transpose", "Expand", "QuantizeLinear", "DequantizeLinear"}
+PROBABILITY_OPS = {"Sigmoid", "Softmax"}
+RANGE_CHECK_SAMPLES = 8  # seeded random inputs whose outputs must lie in [0, 1] for an unproven head
+RANGE_SLACK = 1e-3  # fp16/int8 rounding of a sigmoid may land just outside [0, 1]
 
 
 class Overloaded(OptkitError):
@@ -92,6 +99,8 @@ class InferenceEngine:
         self.input_dtype = "float32"
         self.sample_shape: tuple[int | None, ...] = ()
         self.output_name = ""
+        self.output_kind = ""  # "probability" or "logit" (the service applies a sigmoid)
+        self.notes: list[str] = []  # what the service decided about this model on its own (reported)
         self.info: dict[str, Any] = {}
         self._pad = False
         self._buckets = [1]
@@ -121,7 +130,9 @@ class InferenceEngine:
             self._pad = _per_shape(s) and s.max_batch > 1
             self._buckets = batch_buckets(s.max_batch) if s.max_batch > 1 else [1]
             self._warm_up()
-            self.audio = _warm_up_audio() if s.accept_audio else "audio input is switched off (--no-audio)"
+            self.output_kind = self._decide_output_kind()
+            self.audio = (_warm_up_audio(self.sample_shape) if s.accept_audio
+                          else "audio input is switched off (--no-audio)")
         except BaseException:
             runner.__exit__(None, None, None)
             self.runner = None
@@ -264,7 +275,8 @@ class InferenceEngine:
             if size > n:
                 x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)], axis=0)
         out = np.asarray(self.runner.infer({self.input_name: x})[self.output_name])
-        return out.reshape(out.shape[0], -1)[:n, 0]
+        scores = out.reshape(out.shape[0], -1)[:n, 0]
+        return _sigmoid(scores) if self.output_kind == "logit" else scores
 
     # -- loading helpers ---------------------------------------------------------------------
     def _check_interface(self, runner: Any) -> None:
@@ -285,7 +297,14 @@ class InferenceEngine:
         if None in self.sample_shape:
             raise InputError(f"{Path(self.settings.artifact).name}: input {spec.name} has dynamic dimensions besides "
                              f"the batch {tuple(spec.shape)}; the service needs a fixed sample shape")
-        self.output_name = list(runner.output_names)[0]
+        names = list(runner.output_names)
+        if self.settings.output is not None:
+            if self.settings.output not in names:
+                raise InputError(f"{Path(self.settings.artifact).name}: no output named {self.settings.output!r}; "
+                                 f"its outputs are {', '.join(names)}")
+            self.output_name = self.settings.output
+        elif len(names) == 1:
+            self.output_name = names[0]
 
     def _warm_up(self) -> None:
         """Run every batch size the service will use (OpenVINO compiles per shape), and check that the
@@ -294,13 +313,57 @@ class InferenceEngine:
             x = np.zeros((size, *self.sample_shape), dtype=self.input_dtype)
             for _ in range(WARMUP_CALLS):
                 t0 = time.perf_counter()
-                out = np.asarray(self.runner.infer({self.input_name: x})[self.output_name])
+                outs = self.runner.infer({self.input_name: x})
                 if size == 1:  # the batch-time estimate behind admission starts from a measured call
                     self._batch_s_ema = time.perf_counter() - t0
+            if not self.output_name:
+                self.output_name = self._choose_output(outs)
+            out = np.asarray(outs[self.output_name])
             if out.shape[0] != size or out.size != size:
                 raise InputError(f"{Path(self.settings.artifact).name}: output {self.output_name} has shape "
                                  f"{tuple(out.shape)} for a batch of {size}; the service needs one probability "
-                                 "per sample")
+                                 "per sample (of a two-class output, export the accepted class's probability alone)")
+
+    def _choose_output(self, outs: dict[str, Any]) -> str:
+        """Of several outputs (no --output), the only one with one value per sample (a batch of 1 here)."""
+        names = list(outs)
+        fits = [n for n in names if np.asarray(outs[n]).size == 1]
+        listed = f"the model has {len(names)} outputs ({', '.join(names)})"
+        if len(fits) != 1:
+            why = "none gives one value per sample" if not fits else f"{', '.join(fits)} each give one value per sample"
+            raise InputError(f"{Path(self.settings.artifact).name}: {listed}; {why}: name the probability with "
+                             "--output NAME")
+        self.notes.append(f"{listed}; serving {fits[0]}, the only one with one value per sample (--output NAME "
+                          "chooses)")
+        return fits[0]
+
+    def _decide_output_kind(self) -> str:
+        """Whether the served output is a probability. Proven by its op (Sigmoid/Softmax, behind ops that
+        keep values); otherwise judged from its values on seeded random inputs: one outside [0, 1] means
+        a raw score, refused unless --output-kind says what it is (deciding at 0.5 on a logit is wrong)."""
+        s, name = self.settings, Path(self.settings.artifact).name
+        if s.output_kind != "auto":
+            return s.output_kind
+        head = output_head_op(Path(s.artifact), self.output_name)
+        if head in PROBABILITY_OPS:
+            return "probability"
+        origin = f"it is computed by {head}" if head else "its graph cannot be read here"
+        rng = np.random.default_rng(0)
+        values = []
+        for _ in range(RANGE_CHECK_SAMPLES):
+            x = rng.standard_normal((1, *self.sample_shape)).astype(self.input_dtype)
+            values.append(np.asarray(self.runner.infer({self.input_name: x})[self.output_name], np.float64).ravel())
+        v = np.concatenate(values)
+        outside = v[(v < -RANGE_SLACK) | (v > 1 + RANGE_SLACK) | ~np.isfinite(v)]
+        if outside.size:
+            raise InputError(f"{name}: output {self.output_name} is not a probability ({origin}, not a Sigmoid or "
+                             f"Softmax, and gave {outside[0]:.4g} on a random input), but the service answers "
+                             "probability >= threshold: serve it with --output-kind logit (the service applies a "
+                             "sigmoid), or --output-kind probability if it is one")
+        self.notes.append(f"output {self.output_name} is taken for a probability: {origin}, not a Sigmoid or Softmax, "
+                          f"but its values on {RANGE_CHECK_SAMPLES} random inputs were within [0, 1] "
+                          "(--output-kind says otherwise)")
+        return "probability"
 
     def _describe(self, load_s: float) -> dict[str, Any]:
         from optkit.fileio import sha256_file
@@ -318,6 +381,8 @@ class InferenceEngine:
             "runner": desc,
             "input": {"name": self.input_name, "shape": [None, *self.sample_shape], "dtype": self.input_dtype},
             "output": self.output_name,
+            "output_kind": self.output_kind,
+            "notes": list(self.notes),
             "model_version": self.settings.model_version or f"{path.stem}@{sha[:12]}",
             "load_seconds": round(load_s, 3),
             "manifest": manifest_entry(path, sha),
@@ -325,15 +390,47 @@ class InferenceEngine:
         }
 
 
-def _warm_up_audio() -> str | None:
+def _warm_up_audio(sample_shape: tuple[int | None, ...]) -> str | None:
     """Import and run the MFCC front end once, so the first audio request does not pay for importing
     librosa/scipy and numba's compilation (seconds). Returns why audio is off, or None."""
     from optkit import features
     from optkit.lazy import is_available
+    from optkit.serve.payload import RequestRejected, fit_shape
 
+    try:
+        fit_shape(np.zeros(features.FEATURE_SHAPE, np.float32), sample_shape)
+    except RequestRejected:
+        return (f"the model's input {tuple(sample_shape)} is not the MFCC window {features.FEATURE_SHAPE} of "
+                "optkit's front end")
     if not (is_available("soundfile") and is_available("librosa")):
         return "audio input needs soundfile and librosa: pip install 'optkit[audio]'"
     features.mfcc_from_audio(np.full(features.WINDOW_SAMPLES, 1e-3, dtype=np.float32), features.SAMPLE_RATE)
+    return None
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))  # = 1 / (1 + e^-z), without overflow
+
+
+def output_head_op(path: Path, output: str) -> str | None:
+    """The op that computes ``output`` of an ONNX file, looking through ops that only move or
+    re-encode values (Reshape, Cast, Q/DQ, Gather...); None for an engine or an unreadable graph."""
+    if path.suffix.lower() != ".onnx":
+        return None
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - the runner loaded it; without its graph we judge by values
+        return None
+    producer = {o: node for node in graph.node for o in node.output}
+    name, seen = output, set()
+    while name in producer and name not in seen:
+        seen.add(name)
+        node = producer[name]
+        if node.op_type not in PASS_THROUGH_OPS or not node.input:
+            return node.op_type
+        name = node.input[0]
     return None
 
 

@@ -98,15 +98,18 @@ def check_values(arr: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def from_json(body: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.ndarray:
+def from_json(body: bytes, sample_shape: Sequence[int | None], dtype: str, input_name: str | None = None) -> np.ndarray:
+    """A JSON array, or an object holding it under "mfcc", "features", "input" or the model's input name."""
     try:
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestRejected(f"body is not valid JSON ({exc})", 400) from None
     if isinstance(obj, dict):
-        keys = [k for k in ("mfcc", "features", "input") if k in obj]
+        fields = ("mfcc", "features", "input", *([input_name] if input_name else []))
+        keys = [k for k in fields if k in obj]
         if not keys:
-            raise RequestRejected("JSON object needs an 'mfcc' field holding the feature array", 422)
+            raise RequestRejected(f"JSON object needs a field {' or '.join(repr(f) for f in dict.fromkeys(fields))} "
+                                  "holding the input array", 422)
         obj = obj[keys[0]]
     if not isinstance(obj, list):
         raise RequestRejected("JSON body must be an array of numbers (the MFCC features) or {\"mfcc\": [...]}", 422)
@@ -159,20 +162,22 @@ def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str) -> n
         x = features.mfcc_from_audio(y, int(sr))
     except InputError as exc:
         raise RequestRejected(f"unusable audio: {exc}", 422) from None
-    if tuple(sample_shape) and (tuple(x.shape) != tuple(d if d is not None else s for d, s in zip(sample_shape, x.shape))):
+    try:
+        x = fit_shape(x, sample_shape)
+    except RequestRejected:
         raise RequestRejected(f"audio features have shape {x.shape}, but this model expects {tuple(sample_shape)}: "
-                              "it was not trained on optkit's MFCC front end; send features instead", 422)
-    return check_values(fit_shape(x, sample_shape), dtype)
+                              "it was not trained on optkit's MFCC front end; send features instead", 422) from None
+    return check_values(x, dtype)
 
 
 def parse_body(body: bytes, content_type: str | None, sample_shape: Sequence[int | None],
-               dtype: str = "float32") -> np.ndarray:
+               dtype: str = "float32", input_name: str | None = None) -> np.ndarray:
     """One non-multipart request body -> a batch-of-one model input."""
     if not body:
         raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
     kind = body_kind(content_type, body)
     if kind == "json":
-        return from_json(body, sample_shape, dtype)
+        return from_json(body, sample_shape, dtype, input_name)
     if kind == "npy":
         return from_npy(body, sample_shape, dtype)
     if kind == "audio":

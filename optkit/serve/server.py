@@ -90,6 +90,9 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=access_log,
                                   lifespan="on", timeout_graceful_shutdown=5, server_header=False)
     if workers > 1:
+        # a model that cannot be served fails in every worker process (a traceback each, and uvicorn's
+        # parent then exits 0): load it here once first, so it is one line and exit 1
+        check_loads(settings)
         # uvicorn starts worker processes from an import string; the settings travel in the environment
         os.environ[ENV_SETTINGS_JSON] = settings.to_json()
         uvicorn.run("optkit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
@@ -112,6 +115,17 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         logger.removeFilter(log_filter)
     if errors:
         raise errors[0]
+
+
+def check_loads(settings: ServeSettings) -> None:
+    """Load, check and warm up the model as a worker would (audio aside), then release it."""
+    from dataclasses import replace
+
+    from optkit.serve.engine import InferenceEngine
+
+    engine = InferenceEngine(replace(settings, accept_audio=False))
+    engine.load()
+    engine.close()
 
 
 class ServerProcess:

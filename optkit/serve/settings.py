@@ -35,6 +35,9 @@ PROVIDER_ALIASES = {
     "tensorrtexecutionprovider": "tensorrt",
 }
 DEFAULT_THRESHOLD = 0.5
+# what the served output is: "auto" decides at load (a Sigmoid/Softmax head, else values seen in [0, 1]);
+# "logit": a raw score, turned into a probability with a sigmoid by the service
+OUTPUT_KINDS = ("auto", "probability", "logit")
 
 
 def provider_from_name(name: str, source: str = "provider") -> str:
@@ -73,6 +76,8 @@ class ServeSettings:
     max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get 413
     accept_audio: bool = True  # audio bodies -> MFCC (the front end is imported and warmed at load)
+    output: str | None = None  # the model output to serve (None: the only one giving one value per sample)
+    output_kind: str = "auto"  # one of OUTPUT_KINDS
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -88,6 +93,8 @@ class ServeSettings:
             raise InputError(f"max wait must be 0 or more milliseconds, got {self.max_wait_ms}")
         if self.max_body_bytes < 1024:
             raise InputError(f"max body size must be at least 1024 bytes, got {self.max_body_bytes}")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise InputError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.output_kind!r}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be a positive integer, got {self.threads}")
         if Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES and self.provider != "tensorrt":
