@@ -146,3 +146,18 @@ def test_workers_serve_from_their_own_processes(tiny_onnx):
             x = np.zeros((1, *TINY_SHAPE), np.float32)
             r = client.post("/verify", content=npy_bytes(x), headers={"Content-Type": "application/x-npy"})
             assert r.status_code == 200 and 0.0 <= r.json()["probability"] <= 1.0
+
+
+def test_loadtest_compare_fails_when_no_server_could_start(cli_runner, tmp_path):
+    """Every artifact refused by optkit serve (a logits model here): nothing was measured, so exit 1
+    with one line, and no JSON, instead of a table of "not run" rows and exit 0."""
+    from serve_models import build_user_model
+
+    model = build_user_model(tmp_path / "logits.onnx", head="logit")
+    out = tmp_path / "compare.json"
+    result = invoke(cli_runner, ["loadtest", "--compare", model, "--max", "1", "--step-seconds", "0.2",
+                                 "--serve-arg=--no-audio", "--json", out])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: no server started") and "logits.onnx" in last and "not a probability" in last
+    assert "Traceback" not in result.output and not out.exists()

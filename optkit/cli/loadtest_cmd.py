@@ -80,6 +80,12 @@ def loadtest(targets, compare, providers, serve_args, interleave, start, step, s
             require_file(art, "artifact")
         rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
                           interleave=interleave)
+        if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
+            from pathlib import Path
+
+            from optkit.errors import InputError
+
+            raise InputError(f"no server started: {'; '.join(f'{Path(r.artifact).name} [{r.provider}]: {r.error}' for r in rows)}")
         lines = lt.compare_lines(rows)
         for row in rows:
             if row.report is not None:
