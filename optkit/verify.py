@@ -249,6 +249,9 @@ def verify_artifacts(
     validate_reference(reference, reference_path or "reference")
     ref_task = None
     first_out = next(iter(reference.outputs))
+    for note in score_warnings(reference.outputs, threshold):
+        if progress:
+            progress(f"WARNING: {note}")
     if reference.labels is not None:
         ref_task = task_metrics(reference.outputs[first_out], reference.labels, threshold)
     results: list[ArtifactResult] = []
@@ -307,6 +310,20 @@ def verify_artifacts(
                           reference_values=reference.outputs[first_out])
     report.execution = executor.describe()
     return report
+
+
+def score_warnings(outputs: dict[str, np.ndarray], threshold: float) -> list[str]:
+    """Why the decision metrics may not mean what they say: reference outputs outside [0, 1] are
+    not probabilities (logits, most likely), yet agreement is judged at ``threshold`` and the fp16/int8
+    gates bound |Δp| as if they were."""
+    notes = []
+    for name, values in outputs.items():
+        v = np.asarray(values, np.float64)
+        if v.size and np.isfinite(v).all() and (v.min() < 0.0 or v.max() > 1.0):
+            notes.append(f"reference output {name} ranges over [{v.min():.4g}, {v.max():.4g}], outside [0, 1]: not "
+                         f"probabilities, yet decisions are taken at threshold {threshold:g} and the |Δp| gates read "
+                         "them as probabilities; for logits, decide at --threshold 0 and set the gates with --gate")
+    return notes
 
 
 class LocalExecutor:

@@ -148,3 +148,25 @@ def test_parse_gate_option(spec):
     prec, _, rest = spec.partition(".")
     key, _, val = rest.partition("=")
     assert getattr(gates[prec], key) == (None if val == "off" else float(val))
+
+
+def test_verify_warns_when_the_reference_outputs_are_not_probabilities(cli_runner, tmp_path):
+    """A logits model: agreement at 0.5 and the |Δp| gates read raw scores as probabilities; verify
+    says so (and how to decide at 0 instead), and stays quiet for a probability output."""
+    import onnxruntime as ort
+
+    from serve_models import build_user_model
+
+    for head, warned in (("logit", True), ("sigmoid", False)):
+        path = build_user_model(tmp_path / f"{head}.onnx", head=head)
+        xs = np.random.default_rng(5).standard_normal((16, 3, 8, 8)).astype(np.float32)
+        ys = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": xs})[0]
+        ref = tmp_path / f"{head}.reference.npz"
+        save_reference(ref, Reference({"image": xs}, {"score": ys}))
+        res = invoke(cli_runner, ["verify", path, "--reference", ref])
+        assert res.exit_code == 0, res.output
+        warning = [ln for ln in res.output.splitlines() if ln.startswith("WARNING:")]
+        if warned:
+            assert len(warning) == 1 and "outside [0, 1]" in warning[0] and "--threshold 0" in warning[0], res.output
+        else:
+            assert not warning, res.output
