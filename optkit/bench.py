@@ -244,6 +244,11 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
             say(f"loading {item.label}")
             stack.enter_context(item.runner)
         results: list[BenchResult] = []
+        from optkit.feeds import batch_shapes
+
+        for batch in cfg.batches:  # a batch size some model cannot run fails before anything is timed
+            for item in items:
+                batch_shapes(item.runner.inputs, batch, item.label)
         for batch in cfg.batches:
             feeds = [make_feeds(item.runner.inputs, batch, cfg.seed, cfg.data, item.label) for item in items]
 

@@ -162,6 +162,17 @@ def test_benchmark_rejects_fixed_batch_mismatch_and_duplicate_labels():
         bench_lib.benchmark(_fake_items(log, clock)[:1] * 2, bench_lib.BenchConfig(iterations=1), environment={})
 
 
+def test_benchmark_refuses_a_batch_a_fixed_batch_model_cannot_run_before_timing_anything():
+    """--batch 1,8 on a model with a fixed batch of 1: refused before batch 1 is timed (that could take
+    minutes on a real model, all thrown away by the error at batch 8)."""
+    log, clock = [], FakeClock()
+    fixed = bench_lib.BenchItem("fixed", FakeRunner("fixed", log, clock, 0.001, shape=(1, 3)))
+    with pytest.raises(InputError, match="fixed batch of 1; it cannot run batch 8"):
+        bench_lib.benchmark([fixed], bench_lib.BenchConfig(batches=(1, 8), iterations=1), environment={},
+                            clock=clock, sleep=clock.sleep)
+    assert log == []
+
+
 def test_bench_config_validation():
     with pytest.raises(InputError):
         bench_lib.BenchConfig(batches=(0,))
