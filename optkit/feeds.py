@@ -43,7 +43,7 @@ def batch_shapes(specs: Sequence[TensorSpec], batch: int, label: str = "artifact
         if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
             raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
                              f"it cannot run batch {batch}")
-        shapes[spec.name] = tuple(spec.concrete_shape(batch))
+        shapes[spec.name] = tuple(spec.concrete_shape(batch, label))
     return shapes
 
 

@@ -113,8 +113,9 @@ class TensorSpec:
     shape: tuple[int | str | None, ...]
     dtype: str  # numpy dtype name
 
-    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
-        """The shape with symbolic/unknown dims replaced: the first by ``batch``, others fail."""
+    def concrete_shape(self, batch: int = 1, label: str = "") -> tuple[int, ...]:
+        """The shape with symbolic/unknown dims replaced: the first by ``batch``, others fail
+        (``label``, e.g. the file name, starts the message)."""
         out = []
         for i, d in enumerate(self.shape):
             if isinstance(d, int) and d > 0:
@@ -122,7 +123,10 @@ class TensorSpec:
             elif i == 0:
                 out.append(batch)
             else:
-                raise InputError(f"input {self.name} has a dynamic non-batch dimension {i}; give the shape explicitly")
+                dim = repr(d) if isinstance(d, str) and d else "unnamed"
+                raise InputError(f"{label + ': ' if label else ''}input {self.name} {tuple(self.shape)} has a dynamic "
+                                 f"dimension {i} ({dim}) besides the batch; optkit needs the others fixed here: "
+                                 "export the model with that dimension fixed (e.g. a fixed sequence length)")
         return tuple(out)
 
 

@@ -321,3 +321,32 @@ def test_cli_bench_help_has_example(cli_runner):
     res = invoke(cli_runner, ["bench", "--help"])
     assert res.exit_code == 0
     assert "Examples:" in res.output and "optkit bench model.onnx" in res.output
+
+
+def _dynamic_time_model(path: Path) -> Path:
+    """x (batch, time, 4) -> mean over time: the shape a recurrent model exported with a variable
+    sequence length has."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=0)], "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("provider", ["cpu", "openvino"])
+def test_cli_bench_dynamic_sequence_length_is_one_honest_line(cli_runner, tmp_path, provider):
+    """No option gives bench a sequence length, so the error must not promise one: it names the
+    artifact, the dimension and what to do (export it fixed)."""
+    model = _dynamic_time_model(tmp_path / "rnnish.onnx")
+    res = invoke(cli_runner, ["bench", model, "--provider", provider, "--iterations", "1"])
+    assert res.exit_code == 1, res.output
+    err = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(err) == 1 and "Traceback" not in res.output
+    assert "rnnish.onnx" in err[0] and "dynamic dimension 1" in err[0] and "fixed" in err[0]
+    if provider == "cpu":  # OpenVINO does not keep the dimension's name
+        assert "('time')" in err[0]
+    assert "give the shape explicitly" not in err[0]

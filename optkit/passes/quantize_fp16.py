@@ -201,7 +201,7 @@ class QuantizeFp16(Pass):
             raise InputError(f"{src.path.name}: fp16 conversion with an overflow check supports models with one "
                              "float32 input")
         spec = inputs[0]
-        sample_shape = spec.concrete_shape(1)[1:]
+        sample_shape = spec.concrete_shape(1, src.path.name)[1:]
         if cfg.check_data:
             samples = load_samples(cfg.check_data, sample_shape=sample_shape, dtype=spec.dtype,
                                    limit=cfg.check_samples)

@@ -27,7 +27,7 @@ class Simplify(GraphRewrite):
     def rewrite(self, model: Any, src: Artifact, cfg: SimplifyConfig) -> tuple[Any, dict[str, Any], str]:
         onnxsim = lazy_import("onnxsim")
         inputs, _ = io_specs(model)
-        test_shapes = {s.name: list(s.concrete_shape(cfg.check_batch)) for s in inputs}
+        test_shapes = {s.name: list(s.concrete_shape(cfg.check_batch, src.path.name)) for s in inputs}
         try:
             # onnxsim prints its check progress to stdout; the CLI prints its own summary.
             with contextlib.redirect_stdout(io.StringIO()):

@@ -107,7 +107,7 @@ class OpenVINORunner(Runner):
         self._compiled.clear()
         # Compile once now (batch 1 where the batch is dynamic) so errors surface at load time and
         # describe() can report what the plugin chose.
-        self._compiled_for({s.name: s.concrete_shape(1) for s in self._inputs})
+        self._compiled_for({s.name: s.concrete_shape(1, self.path.name) for s in self._inputs})
         self.active = True
 
     def deactivate(self) -> None:
