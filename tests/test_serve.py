@@ -479,3 +479,19 @@ def test_serve_with_workers_refuses_a_bad_model_in_one_line(cli_runner, tmp_path
     assert result.exit_code == 1, result.output
     assert "Error: logits.onnx: output score is not a probability" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_a_fixed_batch_other_than_one_is_refused_with_advice_that_works(tmp_path, max_batch):
+    """A model exported with a fixed batch of 4: the service sends batches of 1 (or of up to
+    --max-batch over a dynamic axis), so neither setting can run it; the message must not suggest
+    --max-batch 1, which fails too."""
+    from serve_models import build_user_model
+
+    from optkit.serve.engine import InferenceEngine
+
+    path = build_user_model(tmp_path / "b4.onnx", batch=4)
+    engine = InferenceEngine(resolve_settings(path, max_batch=max_batch, accept_audio=False, environ={}))
+    with pytest.raises(InputError, match="fixed batch of 4") as e:
+        engine.load()
+    assert "--max-batch 1" not in str(e.value) and "batch of 1 or a dynamic batch" in str(e.value)

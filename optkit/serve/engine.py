@@ -290,6 +290,10 @@ class InferenceEngine:
             raise InputError(f"{Path(self.settings.artifact).name}: input {spec.name} is a scalar; it needs a batch axis")
         batch_dim = spec.shape[0]
         self.sample_shape = tuple(d if isinstance(d, int) else None for d in spec.shape[1:])
+        if isinstance(batch_dim, int) and batch_dim > 1:  # requests come one at a time
+            raise InputError(f"{Path(self.settings.artifact).name}: input {spec.name} has a fixed batch of {batch_dim}; "
+                             "the service runs one request at a time, or micro-batches over a dynamic batch axis: "
+                             "re-export it with a batch of 1 or a dynamic batch")
         if self.settings.max_batch > 1 and isinstance(batch_dim, int):
             raise InputError(f"{Path(self.settings.artifact).name}: micro-batching needs a dynamic batch axis; input "
                              f"{spec.name} has a fixed batch of {batch_dim} (re-export with a dynamic batch, or serve "
