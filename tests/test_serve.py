@@ -445,6 +445,19 @@ def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_pat
         engine = InferenceEngine(resolve_settings(path, output=output, accept_audio=False, environ={}))
         with pytest.raises(InputError, match=message):
             engine.load()
+    # two outputs with one value per sample each (the logit and the probability): no guessing
+    import onnx
+    from onnx import TensorProto, helper
+
+    both = onnx.load(str(build_user_model(tmp_path / "both.onnx")))
+    both.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 1]))
+    onnx.save(both, str(tmp_path / "both.onnx"))
+    engine = InferenceEngine(resolve_settings(tmp_path / "both.onnx", accept_audio=False, environ={}))
+    with pytest.raises(InputError, match=r"2 outputs \(score, z\); score, z each give one value per sample: "
+                                         "name the probability with --output NAME"):
+        engine.load()
+    with _user_client(tmp_path / "both.onnx", accept_audio=False, output="z", output_kind="logit") as client:
+        assert client.get("/metadata").json()["output"] == "z"
 
 
 def test_audio_is_off_for_a_model_whose_input_is_not_the_mfcc_window(tmp_path):
