@@ -355,7 +355,9 @@ class InferenceEngine:
         rng = np.random.default_rng(0)
         values = []
         for _ in range(RANGE_CHECK_SAMPLES):
-            x = rng.standard_normal((1, *self.sample_shape)).astype(self.input_dtype)
+            shape = (1, *self.sample_shape)
+            x = (rng.standard_normal(shape) if np.issubdtype(np.dtype(self.input_dtype), np.floating)
+                 else rng.integers(0, 4, size=shape)).astype(self.input_dtype)  # small ids, as feeds.random_feed
             values.append(np.asarray(self.runner.infer({self.input_name: x})[self.output_name], np.float64).ravel())
         v = np.concatenate(values)
         outside = v[(v < -RANGE_SLACK) | (v > 1 + RANGE_SLACK) | ~np.isfinite(v)]
