@@ -508,3 +508,37 @@ def test_a_fixed_batch_other_than_one_is_refused_with_advice_that_works(tmp_path
     with pytest.raises(InputError, match="fixed batch of 4") as e:
         engine.load()
     assert "--max-batch 1" not in str(e.value) and "batch of 1 or a dynamic batch" in str(e.value)
+
+
+def test_a_scalar_output_of_a_batch_of_one_model_is_served(tmp_path):
+    """Fixed batch 1, output squeezed to a scalar: one value per sample all the same (it used to be an
+    IndexError traceback at start-up and exit 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0), helper.make_node("Sigmoid", ["m"], ["p"])], "scalar",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [])])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.arange(12, dtype=np.float32).reshape(3, 4) / 12
+    with _user_client(path, accept_audio=False) as client:
+        body = client.post("/verify", json=x.tolist()).json()
+    assert body["probability"] == pytest.approx(float(1 / (1 + np.exp(-x.mean()))), abs=1e-6)
+
+
+class BrokenRunner(SlowRunner):
+    """A runtime that fails with something other than an OptkitError."""
+
+    def infer(self, feed):
+        raise IndexError("tuple index out of range")
+
+
+def test_an_unexpected_failure_at_load_is_one_line(tmp_path, tiny_onnx):
+    from optkit.serve.engine import InferenceEngine
+
+    engine = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}),
+                             runner_factory=lambda s: BrokenRunner(0.0))
+    with pytest.raises(InputError, match=r"tiny.onnx: cannot be served: IndexError: tuple index out of range"):
+        engine.load()

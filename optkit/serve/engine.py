@@ -133,9 +133,12 @@ class InferenceEngine:
             self.output_kind = self._decide_output_kind()
             self.audio = (_warm_up_audio(self.sample_shape) if s.accept_audio
                           else "audio input is switched off (--no-audio)")
-        except BaseException:
+        except BaseException as exc:
             runner.__exit__(None, None, None)
             self.runner = None
+            if isinstance(exc, Exception) and not isinstance(exc, OptkitError):  # a runtime's own error: one line
+                raise InputError(f"{Path(s.artifact).name}: cannot be served: {type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())}") from exc
             raise
         self.info = self._describe(time.perf_counter() - t0)
         with self._cond:
@@ -274,7 +277,7 @@ class InferenceEngine:
             size = next(b for b in self._buckets if b >= n)
             if size > n:
                 x = np.concatenate([x, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)], axis=0)
-        out = np.asarray(self.runner.infer({self.input_name: x})[self.output_name])
+        out = np.atleast_1d(self.runner.infer({self.input_name: x})[self.output_name])  # a batch-1 model's scalar
         scores = out.reshape(out.shape[0], -1)[:n, 0]
         return _sigmoid(scores) if self.output_kind == "logit" else scores
 
@@ -322,7 +325,7 @@ class InferenceEngine:
                     self._batch_s_ema = time.perf_counter() - t0
             if not self.output_name:
                 self.output_name = self._choose_output(outs)
-            out = np.asarray(outs[self.output_name])
+            out = np.atleast_1d(outs[self.output_name])
             if out.shape[0] != size or out.size != size:
                 raise InputError(f"{Path(self.settings.artifact).name}: output {self.output_name} has shape "
                                  f"{tuple(out.shape)} for a batch of {size}; the service needs one probability "
