@@ -542,3 +542,17 @@ def test_an_unexpected_failure_at_load_is_one_line(tmp_path, tiny_onnx):
                              runner_factory=lambda s: BrokenRunner(0.0))
     with pytest.raises(InputError, match=r"tiny.onnx: cannot be served: IndexError: tuple index out of range"):
         engine.load()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_is_one_line_and_exit_1(cli_runner, tiny_onnx, workers):
+    """uvicorn exits 3 when it cannot bind: optkit's code for a failed verification gate."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        result = invoke(cli_runner, ["serve", tiny_onnx, "--port", port, "--workers", workers, "--no-audio"])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot listen on 127.0.0.1:{port}" in result.output and "Traceback" not in result.output

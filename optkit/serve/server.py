@@ -87,6 +87,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
                log_level: str = "info", access_log: bool = False) -> None:
     """Serve until interrupted. A model that cannot be loaded raises its OptkitError."""
     uvicorn = lazy_import("uvicorn", extra="serve")
+    check_port(host, port)  # before loading anything; uvicorn would exit 3 (optkit's "gate failed")
     common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=access_log,
                                   lifespan="on", timeout_graceful_shutdown=5, server_header=False)
     if workers > 1:
@@ -95,7 +96,10 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         check_loads(settings)
         # uvicorn starts worker processes from an import string; the settings travel in the environment
         os.environ[ENV_SETTINGS_JSON] = settings.to_json()
-        uvicorn.run("optkit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
+        try:
+            uvicorn.run("optkit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
+        except SystemExit as exc:
+            raise _startup_failure(exc) from None
         return
     from optkit.serve.app import create_app
 
@@ -107,14 +111,34 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     logger.addFilter(log_filter)
     try:
         server.run()
-    except SystemExit:
+    except SystemExit as exc:
         if errors:
             raise errors[0] from None
-        raise
+        raise _startup_failure(exc) from None
     finally:
         logger.removeFilter(log_filter)
     if errors:
         raise errors[0]
+
+
+def _startup_failure(exc: SystemExit) -> BaseException:
+    """uvicorn's exit (3 when it cannot start) as optkit's one-line error, exit 1."""
+    if exc.code in (0, None):
+        return exc
+    return InputError(f"the server could not start (uvicorn exit code {exc.code}); the reason is logged above")
+
+
+def check_port(host: str, port: int) -> None:
+    """InputError unless ``host:port`` can be listened on now (port 0: the OS picks one)."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            s.bind(addr)
+    except OSError as exc:  # gaierror included
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def check_loads(settings: ServeSettings) -> None:
