@@ -315,8 +315,10 @@ def verify_artifacts(
 def score_warnings(outputs: dict[str, np.ndarray], threshold: float) -> list[str]:
     """Why the decision metrics may not mean what they say: reference outputs outside [0, 1] are
     not probabilities (logits, most likely), yet agreement is judged at ``threshold`` and the fp16/int8
-    gates bound |Δp| as if they were."""
-    notes = []
+    gates bound |Δp| as if they were. Silent when ``threshold`` is outside (0, 1): set for scores."""
+    notes: list[str] = []
+    if not 0.0 < threshold < 1.0:  # a threshold no probability can straddle: the user decides on scores
+        return notes
     for name, values in outputs.items():
         v = np.asarray(values, np.float64)
         if v.size and np.isfinite(v).all() and (v.min() < 0.0 or v.max() > 1.0):

@@ -170,3 +170,6 @@ def test_verify_warns_when_the_reference_outputs_are_not_probabilities(cli_runne
             assert len(warning) == 1 and "outside [0, 1]" in warning[0] and "--threshold 0" in warning[0], res.output
         else:
             assert not warning, res.output
+    res = invoke(cli_runner, ["verify", tmp_path / "logit.onnx", "--reference", tmp_path / "logit.reference.npz",
+                              "--threshold", "0"])
+    assert res.exit_code == 0 and "WARNING:" not in res.output, res.output  # decided as logits: nothing to warn
