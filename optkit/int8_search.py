@@ -400,3 +400,78 @@ def format_row(index: int, t: TrialResult) -> str:
     verdict = "PASS" if t.passed else "fail: " + "; ".join(t.failures)
     return (f"trial {index}: {r['name']:<28} agreement {agree:>8}  mean|dp| {dp:>7}  accuracy {acc:>7}  "
             f"int8 MACs {100 * r['int8_mac_share']:5.1f}%  {verdict}")
+
+
+# -- latency of the result ---------------------------------------------------------------------
+
+LATENCY_WARMUP = 5  # untimed interleaved rounds before the timed ones
+
+
+def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tuple[int | None, Path], rounds: int,
+                    warmup: int = LATENCY_WARMUP, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Latency of the fp32 parent, plain int8 and the chosen model: batch 1 on ONNX Runtime CPU,
+    all three in ONE interleaved run (:func:`optkit.bench.benchmark`), so the speed-ups are fair on
+    a busy machine. ``plain`` / ``chosen`` are (trial index, model file); when the chosen model is
+    the plain one it is timed once.
+
+    ``speedup.chosen_kept_of_plain`` is the chosen model's speed-up over fp32 divided by plain
+    int8's (= plain latency / chosen latency): the share of int8's speed-up that the fixes keep.
+    """
+    from optkit import sysinfo
+    from optkit.bench import BenchConfig, BenchItem, benchmark
+    from optkit.runners import make_runner
+
+    same = Path(plain[1]) == Path(chosen[1])
+    models = [("fp32", None, Path(fp32_path)), ("plain int8", plain[0], Path(plain[1]))]
+    if not same:
+        models.append(("chosen", chosen[0], Path(chosen[1])))
+    items = [BenchItem(label, make_runner(path, provider="cpu"), path) for label, _, path in models]
+    cpu = sysinfo.cpu_info()
+    env = {"cpu": cpu.model, "int8_acceleration": cpu.int8_acceleration(), "usable_cpus": sysinfo.usable_cpus()}
+    rep = benchmark(items, BenchConfig(batches=(1,), warmup=warmup, iterations=rounds), progress=progress,
+                    environment=env)
+    rows = []
+    for (label, trial, path), item in zip(models, rep.items):
+        s = rep.result(label, 1).stats
+        rows.append({"model": label, "trial": trial, "file": path.name, "min_ms": round(s.min_ms, 4),
+                     "p50_ms": round(s.p50_ms, 4), "runner": item["runner"]})
+    fp32, plain_row = rows[0], rows[1]
+    chosen_row = rows[2] if not same else plain_row
+
+    def ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+        return {k: round(a[f"{k}_ms"] / b[f"{k}_ms"], 4) if b[f"{k}_ms"] > 0 else float("inf") for k in ("min", "p50")}
+
+    return {
+        "runtime": "onnxruntime CPU", "batch": 1, "warmup": warmup, "rounds": rounds, "interleaved": True,
+        "chosen_is_plain": same, "environment": env,
+        "models": [{k: v for k, v in r.items() if k != "runner"} for r in rows],
+        "threads": rows[0]["runner"].get("threads"),
+        "speedup": {"chosen_vs_fp32": ratio(fp32, chosen_row), "plain_vs_fp32": ratio(fp32, plain_row),
+                    "chosen_kept_of_plain": ratio(plain_row, chosen_row)},
+    }
+
+
+def format_latency(lat: dict[str, Any]) -> list[str]:
+    """The latency table for the terminal (see :func:`measure_latency`)."""
+    lines = [f"latency ({lat['runtime']}, batch {lat['batch']}, {lat['warmup']} warm-up + {lat['rounds']} timed rounds, "
+             f"interleaved in one run):"]
+    sp = lat["speedup"]
+    for r in lat["models"]:
+        name = r["model"] + (f" (trial {r['trial']})" if r["trial"] is not None
+                             else " (quantised to be timed)" if r["model"] == "plain int8" else "")
+        if r["model"] == "plain int8" and lat["chosen_is_plain"]:
+            name += " = chosen"
+        line = f"  {name:<28} min {r['min_ms']:8.3f} ms  p50 {r['p50_ms']:8.3f} ms"
+        if r["model"] == "plain int8":
+            s = sp["plain_vs_fp32"]
+            line += f"  {s['min']:.2f}x / {s['p50']:.2f}x vs fp32 (min / p50)"
+        elif r["model"] == "chosen":
+            s, k = sp["chosen_vs_fp32"], sp["chosen_kept_of_plain"]
+            line += (f"  {s['min']:.2f}x / {s['p50']:.2f}x vs fp32; keeps {100 * k['min']:.0f} % / {100 * k['p50']:.0f} % "
+                     "of plain int8's speed-up")
+        lines.append(line)
+    if lat["chosen_is_plain"]:
+        lines.append("  the chosen model is plain int8 (no fix was needed): timed once")
+    if sp["plain_vs_fp32"]["p50"] < 1.0:
+        lines.append("  plain int8 is not faster than fp32 here (at p50): int8 pays off on larger layers")
+    return lines

@@ -127,6 +127,60 @@ def test_plain_int8_fails_and_the_search_fixes_it(cnn_search):
     assert "trial 0: plain" in text and "PASS" in text and "held-out calibration samples" in text
 
 
+def test_latency_of_fp32_plain_and_chosen_in_one_run(cnn_search):
+    out, result = cnn_search
+    search = result.info["int8_search"]
+    lat = search["latency"]
+    chosen = search["chosen"]
+    assert lat["runtime"] == "onnxruntime CPU" and lat["batch"] == 1 and lat["rounds"] == 30 and lat["warmup"] == 5
+    assert [(m["model"], m["trial"]) for m in lat["models"]] == [("fp32", None), ("plain int8", 0),
+                                                                  ("chosen", chosen)]
+    assert lat["chosen_is_plain"] is False
+    fp32, plain, found = lat["models"]
+    assert fp32["file"] == "cnn.onnx"
+    for m in lat["models"]:
+        assert 0 < m["min_ms"] <= m["p50_ms"]
+    sp = lat["speedup"]
+    for k in ("min", "p50"):  # every speed-up is a ratio of latencies measured in this one run
+        assert sp["chosen_vs_fp32"][k] == pytest.approx(fp32[f"{k}_ms"] / found[f"{k}_ms"], rel=1e-3)
+        assert sp["plain_vs_fp32"][k] == pytest.approx(fp32[f"{k}_ms"] / plain[f"{k}_ms"], rel=1e-3)
+        assert sp["chosen_kept_of_plain"][k] == pytest.approx(plain[f"{k}_ms"] / found[f"{k}_ms"], rel=1e-3)
+    text = "\n".join(result.messages)
+    assert "latency (onnxruntime CPU, batch 1, 5 warm-up + 30 timed rounds" in text
+    assert f"chosen (trial {chosen})" in text and "of plain int8's speed-up" in text
+    # report.html shows the same figures
+    from optkit.report import _search_latency
+
+    html = _search_latency(lat)
+    assert html.count("<tr>") == 4 and f"chosen (trial {chosen})" in html and "plain int8 (trial 0)" in html
+
+
+def test_trials_are_printed_as_they_finish(cnn, tmp_path, monkeypatch, capsys):
+    """Each trial's line reaches stderr before the next trial is judged (not only at the end)."""
+    from optkit import int8_search
+
+    model, calib = cnn
+    seen_before: list[str] = []
+    evaluate = int8_search.evaluate
+
+    def spy(*args, **kwargs):
+        seen_before.append(capsys.readouterr().err)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(int8_search, "evaluate", spy)
+    with pytest.raises(Int8SearchFailed) as info:
+        get_pass("quantize-int8").run(Artifact.from_file(model),
+                                      QuantizeInt8Config(calibration=str(calib), budget=2, latency_rounds=0),
+                                      tmp_path / "q.onnx")
+    assert len(seen_before) == 2
+    assert "int8 trials (validation:" in seen_before[0] and "trial 0:" not in seen_before[0]
+    assert "trial 0: plain" in seen_before[1], seen_before
+    assert "trial 1: percentile ranges" in capsys.readouterr().err
+    # latency_rounds 0: no latency check, and the output says so
+    assert info.value.result.info["int8_search"]["latency"] is None
+    assert "latency not measured (latency_rounds 0)" in info.value.result.messages
+
+
 def test_the_found_model_matches_fp32_and_plain_does_not(cnn, cnn_search, tmp_path):
     """Judged on fresh data (not the search's validation set) against the fp32 model."""
     import onnxruntime as ort
@@ -163,6 +217,10 @@ def test_rerun_rebuilds_the_found_model_without_searching(cnn, cnn_search, tmp_p
     again = get_pass("quantize-int8").run(Artifact.from_file(model), QuantizeInt8Config(calibration=str(calib)), other)
     trials = again.info["int8_search"]["trials"]
     assert [t["name"] for t in trials] == ["saved"] and trials[0]["passed"]
+    # no plain trial ran: plain int8 is quantised only to be timed against the rebuilt model
+    lat = again.info["int8_search"]["latency"]
+    assert [(m["model"], m["trial"]) for m in lat["models"]] == [("fp32", None), ("plain int8", None), ("chosen", 0)]
+    assert any("plain int8 (quantised to be timed)" in m for m in again.messages)
     assert again.info["cache_hit"] is True
     assert any("no search needed" in m for m in again.messages)
     assert other.read_bytes() == out.read_bytes()
@@ -189,6 +247,9 @@ def test_no_search_is_exactly_one_quantisation(cli_runner, cnn, tmp_path):
     assert "trial 0: requested" in r.output and "trial 1" not in r.output
     assert "equalised input" in r.output
     assert "int8 MACs 100.0%" in r.output
+    # the chosen model is the only trial: timed once beside fp32
+    assert "the chosen model is plain int8 (no fix was needed): timed once" in r.output
+    assert "plain int8 (trial 0) = chosen" in r.output and "chosen (trial" not in r.output
 
 
 def test_lstm_reports_its_low_int8_mac_share(cli_runner, tmp_path):

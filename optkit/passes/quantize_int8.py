@@ -140,6 +140,17 @@ class QuantizeInt8Config:
                            "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
                            "them with a warning. Values beyond float32's reach are always refused.",
                            choices=("clip", "refuse", "keep"))
+    latency_rounds: int = option(30, "Timed rounds of the latency check after the search: the fp32 model, plain "
+                                 "int8 and the chosen model, batch 1 on ONNX Runtime CPU, interleaved in one run "
+                                 "after 5 warm-up rounds; 0 = no latency check.", metavar="N", min=0)
+
+
+def _progress(line: str) -> None:
+    """Live progress of the search (each trial as it finishes) on stderr, so a search of a minute
+    or two is not silent; the summary in ``PassResult.messages`` is printed at the end as before."""
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _refuse_non_finite_stats(stats: Any, source: str) -> None:
@@ -319,7 +330,7 @@ class QuantizeInt8(Pass):
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
-        say = (lambda s: None)
+        say = _progress
         messages: list[str] = []
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
@@ -434,6 +445,7 @@ class QuantizeInt8(Pass):
             def rank(base: Any) -> list[dict[str, Any]]:
                 fp32 = eq_model_path if base.spec.equalized else pre
                 n = min(len(validation), 8)
+                say(f"ranking the quantised nodes by the error they add ({base.spec.name}, {n} validation samples)")
                 return int8_search.rank_sensitive_nodes(fp32, base.path, {k: v[:n] for k, v in validation.inputs.items()},
                                                         fp32_macs)
 
@@ -443,6 +455,7 @@ class QuantizeInt8(Pass):
                                          echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
+            latency = self._latency(src.path, first, outcome, chosen, cfg, run_trial, say)
             final = out.final if passed else paths["failed"]
             qmodel = load_onnx(chosen.path)
             check_model(qmodel, full=True, what="int8 model")
@@ -467,7 +480,7 @@ class QuantizeInt8(Pass):
         search_info = {"validation": validation.kind, "validation_description": validation.description,
                        "trials": rows, "chosen": outcome.chosen, "ranking": [
                            {k: r[k] for k in ("node", "op_type", "growth_db", "sqnr_db")} for r in outcome.ranking[:16]],
-                       "notes": outcome.notes}
+                       "notes": outcome.notes, "latency": latency}
         by_op = ", ".join(f"{op} {c['quantized']}/{c['total']}" for op, c in report["by_op_type"].items())
         header = (f"quantised {src.path.name} -> {final} (int8 QDQ, target {cfg.target}, "
                   f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in float"
@@ -479,6 +492,12 @@ class QuantizeInt8(Pass):
         if passed:
             messages.append(f"chosen: trial {outcome.chosen} ({chosen.spec.name}: {chosen.spec.change}); "
                             f"settings saved to {paths['settings'].name}")
+        if latency is None:
+            messages.append("latency not measured (latency_rounds 0)")
+        elif "error" in latency:
+            messages.append(f"latency not measured: {latency['error']}")
+        else:
+            messages += int8_search.format_latency(latency)
         messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
                         f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
         if report["fp32_nodes"]:
@@ -541,6 +560,34 @@ class QuantizeInt8(Pass):
                 f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.final.name}: "
                 + "; ".join(chosen.failures), result)
         return result
+
+    @staticmethod
+    def _latency(fp32: Path, first: Any, outcome: Any, chosen: Any, cfg: QuantizeInt8Config, run_trial: Any,
+                 say: Any) -> dict[str, Any] | None:
+        """fp32 vs plain int8 vs the chosen model, timed in one interleaved run (None: switched off).
+
+        Plain int8 is trial 0 (the requested settings, before any fix). A re-run that rebuilt the
+        saved settings has no plain trial: it is quantised here (not judged, not a trial) to be timed."""
+        from optkit import int8_search
+        from optkit.errors import OptkitError
+
+        if not cfg.latency_rounds:
+            return None
+        plain, plain_index = outcome.trials[0], 0
+        requested = (cfg.method, (), cfg.equalize)
+        if first.name == "saved" and (first.method, first.excluded_nodes, first.equalized) != requested:
+            say("quantising plain int8 (the requested settings) to time it against the rebuilt model")
+            plain = run_trial(int8_search.TrialSpec("plain", "plain int8", cfg.method, (), cfg.equalize))
+            plain_index = None
+        index = outcome.trials.index(chosen)
+        say(f"timing fp32, plain int8 and the chosen model (trial {index}): batch 1, ONNX Runtime CPU, "
+            f"{int8_search.LATENCY_WARMUP} warm-up + {cfg.latency_rounds} timed rounds, interleaved")
+        try:
+            latency = int8_search.measure_latency(fp32, (plain_index, plain.path), (index, chosen.path),
+                                                  cfg.latency_rounds)
+        except OptkitError as exc:  # a model that cannot be timed still is the model the search chose
+            return {"error": first_line(exc)}
+        return latency
 
     def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
         assert src is not None
