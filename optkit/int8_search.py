@@ -55,6 +55,7 @@ class TrialResult:
     failures: list[str]
     mac: dict[str, Any]
     seconds: float
+    quantize_seconds: float = 0.0   # of ``seconds``: the quantize_static call
 
     @property
     def passed(self) -> bool:
@@ -151,16 +152,17 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
                       f"{len(ref)} samples of {Path(path).name} judged against its reference outputs", base)
 
 
-def evaluate(path: Path, validation: Validation, gate: Any, threshold: float) -> tuple[dict[str, Any], float | None,
-                                                                                        float | None, list[str]]:
-    """Run a trial model over the validation set (ORT CPU) and apply the int8 gate."""
+def evaluate(path: Path, validation: Validation, gate: Any, threshold: float,
+             threads: int | None = None) -> tuple[dict[str, Any], float | None, float | None, list[str]]:
+    """Run a trial model over the validation set (ORT CPU; ``threads``: None = ORT's default) and
+    apply the int8 gate."""
     from optkit.metrics import compare_outputs, task_metrics
     from optkit.reference import Reference
     from optkit.runners.onnxruntime import OnnxRuntimeRunner
     from optkit.verify import run_artifact
 
     ref = Reference(validation.inputs, validation.outputs, validation.labels)
-    with OnnxRuntimeRunner(path) as runner:
+    with OnnxRuntimeRunner(path, threads=threads) as runner:
         outs = run_artifact(runner, ref, 32)
     metrics: dict[str, Any] = {}
     failures: list[str] = []
@@ -178,6 +180,130 @@ def evaluate(path: Path, validation: Validation, gate: Any, threshold: float) ->
         prefix = f"{name}: " if len(metrics) > 1 else ""
         failures += [prefix + f for f in gate.check(m, drop)]
     return metrics, accuracy, drop, failures
+
+
+# -- one trial ---------------------------------------------------------------------------------
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs, in one picklable object: a trial is a pure function of this
+    context and its :class:`TrialSpec` (:func:`run_trial`), so it runs the same in this process
+    or on a Ray worker that shares no files with the driver (the context travels once through
+    Ray's object store; the models are bytes, not paths).
+    """
+
+    model: bytes                          # the pre-processed fp32 model
+    stats: Any                            # optkit.calib_stats.CalibStats of the model's tensors
+    percentile: float
+    symmetric: bool
+    exclude_nodes: tuple[str, ...]        # always kept in float (the user's --exclude-nodes)
+    op_types: tuple[str, ...]             # op types quantize_static may quantise
+    settings: dict[str, Any]              # quantize_static's activation/weight types, extra options
+    target: str                           # the runtime the model is made for (cpu/openvino/tensorrt)
+    validation: Validation
+    gate: Any                             # optkit.verify.Gate (int8)
+    threshold: float
+    equalized_model: bytes | None = None  # the model with the input equalisation folded in
+    eq_stats: Any = None                  # statistics of the equalised input
+    eq_mul_node: str | None = None        # the equalisation's Mul (never quantised)
+    threads: int | None = None            # ORT threads of the evaluation (None = ORT's default)
+
+    def __post_init__(self) -> None:
+        import hashlib
+
+        self._names = {"model": f"fp32-{hashlib.sha256(self.model).hexdigest()[:16]}.onnx"}
+        if self.equalized_model is not None:
+            self._names["equalized_model"] = f"fp32eq-{hashlib.sha256(self.equalized_model).hexdigest()[:16]}.onnx"
+
+    def model_file(self, work_dir: Path, equalized: bool) -> Path:
+        """The (equalised) fp32 model as a file in ``work_dir``, written on first use."""
+        which = "equalized_model" if equalized else "model"
+        if which not in self._names:
+            raise InputError("an equalised trial needs a context with the equalised model")
+        path = Path(work_dir) / self._names[which]
+        if not path.exists():
+            from optkit.fileio import write_bytes_atomically
+
+            write_bytes_atomically(path, getattr(self, which))
+        return path
+
+
+def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) -> TrialResult:
+    """One trial: ranges from the statistics, quantise, check it is int8, evaluate on the
+    validation set against the gate, count MACs by precision. Writes ``trial{index}.onnx`` (and
+    its ranges) in ``work_dir``; the result's ``path`` is that model."""
+    import time
+
+    from optkit import calib_stats
+    from optkit.errors import PassFailed
+    from optkit.macs import mac_breakdown
+    from optkit.onnx_utils import load_onnx, model_precision
+
+    work_dir = Path(work_dir)
+    started = time.perf_counter()
+    path = work_dir / f"trial{index}.onnx"
+    # quantise
+    ranges = ctx.stats.ranges(spec.method, ctx.percentile, symmetric=ctx.symmetric)
+    exclude = list(ctx.exclude_nodes) + list(spec.excluded_nodes)
+    if spec.equalized:
+        if ctx.eq_stats is None or ctx.eq_mul_node is None:
+            raise InputError("an equalised trial needs a context with the equalisation's statistics")
+        ranges.update(ctx.eq_stats.ranges(spec.method, ctx.percentile, symmetric=ctx.symmetric))
+        exclude.append(ctx.eq_mul_node)
+    model_in = ctx.model_file(work_dir, spec.equalized)
+    ranges_path = calib_stats.write_ort_ranges(work_dir / f"ranges{index}.json", ranges)
+    q0 = time.perf_counter()
+    quantize_with_ranges(model_in, path, ranges_path, exclude, ctx.settings, list(ctx.op_types))
+    quantize_seconds = time.perf_counter() - q0
+    # post-process
+    qmodel = load_onnx(path)
+    if model_precision(qmodel) != "int8":
+        raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
+                         "check --exclude-nodes / --exclude-op-types")
+    # evaluate
+    metrics, accuracy, drop, failures = evaluate(path, ctx.validation, ctx.gate, ctx.threshold, ctx.threads)
+    return TrialResult(spec, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
+                       time.perf_counter() - started, quantize_seconds)
+
+
+def quantize_with_ranges(model: Path, out: Path, ort_ranges: Path, exclude_nodes: list[str],
+                         settings: dict[str, Any], op_types: list[str]) -> None:
+    """ONNX Runtime's ``quantize_static`` (QDQ, per-channel weights) with precomputed ranges,
+    handed over as its calibration cache (ORT's supported way to quantise with given ranges)."""
+    import contextlib
+    import io
+    import logging
+
+    from optkit.errors import OptkitError, PassFailed, first_line
+
+    qz = lazy_import("onnxruntime.quantization")
+    logger = logging.getLogger()
+    level = logger.level
+    try:
+        # quantize_static logs a pre-processing hint on the root logger even when the model is
+        # pre-processed by another tool; optkit prints its own summary.
+        logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            qz.quantize_static(
+                str(model), str(out), calibration_data_reader=None,
+                quant_format=qz.QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=settings["activation_type"],
+                weight_type=settings["weight_type"],
+                nodes_to_exclude=list(exclude_nodes),
+                calibrate_method=qz.CalibrationMethod.MinMax,  # ranges precomputed
+                extra_options=settings["extra_options"],
+                calibration_cache_path=str(ort_ranges),
+            )
+    except OptkitError:
+        raise
+    except Exception as exc:
+        raise PassFailed(f"ONNX Runtime quantize_static failed: {type(exc).__name__}: "
+                         f"{first_line(exc)}") from exc
+    finally:
+        logger.setLevel(level)
 
 
 # -- equalisation ------------------------------------------------------------------------------
@@ -352,7 +478,7 @@ class SearchOutcome:
         return max(self.trials, key=lambda t: t.score())
 
 
-def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], budget: int, do_search: bool,
+def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
            total_macs: int = 0) -> SearchOutcome:
@@ -362,7 +488,7 @@ def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], b
     out = SearchOutcome()
 
     def attempt(spec: TrialSpec) -> bool:
-        result = run_trial(spec)
+        result = run_trial(len(out.trials), spec)
         out.trials.append(result)
         echo(format_row(len(out.trials) - 1, result))
         if result.passed:

@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import json
 import io
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,35 +411,16 @@ class QuantizeInt8(Pass):
                     (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
             fp32_mac = mac_breakdown(pre_model)
             fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
-            quant_seconds = [0.0]
+            # everything a trial needs, in one picklable object (int8_search.run_trial)
+            trial_ctx = int8_search.TrialContext(
+                model=pre.read_bytes(), stats=stats, percentile=cfg.percentile, symmetric=symmetric,
+                exclude_nodes=tuple(cfg.exclude_nodes), op_types=tuple(op_types), settings=settings,
+                target=cfg.target, validation=validation, gate=gate, threshold=cfg.threshold,
+                equalized_model=eq_model_path.read_bytes() if eq_model_path is not None else None,
+                eq_stats=eq_stats, eq_mul_node=eq_plan.mul_node if eq_plan is not None else None)
 
-            def run_trial(t: Any) -> Any:
-                index = len(trial_paths)
-                path = work / f"trial{index}.onnx"
-                started = time.perf_counter()
-                ranges = stats.ranges(t.method, cfg.percentile, symmetric=symmetric)
-                model_in = pre
-                exclude = list(cfg.exclude_nodes) + list(t.excluded_nodes)
-                if t.equalized:
-                    assert eq_plan is not None and eq_stats is not None and eq_model_path is not None
-                    ranges.update(eq_stats.ranges(t.method, cfg.percentile, symmetric=symmetric))
-                    model_in = eq_model_path
-                    exclude.append(eq_plan.mul_node)
-                ranges_path = calib_stats.write_ort_ranges(work / f"ranges{index}.json", ranges)
-                q0 = time.perf_counter()
-                self._quantize(lazy_import("onnxruntime.quantization"), model_in, path, ranges_path, exclude,
-                               settings, op_types)
-                quant_seconds[0] += time.perf_counter() - q0
-                qmodel = load_onnx(path)
-                if model_precision(qmodel) != "int8":
-                    raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
-                                     "check --exclude-nodes / --exclude-op-types")
-                metrics, accuracy, drop, failures = int8_search.evaluate(path, validation, gate, cfg.threshold)
-                trial_paths.append(path)
-                return int8_search.TrialResult(t, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
-                                               time.perf_counter() - started)
-
-            trial_paths: list[Path] = []
+            def run_trial(index: int, t: Any) -> Any:
+                return int8_search.run_trial(trial_ctx, t, index, work)
 
             def rank(base: Any) -> list[dict[str, Any]]:
                 fp32 = eq_model_path if base.spec.equalized else pre
@@ -527,7 +507,7 @@ class QuantizeInt8(Pass):
             "validation_samples": len(validation),
             "chunk_size": cfg.chunk_size,
             "calibration_seconds": round(calibration_seconds, 3),
-            "quantize_seconds": round(quant_seconds[0], 3),
+            "quantize_seconds": round(sum(t.quantize_seconds for t in outcome.trials), 3),
             "cache_hit": not stats_fresh,
             "cache_path": str(paths["stats"]),
             "quantized_nodes": report["quantized"],
@@ -603,37 +583,6 @@ class QuantizeInt8(Pass):
     def _act_desc(target: str) -> str:
         return {"cpu": "u8 activations", "openvino": "u8 activations",
                 "tensorrt": "symmetric s8 activations, all zero points 0"}[target]
-
-    @staticmethod
-    def _quantize(qz: Any, pre: Path, tmp: Path, ort_ranges: Path, exclude_nodes: list[str],
-                  settings: dict[str, Any], op_types: list[str]) -> None:
-        logger = logging.getLogger()
-        level = logger.level
-        try:
-            # quantize_static logs a pre-processing hint on the root logger even when the model is
-            # pre-processed by another tool; optkit prints its own summary.
-            logger.setLevel(logging.ERROR)
-            with contextlib.redirect_stdout(io.StringIO()):
-                qz.quantize_static(
-                    str(pre), str(tmp), calibration_data_reader=None,
-                    quant_format=qz.QuantFormat.QDQ,
-                    op_types_to_quantize=op_types,
-                    per_channel=True,
-                    reduce_range=False,
-                    activation_type=settings["activation_type"],
-                    weight_type=settings["weight_type"],
-                    nodes_to_exclude=list(exclude_nodes),
-                    calibrate_method=qz.CalibrationMethod.MinMax,  # ranges precomputed
-                    extra_options=settings["extra_options"],
-                    calibration_cache_path=str(ort_ranges),
-                )
-        except (InputError, PassFailed):
-            raise
-        except Exception as exc:
-            raise PassFailed(f"ONNX Runtime quantize_static failed: {type(exc).__name__}: "
-                             f"{first_line(exc)}") from exc
-        finally:
-            logger.setLevel(level)
 
     @staticmethod
     def _compare(fp32_path: Path, int8_path: Path, input_name: str, x: np.ndarray) -> dict[str, Any]:
