@@ -557,7 +557,8 @@ class QuantizeInt8(Pass):
         requested = (cfg.method, (), cfg.equalize)
         if first.name == "saved" and (first.method, first.excluded_nodes, first.equalized) != requested:
             say("quantising plain int8 (the requested settings) to time it against the rebuilt model")
-            plain = run_trial(int8_search.TrialSpec("plain", "plain int8", cfg.method, (), cfg.equalize))
+            plain = run_trial(len(outcome.trials), int8_search.TrialSpec("plain", "plain int8", cfg.method, (),
+                                                                         cfg.equalize))
             plain_index = None
         index = outcome.trials.index(chosen)
         say(f"timing fp32, plain int8 and the chosen model (trial {index}): batch 1, ONNX Runtime CPU, "
