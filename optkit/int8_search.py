@@ -14,7 +14,9 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
    comes from one pass comparing every tensor of that trial with its fp32 twin
    (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``; see
    :func:`rank_sensitive_nodes`); 1, 2, 4, ... nodes, never more than a quarter of
-   the MACs (a "pass" bought by un-quantising the model is not an int8 model).
+   the MACs (a "pass" bought by un-quantising the model is not an int8 model). For a target that
+   runs them in fp16 (TensorRT) the nodes kept out of int8 are converted to fp16 in the trial
+   itself (:func:`run_trial`), so the trial is judged as the runtime will run it.
 
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
 calibration data judged against the fp32 model's own outputs; gates are those of
@@ -34,6 +36,7 @@ from optkit.errors import InputError
 from optkit.lazy import lazy_import
 
 EQUALIZE_MIN_SPREAD = 8.0   # per-channel |x| maxima differing by more than this: badly scaled
+FP16_TARGETS = ("tensorrt",)  # targets that run the nodes kept out of int8 in fp16
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class TrialResult:
     mac: dict[str, Any]
     seconds: float
     quantize_seconds: float = 0.0   # of ``seconds``: the quantize_static call
+    fp16_nodes: tuple[str, ...] = ()  # nodes kept out of int8 that were converted to fp16 (target tensorrt)
 
     @property
     def passed(self) -> bool:
@@ -74,6 +78,10 @@ class TrialResult:
             "mean_abs_dp": first.get("mean_abs"),
             "accuracy": self.accuracy,
             "int8_mac_share": self.mac["share"]["int8"],
+            "fp16_mac_share": self.mac["share"]["fp16"],
+            # the precision of the nodes kept out of int8: fp16 where the target runs them in fp16
+            "kept_in": "fp16" if self.fp16_nodes else "fp32",
+            "fp16_nodes": list(self.fp16_nodes),
             "passed": self.passed,
             "failures": list(self.failures),
             "seconds": round(self.seconds, 3),
@@ -207,6 +215,12 @@ class TrialContext:
     eq_stats: Any = None                  # statistics of the equalised input
     eq_mul_node: str | None = None        # the equalisation's Mul (never quantised)
     threads: int | None = None            # ORT threads of the evaluation (None = ORT's default)
+    exclude_op_types: tuple[str, ...] = ()  # the user's --exclude-op-types (kept out of int8)
+
+    @property
+    def keeps_fp16(self) -> bool:
+        """Nodes kept out of int8 become fp16 where the target runs them in fp16 (TensorRT)."""
+        return self.target in FP16_TARGETS
 
     def __post_init__(self) -> None:
         import hashlib
@@ -260,10 +274,23 @@ def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) ->
     if model_precision(qmodel) != "int8":
         raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
                          "check --exclude-nodes / --exclude-op-types")
+    fp16_nodes: list[str] = []
+    if ctx.keeps_fp16:
+        # what TensorRT will run: the nodes kept out of int8 in fp16 (the equalisation's Mul is
+        # the input's scaling, not a node kept out, and stays fp32); judged as converted
+        from optkit.onnx_utils import save_onnx_atomically
+        from optkit.passes.quantize_fp16 import nodes_to_fp16
+
+        keep = set(ctx.exclude_nodes) | set(spec.excluded_nodes)
+        keep |= {n.name for n in qmodel.graph.node if n.op_type in set(ctx.exclude_op_types)}
+        if keep:
+            qmodel, fp16_nodes, _, _ = nodes_to_fp16(qmodel, keep, f"trial {index}")
+            if fp16_nodes:
+                save_onnx_atomically(qmodel, path)
     # evaluate
     metrics, accuracy, drop, failures = evaluate(path, ctx.validation, ctx.gate, ctx.threshold, ctx.threads)
     return TrialResult(spec, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
-                       time.perf_counter() - started, quantize_seconds)
+                       time.perf_counter() - started, quantize_seconds, tuple(fp16_nodes))
 
 
 def quantize_with_ranges(model: Path, out: Path, ort_ranges: Path, exclude_nodes: list[str],
@@ -440,8 +467,9 @@ MAX_FLOAT_SHARE = 0.25  # the search keeps at most this share of the MACs in flo
 
 def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tuple[str, ...],
                      node_macs: dict[str, int] | None = None, total_macs: int = 0,
-                     counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[TrialSpec]:
-    """Keep the top 1, 2, 4, ... ranked nodes in float, as long as they hold at most
+                     counts: tuple[int, ...] = (1, 2, 4, 8, 16), kept_as: str = "float") -> list[TrialSpec]:
+    """Keep the top 1, 2, 4, ... ranked nodes in float (``kept_as``: "fp16" where the target runs
+    them in fp16), as long as they hold at most
     ``MAX_FLOAT_SHARE`` of the MACs: a search that "passes" by un-quantising the model would
     present a float model as int8."""
     names = [r["node"] for r in ranked if r["node"] not in already]
@@ -462,8 +490,8 @@ def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tup
             continue
         shown = ", ".join(chosen[:3]) + (", ..." if len(chosen) > 3 else "")
         out.append(dataclasses.replace(
-            best, name=f"{len(chosen)} sensitive node{'s' if len(chosen) > 1 else ''} in float",
-            change=f"{best.method} ranges; kept in float: {shown}", excluded_nodes=already + chosen))
+            best, name=f"{len(chosen)} sensitive node{'s' if len(chosen) > 1 else ''} in {kept_as}",
+            change=f"{best.method} ranges; kept in {kept_as}: {shown}", excluded_nodes=already + chosen))
     return out
 
 
@@ -481,7 +509,7 @@ class SearchOutcome:
 def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
-           total_macs: int = 0) -> SearchOutcome:
+           total_macs: int = 0, kept_as: str = "float") -> SearchOutcome:
     """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
@@ -510,7 +538,8 @@ def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResul
     out.ranking = rank(base)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs):
+    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
+                                 kept_as=kept_as):
         if len(out.trials) >= budget:
             break
         if attempt(spec):
@@ -524,8 +553,9 @@ def format_row(index: int, t: TrialResult) -> str:
     agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
     dp = "-" if r["mean_abs_dp"] is None else f"{r['mean_abs_dp']:.4f}"
     verdict = "PASS" if t.passed else "fail: " + "; ".join(t.failures)
+    fp16 = f" fp16 {100 * r['fp16_mac_share']:.1f}%" if r["fp16_mac_share"] else ""
     return (f"trial {index}: {r['name']:<28} agreement {agree:>8}  mean|dp| {dp:>7}  accuracy {acc:>7}  "
-            f"int8 MACs {100 * r['int8_mac_share']:5.1f}%  {verdict}")
+            f"int8 MACs {100 * r['int8_mac_share']:5.1f}%{fp16}  {verdict}")
 
 
 # -- latency of the result ---------------------------------------------------------------------

@@ -57,6 +57,39 @@ class BadlyScaledCNN(torch.nn.Module):
         return torch.sigmoid(self.fc(self.features(x)))
 
 
+class DepthwiseStemCNN(torch.nn.Module):
+    """The badly scaled input again, read by a depthwise (group 3) stem conv: no per-channel scale
+    can be folded into a grouped conv, so the fix is to keep the cheap stem (2.6 % of the MACs) out
+    of int8 (and its input with it)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.stem = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.conv2 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.fc = torch.nn.Linear(16 * 6 * 6, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            self.stem.weight[0] /= 4000.0
+            self.stem.weight[1] *= 100.0  # the small channel carries the signal
+            self.stem.weight[2] /= 4.0
+            logit = self.fc(self.features(torch.from_numpy(_cnn_data(256, seed=7))))
+            mean, std = float(logit.mean()), float(logit.std())
+            self.fc.weight *= 0.75 / std
+            self.fc.bias.copy_((self.fc.bias - mean) * 0.75 / std)
+
+    def features(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return torch.flatten(h, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(self.features(x)))
+
+
 class TinyLSTM(torch.nn.Module):
     """A recurrent classifier: nearly all MACs are in the LSTM, which static QDQ leaves fp32."""
 
@@ -316,3 +349,86 @@ def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
     assert "40 samples of val.npz judged against the fp32 model's own outputs" in "\n".join(result.messages)
     # every calibration sample is used for statistics when validation comes from elsewhere
     assert result.info["samples"] == 48
+
+
+# -- --target tensorrt: nodes kept out of int8 run in fp16 ---------------------------------------
+
+@pytest.fixture(scope="module")
+def dw(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dw")
+    model = _export(DepthwiseStemCNN(), CNN_SHAPE, d / "dw.onnx")
+    calib = d / "calib.npz"
+    np.savez(calib, x=_cnn_data(48, 1))
+    return model, calib
+
+
+def _quantize(model, out, **cfg):
+    return get_pass("quantize-int8").run(Artifact.from_file(model), QuantizeInt8Config(latency_rounds=0, **cfg), out)
+
+
+def test_tensorrt_runs_an_excluded_conv_in_fp16(dw, tmp_path):
+    from optkit.macs import mac_breakdown
+    from optkit.onnx_utils import check_model
+    import onnxruntime as ort
+
+    model, calib = dw
+    same = dict(calibration=str(calib), exclude_nodes=("/stem/Conv",), search=False)
+    trt = _quantize(model, tmp_path / "trt.onnx", target="tensorrt", **same)
+    cpu = _quantize(model, tmp_path / "cpu.onnx", target="cpu", **same)
+    row = trt.info["int8_search"]["trials"][0]
+    assert row["passed"] and row["kept_in"] == "fp16" and row["fp16_nodes"] == ["/stem/Conv"]
+    assert trt.info["kept_in"] == "fp16" and trt.info["fp16_nodes"] == ["/stem/Conv"]
+    assert "kept in fp16" in "\n".join(trt.messages)
+    # the stem's MACs move from fp32 to fp16; the int8 part is what it is with the stem in fp32
+    t, c = trt.info["macs"]["share"], cpu.info["macs"]["share"]
+    assert c["fp16"] == 0 and c["fp32"] > 0
+    assert t["fp16"] == pytest.approx(c["fp32"]) and t["fp32"] == 0 and t["int8"] == pytest.approx(c["int8"])
+    # the file: valid, the stem computes in fp16 (fp16 weight), fp32 inputs/outputs, runs on ORT CPU
+    m = onnx.load(str(tmp_path / "trt.onnx"))
+    check_model(m, full=True)
+    stem = next(n for n in m.graph.node if n.name == "/stem/Conv")
+    w = next(i for i in m.graph.initializer if i.name == stem.input[1])
+    assert w.data_type == onnx.TensorProto.FLOAT16
+    assert [r["precision"] for r in mac_breakdown(m)["unquantized_heavy_nodes"]] == ["fp16"]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*m.graph.input, *m.graph.output])
+    # judged on fresh data against fp32: within the int8 gate (mean |dp| <= 0.01, no flips here)
+    x = _cnn_data(64, seed=99)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    ref, got = run(model), run(tmp_path / "trt.onnx")
+    assert np.abs(got - ref).mean() <= 0.01 and np.mean((got >= 0.5) == (ref >= 0.5)) >= 0.98
+    # target cpu is unchanged: the excluded node stays fp32
+    crow = cpu.info["int8_search"]["trials"][0]
+    assert crow["kept_in"] == "fp32" and crow["fp16_nodes"] == [] and crow["fp16_mac_share"] == 0
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(tmp_path / "cpu.onnx")).graph.initializer)
+
+
+def test_search_on_tensorrt_keeps_the_sensitive_node_in_fp16(dw, tmp_path):
+    model, calib = dw
+    for target, kept, word in (("tensorrt", "fp16", "fp16"), ("cpu", "fp32", "float")):
+        result = _quantize(model, tmp_path / f"{target}.onnx", calibration=str(calib), target=target)
+        search = result.info["int8_search"]
+        trials, chosen = search["trials"], search["chosen"]
+        assert not trials[0]["passed"] and chosen is not None, [t["name"] for t in trials]
+        row = trials[chosen]
+        assert row["name"] == f"1 sensitive node in {word}" and f"kept in {word}: /stem/Conv" in row["change"]
+        assert row["excluded_nodes"] == ["/stem/Conv"] and row["kept_in"] == kept
+        share = result.info["macs"]["share"]
+        assert share["int8"] >= 0.95
+        if target == "tensorrt":
+            assert row["fp16_nodes"] == ["/stem/Conv"] and share["fp16"] > 0 and share["fp32"] == 0
+            assert f"trial {chosen}: 1 sensitive node in fp16" in "\n".join(result.messages)
+        else:
+            assert row["fp16_nodes"] == [] and share["fp16"] == 0 and share["fp32"] > 0
+
+
+def test_cli_tensorrt_excluded_op_types_run_in_fp16_too(cli_runner, dw, tmp_path):
+    model, calib = dw
+    out = tmp_path / "q.onnx"
+    r = invoke(cli_runner, ["quantize", model, "-o", out, "--int8", "--calibration", calib, "--target", "tensorrt",
+                            "--no-search", "--exclude-nodes", "/stem/Conv", "--exclude-op-types", "Gemm",
+                            "--latency-rounds", "0"])
+    assert r.exit_code == 0, r.output
+    assert "kept in fp16 (target tensorrt" in r.output and "2 node(s) (/stem/Conv, /fc/Gemm)" in r.output
+    assert "latency not measured (latency_rounds 0)" in r.output
+    info = json.loads(out.with_name("q.search.json").read_text())
+    assert info["trials"][0]["fp16_nodes"] == ["/stem/Conv", "/fc/Gemm"] and info["trials"][0]["passed"]

@@ -34,6 +34,11 @@ release flow needs around it:
   ========  =======================  ==========================================================
 
   Weights are always per-channel signed int8 (Conv output-channel axis 0).
+- Nodes kept out of int8 (by the search, ``exclude_nodes``, ``exclude_op_types``) stay fp32,
+  except for ``target tensorrt``: there they are converted to fp16
+  (:func:`optkit.passes.quantize_fp16.nodes_to_fp16`, onnxconverter-common), because optkit builds
+  TensorRT engines strongly typed, where each layer runs in the type the ONNX graph gives it (an
+  fp32 node would run in fp32). Each trial is judged as converted, and its MACs count as fp16.
 """
 from __future__ import annotations
 
@@ -113,10 +118,10 @@ class QuantizeInt8Config:
     method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
     percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
                                check=_check_percentile)
-    exclude_nodes: tuple[str, ...] = option((), "Node names always kept in fp32 (see `optkit verify` for where "
-                                            "error grows).", metavar="A,B")
-    exclude_op_types: tuple[str, ...] = option((), "Op types always kept in fp32, e.g. Add,Sigmoid.",
-                                               metavar="OP,OP")
+    exclude_nodes: tuple[str, ...] = option((), "Node names always kept out of int8, in fp32 (fp16 for target "
+                                            "tensorrt; see `optkit verify` for where error grows).", metavar="A,B")
+    exclude_op_types: tuple[str, ...] = option((), "Op types always kept out of int8, in fp32 (fp16 for target "
+                                               "tensorrt), e.g. Add,Sigmoid.", metavar="OP,OP")
     equalize: bool = option(False, "The first trial equalises a badly scaled input per channel (folded into the "
                             "first convs).")
     search: bool = option(True, "Search until the int8 gate passes (other range methods, input equalisation, "
@@ -206,13 +211,15 @@ def preprocess(src: Path, dst: Path) -> list[str]:
     raise PassFailed("ONNX Runtime's quantisation pre-processing failed: " + "; ".join(notes))
 
 
-def quantized_node_report(model: Any) -> dict[str, Any]:
+def quantized_node_report(model: Any, fp16: set[str] | None = None) -> dict[str, Any]:
     """Compute nodes of a QDQ model that run in int8, by op type.
 
     A node counts as quantised in ONNX Runtime's QDQ "node unit" sense: it reads at least one
     DequantizeLinear output and each of its outputs feeds a QuantizeLinear. A node that only reads
-    DQ outputs (e.g. an excluded op after a quantised one) computes in fp32.
+    DQ outputs (e.g. an excluded op after a quantised one) computes in fp32, or in fp16 when it is
+    in ``fp16`` (converted for target tensorrt; the Casts around those are not counted).
     """
+    fp16 = fp16 or set()
     producers = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list[Any]] = collections.defaultdict(list)
     for n in model.graph.node:
@@ -221,14 +228,21 @@ def quantized_node_report(model: Any) -> dict[str, Any]:
     total: collections.Counter[str] = collections.Counter()
     quantized: collections.Counter[str] = collections.Counter()
     fp32_nodes: list[str] = []
+    fp16_nodes: list[str] = []
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
             continue
+        if node.op_type == "Cast" and fp16 and (
+                any(c.name in fp16 for o in node.output for c in consumers.get(o, []))
+                or any(i in producers and producers[i].name in fp16 for i in node.input)):
+            continue  # a Cast into or out of an fp16 node
         total[node.op_type] += 1
         reads_int8 = any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
         writes_int8 = all(any(c.op_type == "QuantizeLinear" for c in consumers.get(o, [])) for o in node.output if o)
         if reads_int8 and writes_int8:
             quantized[node.op_type] += 1
+        elif node.name in fp16:
+            fp16_nodes.append(node.name)
         else:
             fp32_nodes.append(node.name or f"<{node.op_type}>")
     return {
@@ -236,6 +250,7 @@ def quantized_node_report(model: Any) -> dict[str, Any]:
         "quantized": sum(quantized.values()),
         "total": sum(total.values()),
         "fp32_nodes": fp32_nodes,
+        "fp16_nodes": fp16_nodes,
     }
 
 
@@ -417,7 +432,8 @@ class QuantizeInt8(Pass):
                 exclude_nodes=tuple(cfg.exclude_nodes), op_types=tuple(op_types), settings=settings,
                 target=cfg.target, validation=validation, gate=gate, threshold=cfg.threshold,
                 equalized_model=eq_model_path.read_bytes() if eq_model_path is not None else None,
-                eq_stats=eq_stats, eq_mul_node=eq_plan.mul_node if eq_plan is not None else None)
+                eq_stats=eq_stats, eq_mul_node=eq_plan.mul_node if eq_plan is not None else None,
+                exclude_op_types=tuple(cfg.exclude_op_types))
 
             def run_trial(index: int, t: Any) -> Any:
                 return int8_search.run_trial(trial_ctx, t, index, work)
@@ -432,7 +448,8 @@ class QuantizeInt8(Pass):
             say(f"int8 trials (validation: {validation.description}):")
             outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
                                          methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
-                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
+                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"],
+                                         kept_as="fp16" if trial_ctx.keeps_fp16 else "float")
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
             latency = self._latency(src.path, first, outcome, chosen, cfg, run_trial, say)
@@ -454,7 +471,7 @@ class QuantizeInt8(Pass):
                 if stats_fresh:
                     stats.save(paths["stats"])
 
-        report = quantized_node_report(qmodel)
+        report = quantized_node_report(qmodel, set(chosen.fp16_nodes))
         mac = chosen.mac
         rows = [t.row() for t in outcome.trials]
         search_info = {"validation": validation.kind, "validation_description": validation.description,
@@ -463,7 +480,8 @@ class QuantizeInt8(Pass):
                        "notes": outcome.notes, "latency": latency}
         by_op = ", ".join(f"{op} {c['quantized']}/{c['total']}" for op, c in report["by_op_type"].items())
         header = (f"quantised {src.path.name} -> {final} (int8 QDQ, target {cfg.target}, "
-                  f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in float"
+                  f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in "
+                                                    f"{'fp16' if trial_ctx.keeps_fp16 else 'float'}"
                                                     if chosen.spec.excluded_nodes else "")
                   + (", equalised input" if chosen.spec.equalized else "") + ")")
         trial_lines = [int8_search.format_row(i, t) for i, t in enumerate(outcome.trials)]
@@ -480,6 +498,10 @@ class QuantizeInt8(Pass):
             messages += int8_search.format_latency(latency)
         messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
                         f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
+        if chosen.fp16_nodes:
+            messages.append(f"kept in fp16 (target {cfg.target} runs the nodes kept out of int8 in fp16; judged as "
+                            f"converted): {len(chosen.fp16_nodes)} node(s) ({', '.join(chosen.fp16_nodes[:10])}"
+                            f"{', ...' if len(chosen.fp16_nodes) > 10 else ''})")
         if report["fp32_nodes"]:
             shown = report["fp32_nodes"][:10]
             messages.append(f"left in fp32: {len(report['fp32_nodes'])} nodes ({', '.join(shown)}"
@@ -493,7 +515,7 @@ class QuantizeInt8(Pass):
                             f"is mostly float, not int8 (largest float layers: {top})")
         elif heavy_fp:
             messages.append("heavy nodes left in float: " + ", ".join(
-                f"{r['name']} ({r['op_type']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
+                f"{r['name']} ({r['op_type']}, {r['precision']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
         if mac["unknown_shape_nodes"]:
             messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
                             f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
@@ -514,6 +536,9 @@ class QuantizeInt8(Pass):
             "total_nodes": report["total"],
             "by_op_type": report["by_op_type"],
             "fp32_nodes": report["fp32_nodes"],
+            "fp16_nodes": list(chosen.fp16_nodes),
+            # the precision of the nodes kept out of int8 (fp16: converted for a target that runs fp16)
+            "kept_in": "fp16" if chosen.fp16_nodes else "fp32",
             "exclude_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
             "equalized": chosen.spec.equalized,
@@ -528,6 +553,7 @@ class QuantizeInt8(Pass):
                             # first trial's settings)
                             extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
                                    "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
+                                   "fp16_nodes": list(chosen.fp16_nodes),
                                    "calibration_outliers": outliers.to_json(),
                                    "chosen": {"method": chosen.spec.method,
                                               "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
