@@ -190,7 +190,9 @@ def nodes_to_fp16(model: Any, names: Any, what: str = "model") -> tuple[Any, lis
       hides the Q/DQ pattern TensorRT fuses. onnxconverter-common (1.16) removes such pairs only
       where a tensor has one consumer and raises ValueError on a pair before a graph output (the
       usual case here, so its fork usually does the conversion); ONNX Runtime's fork keeps them
-      all. They are removed here (:func:`_drop_fp16_round_trips`): no library does that.
+      all. They are removed here (:func:`_drop_fp16_round_trips`); ONNX Runtime's
+      ``OnnxModel.remove_cascaded_cast_nodes`` would collapse every Cast->Cast pair, also a
+      model's own (float->int->float rounds), so it could change results.
     - a blocked node that writes a graph output: onnxconverter-common casts its output to fp16 and
       retypes the graph output fp16 despite ``keep_io_types`` (:func:`_restore_output_types`);
     - Q/DQ nodes, Casts and ops in onnxconverter-common's default op block list are never
