@@ -507,7 +507,7 @@ def _artifact_section(f: dict[str, Any]) -> str:
 
 
 TRIAL_COLUMNS = ("name", "change", "method", "excluded_nodes", "equalized", "agreement", "mean_abs_dp", "accuracy",
-                 "int8_mac_share", "passed")
+                 "int8_mac_share", "fp16_mac_share", "passed")
 
 
 def _trials_table(search: dict[str, Any]) -> str:
@@ -518,7 +518,7 @@ def _trials_table(search: dict[str, Any]) -> str:
         cells = []
         for c in TRIAL_COLUMNS:
             v = t.get(c)
-            if c in ("agreement", "accuracy", "int8_mac_share"):
+            if c in ("agreement", "accuracy", "int8_mac_share", "fp16_mac_share"):
                 cells.append(e(_fmt(v, "pct")))
             elif c == "excluded_nodes":
                 cells.append(e(", ".join(map(str, v)) if isinstance(v, list) and v else ("none" if isinstance(v, list) else _fmt(v))))

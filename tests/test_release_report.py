@@ -191,7 +191,7 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
          "agreement": 0.981, "mean_abs_dp": 0.02, "accuracy": 0.95, "int8_mac_share": 1.0, "passed": False},
         {"name": "t1", "change": "keep first conv fp32", "method": "percentile", "excluded_nodes": ["/conv1/Conv"],
          "equalized": True, "agreement": 0.998, "mean_abs_dp": 0.005, "accuracy": 0.96, "int8_mac_share": 0.997,
-         "passed": True}],
+         "fp16_mac_share": 0.003, "passed": True}],
         # the search's own latency check (fp32, plain int8 = trial 0, chosen = trial 1), as the pass records it
         "latency": {"runtime": "onnxruntime CPU", "batch": 1, "warmup": 5, "rounds": 30, "chosen_is_plain": False,
                     "models": [{"model": "fp32", "trial": None, "file": "export.onnx", "min_ms": 8.0, "p50_ms": 9.0},
@@ -217,6 +217,8 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     trials = trials[:trials.index("</table>")]
     assert trials.count("<tr>") == 3 and "keep first conv fp32" in trials and "✔ chosen" in trials
     assert "99.80%" in trials and "minmax" in trials
+    # fp16 MAC share: a row of an older manifest has none ("–"), a newer one its value
+    assert "fp16 mac share" in trials and "0.30%" in trials
     assert facts["int8_search"]["latency"]["speedup"]["chosen_kept_of_plain"]["min"] == 0.8
     latency = page[page.index("Latency of the search's result"):]
     latency = latency[:latency.index("</table>")]
