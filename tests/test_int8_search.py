@@ -24,70 +24,71 @@ CNN_SHAPE = (3, 12, 12)
 CHANNEL_SCALE = np.array([1000.0, 0.01, 1.0], np.float32)
 
 
-class BadlyScaledCNN(torch.nn.Module):
+class _CNNClassifier(torch.nn.Module):
+    """sigmoid(fc(features(x))), weights drawn from a seeded generator, decisions spread around 0.5."""
+
+    def _random_weights(self, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for p in self.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def _spread_decisions(self, logit_std: float) -> None:
+        """fc rescaled so the logits have mean 0 and std ``logit_std`` on the data."""
+        logit = self.fc(self.features(torch.from_numpy(_cnn_data(256, seed=7))))
+        mean, std = float(logit.mean()), float(logit.std())
+        self.fc.weight *= logit_std / std
+        self.fc.bias.copy_((self.fc.bias - mean) * logit_std / std)
+
+    def forward(self, x):
+        return torch.sigmoid(self.fc(self.features(x)))
+
+
+class BadlyScaledCNN(_CNNClassifier):
     """A small CNN trained-like on a badly scaled input: its first conv's weights compensate the
     channel scales, so in fp32 every channel matters and the small one decides."""
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(3)
         self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(8 * 6 * 6, 1)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            self._random_weights(3)
             self.conv1.weight[:, 0] /= 1000.0
             self.conv1.weight[:, 1] *= 100.0 * 4.0  # the small channel carries the signal
             self.conv1.weight[:, 0] *= 0.25
             self.conv1.weight[:, 2] *= 0.25
-            # decisions spread around 0.5: logits with mean 0 and std 2 on the data
-            f = self.features(torch.from_numpy(_cnn_data(256, seed=7)))
-            logit = self.fc(f)
-            mean, std = float(logit.mean()), float(logit.std())
-            self.fc.weight *= 2.0 / std
-            self.fc.bias.copy_((self.fc.bias - mean) * 2.0 / std)
+            self._spread_decisions(2.0)
 
     def features(self, x):
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
         return torch.flatten(h, 1)
 
-    def forward(self, x):
-        return torch.sigmoid(self.fc(self.features(x)))
 
-
-class DepthwiseStemCNN(torch.nn.Module):
+class DepthwiseStemCNN(_CNNClassifier):
     """The badly scaled input again, read by a depthwise (group 3) stem conv: no per-channel scale
     can be folded into a grouped conv, so the fix is to keep the cheap stem (2.6 % of the MACs) out
     of int8 (and its input with it)."""
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(5)
         self.stem = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
         self.conv2 = torch.nn.Conv2d(3, 16, 3, padding=1)
         self.conv3 = torch.nn.Conv2d(16, 16, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(16 * 6 * 6, 1)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            self._random_weights(5)
             self.stem.weight[0] /= 4000.0
             self.stem.weight[1] *= 100.0  # the small channel carries the signal
             self.stem.weight[2] /= 4.0
-            logit = self.fc(self.features(torch.from_numpy(_cnn_data(256, seed=7))))
-            mean, std = float(logit.mean()), float(logit.std())
-            self.fc.weight *= 0.75 / std
-            self.fc.bias.copy_((self.fc.bias - mean) * 0.75 / std)
+            self._spread_decisions(0.75)
 
     def features(self, x):
         h = torch.relu(self.stem(x))
         h = torch.relu(self.conv2(h))
         h = torch.relu(self.conv3(h))
         return torch.flatten(h, 1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(self.features(x)))
 
 
 class TinyLSTM(torch.nn.Module):
@@ -116,13 +117,16 @@ def _cnn_data(n: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((n, *CNN_SHAPE)) * CHANNEL_SCALE[:, None, None]).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def cnn(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cnn")
-    model = _export(BadlyScaledCNN(), CNN_SHAPE, d / "cnn.onnx")
+def _model_and_calibration(module, d: Path, name: str) -> tuple[Path, Path]:
+    model = _export(module, CNN_SHAPE, d / f"{name}.onnx")
     calib = d / "calib.npz"
     np.savez(calib, x=_cnn_data(48, 1))
     return model, calib
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    return _model_and_calibration(BadlyScaledCNN(), tmp_path_factory.mktemp("cnn"), "cnn")
 
 
 @pytest.fixture(scope="module")
@@ -355,11 +359,7 @@ def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
 
 @pytest.fixture(scope="module")
 def dw(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dw")
-    model = _export(DepthwiseStemCNN(), CNN_SHAPE, d / "dw.onnx")
-    calib = d / "calib.npz"
-    np.savez(calib, x=_cnn_data(48, 1))
-    return model, calib
+    return _model_and_calibration(DepthwiseStemCNN(), tmp_path_factory.mktemp("dw"), "dw")
 
 
 def _quantize(model, out, **cfg):
