@@ -564,7 +564,8 @@ LATENCY_WARMUP = 5  # untimed interleaved rounds before the timed ones
 
 
 def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tuple[int | None, Path], rounds: int,
-                    warmup: int = LATENCY_WARMUP, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    warmup: int = LATENCY_WARMUP, progress: Callable[[str], None] | None = None,
+                    target: str = "cpu") -> dict[str, Any]:
     """Latency of the fp32 parent, plain int8 and the chosen model: batch 1 on ONNX Runtime CPU,
     all three in ONE interleaved run (:func:`optkit.bench.benchmark`), so the speed-ups are fair on
     a busy machine. ``plain`` / ``chosen`` are (trial index, model file); when the chosen model is
@@ -598,7 +599,8 @@ def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tup
         return {k: round(a[f"{k}_ms"] / b[f"{k}_ms"], 4) if b[f"{k}_ms"] > 0 else float("inf") for k in ("min", "p50")}
 
     return {
-        "runtime": "onnxruntime CPU", "batch": 1, "warmup": warmup, "rounds": rounds, "interleaved": True,
+        "runtime": "onnxruntime CPU", "target": target, "batch": 1, "warmup": warmup, "rounds": rounds,
+        "interleaved": True,
         "chosen_is_plain": same, "environment": env,
         "models": [{k: v for k, v in r.items() if k != "runner"} for r in rows],
         "threads": rows[0]["runner"].get("threads"),
@@ -627,7 +629,10 @@ def format_latency(lat: dict[str, Any]) -> list[str]:
                      "of plain int8's speed-up")
         lines.append(line)
     if lat["chosen_is_plain"]:
-        lines.append("  the chosen model is plain int8 (no fix was needed): timed once")
-    if sp["plain_vs_fp32"]["p50"] < 1.0:
-        lines.append("  plain int8 is not faster than fp32 here (at p50): int8 pays off on larger layers")
+        lines.append("  the chosen model is trial 0 (the requested settings, no fix from the search): timed once")
+    if lat.get("target", "cpu") not in ("cpu", "openvino"):
+        lines.append(f"  (the {lat['target']} QDQ form, timed on ONNX Runtime CPU: its speed there says little "
+                     f"about {lat['target']})")
+    elif sp["plain_vs_fp32"]["p50"] < 1.0:
+        lines.append("  plain int8 is not faster than fp32 here (at p50)")
     return lines

@@ -285,7 +285,7 @@ def test_no_search_is_exactly_one_quantisation(cli_runner, cnn, tmp_path):
     assert "equalised input" in r.output
     assert "int8 MACs 100.0%" in r.output
     # the chosen model is the only trial: timed once beside fp32
-    assert "the chosen model is plain int8 (no fix was needed): timed once" in r.output
+    assert "the chosen model is trial 0 (the requested settings, no fix from the search): timed once" in r.output
     assert "plain int8 (trial 0) = chosen" in r.output and "chosen (trial" not in r.output
 
 

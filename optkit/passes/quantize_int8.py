@@ -591,7 +591,7 @@ class QuantizeInt8(Pass):
             f"{int8_search.LATENCY_WARMUP} warm-up + {cfg.latency_rounds} timed rounds, interleaved")
         try:
             latency = int8_search.measure_latency(fp32, (plain_index, plain.path), (index, chosen.path),
-                                                  cfg.latency_rounds)
+                                                  cfg.latency_rounds, target=cfg.target)
         except OptkitError as exc:  # a model that cannot be timed still is the model the search chose
             return {"error": first_line(exc)}
         return latency
