@@ -18,6 +18,11 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
    runs them in fp16 (TensorRT) the nodes kept out of int8 are converted to fp16 in the trial
    itself (:func:`run_trial`), so the trial is judged as the runtime will run it.
 
+Trials 1-3 are the first wave, 4 the second (its ranking needs the best of the first). A wave is
+handed to a *trial map* (:data:`TrialMap`; in order in this process by default, as Ray tasks with
+``--ray``), and the search keeps its results in queue order up to and including the first that
+passes: what a sequential search keeps, whatever ran in parallel.
+
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
 calibration data judged against the fp32 model's own outputs; gates are those of
 ``optkit verify`` (:data:`optkit.verify.DEFAULT_GATES`).
@@ -28,7 +33,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -78,7 +83,7 @@ class TrialResult:
             "mean_abs_dp": first.get("mean_abs"),
             "accuracy": self.accuracy,
             "int8_mac_share": self.mac["share"]["int8"],
-            "fp16_mac_share": self.mac["share"]["fp16"],
+            "fp16_mac_share": self.mac["share"].get("fp16", 0.0),
             # the precision of the nodes kept out of int8: fp16 where the target runs them in fp16
             "kept_in": "fp16" if self.fp16_nodes else "fp32",
             "fp16_nodes": list(self.fp16_nodes),
@@ -506,30 +511,66 @@ class SearchOutcome:
         return max(self.trials, key=lambda t: t.score())
 
 
+# ``map_trials(jobs, note)``: run the (index, spec) jobs of one wave and yield their results in
+# job order, lazily: the search stops consuming at the first passing trial and closes the
+# iterator. A map that ran jobs ahead (in parallel) discards their results and says so with ``note``.
+TrialMap = Callable[[list[tuple[int, TrialSpec]], Callable[[str], None]], Iterator[TrialResult]]
+
+
+def sequential_trials(run_trial: Callable[[int, TrialSpec], TrialResult]) -> TrialMap:
+    """The default map: one trial after the other in this process, none run past the consumer."""
+    def map_trials(jobs: list[tuple[int, TrialSpec]], note: Callable[[str], None]) -> Iterator[TrialResult]:
+        for index, spec in jobs:
+            yield run_trial(index, spec)
+
+    return map_trials
+
+
 def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
-           total_macs: int = 0, kept_as: str = "float") -> SearchOutcome:
-    """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
+           total_macs: int = 0, map_trials: TrialMap | None = None, kept_as: str = "float") -> SearchOutcome:
+    """Run trials until one passes (or ``budget`` trials ran); see the module docstring.
+
+    The search runs in two waves: the planned trials, then (ranked on the best of those) the
+    exclusion trials. Each wave hands up to ``budget - done`` trials to ``map_trials`` (default:
+    :func:`sequential_trials` of ``run_trial``) and keeps the results in queue order up to and
+    including the first passing one - exactly what a sequential search keeps, whatever ran in
+    parallel, so the trials, the ranking and the chosen model do not depend on the map.
+    ``kept_as`` names the precision of the nodes kept out of int8 in the trials' names ("fp16"
+    where the target runs them in fp16).
+    """
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
     out = SearchOutcome()
+    map_trials = map_trials or sequential_trials(run_trial)
 
-    def attempt(spec: TrialSpec) -> bool:
-        result = run_trial(len(out.trials), spec)
-        out.trials.append(result)
-        echo(format_row(len(out.trials) - 1, result))
-        if result.passed:
-            out.chosen = len(out.trials) - 1
-        return result.passed
+    def note(text: str) -> None:
+        out.notes.append(text)
+        echo(text)
+
+    def wave(specs: list[TrialSpec]) -> bool:
+        """True when a trial of ``specs`` passed (it is then the last of ``out.trials``)."""
+        start = len(out.trials)
+        jobs = [(start + i, spec) for i, spec in enumerate(specs[: max(0, budget - start)])]
+        if not jobs:
+            return False
+        results = map_trials(jobs, note)
+        try:
+            for result in results:
+                out.trials.append(result)
+                echo(format_row(len(out.trials) - 1, result))
+                if result.passed:
+                    out.chosen = len(out.trials) - 1
+                    return True
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        return False
 
     queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
-    for spec in queue:
-        if len(out.trials) >= budget or (out.trials and not do_search):
-            break
-        if attempt(spec):
-            return out
-    if not do_search or len(out.trials) >= budget:
+    if wave(queue) or not do_search or len(out.trials) >= budget:
         return out
     base = max((t for t in out.trials if not t.spec.equalized), key=lambda t: t.score())
     eq_trial = next((t for t in out.trials if t.spec.equalized), None)
@@ -538,12 +579,8 @@ def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResul
     out.ranking = rank(base)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
-                                 kept_as=kept_as):
-        if len(out.trials) >= budget:
-            break
-        if attempt(spec):
-            return out
+    wave(exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
+                          kept_as=kept_as))
     return out
 
 

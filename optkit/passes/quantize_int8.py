@@ -446,10 +446,15 @@ class QuantizeInt8(Pass):
                                                         fp32_macs)
 
             say(f"int8 trials (validation: {validation.description}):")
+            t_search = time.perf_counter()
             outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
                                          methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
                                          echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"],
-                                         kept_as="fp16" if trial_ctx.keeps_fp16 else "float")
+                                         kept_as="fp16" if trial_ctx.keeps_fp16 else "float",
+                                         # trials as Ray tasks when the command set an executor
+                                         # (same trials kept, same chosen model); else in order here
+                                         map_trials=distributed.trial_map(trial_ctx, work))
+            search_seconds = time.perf_counter() - t_search
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
             latency = self._latency(src.path, first, outcome, chosen, cfg, run_trial, say)
@@ -529,6 +534,7 @@ class QuantizeInt8(Pass):
             "validation_samples": len(validation),
             "chunk_size": cfg.chunk_size,
             "calibration_seconds": round(calibration_seconds, 3),
+            "search_seconds": round(search_seconds, 3),  # all trials and the ranking, wall time
             "quantize_seconds": round(sum(t.quantize_seconds for t in outcome.trials), 3),
             "cache_hit": not stats_fresh,
             "cache_path": str(paths["stats"]),
