@@ -30,13 +30,11 @@ class BadlyScaledCNN(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(3)
         self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(8 * 6 * 6, 1)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            random_weights(self, seed=3)
             self.conv1.weight[:, 0] /= 1000.0
             self.conv1.weight[:, 1] *= 100.0 * 4.0  # the small channel carries the signal
             self.conv1.weight[:, 0] *= 0.25
@@ -50,6 +48,13 @@ class BadlyScaledCNN(torch.nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.fc(self.features(x)))
+
+
+def random_weights(model, seed: int) -> None:
+    """Every parameter drawn from N(0, 0.3^2) with a seeded generator (in parameter order)."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
 def spread_decisions(model, logit_std: float = 2.0) -> None:
@@ -70,14 +75,12 @@ class DepthwiseStemCNN(BadlyScaledCNN):
 
     def __init__(self):
         torch.nn.Module.__init__(self)
-        g = torch.Generator().manual_seed(5)
         self.stem = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
         self.conv2 = torch.nn.Conv2d(3, 16, 3, padding=1)
         self.conv3 = torch.nn.Conv2d(16, 16, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(16 * 6 * 6, 1)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            random_weights(self, seed=5)
             self.stem.weight[0] /= 4000.0
             self.stem.weight[1] *= 100.0  # the small channel carries the signal
             self.stem.weight[2] /= 4.0
