@@ -86,6 +86,15 @@ def test_export_bad_models(cli_runner, tmp_path, spec, message):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_export_half_model_says_what_to_do(cli_runner, tmp_path):
+    """A .half() PyTorch model failed with torch's "Input type (float) and bias type (c10::Half)"; the
+    error now names the dtype and the way: export the float32 model, then optkit quantize --fp16."""
+    res = invoke(cli_runner, ["export", f"{MODELS}:affine_half", "-o", tmp_path / "a.onnx", "--input-shape", "1,6"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "float16 parameters" in res.output and "optkit quantize --fp16" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_unknown_zoo_name_and_missing_file(cli_runner, tmp_path):
     res = invoke(cli_runner, ["export", "no-such-model", "-o", tmp_path / "m.onnx"])
     assert res.exit_code == 1 and "zoo name" in res.output

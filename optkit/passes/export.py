@@ -83,6 +83,7 @@ class Export(Pass):
             samples = random_samples(cfg.reference_samples, sample_shape, seed=cfg.reference_seed)
 
         model = load_model(cfg.model, cfg.weights)
+        _require_float32(model, cfg.model)
         dummy = torch.from_numpy(samples.x[: max(1, cfg.input_shape[0])].copy())
         ref_outputs = self._torch_outputs(torch, model, samples.x, cfg)
 
@@ -168,3 +169,13 @@ class Export(Pass):
                                where="on the reference inputs")
                 start += take
         return comparison.max_abs_diff
+
+
+def _require_float32(model: Any, name: str) -> None:
+    """The export traces float32 inputs; a .half()/.to(bfloat16) model fails inside torch with a
+    dtype clash. Say what the fp16 way is instead."""
+    kinds = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()} - {"float32"})
+    if kinds:
+        raise InputError(f"{name} has {'/'.join(kinds)} parameters; optkit export traces float32: export the "
+                         "float32 model (model.float()) and make the fp16 artifact with optkit quantize --fp16 "
+                         "(it keeps overflowing tensors in fp32 and checks the result)")

@@ -28,6 +28,11 @@ def affine():
     return Affine().eval()
 
 
+def affine_half():
+    """A model converted with .half(): float16 parameters."""
+    return affine().half()
+
+
 def not_a_module():
     return 42
 
