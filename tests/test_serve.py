@@ -415,15 +415,28 @@ def test_a_logits_model_is_not_served_as_a_probability(tmp_path):
 
 
 def test_sigmoid_and_softmax_heads_are_probabilities(tmp_path):
+    """Also behind ORT's QOperator int8 form (QLinearSigmoid -> DequantizeLinear), with no note."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
     from serve_models import build_user_model
 
-    for head in ("sigmoid", "softmax2"):
-        path = build_user_model(tmp_path / f"{head}.onnx", head=head)
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"image": IMAGE[None] * k} for k in (0.5, 1.0, 2.0)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(build_user_model(tmp_path / "f32.onnx")), str(tmp_path / "qop.onnx"), Reader(),
+                    quant_format=QuantFormat.QOperator)
+    for head in ("sigmoid", "softmax2", "qop"):
+        path = tmp_path / "qop.onnx" if head == "qop" else build_user_model(tmp_path / f"{head}.onnx", head=head)
         with _user_client(path, accept_audio=False) as client:
             body = client.post("/verify", content=npy_bytes(IMAGE), headers={"Content-Type": "application/x-npy"}).json()
             expected = float(_ort_outputs(path, IMAGE[None])["score"].ravel()[0])
             assert body["probability"] == pytest.approx(expected, abs=1e-6)
-            assert client.get("/metadata").json()["output_kind"] == "probability"
+            md = client.get("/metadata").json()
+            assert md["output_kind"] == "probability" and md["notes"] == [], md["notes"]
 
 
 def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_path):

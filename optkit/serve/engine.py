@@ -45,7 +45,7 @@ WARMUP_CALLS = 3
 # find the op that computed it (a quantised model puts Q/DQ after the Sigmoid, an fp16 one a Cast)
 PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Gather",
                     "Slice", "Transpose", "Expand", "QuantizeLinear", "DequantizeLinear"}
-PROBABILITY_OPS = {"Sigmoid", "Softmax"}
+PROBABILITY_OPS = {"Sigmoid", "Softmax", "QLinearSigmoid", "QLinearSoftmax"}  # the last two: ORT's QOperator int8
 RANGE_CHECK_SAMPLES = 8  # seeded random inputs whose outputs must lie in [0, 1] for an unproven head
 RANGE_SLACK = 1e-3  # fp16/int8 rounding of a sigmoid may land just outside [0, 1]
 
