@@ -132,11 +132,11 @@ def check_port(host: str, port: int) -> None:
     """InputError unless ``host:port`` can be listened on now (port 0: the OS picks one)."""
     if port == 0:
         return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # the socket uvicorn makes (Config.bind_socket)
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as s:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
-            s.bind(addr)
+            s.bind((host.strip("[]"), port))
     except OSError as exc:  # gaierror included
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
