@@ -173,3 +173,17 @@ def test_verify_warns_when_the_reference_outputs_are_not_probabilities(cli_runne
     res = invoke(cli_runner, ["verify", tmp_path / "logit.onnx", "--reference", tmp_path / "logit.reference.npz",
                               "--threshold", "0"])
     assert res.exit_code == 0 and "WARNING:" not in res.output, res.output  # decided as logits: nothing to warn
+
+
+def test_verify_takes_a_comma_separated_provider_list_like_bench(cli_runner, tiny_onnx, tmp_path):
+    """bench, lut, loadtest and recipes take `--provider cpu,openvino`; verify refused it (exit 2)."""
+    ref = tiny_onnx.with_name("tiny.reference.npz")
+    res = invoke(cli_runner, ["verify", tiny_onnx, "--reference", ref, "--provider", "cpu,openvino",
+                              "--report-dir", tmp_path / "rep"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    runners = [a["runner"]["runner"] for a in data["artifacts"]]
+    assert len(runners) == 2 and runners[0].startswith("onnxruntime") and runners[1] == "openvino"
+    assert "[openvino] verifying tiny.onnx" in res.output
+    res = invoke(cli_runner, ["verify", tiny_onnx, "--reference", ref, "--provider", "cpu,cpu"])
+    assert res.exit_code == 2

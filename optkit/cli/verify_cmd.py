@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.bench_cmd import _providers
 from optkit.cli.common import ci_output_options
 from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.runners.registry import PROVIDERS
@@ -11,8 +12,9 @@ from optkit.runners.registry import PROVIDERS
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="cpu",
-              show_default=True, help="Runtime for .onnx artifacts (.engine files always use TensorRT).")
+@click.option("--provider", "providers", default="cpu", show_default=True, callback=_providers,
+              help=f"Runtime(s) for .onnx artifacts, comma-separated: {', '.join(PROVIDERS)} (.engine files "
+                   "always use TensorRT, verified once).")
 @click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=float, help="Decision threshold.")
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
@@ -41,7 +43,7 @@ from optkit.runners.registry import PROVIDERS
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
 @ci_output_options
-def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
+def verify(artifacts, reference_path, providers, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
            junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
@@ -55,6 +57,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     Examples:
       optkit verify model.sim.onnx model.int8.onnx --reference model.reference.npz --report-dir report/
       optkit verify model.int8.onnx --reference model.reference.npz --gate int8.min_agreement=0.99
+      optkit verify model.fold.onnx model.int8.onnx --reference model.reference.npz --provider cpu,openvino
       optkit verify model.int8.onnx --reference big.reference.npz --ray auto   # on a Ray cluster
 
     \b
@@ -76,7 +79,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
     from optkit.distributed import executor_for
     from optkit.regression import make_limits, parse_max_regression, prepare_baseline
     from optkit.release import release_view
-    from optkit.verify import merge_gates, parse_gate_option, verify_artifacts
+    from optkit.verify import merge_gates, parse_gate_option, verify_on_providers
 
     if max_regression and not baseline:
         raise click.UsageError("--max-regression needs --baseline")
@@ -96,11 +99,12 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
     with executor_for(ray_address, ray_workers, shards) as executor:
-        report = verify_artifacts(
-            paths, reference, reference_path=str(reference_path), provider=provider, threshold=threshold,
+        report = verify_on_providers(
+            paths, reference, providers, reference_path=str(reference_path), threshold=threshold,
             gates=gates, batch_size=batch_size, threads=threads, localize=localize,
             fp32_model=Path(fp32_model) if fp32_model else None,
-            progress=lambda msg: click.echo(msg, err=True), executor=executor,
+            progress=lambda p, msg: click.echo(msg if len(providers) == 1 else f"[{p}] {msg}", err=True),
+            executor=executor,
         )
     bench_cfg = None
     if bench:
