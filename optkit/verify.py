@@ -324,7 +324,8 @@ def score_warnings(outputs: dict[str, np.ndarray], threshold: float) -> list[str
         if v.size and np.isfinite(v).all() and (v.min() < 0.0 or v.max() > 1.0):
             notes.append(f"reference output {name} ranges over [{v.min():.4g}, {v.max():.4g}], outside [0, 1]: not "
                          f"probabilities, yet decisions are taken at threshold {threshold:g} and the |Δp| gates read "
-                         "them as probabilities; for logits, decide at --threshold 0 and set the gates with --gate")
+                         "them as probabilities; for logits, decide at threshold 0 (--threshold 0, or threshold: 0 under "
+                         "a recipe's verify:) and set the gates with --gate (gates:)")
     return notes
 
 
