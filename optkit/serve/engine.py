@@ -371,7 +371,7 @@ class InferenceEngine:
                              "sigmoid), or --output-kind probability if it is one")
         self.notes.append(f"output {self.output_name} is taken for a probability: {origin}, not a Sigmoid or Softmax, "
                           f"but its values on {RANGE_CHECK_SAMPLES} random inputs were within [0, 1] "
-                          "(--output-kind says otherwise)")
+                          "(say otherwise with --output-kind)")
         return "probability"
 
     def _describe(self, load_s: float) -> dict[str, Any]:
@@ -423,7 +423,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def output_head_op(path: Path, output: str) -> str | None:
     """The op that computes ``output`` of an ONNX file, looking through ops that only move or
-    re-encode values (Reshape, Cast, Q/DQ, Gather...); None for an engine or an unreadable graph."""
+    re-encode values (Reshape, Cast, Q/DQ, Gather...); None for an engine, an unreadable graph or an
+    output that is a graph input."""
     if path.suffix.lower() != ".onnx":
         return None
     import onnx
@@ -433,14 +434,14 @@ def output_head_op(path: Path, output: str) -> str | None:
     except Exception:  # noqa: BLE001 - the runner loaded it; without its graph we judge by values
         return None
     producer = {o: node for node in graph.node for o in node.output}
-    name, seen = output, set()
+    name, seen, last = output, set(), None
     while name in producer and name not in seen:
         seen.add(name)
         node = producer[name]
         if node.op_type not in PASS_THROUGH_OPS or not node.input:
             return node.op_type
-        name = node.input[0]
-    return None
+        name, last = node.input[0], node.op_type
+    return last  # the walk reached a graph input or a constant
 
 
 def _resolve(p: _Pending, value: Any = None, exc: BaseException | None = None) -> None:
