@@ -11,6 +11,9 @@ from optkit.runners.registry import PROVIDERS
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
+@click.option("--reference-data", "reference_data", type=click.Path(file_okay=False),
+              help="Where the data directory of a reference that links its inputs is (export --reference-inputs "
+                   "link), when it is not where it was when the reference was made. Read shard by shard.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="cpu",
               show_default=True, help="Runtime for .onnx artifacts (.engine files always use TensorRT).")
 @click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=float, help="Decision threshold.")
@@ -41,7 +44,7 @@ from optkit.runners.registry import PROVIDERS
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
 @ci_output_options
-def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir, fp32_model, localize,
+def verify(artifacts, reference_path, reference_data, provider, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
            junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
@@ -56,6 +59,7 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
       optkit verify model.sim.onnx model.int8.onnx --reference model.reference.npz --report-dir report/
       optkit verify model.int8.onnx --reference model.reference.npz --gate int8.min_agreement=0.99
       optkit verify model.int8.onnx --reference big.reference.npz --ray auto   # on a Ray cluster
+      optkit verify model.int8.onnx --reference big.reference.npz --reference-data /mnt/data/val_shards
 
     \b
     With --baseline, each artifact is compared with its counterpart in the previous release (same
@@ -87,9 +91,9 @@ def verify(artifacts, reference_path, provider, threshold, gate_opts, report_dir
         if out:
             check_output_path(out)  # fail before a long run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
-    reference = load_reference(reference_path)
+    reference = load_reference(reference_path, data=reference_data)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
-    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
+    base = prepare_baseline(baseline, reference) if baseline else None
     if fp32_model is None:
         from optkit.verify import precision_of
 
