@@ -409,3 +409,25 @@ class LazyArray:
 
 def is_lazy(arr: Any) -> bool:
     return isinstance(arr, LazyArray)
+
+
+# -- writing shards ------------------------------------------------------------------------------
+def shard_bytes(x: np.ndarray, y: np.ndarray | None = None, **extra: np.ndarray) -> bytes:
+    """An ``.npz`` shard (``x``, optional ``y`` and ``extra`` arrays, uncompressed) as bytes that
+    depend only on the arrays: numpy's savez stamps every member with the current time, so two
+    runs would write different bytes for the same data."""
+    arrays = {"x": x, **({} if y is None else {"y": y}), **extra}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def write_shard(path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = None, **extra: np.ndarray) -> Path:
+    """Write :func:`shard_bytes` to ``path`` atomically (a temporary file renamed into place)."""
+    from optkit.fileio import write_bytes_atomically
+
+    return write_bytes_atomically(path, shard_bytes(x, y, **extra))
