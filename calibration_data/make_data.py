@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import speech  # noqa: E402  (helper module beside this script)
-from speech import ClipSpec  # noqa: E402
+from speech import ClipSpec, render as render_clip  # noqa: E402
 
 from optkit import features  # noqa: E402
 from optkit.fileio import atomic_output  # noqa: E402
@@ -134,7 +134,7 @@ def render_shard(specs: list[ClipSpec]) -> bytes:
     """One validation shard (x, y, group) as .npz bytes; deterministic given the specs."""
     from optkit.datasource import shard_bytes
 
-    x = np.stack([features.mfcc_from_audio(speech.render(s), features.SAMPLE_RATE) for s in specs])
+    x = np.stack([features.mfcc_from_audio(render_clip(s), features.SAMPLE_RATE) for s in specs])
     return shard_bytes(x, np.array([s.label for s in specs], dtype=np.int64),
                        group=np.array([s.group for s in specs]))
 
@@ -164,9 +164,11 @@ def _render_val_shards(specs: list[ClipSpec], out: Path, shard_size: int, jobs: 
         from optkit.distributed import ray_session
 
         with ray_session(ray_address) as ray:
-            # speech.py sits beside this script, not in an installed package: ship its code with
-            # the task (cluster nodes need optkit[audio], espeak-ng and sox, not this checkout)
+            # speech.py and this script are not an installed package: ship their code with the
+            # task (cluster nodes need optkit[audio], espeak-ng and sox, not this checkout)
             ray.cloudpickle.register_pickle_by_value(speech)
+            if __name__ != "__main__":  # imported (tests): __main__ is pickled by value anyway
+                ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
             task = ray.remote(num_cpus=1, max_retries=3)(render_shard)
             pending = {task.remote(p): i for i, p in enumerate(pieces)}
             while pending:
