@@ -223,6 +223,8 @@ class DataSource:
 
     def head(self, limit: int) -> "DataSource":
         """The first ``limit`` samples (the last file used is cut)."""
+        if limit < 1:
+            raise InputError(f"a sample limit must be at least 1, got {limit}")
         if limit >= len(self):
             return self
         keep = int(np.searchsorted(self._starts, limit, side="left"))
@@ -326,7 +328,7 @@ class DataSource:
 
     def spec(self) -> dict[str, Any]:
         """What reopens this source elsewhere (JSON-able): no data, only names, counts, sha256s."""
-        return {"root": str(self.root), "kind": self.kind, "files": list(self.files), "counts": list(self.counts),
+        return {"root": str(self.root.resolve()), "kind": self.kind, "files": list(self.files), "counts": list(self.counts),
                 "sample_shape": list(self.sample_shape), "dtype": self.dtype,
                 "labels": None if self.labels is None else self.labels.tolist(),
                 "sha256": None if self.sha256 is None else list(self.sha256)}

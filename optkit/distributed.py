@@ -192,7 +192,7 @@ def _lazy_input(inputs: dict[str, Any]) -> tuple[str, Any] | None:
 def _shard_rows(ray: Any, name: str, arr: Any, bounds: list[tuple[int, int]]) -> list[Any]:
     """One argument per shard of a LazyArray: ``(data box, name, (start, stop))``, the rows the
     worker reads from the data directory itself; the directory's spec travels once."""
-    box = [ray.put(arr.source.spec())]
+    box = [ray.put({**arr.source.spec(), "labels": None})]  # labels stay on the driver
     return [(box, name, (arr.start + a, arr.start + b)) for a, b in bounds]
 
 
