@@ -249,7 +249,7 @@ class RayExecutor:
         outs = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]} if chunks else {}
         return outs, runner_info
 
-    def collect_stats(self, model_path: Path, samples: np.ndarray, input_name: str, *,
+    def collect_stats(self, model_path: Path, samples: Any, input_name: str, *,
                       chunk_size: int = 8, progress: Any = None, threads: int | None = None,
                       check_finite: bool = True, **options: Any) -> Any:
         """Statistics of ``samples`` over shards run by StatsActors, merged on the driver.
@@ -361,9 +361,10 @@ def calibration_on(executor: Any) -> Iterator[None]:
         _CALIBRATION.reset(token)
 
 
-def collect_stats(model_path: Path, samples: np.ndarray, input_name: str, **options: Any) -> Any:
+def collect_stats(model_path: Path, samples: Any, input_name: str, **options: Any) -> Any:
     """:func:`optkit.calib_stats.collect_stats`, on the Ray executor set by :func:`calibration_on`
-    when there is one; the statistics are the same either way."""
+    when there is one; the statistics are the same either way. ``samples``: an array, or a
+    LazyArray (optkit.datasource) that Ray workers read from its directory shard by shard."""
     from optkit import calib_stats
 
     executor = _CALIBRATION.get()
