@@ -6,7 +6,10 @@ bytes.
 
 Each run is ``calibration_data/make_data.py --val-shards DIR --n-val N --shard-size S`` in its own
 process (order: 1, 2, 2, 1 workers, then Ray with 2 CPUs when --ray); reported: wall time per run,
-the best time per setting, the speed-up of 2 workers over 1 and the sha256 of every shard.
+the CPU seconds its processes used (user + system of the script, its worker processes and their
+espeak-ng/sox children; not Ray's workers, which are not its children), the best time per
+setting, the speed-up of 2 workers over 1, and whether every run wrote the same bytes. CPU / wall
+near 2 means two cores were really there; on a shared machine they may not be.
 """
 from __future__ import annotations
 
@@ -24,15 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run(out: Path, n_val: int, shard_size: int, extra: list[str]) -> tuple[float, dict[str, str]]:
+def run(out: Path, n_val: int, shard_size: int, extra: list[str]) -> tuple[float, float, dict[str, str]]:
+    import resource
+
     shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, str(ROOT / "calibration_data" / "make_data.py"), "--val-shards", str(out),
                     "--n-val", str(n_val), "--shard-size", str(shard_size), *extra],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
-    return seconds, {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
 
 
 def main() -> None:
@@ -54,9 +62,10 @@ def main() -> None:
         settings.append(("ray", ["--ray"]))
     runs, digests = [], set()
     for i, (name, extra) in enumerate(settings):
-        seconds, files = run(args.work / f"run{i}", args.n_val, args.shard_size, extra)
+        seconds, cpu_s, files = run(args.work / f"run{i}", args.n_val, args.shard_size, extra)
         digests.add(json.dumps(files, sort_keys=True))
-        runs.append({"setting": name, "seconds": round(seconds, 1), "shards": len(files)})
+        runs.append({"setting": name, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_s, 1),
+                     "cpu_over_wall": round(cpu_s / seconds, 2), "shards": len(files)})
         print(json.dumps(runs[-1]), flush=True)
     best = {name: min(r["seconds"] for r in runs if r["setting"] == name) for name, _ in settings}
     result = {
