@@ -134,6 +134,15 @@ def render_shard(specs: list[ClipSpec]) -> bytes:
     """One validation shard (x, y, group) as .npz bytes; deterministic given the specs."""
     from optkit.datasource import shard_bytes
 
+    try:  # one BLAS thread per worker: measured, OpenBLAS's threads on the front end's small
+        # matrix products made one worker 2x slower and use 2x the CPU (threadpoolctl comes with
+        # librosa's scikit-learn)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
     x = np.stack([features.mfcc_from_audio(render_clip(s), features.SAMPLE_RATE) for s in specs])
     return shard_bytes(x, np.array([s.label for s in specs], dtype=np.int64),
                        group=np.array([s.group for s in specs]))
