@@ -16,6 +16,13 @@ For each model (the bundled ``voice-resnet`` and the production-size ``voice-res
     python benchmarks/serve_load.py --quick                  # bundled model, short steps: checks the script
     nice -n 10 python benchmarks/serve_load.py --out benchmarks/results/serve_load.json
 
+``--gpu`` measures the services on ONNX Runtime's CUDA execution provider instead (fp32 and fp16,
+each with and without micro-batching, plus the fp32 CPU service on the same machine for the
+reference owners' table); its artifacts are only exported and converted to fp16 (no int8, no
+OpenVINO), so it needs PyTorch, onnxruntime-gpu and the serve extra on the GPU machine
+(``benchmarks/serve_gpu.sh`` runs it there). ``--gpu-provider cpu`` runs the same plan on the CPU:
+a dry run of the script where no GPU is present.
+
 The load generator and the server share this machine's cores (as a sidecar load generator would);
 ratios measured in one run are what to compare. Writes the JSON and a Markdown table beside it.
 """
@@ -45,7 +52,7 @@ from optkit.errors import OptkitError  # noqa: E402
 from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
 from optkit.serve.server import ServerProcess  # noqa: E402
 
-THREADS = 2
+THREADS = 2  # the CPU targets are for a 2-core machine; --gpu uses every usable core for its CPU service
 # label, artifact file, runtime, extra serve arguments
 CONFIGS = [
     ("ORT fp32", "fp32", "cpu", []),
@@ -65,6 +72,43 @@ PLANS = {
     "voice-resnet-seed": {"ramp": (1, 1, 4, 8.0), "iterations": 12, "queue": 6},
 }
 QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
+MICRO_BATCH = ["--max-batch", "8", "--max-wait-ms", "2"]
+# --gpu: on a GPU the per-request HTTP work is small beside a batch's gain, and a machine with a GPU
+# has the cores for the load generator: deeper ramps, deeper queues
+GPU_PLANS = {
+    "voice-resnet": {"ramp": (1, 8, 49, 2.0), "iterations": 100, "queue": 64},
+    "voice-resnet-seed": {"ramp": (1, 4, 25, 2.0), "iterations": 30, "queue": 32},
+}
+GPU_QUICK = {"ramp": (1, 4, 5, 1.0), "iterations": 5, "queue": 16}
+
+
+GPU_LABELS = ("ORT CUDA ", "ORT cpu ")  # the --gpu plan's services (cpu: its dry run)
+
+
+def gpu_configs(provider: str) -> list[tuple]:
+    """The GPU table: fp32 and fp16 on ``provider`` (cuda), with and without micro-batching, and
+    the fp32 CPU service on the same machine (the reference owners compared exactly these)."""
+    name = "ORT CUDA" if provider == "cuda" else f"ORT {provider}"
+    return [
+        (f"{name} fp32", "fp32", provider, []),
+        (f"{name} fp32, micro-batching 8", "fp32", provider, MICRO_BATCH),
+        (f"{name} fp16", "fp16", provider, []),
+        (f"{name} fp16, micro-batching 8", "fp16", provider, MICRO_BATCH),
+        ("ORT CPU fp32 (all cores)", "fp32", "cpu", []),
+    ]
+
+
+def prepare_gpu(model: str, work: Path) -> None:
+    """fp32 (dynamic batch) and fp16 through optkit's recipe runner: no calibration data, int8 or
+    OpenVINO needed on the GPU machine."""
+    from optkit.recipe import Recipe, Step, run_recipe
+
+    d = work / model
+    d.mkdir(parents=True, exist_ok=True)
+    steps = [Step("fp32", "export", {"model": model, "reference_samples": 4, "batch_size": 4}, None, 0, "fp32.onnx"),
+             Step("fp16", "quantize-fp16", {}, "fp32", 0, "fp16.onnx")]
+    prep.seed_torch()
+    run_recipe(Recipe(d / "recipe", f"serve-gpu-{model}", model, steps, {"enabled": False}), d, echo=log, verify=False)
 OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
 
 
@@ -72,7 +116,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def bench_minima(model_dir: Path, configs: list[tuple], iterations: int) -> dict[str, dict[str, float]]:
+def bench_minima(model_dir: Path, configs: list[tuple], iterations: int,
+                 threads: int = THREADS) -> dict[str, dict[str, float]]:
     """In-process latency of every (artifact, runtime), interleaved, back-to-back calls."""
     from optkit.runners import make_runner
 
@@ -83,7 +128,7 @@ def bench_minima(model_dir: Path, configs: list[tuple], iterations: int) -> dict
             continue
         seen.add(key)
         items.append(bench_lib.BenchItem(key, make_runner(model_dir / f"{art}.onnx", provider=provider,
-                                                          threads=THREADS), model_dir / f"{art}.onnx"))
+                                                          threads=threads), model_dir / f"{art}.onnx"))
     cfg = bench_lib.BenchConfig(batches=(1,), warmup=3, iterations=iterations)
     report = bench_lib.benchmark(items, cfg, progress=log)
     return {r.label: {"min_ms": r.stats.min_ms, "p50_ms": r.stats.p50_ms} for r in report.results}
@@ -95,7 +140,7 @@ def overload_step(url: str, concurrency: int, seconds: float, timeout: float) ->
 
 
 def serve_and_load_all(model_dir: Path, configs: list[tuple], plan: dict[str, Any],
-                       env: dict[str, Any]) -> list[dict[str, Any]]:
+                       env: dict[str, Any], threads: int = THREADS) -> list[dict[str, Any]]:
     """Start every service of this model at once (idle servers sleep), ramp them interleaved step by
     step, then push each one far past saturation in turn."""
     import contextlib
@@ -108,7 +153,7 @@ def serve_and_load_all(model_dir: Path, configs: list[tuple], plan: dict[str, An
     runs = []
     with contextlib.ExitStack() as stack:
         for label, art, provider, extra in configs:
-            args = ["--threads", str(THREADS), "--max-queue", str(queue), "--no-audio", *extra]
+            args = ["--threads", str(threads), "--max-queue", str(queue), "--no-audio", *extra]
             log(f"{label}: starting optkit serve {art}.onnx --provider {provider} {' '.join(args)}")
             servers[label] = stack.enter_context(ServerProcess(model_dir / f"{art}.onnx", provider, args,
                                                                startup_timeout=600))
@@ -127,6 +172,8 @@ def serve_and_load_all(model_dir: Path, configs: list[tuple], plan: dict[str, An
 
 
 def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
+    if args.gpu:
+        return run_model_gpu(model, args, env)
     plan = QUICK if args.quick else PLANS[model]
     work = Path(args.work_dir)
     calib, _ = prep.calibration_source(None, 64)
@@ -139,6 +186,20 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
     minima = bench_minima(d, configs, plan["iterations"])
     runs = serve_and_load_all(d, configs, plan, env)
     return {"model": model, "bench": minima, "runs": runs, "plan": plan}
+
+
+def run_model_gpu(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
+    plan = GPU_QUICK if args.quick else GPU_PLANS[model]
+    d = Path(args.work_dir) / model
+    prepare_gpu(model, Path(args.work_dir))
+    configs = gpu_configs(args.gpu_provider)
+    if args.no_cpu_service:
+        configs = [c for c in configs if c[2] != "cpu" or args.gpu_provider == "cpu"]
+    threads = sysinfo.usable_cpus()
+    log(f"{model}: in-process bench ({threads} threads for the CPU runtime)")
+    minima = bench_minima(d, configs, plan["iterations"], threads)
+    runs = serve_and_load_all(d, configs, plan, env, threads)
+    return {"model": model, "bench": minima, "runs": runs, "plan": plan, "threads": threads}
 
 
 def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,7 +241,13 @@ def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = by[a]["saturation_qps"] / by[b]["saturation_qps"]
             out.append({"target": what, "value": round(v, 2), "goal": f">= {goal}x", "met": v >= goal})
 
-    if model == "voice-resnet-seed":
+    gpu_table = any(r["label"].startswith(GPU_LABELS) for r in rows)
+    if gpu_table:  # every micro-batched service against its unbatched twin (no int8, no OpenVINO here)
+        for r in rows:
+            if r["label"].endswith(", micro-batching 8"):
+                base = r["label"].removesuffix(", micro-batching 8")
+                ratio(r["label"], base, 1.5, f"{model}: micro-batching / none, {base} saturation QPS")
+    elif model == "voice-resnet-seed":
         ratio("ORT int8 (cpu form)", "ORT fp32", 2.5, "seed int8 / fp32 saturation QPS, ONNX Runtime")
         ratio("OpenVINO int8 (openvino form)", "OpenVINO fp32", 2.5, "seed int8 / fp32 saturation QPS, OpenVINO")
     else:
@@ -203,17 +270,19 @@ def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str], load: dict[str, Any]) -> str:
     cpu = env.get("cpu", {})
+    gpu = any("threads" in r for r in results)
+    threads = next((r["threads"] for r in results if "threads" in r), THREADS)
     lines = [
-        "# The voice-verification service under load (CPU)", "",
+        "# The voice-verification service under load (" + ("GPU: " + str(env.get("gpu", "?")) if gpu else "CPU") + ")", "",
         f"`python benchmarks/serve_load.py {' '.join(argv)}`, {env.get('created', '')}.", "",
         f"- CPU: {cpu.get('model', '?')}, {env.get('usable_cpus', '?')} usable CPUs; int8: "
         f"{cpu.get('int8_acceleration', '?')}; OpenVINO bf16 by default: {cpu.get('openvino_bf16_by_default')}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items() if v)}",
         f"- load average (1/5/15 min) before: {load.get('before')}, after: {load.get('after')}; the machine was "
         "shared with other developers' jobs during the run: compare ratios within this run, not absolute numbers.",
-        f"- server: `optkit serve --threads {THREADS} --max-queue QUEUE --no-audio` in its own process on "
-        "127.0.0.1; load generator: this process (aiohttp), on the same 2 cores.",
-        "- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, 2 threads, interleaved.",
+        f"- server: `optkit serve --threads {threads} --max-queue QUEUE --no-audio` in its own process on "
+        f"127.0.0.1; load generator: this process (aiohttp), on the same {env.get('usable_cpus', '?')} cores.",
+        f"- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, {threads} CPU threads, interleaved.",
         "- ramp: closed loop, concurrency steps, all services of a model interleaved step by step; half rate: open loop (evenly spaced arrivals) at half the "
         f"sustained QPS (the median step; the best step on this shared machine is often a lucky outlier); overload: QUEUE + {OVERLOAD_EXTRA_USERS} users for one step.", "",
     ]
@@ -239,12 +308,28 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
     return "\n".join(lines)
 
 
+def gpu_name() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"none ({type(exc).__name__})"
+    return out.stdout.strip() or f"none (nvidia-smi exit {out.returncode})"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", choices=list(PLANS), help="repeatable; default both (quick: bundled)")
     p.add_argument("--out", default=None, help="JSON output (a .md table is written beside it)")
     p.add_argument("--work-dir", default=str(HERE / "cache"))
     p.add_argument("--quick", action="store_true", help="bundled model, 3 services, 1 s steps: checks the script")
+    p.add_argument("--gpu", action="store_true", help="the services on ONNX Runtime's CUDA provider (fp32, fp16, "
+                   "with and without micro-batching) and the fp32 CPU service beside them")
+    p.add_argument("--gpu-provider", default="cuda", choices=["cuda", "cpu"],
+                   help="with --gpu: cpu runs the GPU plan on the CPU (a dry run of the script)")
+    p.add_argument("--no-cpu-service", action="store_true", help="with --gpu: leave out the CPU service")
     args = p.parse_args(argv)
 
     def interrupted(signum: int, frame: object) -> None:
@@ -252,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, interrupted)
     models = args.model or (["voice-resnet"] if args.quick else list(PLANS))
-    out = Path(args.out or HERE / "results" / ("serve_load_quick.json" if args.quick else "serve_load.json"))
+    out = Path(args.out or HERE / "results" / (("serve_load_gpu" if args.gpu else "serve_load")
+                                               + ("_quick" if args.quick else "") + ".json"))
     try:
         check_output_path(out)
         work = Path(args.work_dir)
@@ -260,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (work / ".gitignore").exists():
             (work / ".gitignore").write_text("*\n")
         env = sysinfo.collect()
+        if args.gpu:
+            env["gpu"] = gpu_name()
         env["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         env["nice"] = os.nice(0)
         load = {"before": [round(v, 2) for v in os.getloadavg()]}

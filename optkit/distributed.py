@@ -14,6 +14,9 @@ Ray is the engine; optkit writes no scheduler, queue or RPC of its own. The piec
   itself (described by a small spec: names, counts, sha256s), so the driver never holds the
   inputs. The directory must then be at the same path on every node (shared storage or a copy);
   a worker that cannot find it, or finds other bytes, fails with one clear error.
+- :meth:`RayExecutor.collect_stats` shards int8 calibration statistics (merged exactly) and
+  :meth:`RayExecutor.trial_map` runs the int8 search's trials as Ray tasks (the search keeps
+  what a sequential search keeps, so the chosen model is the same).
 
 Why the results are identical to one process, by construction: a shard boundary is always a
 multiple of the batch size, so every batch a worker runs is exactly a batch the single-process
@@ -215,8 +218,10 @@ class RayExecutor:
     """
 
     def __init__(self, ray: Any, workers: int | None = None, shards: int | None = None,
-                 threads: int | None = 1, on_shard: Callable[[int, int], None] | None = None) -> None:
+                 threads: int | None = 1, on_shard: Callable[[int, int], None] | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.ray = ray
+        self.echo = echo  # progress lines (e.g. each int8 trial as it completes)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = max(1, workers or cpus)
         self.shards = shards
@@ -277,6 +282,92 @@ class RayExecutor:
         stats = reduce(CalibStats.merge, [CalibStats.from_dict(p) for p in parts])
         return require_finite(stats) if check_finite else stats
 
+    def trial_map(self, ctx: Any, work_dir: Path) -> Callable[..., Iterator[Any]]:
+        """An :data:`optkit.int8_search.TrialMap` that runs int8 trials as Ray tasks.
+
+        The context (models as bytes, statistics, validation data) goes into the object store
+        once, for every wave of the search; up to ``workers`` trials run at a time, started in
+        queue order. Results come back in queue order; the model of each result the search
+        takes is fetched from the object store into ``work_dir`` (``trial{index}.onnx``), so the
+        driver keeps exactly the bytes that were evaluated. Results past the one where the
+        search stops are discarded (their models never leave the worker's node) and unfinished
+        ones are cancelled.
+        """
+        import dataclasses
+
+        from optkit.int8_search import format_row
+
+        ray = self.ray
+        task = _make_trial_task(ray)
+        ctx_box: list[Any] = []
+
+        def map_trials(jobs: list[tuple[int, Any]], note: Callable[[str], None]) -> Iterator[Any]:
+            if not ctx_box:
+                ctx_box.append(ray.put(dataclasses.replace(ctx, threads=self.threads)))
+            refs: dict[int, tuple[Any, Any]] = {}        # job position -> (result ref, model ref)
+            position: dict[Any, int] = {}                 # result ref -> job position
+            finished: dict[Any, tuple[int, Any]] = {}     # result ref -> (position, result or error)
+            submitted = taken = 0
+
+            def submit() -> None:  # keep ``workers`` trials running, the next ones in queue order
+                nonlocal submitted
+                while submitted < len(jobs) and submitted - taken - len(finished) < self.workers:
+                    index, spec = jobs[submitted]
+                    refs[submitted] = task.remote(ctx_box[0], spec, index)
+                    position[refs[submitted][0]] = submitted
+                    submitted += 1
+
+            def label(k: int) -> str:
+                index, spec = jobs[k]
+                return f"int8 trial {index} ({spec.name})"
+
+            try:
+                while taken < len(jobs):
+                    submit()
+                    want = refs[taken][0]
+                    while want not in finished:
+                        submit()  # refill the workers that finished trials later in the queue
+                        pending = [r for k, (r, _) in refs.items() if k >= taken and r not in finished]
+                        ready, _ = ray.wait(pending, num_returns=1)
+                        for r in ready:
+                            k = position[r]
+                            try:
+                                value = ray.get(r)
+                            except Exception as exc:  # raised when (and only if) the search reaches it
+                                finished[r] = (k, exc)
+                                _drop_error(ray, refs[k][1])
+                            else:
+                                finished[r] = (k, value)
+                                self._say(f"ray: {format_row(jobs[k][0], value)}")
+                    _, value = finished.pop(want)
+                    if isinstance(value, BaseException):
+                        with self._errors(label(taken)):
+                            raise value
+                    path = Path(work_dir) / f"trial{jobs[taken][0]}.onnx"
+                    path.write_bytes(self._get(refs[taken][1], label(taken)))
+                    value.path = path
+                    taken += 1
+                    yield value
+            except GeneratorExit:  # the search stopped at a passing trial
+                done = [k for k, _ in finished.values() if k >= taken]
+                unfinished = submitted - taken - len(done)
+                if done or unfinished:
+                    text = (f"{len(done)} trial(s) ran in parallel past the chosen one and were discarded"
+                            + (f"; {unfinished} unfinished one(s) cancelled" if unfinished else ""))
+                    note(text)
+                    self._say(f"ray: {text}")
+                raise
+            finally:
+                for k, (r, _) in refs.items():
+                    if k >= taken and r not in finished:
+                        ray.cancel(r)  # queued: never starts; running: interrupted (Ray logs nothing)
+
+        return map_trials
+
+    def _say(self, text: str) -> None:
+        if self.echo:
+            self.echo(text)
+
     @contextlib.contextmanager
     def _actors(self, make: Callable[[], Any], shards: int, path: Path) -> Iterator[list[Any]]:
         """Up to ``workers`` actors (no more than there are shards), their pids recorded, killed
@@ -302,14 +393,15 @@ class RayExecutor:
                     self.on_shard(i + 1, len(shard_refs))
         return results
 
-    def _get(self, refs: Any, path: Path) -> Any:
+    def _get(self, refs: Any, path: Path | str) -> Any:
         with self._errors(path):
             return self.ray.get(refs)
 
     @contextlib.contextmanager
-    def _errors(self, path: Path) -> Iterator[None]:
+    def _errors(self, path: Path | str) -> Iterator[None]:
         """A worker's OptkitError (e.g. a provider that fell back to CPU) is re-raised as it is;
-        anything else from Ray becomes one line naming the artifact."""
+        anything else from Ray becomes one line naming the artifact (or the work, e.g. a trial)."""
+        name = path.name if isinstance(path, Path) else path
         exceptions = self.ray.exceptions
         try:
             yield
@@ -317,9 +409,20 @@ class RayExecutor:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, OptkitError):
                 raise cause from None
-            raise OptkitError(f"{path.name}: a Ray worker failed: {_line(cause or exc)}") from exc
+            raise OptkitError(f"{name}: a Ray worker failed: {_line(cause or exc)}") from exc
         except exceptions.RayActorError as exc:
-            raise OptkitError(f"{path.name}: a Ray worker died and could not be restarted: {_actor_error(exc)}") from exc
+            raise OptkitError(f"{name}: a Ray worker died and could not be restarted: {_actor_error(exc)}") from exc
+        except exceptions.WorkerCrashedError as exc:
+            raise OptkitError(f"{name}: a Ray worker died and its retries ran out: {_line(exc)}") from exc
+
+
+def _drop_error(ray: Any, ref: Any) -> None:
+    """Fetch the error of a failed task's other return value: Ray logs an "unhandled error" for
+    a failed object nobody fetched, and the search may legitimately never need it."""
+    try:
+        ray.get(ref, timeout=10)
+    except Exception:
+        pass
 
 
 def _actor_error(exc: BaseException) -> str:
@@ -335,30 +438,41 @@ def executor_for(address: str | None, workers: int | None = None, shards: int | 
         yield None
         return
     with ray_session(address) as ray:
-        ex = RayExecutor(ray, workers=workers, shards=shards)
+        ex = RayExecutor(ray, workers=workers, shards=shards, echo=echo)
         if echo:
             info = ex.describe()
             echo(f"ray: {info['workers']} workers on {info['nodes']} node(s)")
         yield ex
 
 
-# -- calibration statistics on Ray --------------------------------------------------------------
+# -- int8 calibration statistics and search trials on Ray ------------------------------------
 #
 # Where statistics are computed cannot change them (CalibStats.merge is exact: the merged
-# statistics of shards equal the statistics of the union), so the executor is not a pass
-# parameter and not part of any cache key: the CLI / recipe layer sets it for the duration of a
-# command with ``calibration_on(executor)``, and the int8 pass asks ``collect_stats`` for them.
+# statistics of shards equal the statistics of the union), and neither can running the int8
+# search's trials in parallel (the search keeps what a sequential one keeps), so the executor is
+# not a pass parameter and not part of any cache key: the CLI / recipe layer sets it for the
+# duration of a command with ``calibration_on(executor)``, and the int8 pass asks
+# ``collect_stats`` for the statistics and ``trial_map`` for the way to run its trials.
 _CALIBRATION: contextvars.ContextVar[Any] = contextvars.ContextVar("optkit_calibration_executor", default=None)
 
 
 @contextlib.contextmanager
 def calibration_on(executor: Any) -> Iterator[None]:
-    """Compute calibration statistics with ``executor`` (a RayExecutor, or None = this process)."""
+    """Compute int8 calibration statistics and run the int8 search's trials with ``executor``
+    (a RayExecutor, or None = this process)."""
     token = _CALIBRATION.set(executor)
     try:
         yield
     finally:
         _CALIBRATION.reset(token)
+
+
+def trial_map(ctx: Any, work_dir: Path) -> Any:
+    """The Ray map of int8 search trials when :func:`calibration_on` set an executor, else None
+    (the search runs its trials one after the other in this process). The chosen model is the
+    same either way (:func:`optkit.int8_search.search` keeps what a sequential search keeps)."""
+    executor = _CALIBRATION.get()
+    return None if executor is None else executor.trial_map(ctx, work_dir)
 
 
 def collect_stats(model_path: Path, samples: Any, input_name: str, **options: Any) -> Any:
@@ -401,3 +515,25 @@ def _make_stats_actor_class(ray: Any) -> Any:
             return self.collector.update(samples, chunk_size).take().to_dict()
 
     return StatsActor
+
+
+def _make_trial_task(ray: Any) -> Any:
+    @ray.remote(num_cpus=1, num_returns=2, max_retries=3)
+    def int8_trial(ctx: Any, spec: Any, index: int) -> tuple[Any, bytes]:
+        """One int8 trial (:func:`optkit.int8_search.run_trial`) in a private temporary folder
+        on the worker; returns the result and the trial model's bytes (two objects, so the
+        driver fetches the model only for the trials the search keeps)."""
+        import shutil
+
+        from optkit.int8_search import run_trial
+
+        folder = Path(tempfile.mkdtemp(prefix="optkit-ray-trial-"))
+        try:
+            result = run_trial(ctx, spec, index, folder)
+            data = result.path.read_bytes()
+            result.path = Path(result.path.name)
+            return result, data
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    return int8_trial

@@ -14,7 +14,14 @@ Order of the search (stop at the first trial that passes, or after ``budget`` tr
    comes from one pass comparing every tensor of that trial with its fp32 twin
    (:func:`optkit.localize.localize_error`, built on ORT's ``qdq_loss_debug``; see
    :func:`rank_sensitive_nodes`); 1, 2, 4, ... nodes, never more than a quarter of
-   the MACs (a "pass" bought by un-quantising the model is not an int8 model).
+   the MACs (a "pass" bought by un-quantising the model is not an int8 model). For a target that
+   runs them in fp16 (TensorRT) the nodes kept out of int8 are converted to fp16 in the trial
+   itself (:func:`run_trial`), so the trial is judged as the runtime will run it.
+
+Trials 1-3 are the first wave, 4 the second (its ranking needs the best of the first). A wave is
+handed to a *trial map* (:data:`TrialMap`; in order in this process by default, as Ray tasks with
+``--ray``), and the search keeps its results in queue order up to and including the first that
+passes: what a sequential search keeps, whatever ran in parallel.
 
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
 calibration data judged against the fp32 model's own outputs; gates are those of
@@ -26,7 +33,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -34,6 +41,7 @@ from optkit.errors import InputError
 from optkit.lazy import lazy_import
 
 EQUALIZE_MIN_SPREAD = 8.0   # per-channel |x| maxima differing by more than this: badly scaled
+FP16_TARGETS = ("tensorrt",)  # targets that run the nodes kept out of int8 in fp16
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class TrialResult:
     failures: list[str]
     mac: dict[str, Any]
     seconds: float
+    quantize_seconds: float = 0.0   # of ``seconds``: the quantize_static call
+    fp16_nodes: tuple[str, ...] = ()  # nodes kept out of int8 that were converted to fp16 (target tensorrt)
 
     @property
     def passed(self) -> bool:
@@ -73,6 +83,10 @@ class TrialResult:
             "mean_abs_dp": first.get("mean_abs"),
             "accuracy": self.accuracy,
             "int8_mac_share": self.mac["share"]["int8"],
+            "fp16_mac_share": self.mac["share"].get("fp16", 0.0),
+            # the precision of the nodes kept out of int8: fp16 where the target runs them in fp16
+            "kept_in": "fp16" if self.fp16_nodes else "fp32",
+            "fp16_nodes": list(self.fp16_nodes),
             "passed": self.passed,
             "failures": list(self.failures),
             "seconds": round(self.seconds, 3),
@@ -151,16 +165,17 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
                       f"{len(ref)} samples of {Path(path).name} judged against its reference outputs", base)
 
 
-def evaluate(path: Path, validation: Validation, gate: Any, threshold: float) -> tuple[dict[str, Any], float | None,
-                                                                                        float | None, list[str]]:
-    """Run a trial model over the validation set (ORT CPU) and apply the int8 gate."""
+def evaluate(path: Path, validation: Validation, gate: Any, threshold: float,
+             threads: int | None = None) -> tuple[dict[str, Any], float | None, float | None, list[str]]:
+    """Run a trial model over the validation set (ORT CPU; ``threads``: None = ORT's default) and
+    apply the int8 gate."""
     from optkit.metrics import compare_outputs, task_metrics
     from optkit.reference import Reference
     from optkit.runners.onnxruntime import OnnxRuntimeRunner
     from optkit.verify import run_artifact
 
     ref = Reference(validation.inputs, validation.outputs, validation.labels)
-    with OnnxRuntimeRunner(path) as runner:
+    with OnnxRuntimeRunner(path, threads=threads) as runner:
         outs = run_artifact(runner, ref, 32)
     metrics: dict[str, Any] = {}
     failures: list[str] = []
@@ -178,6 +193,149 @@ def evaluate(path: Path, validation: Validation, gate: Any, threshold: float) ->
         prefix = f"{name}: " if len(metrics) > 1 else ""
         failures += [prefix + f for f in gate.check(m, drop)]
     return metrics, accuracy, drop, failures
+
+
+# -- one trial ---------------------------------------------------------------------------------
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs, in one picklable object: a trial is a pure function of this
+    context and its :class:`TrialSpec` (:func:`run_trial`), so it runs the same in this process
+    or on a Ray worker that shares no files with the driver (the context travels once through
+    Ray's object store; the models are bytes, not paths).
+    """
+
+    model: bytes                          # the pre-processed fp32 model
+    stats: Any                            # optkit.calib_stats.CalibStats of the model's tensors
+    percentile: float
+    symmetric: bool
+    exclude_nodes: tuple[str, ...]        # always kept in float (the user's --exclude-nodes)
+    op_types: tuple[str, ...]             # op types quantize_static may quantise
+    settings: dict[str, Any]              # quantize_static's activation/weight types, extra options
+    target: str                           # the runtime the model is made for (cpu/openvino/tensorrt)
+    validation: Validation
+    gate: Any                             # optkit.verify.Gate (int8)
+    threshold: float
+    equalized_model: bytes | None = None  # the model with the input equalisation folded in
+    eq_stats: Any = None                  # statistics of the equalised input
+    eq_mul_node: str | None = None        # the equalisation's Mul (never quantised)
+    threads: int | None = None            # ORT threads of the evaluation (None = ORT's default)
+    exclude_op_types: tuple[str, ...] = ()  # the user's --exclude-op-types (kept out of int8)
+
+    @property
+    def keeps_fp16(self) -> bool:
+        """Nodes kept out of int8 become fp16 where the target runs them in fp16 (TensorRT)."""
+        return self.target in FP16_TARGETS
+
+    def __post_init__(self) -> None:
+        import hashlib
+
+        self._names = {"model": f"fp32-{hashlib.sha256(self.model).hexdigest()[:16]}.onnx"}
+        if self.equalized_model is not None:
+            self._names["equalized_model"] = f"fp32eq-{hashlib.sha256(self.equalized_model).hexdigest()[:16]}.onnx"
+
+    def model_file(self, work_dir: Path, equalized: bool) -> Path:
+        """The (equalised) fp32 model as a file in ``work_dir``, written on first use."""
+        which = "equalized_model" if equalized else "model"
+        if which not in self._names:
+            raise InputError("an equalised trial needs a context with the equalised model")
+        path = Path(work_dir) / self._names[which]
+        if not path.exists():
+            from optkit.fileio import write_bytes_atomically
+
+            write_bytes_atomically(path, getattr(self, which))
+        return path
+
+
+def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) -> TrialResult:
+    """One trial: ranges from the statistics, quantise, check it is int8, evaluate on the
+    validation set against the gate, count MACs by precision. Writes ``trial{index}.onnx`` (and
+    its ranges) in ``work_dir``; the result's ``path`` is that model."""
+    import time
+
+    from optkit import calib_stats
+    from optkit.errors import PassFailed
+    from optkit.macs import mac_breakdown
+    from optkit.onnx_utils import load_onnx, model_precision
+
+    work_dir = Path(work_dir)
+    started = time.perf_counter()
+    path = work_dir / f"trial{index}.onnx"
+    # quantise
+    ranges = ctx.stats.ranges(spec.method, ctx.percentile, symmetric=ctx.symmetric)
+    exclude = list(ctx.exclude_nodes) + list(spec.excluded_nodes)
+    if spec.equalized:
+        if ctx.eq_stats is None or ctx.eq_mul_node is None:
+            raise InputError("an equalised trial needs a context with the equalisation's statistics")
+        ranges.update(ctx.eq_stats.ranges(spec.method, ctx.percentile, symmetric=ctx.symmetric))
+        exclude.append(ctx.eq_mul_node)
+    model_in = ctx.model_file(work_dir, spec.equalized)
+    ranges_path = calib_stats.write_ort_ranges(work_dir / f"ranges{index}.json", ranges)
+    q0 = time.perf_counter()
+    quantize_with_ranges(model_in, path, ranges_path, exclude, ctx.settings, list(ctx.op_types))
+    quantize_seconds = time.perf_counter() - q0
+    # post-process
+    qmodel = load_onnx(path)
+    if model_precision(qmodel) != "int8":
+        raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
+                         "check --exclude-nodes / --exclude-op-types")
+    fp16_nodes: list[str] = []
+    if ctx.keeps_fp16:
+        # what TensorRT will run: the nodes kept out of int8 in fp16 (the equalisation's Mul is
+        # the input's scaling, not a node kept out, and stays fp32); judged as converted
+        from optkit.onnx_utils import save_onnx_atomically
+        from optkit.passes.quantize_fp16 import nodes_to_fp16
+
+        keep = set(ctx.exclude_nodes) | set(spec.excluded_nodes)
+        keep |= {n.name for n in qmodel.graph.node if n.op_type in set(ctx.exclude_op_types)}
+        if keep:
+            qmodel, fp16_nodes, _, _ = nodes_to_fp16(qmodel, keep, f"trial {index}")
+            if fp16_nodes:
+                save_onnx_atomically(qmodel, path)
+    # evaluate
+    metrics, accuracy, drop, failures = evaluate(path, ctx.validation, ctx.gate, ctx.threshold, ctx.threads)
+    return TrialResult(spec, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
+                       time.perf_counter() - started, quantize_seconds, tuple(fp16_nodes))
+
+
+def quantize_with_ranges(model: Path, out: Path, ort_ranges: Path, exclude_nodes: list[str],
+                         settings: dict[str, Any], op_types: list[str]) -> None:
+    """ONNX Runtime's ``quantize_static`` (QDQ, per-channel weights) with precomputed ranges,
+    handed over as its calibration cache (ORT's supported way to quantise with given ranges)."""
+    import contextlib
+    import io
+    import logging
+
+    from optkit.errors import OptkitError, PassFailed, first_line
+
+    qz = lazy_import("onnxruntime.quantization")
+    logger = logging.getLogger()
+    level = logger.level
+    try:
+        # quantize_static logs a pre-processing hint on the root logger even when the model is
+        # pre-processed by another tool; optkit prints its own summary.
+        logger.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            qz.quantize_static(
+                str(model), str(out), calibration_data_reader=None,
+                quant_format=qz.QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=True,
+                reduce_range=False,
+                activation_type=settings["activation_type"],
+                weight_type=settings["weight_type"],
+                nodes_to_exclude=list(exclude_nodes),
+                calibrate_method=qz.CalibrationMethod.MinMax,  # ranges precomputed
+                extra_options=settings["extra_options"],
+                calibration_cache_path=str(ort_ranges),
+            )
+    except OptkitError:
+        raise
+    except Exception as exc:
+        raise PassFailed(f"ONNX Runtime quantize_static failed: {type(exc).__name__}: "
+                         f"{first_line(exc)}") from exc
+    finally:
+        logger.setLevel(level)
 
 
 # -- equalisation ------------------------------------------------------------------------------
@@ -314,8 +472,9 @@ MAX_FLOAT_SHARE = 0.25  # the search keeps at most this share of the MACs in flo
 
 def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tuple[str, ...],
                      node_macs: dict[str, int] | None = None, total_macs: int = 0,
-                     counts: tuple[int, ...] = (1, 2, 4, 8, 16)) -> list[TrialSpec]:
-    """Keep the top 1, 2, 4, ... ranked nodes in float, as long as they hold at most
+                     counts: tuple[int, ...] = (1, 2, 4, 8, 16), kept_as: str = "float") -> list[TrialSpec]:
+    """Keep the top 1, 2, 4, ... ranked nodes in float (``kept_as``: "fp16" where the target runs
+    them in fp16), as long as they hold at most
     ``MAX_FLOAT_SHARE`` of the MACs: a search that "passes" by un-quantising the model would
     present a float model as int8."""
     names = [r["node"] for r in ranked if r["node"] not in already]
@@ -336,8 +495,8 @@ def exclusion_trials(best: TrialSpec, ranked: list[dict[str, Any]], already: tup
             continue
         shown = ", ".join(chosen[:3]) + (", ..." if len(chosen) > 3 else "")
         out.append(dataclasses.replace(
-            best, name=f"{len(chosen)} sensitive node{'s' if len(chosen) > 1 else ''} in float",
-            change=f"{best.method} ranges; kept in float: {shown}", excluded_nodes=already + chosen))
+            best, name=f"{len(chosen)} sensitive node{'s' if len(chosen) > 1 else ''} in {kept_as}",
+            change=f"{best.method} ranges; kept in {kept_as}: {shown}", excluded_nodes=already + chosen))
     return out
 
 
@@ -352,30 +511,66 @@ class SearchOutcome:
         return max(self.trials, key=lambda t: t.score())
 
 
-def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], budget: int, do_search: bool,
+# ``map_trials(jobs, note)``: run the (index, spec) jobs of one wave and yield their results in
+# job order, lazily: the search stops consuming at the first passing trial and closes the
+# iterator. A map that ran jobs ahead (in parallel) discards their results and says so with ``note``.
+TrialMap = Callable[[list[tuple[int, TrialSpec]], Callable[[str], None]], Iterator[TrialResult]]
+
+
+def sequential_trials(run_trial: Callable[[int, TrialSpec], TrialResult]) -> TrialMap:
+    """The default map: one trial after the other in this process, none run past the consumer."""
+    def map_trials(jobs: list[tuple[int, TrialSpec]], note: Callable[[str], None]) -> Iterator[TrialResult]:
+        for index, spec in jobs:
+            yield run_trial(index, spec)
+
+    return map_trials
+
+
+def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
-           total_macs: int = 0) -> SearchOutcome:
-    """Run trials until one passes (or ``budget`` trials ran); see the module docstring."""
+           total_macs: int = 0, map_trials: TrialMap | None = None, kept_as: str = "float") -> SearchOutcome:
+    """Run trials until one passes (or ``budget`` trials ran); see the module docstring.
+
+    The search runs in two waves: the planned trials, then (ranked on the best of those) the
+    exclusion trials. Each wave hands up to ``budget - done`` trials to ``map_trials`` (default:
+    :func:`sequential_trials` of ``run_trial``) and keeps the results in queue order up to and
+    including the first passing one - exactly what a sequential search keeps, whatever ran in
+    parallel, so the trials, the ranking and the chosen model do not depend on the map.
+    ``kept_as`` names the precision of the nodes kept out of int8 in the trials' names ("fp16"
+    where the target runs them in fp16).
+    """
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
     out = SearchOutcome()
+    map_trials = map_trials or sequential_trials(run_trial)
 
-    def attempt(spec: TrialSpec) -> bool:
-        result = run_trial(spec)
-        out.trials.append(result)
-        echo(format_row(len(out.trials) - 1, result))
-        if result.passed:
-            out.chosen = len(out.trials) - 1
-        return result.passed
+    def note(text: str) -> None:
+        out.notes.append(text)
+        echo(text)
+
+    def wave(specs: list[TrialSpec]) -> bool:
+        """True when a trial of ``specs`` passed (it is then the last of ``out.trials``)."""
+        start = len(out.trials)
+        jobs = [(start + i, spec) for i, spec in enumerate(specs[: max(0, budget - start)])]
+        if not jobs:
+            return False
+        results = map_trials(jobs, note)
+        try:
+            for result in results:
+                out.trials.append(result)
+                echo(format_row(len(out.trials) - 1, result))
+                if result.passed:
+                    out.chosen = len(out.trials) - 1
+                    return True
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()
+        return False
 
     queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
-    for spec in queue:
-        if len(out.trials) >= budget or (out.trials and not do_search):
-            break
-        if attempt(spec):
-            return out
-    if not do_search or len(out.trials) >= budget:
+    if wave(queue) or not do_search or len(out.trials) >= budget:
         return out
     base = max((t for t in out.trials if not t.spec.equalized), key=lambda t: t.score())
     eq_trial = next((t for t in out.trials if t.spec.equalized), None)
@@ -384,11 +579,8 @@ def search(first: TrialSpec, *, run_trial: Callable[[TrialSpec], TrialResult], b
     out.ranking = rank(base)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    for spec in exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs):
-        if len(out.trials) >= budget:
-            break
-        if attempt(spec):
-            return out
+    wave(exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
+                          kept_as=kept_as))
     return out
 
 
@@ -398,5 +590,86 @@ def format_row(index: int, t: TrialResult) -> str:
     agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
     dp = "-" if r["mean_abs_dp"] is None else f"{r['mean_abs_dp']:.4f}"
     verdict = "PASS" if t.passed else "fail: " + "; ".join(t.failures)
+    fp16 = f" fp16 {100 * r['fp16_mac_share']:.1f}%" if r["fp16_mac_share"] else ""
     return (f"trial {index}: {r['name']:<28} agreement {agree:>8}  mean|dp| {dp:>7}  accuracy {acc:>7}  "
-            f"int8 MACs {100 * r['int8_mac_share']:5.1f}%  {verdict}")
+            f"int8 MACs {100 * r['int8_mac_share']:5.1f}%{fp16}  {verdict}")
+
+
+# -- latency of the result ---------------------------------------------------------------------
+
+LATENCY_WARMUP = 5  # untimed interleaved rounds before the timed ones
+
+
+def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tuple[int | None, Path], rounds: int,
+                    warmup: int = LATENCY_WARMUP, progress: Callable[[str], None] | None = None,
+                    target: str = "cpu") -> dict[str, Any]:
+    """Latency of the fp32 parent, plain int8 and the chosen model: batch 1 on ONNX Runtime CPU,
+    all three in ONE interleaved run (:func:`optkit.bench.benchmark`), so the speed-ups are fair on
+    a busy machine. ``plain`` / ``chosen`` are (trial index, model file); when the chosen model is
+    the plain one it is timed once.
+
+    ``speedup.chosen_kept_of_plain`` is the chosen model's speed-up over fp32 divided by plain
+    int8's (= plain latency / chosen latency): the share of int8's speed-up that the fixes keep.
+    """
+    from optkit import sysinfo
+    from optkit.bench import BenchConfig, BenchItem, benchmark
+    from optkit.runners import make_runner
+
+    same = Path(plain[1]) == Path(chosen[1])
+    models = [("fp32", None, Path(fp32_path)), ("plain int8", plain[0], Path(plain[1]))]
+    if not same:
+        models.append(("chosen", chosen[0], Path(chosen[1])))
+    items = [BenchItem(label, make_runner(path, provider="cpu"), path) for label, _, path in models]
+    cpu = sysinfo.cpu_info()
+    env = {"cpu": cpu.model, "int8_acceleration": cpu.int8_acceleration(), "usable_cpus": sysinfo.usable_cpus()}
+    rep = benchmark(items, BenchConfig(batches=(1,), warmup=warmup, iterations=rounds), progress=progress,
+                    environment=env)
+    rows = []
+    for (label, trial, path), item in zip(models, rep.items):
+        s = rep.result(label, 1).stats
+        rows.append({"model": label, "trial": trial, "file": path.name, "min_ms": round(s.min_ms, 4),
+                     "p50_ms": round(s.p50_ms, 4), "runner": item["runner"]})
+    fp32, plain_row = rows[0], rows[1]
+    chosen_row = rows[2] if not same else plain_row
+
+    def ratio(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+        return {k: round(a[f"{k}_ms"] / b[f"{k}_ms"], 4) if b[f"{k}_ms"] > 0 else float("inf") for k in ("min", "p50")}
+
+    return {
+        "runtime": "onnxruntime CPU", "target": target, "batch": 1, "warmup": warmup, "rounds": rounds,
+        "interleaved": True,
+        "chosen_is_plain": same, "environment": env,
+        "models": [{k: v for k, v in r.items() if k != "runner"} for r in rows],
+        "threads": rows[0]["runner"].get("threads"),
+        "speedup": {"chosen_vs_fp32": ratio(fp32, chosen_row), "plain_vs_fp32": ratio(fp32, plain_row),
+                    "chosen_kept_of_plain": ratio(plain_row, chosen_row)},
+    }
+
+
+def format_latency(lat: dict[str, Any]) -> list[str]:
+    """The latency table for the terminal (see :func:`measure_latency`)."""
+    lines = [f"latency ({lat['runtime']}, batch {lat['batch']}, {lat['warmup']} warm-up + {lat['rounds']} timed rounds, "
+             f"interleaved in one run):"]
+    sp = lat["speedup"]
+    for r in lat["models"]:
+        name = r["model"] + (f" (trial {r['trial']})" if r["trial"] is not None
+                             else " (quantised to be timed)" if r["model"] == "plain int8" else "")
+        if r["model"] == "plain int8" and lat["chosen_is_plain"]:
+            name += " = chosen"
+        line = f"  {name:<28} min {r['min_ms']:8.3f} ms  p50 {r['p50_ms']:8.3f} ms"
+        if r["model"] == "plain int8":
+            s = sp["plain_vs_fp32"]
+            line += f"  {s['min']:.2f}x / {s['p50']:.2f}x vs fp32 (min / p50)"
+        elif r["model"] == "chosen":
+            s, k = sp["chosen_vs_fp32"], sp["chosen_kept_of_plain"]
+            line += (f"  {s['min']:.2f}x / {s['p50']:.2f}x vs fp32; keeps {100 * k['min']:.0f} % / {100 * k['p50']:.0f} % "
+                     "of plain int8's speed-up")
+        lines.append(line)
+    if lat["chosen_is_plain"]:
+        lines.append("  the chosen model is trial 0 (the requested settings, no fix from the search): timed once")
+    if lat.get("target", "cpu") not in ("cpu", "openvino"):
+        lines.append(f"  (the {lat['target']} QDQ form, timed on ONNX Runtime CPU: its speed there says little "
+                     f"about {lat['target']})")
+    elif sp["plain_vs_fp32"]["p50"] < 1.0:
+        lines.append("  plain int8 is not faster than fp32 here (at p50)")
+    return lines

@@ -507,7 +507,7 @@ def _artifact_section(f: dict[str, Any]) -> str:
 
 
 TRIAL_COLUMNS = ("name", "change", "method", "excluded_nodes", "equalized", "agreement", "mean_abs_dp", "accuracy",
-                 "int8_mac_share", "passed")
+                 "int8_mac_share", "fp16_mac_share", "passed")
 
 
 def _trials_table(search: dict[str, Any]) -> str:
@@ -518,7 +518,7 @@ def _trials_table(search: dict[str, Any]) -> str:
         cells = []
         for c in TRIAL_COLUMNS:
             v = t.get(c)
-            if c in ("agreement", "accuracy", "int8_mac_share"):
+            if c in ("agreement", "accuracy", "int8_mac_share", "fp16_mac_share"):
                 cells.append(e(_fmt(v, "pct")))
             elif c == "excluded_nodes":
                 cells.append(e(", ".join(map(str, v)) if isinstance(v, list) and v else ("none" if isinstance(v, list) else _fmt(v))))
@@ -528,10 +528,45 @@ def _trials_table(search: dict[str, Any]) -> str:
                 cells.append(e(_fmt(v)))
         mark = "✔ chosen" if chosen == k else ""
         rows.append([e(str(k)), *cells, mark])
-    val = search.get("validation")
+    val = search.get("validation_description") or search.get("validation")
     val_text = val if isinstance(val, str) else json.dumps(val) if val is not None else "–"
     return (f"<p>int8 search: {len(trials)} trial(s), validated on {e(str(val_text))}.</p>"
-            + _table(["#", *[c.replace("_", " ") for c in TRIAL_COLUMNS], ""], rows, "trials", raw=True))
+            + _table(["#", *[c.replace("_", " ") for c in TRIAL_COLUMNS], ""], rows, "trials", raw=True)
+            + _search_latency(search.get("latency")))
+
+
+def _search_latency(lat: Any) -> str:
+    """The int8 search's own latency check: fp32 vs plain int8 vs the chosen model (one interleaved run)."""
+    if not isinstance(lat, dict):
+        return ""
+    if lat.get("error"):
+        return f"<p class='note'>int8 search latency: not measured ({e(str(lat['error']))}).</p>"
+    models = lat.get("models") or []
+    sp = lat.get("speedup") or {}
+    if not models:
+        return ""
+
+    def x(d: Any, k: str) -> str:
+        return _fmt(d.get(k), "x") if isinstance(d, dict) else "–"
+
+    rows = []
+    for r in models:
+        name = str(r.get("model"))
+        if r.get("trial") is not None:
+            name += f" (trial {r['trial']})"
+        if name.startswith("plain int8") and lat.get("chosen_is_plain"):
+            name += " = chosen"
+        vs = sp.get("plain_vs_fp32") if r.get("model") == "plain int8" else (
+            sp.get("chosen_vs_fp32") if r.get("model") == "chosen" else None)
+        kept = sp.get("chosen_kept_of_plain") if r.get("model") == "chosen" else None
+        rows.append([name, str(r.get("file")), _fmt(r.get("min_ms"), "ms"), _fmt(r.get("p50_ms"), "ms"),
+                     x(vs, "min") if vs else "1.00×", x(vs, "p50") if vs else "1.00×",
+                     (f"{100 * kept['min']:.0f} % / {100 * kept['p50']:.0f} %" if kept else "–")])
+    return (f"<p>Latency of the search's result ({e(str(lat.get('runtime')))}, batch {e(str(lat.get('batch')))}, "
+            f"{e(str(lat.get('warmup')))} warm-up + {e(str(lat.get('rounds')))} timed rounds, all models interleaved "
+            "in one run when the model was made):</p>"
+            + _table(["model", "file", "min ms", "p50 ms", "vs fp32 (min)", "vs fp32 (p50)",
+                      "share of plain int8's speed-up kept (min / p50)"], rows, "trials"))
 
 
 def _result_section(report: VerifyReport, idx: list[int]) -> str:

@@ -91,18 +91,28 @@ def test_ray_goes_with_int8_only(cli_runner, tiny_onnx, tmp_path):
     assert not (tmp_path / "m.fp16.onnx").exists()
 
 
-def test_a_recipe_with_ray_calibrates_on_ray_and_makes_the_same_int8_model(ray_local, cli_runner, calib_dir, tmp_path,
+def test_a_recipe_with_ray_calibrates_and_quantises_on_ray_and_makes_the_same_int8_model(ray_local, cli_runner, calib_dir, tmp_path,
                                                                            monkeypatch):
     import json
 
     calls: list[int] = []
-    original = RayExecutor.collect_stats
+    trials: list[str] = []
+    original, original_map = RayExecutor.collect_stats, RayExecutor.trial_map
 
     def spy(self, *args, **kwargs):
         calls.append(len(args[1]))
         return original(self, *args, **kwargs)
 
+    def spy_map(self, *args, **kwargs):
+        map_trials = original_map(self, *args, **kwargs)
+
+        def counted(jobs, note):
+            trials.extend(spec.name for _, spec in jobs)
+            return map_trials(jobs, note)
+        return counted
+
     monkeypatch.setattr(RayExecutor, "collect_stats", spy)
+    monkeypatch.setattr(RayExecutor, "trial_map", spy_map)
 
     from conftest import invoke
     from test_recipe import MODELS
@@ -119,3 +129,4 @@ def test_a_recipe_with_ray_calibrates_on_ray_and_makes_the_same_int8_model(ray_l
            for d in ("a", "b")]
     assert sha[0] == sha[1]
     assert calls, "the recipe with ray: did not collect its calibration statistics on Ray"
+    assert trials == ["requested"], "the recipe with ray: did not run its int8 trial on Ray"

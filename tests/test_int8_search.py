@@ -30,23 +30,16 @@ class BadlyScaledCNN(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        g = torch.Generator().manual_seed(3)
         self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, stride=2)
         self.fc = torch.nn.Linear(8 * 6 * 6, 1)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            random_weights(self, seed=3)
             self.conv1.weight[:, 0] /= 1000.0
             self.conv1.weight[:, 1] *= 100.0 * 4.0  # the small channel carries the signal
             self.conv1.weight[:, 0] *= 0.25
             self.conv1.weight[:, 2] *= 0.25
-            # decisions spread around 0.5: logits with mean 0 and std 2 on the data
-            f = self.features(torch.from_numpy(_cnn_data(256, seed=7)))
-            logit = self.fc(f)
-            mean, std = float(logit.mean()), float(logit.std())
-            self.fc.weight *= 2.0 / std
-            self.fc.bias.copy_((self.fc.bias - mean) * 2.0 / std)
+            spread_decisions(self)
 
     def features(self, x):
         h = torch.relu(self.conv1(x))
@@ -55,6 +48,49 @@ class BadlyScaledCNN(torch.nn.Module):
 
     def forward(self, x):
         return torch.sigmoid(self.fc(self.features(x)))
+
+
+def random_weights(model, seed: int) -> None:
+    """Every parameter drawn from N(0, 0.3^2) with a seeded generator (in parameter order)."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def spread_decisions(model, logit_std: float = 2.0) -> None:
+    """Decisions spread around 0.5: scale ``model.fc`` so its logits on the data have mean 0 and
+    std ``logit_std``."""
+    logit = model.fc(model.features(torch.from_numpy(_cnn_data(256, seed=7))))
+    mean, std = float(logit.mean()), float(logit.std())
+    model.fc.weight *= logit_std / std
+    model.fc.bias.copy_((model.fc.bias - mean) * logit_std / std)
+
+
+class DepthwiseStemCNN(BadlyScaledCNN):
+    """The badly scaled input again, read by a depthwise (group 3) stem conv: no per-channel scale
+    can be folded into a grouped conv, so the fix is to keep the cheap stem (2.6 % of the MACs) out
+    of int8 (and its input with it). Its logits are spread less than BadlyScaledCNN's, so with the
+    stem out of int8 it passes the default gate (measured: mean |dp| 0.0057 with the stem in fp32,
+    0.0063-0.0071 in fp16) while plain int8 flips more than half of the decisions."""
+
+    def __init__(self):
+        torch.nn.Module.__init__(self)
+        self.stem = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.conv2 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.conv3 = torch.nn.Conv2d(16, 16, 3, padding=1, stride=2)
+        self.fc = torch.nn.Linear(16 * 6 * 6, 1)
+        with torch.no_grad():
+            random_weights(self, seed=5)
+            self.stem.weight[0] /= 4000.0
+            self.stem.weight[1] *= 100.0  # the small channel carries the signal
+            self.stem.weight[2] /= 4.0
+            spread_decisions(self, 0.75)
+
+    def features(self, x):  # forward() is BadlyScaledCNN's: sigmoid(fc(features(x)))
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return torch.flatten(h, 1)
 
 
 class TinyLSTM(torch.nn.Module):
@@ -83,13 +119,16 @@ def _cnn_data(n: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((n, *CNN_SHAPE)) * CHANNEL_SCALE[:, None, None]).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def cnn(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cnn")
-    model = _export(BadlyScaledCNN(), CNN_SHAPE, d / "cnn.onnx")
+def _model_and_calibration(module, d: Path, name: str) -> tuple[Path, Path]:
+    model = _export(module, CNN_SHAPE, d / f"{name}.onnx")
     calib = d / "calib.npz"
     np.savez(calib, x=_cnn_data(48, 1))
     return model, calib
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    return _model_and_calibration(BadlyScaledCNN(), tmp_path_factory.mktemp("cnn"), "cnn")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +164,60 @@ def test_plain_int8_fails_and_the_search_fixes_it(cnn_search):
     assert out.exists() and not out.with_name("cnn.int8.failed.onnx").exists()
     text = "\n".join(result.messages)
     assert "trial 0: plain" in text and "PASS" in text and "held-out calibration samples" in text
+
+
+def test_latency_of_fp32_plain_and_chosen_in_one_run(cnn_search):
+    out, result = cnn_search
+    search = result.info["int8_search"]
+    lat = search["latency"]
+    chosen = search["chosen"]
+    assert lat["runtime"] == "onnxruntime CPU" and lat["batch"] == 1 and lat["rounds"] == 30 and lat["warmup"] == 5
+    assert [(m["model"], m["trial"]) for m in lat["models"]] == [("fp32", None), ("plain int8", 0),
+                                                                  ("chosen", chosen)]
+    assert lat["chosen_is_plain"] is False
+    fp32, plain, found = lat["models"]
+    assert fp32["file"] == "cnn.onnx"
+    for m in lat["models"]:
+        assert 0 < m["min_ms"] <= m["p50_ms"]
+    sp = lat["speedup"]
+    for k in ("min", "p50"):  # every speed-up is a ratio of latencies measured in this one run
+        assert sp["chosen_vs_fp32"][k] == pytest.approx(fp32[f"{k}_ms"] / found[f"{k}_ms"], rel=1e-3)
+        assert sp["plain_vs_fp32"][k] == pytest.approx(fp32[f"{k}_ms"] / plain[f"{k}_ms"], rel=1e-3)
+        assert sp["chosen_kept_of_plain"][k] == pytest.approx(plain[f"{k}_ms"] / found[f"{k}_ms"], rel=1e-3)
+    text = "\n".join(result.messages)
+    assert "latency (onnxruntime CPU, batch 1, 5 warm-up + 30 timed rounds" in text
+    assert f"chosen (trial {chosen})" in text and "of plain int8's speed-up" in text
+    # report.html shows the same figures
+    from optkit.report import _search_latency
+
+    html = _search_latency(lat)
+    assert html.count("<tr>") == 4 and f"chosen (trial {chosen})" in html and "plain int8 (trial 0)" in html
+
+
+def test_trials_are_printed_as_they_finish(cnn, tmp_path, monkeypatch, capsys):
+    """Each trial's line reaches stderr before the next trial is judged (not only at the end)."""
+    from optkit import int8_search
+
+    model, calib = cnn
+    seen_before: list[str] = []
+    evaluate = int8_search.evaluate
+
+    def spy(*args, **kwargs):
+        seen_before.append(capsys.readouterr().err)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(int8_search, "evaluate", spy)
+    with pytest.raises(Int8SearchFailed) as info:
+        get_pass("quantize-int8").run(Artifact.from_file(model),
+                                      QuantizeInt8Config(calibration=str(calib), budget=2, latency_rounds=0),
+                                      tmp_path / "q.onnx")
+    assert len(seen_before) == 2
+    assert "int8 trials (validation:" in seen_before[0] and "trial 0:" not in seen_before[0]
+    assert "trial 0: plain" in seen_before[1], seen_before
+    assert "trial 1: percentile ranges" in capsys.readouterr().err
+    # latency_rounds 0: no latency check, and the output says so
+    assert info.value.result.info["int8_search"]["latency"] is None
+    assert "latency not measured (latency_rounds 0)" in info.value.result.messages
 
 
 def test_the_found_model_matches_fp32_and_plain_does_not(cnn, cnn_search, tmp_path):
@@ -163,6 +256,10 @@ def test_rerun_rebuilds_the_found_model_without_searching(cnn, cnn_search, tmp_p
     again = get_pass("quantize-int8").run(Artifact.from_file(model), QuantizeInt8Config(calibration=str(calib)), other)
     trials = again.info["int8_search"]["trials"]
     assert [t["name"] for t in trials] == ["saved"] and trials[0]["passed"]
+    # no plain trial ran: plain int8 is quantised only to be timed against the rebuilt model
+    lat = again.info["int8_search"]["latency"]
+    assert [(m["model"], m["trial"]) for m in lat["models"]] == [("fp32", None), ("plain int8", None), ("chosen", 0)]
+    assert any("plain int8 (quantised to be timed)" in m for m in again.messages)
     assert again.info["cache_hit"] is True
     assert any("no search needed" in m for m in again.messages)
     assert other.read_bytes() == out.read_bytes()
@@ -189,6 +286,9 @@ def test_no_search_is_exactly_one_quantisation(cli_runner, cnn, tmp_path):
     assert "trial 0: requested" in r.output and "trial 1" not in r.output
     assert "equalised input" in r.output
     assert "int8 MACs 100.0%" in r.output
+    # the chosen model is the only trial: timed once beside fp32
+    assert "the chosen model is trial 0 (the requested settings, no fix from the search): timed once" in r.output
+    assert "plain int8 (trial 0) = chosen" in r.output and "chosen (trial" not in r.output
 
 
 def test_lstm_reports_its_low_int8_mac_share(cli_runner, tmp_path):
@@ -255,3 +355,119 @@ def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
     assert "40 samples of val.npz judged against the fp32 model's own outputs" in "\n".join(result.messages)
     # every calibration sample is used for statistics when validation comes from elsewhere
     assert result.info["samples"] == 48
+
+
+def test_a_map_that_runs_whole_waves_ahead_keeps_what_the_sequential_search_keeps():
+    """search() takes the results of a wave in queue order up to the first pass, whatever the
+    map ran ahead (the Ray map runs trials in parallel): same trials, ranking and choice."""
+    from optkit.int8_search import Equalization, TrialResult, TrialSpec, search
+
+    passing = {"1 sensitive node in float"}
+    ran: list[str] = []
+
+    def run_trial(index, spec):
+        ran.append(spec.name)
+        ok = spec.name in passing
+        return TrialResult(spec, Path(f"trial{index}.onnx"), {"p": {"agreement": 1.0 if ok else 0.5 + index / 100,
+                                                                      "mean_abs": 0.0}},
+                           None, None, [] if ok else ["fails"], {"share": {"int8": 1.0}}, 0.0)
+
+    def eager(jobs, note):  # everything at once, like a parallel map with enough workers
+        results = [run_trial(i, s) for i, s in jobs]
+        yield from results
+
+    eq = Equalization("x", "x_eq", "mul", np.ones(3, np.float32), ["conv"], 10.0)
+    ranked = [{"node": "a"}, {"node": "b"}, {"node": "c"}]
+    kwargs = dict(budget=8, do_search=True, methods=["percentile", "mse", "entropy", "minmax"], equalization=eq,
+                  rank=lambda base: ranked)
+    first = TrialSpec("plain", "plain int8", "minmax")
+    seq = search(first, run_trial=run_trial, **kwargs)
+    seq_ran, ran[:] = list(ran), []
+    par = search(first, run_trial=run_trial, map_trials=eager, **kwargs)
+    assert [t.spec for t in par.trials] == [t.spec for t in seq.trials]
+    assert par.chosen == seq.chosen == 5 and par.ranking == seq.ranking
+    assert seq_ran == [t.spec.name for t in seq.trials]          # sequential: nothing ran past the pass
+    assert ran[len(seq_ran):] == ["2 sensitive nodes in float", "3 sensitive nodes in float"]  # discarded
+    # a budget that ends inside the second wave: only budget - done trials are handed to the map
+    ran[:] = []
+    cut = search(first, run_trial=run_trial, map_trials=eager, **dict(kwargs, budget=6))
+    assert len(ran) == 6 and [t.spec for t in cut.trials] == [t.spec for t in seq.trials] and cut.chosen == 5
+
+
+# -- --target tensorrt: nodes kept out of int8 run in fp16 ---------------------------------------
+
+@pytest.fixture(scope="module")
+def dw(tmp_path_factory):
+    return _model_and_calibration(DepthwiseStemCNN(), tmp_path_factory.mktemp("dw"), "dw")
+
+
+def _quantize(model, out, **cfg):
+    return get_pass("quantize-int8").run(Artifact.from_file(model), QuantizeInt8Config(latency_rounds=0, **cfg), out)
+
+
+def test_tensorrt_runs_an_excluded_conv_in_fp16(dw, tmp_path):
+    from optkit.macs import mac_breakdown
+    from optkit.onnx_utils import check_model
+    import onnxruntime as ort
+
+    model, calib = dw
+    same = dict(calibration=str(calib), exclude_nodes=("/stem/Conv",), search=False)
+    trt = _quantize(model, tmp_path / "trt.onnx", target="tensorrt", **same)
+    cpu = _quantize(model, tmp_path / "cpu.onnx", target="cpu", **same)
+    row = trt.info["int8_search"]["trials"][0]
+    assert row["passed"] and row["kept_in"] == "fp16" and row["fp16_nodes"] == ["/stem/Conv"]
+    assert trt.info["kept_in"] == "fp16" and trt.info["fp16_nodes"] == ["/stem/Conv"]
+    assert "kept in fp16" in "\n".join(trt.messages)
+    # the stem's MACs move from fp32 to fp16; the int8 part is what it is with the stem in fp32
+    t, c = trt.info["macs"]["share"], cpu.info["macs"]["share"]
+    assert c["fp16"] == 0 and c["fp32"] > 0
+    assert t["fp16"] == pytest.approx(c["fp32"]) and t["fp32"] == 0 and t["int8"] == pytest.approx(c["int8"])
+    # the file: valid, the stem computes in fp16 (fp16 weight), fp32 inputs/outputs, runs on ORT CPU
+    m = onnx.load(str(tmp_path / "trt.onnx"))
+    check_model(m, full=True)
+    stem = next(n for n in m.graph.node if n.name == "/stem/Conv")
+    w = next(i for i in m.graph.initializer if i.name == stem.input[1])
+    assert w.data_type == onnx.TensorProto.FLOAT16
+    assert [r["precision"] for r in mac_breakdown(m)["unquantized_heavy_nodes"]] == ["fp16"]
+    assert all(v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for v in [*m.graph.input, *m.graph.output])
+    # judged on fresh data against fp32: within the int8 gate (mean |dp| <= 0.01, no flips here)
+    x = _cnn_data(64, seed=99)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    ref, got = run(model), run(tmp_path / "trt.onnx")
+    assert np.abs(got - ref).mean() <= 0.01 and np.mean((got >= 0.5) == (ref >= 0.5)) >= 0.98
+    # target cpu is unchanged: the excluded node stays fp32
+    crow = cpu.info["int8_search"]["trials"][0]
+    assert crow["kept_in"] == "fp32" and crow["fp16_nodes"] == [] and crow["fp16_mac_share"] == 0
+    assert not any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(tmp_path / "cpu.onnx")).graph.initializer)
+
+
+def test_search_on_tensorrt_keeps_the_sensitive_node_in_fp16(dw, tmp_path):
+    model, calib = dw
+    for target, kept, word in (("tensorrt", "fp16", "fp16"), ("cpu", "fp32", "float")):
+        result = _quantize(model, tmp_path / f"{target}.onnx", calibration=str(calib), target=target)
+        search = result.info["int8_search"]
+        trials, chosen = search["trials"], search["chosen"]
+        assert not trials[0]["passed"] and chosen is not None, [t["name"] for t in trials]
+        row = trials[chosen]
+        assert row["name"] == f"1 sensitive node in {word}" and f"kept in {word}: /stem/Conv" in row["change"]
+        assert row["excluded_nodes"] == ["/stem/Conv"] and row["kept_in"] == kept
+        share = result.info["macs"]["share"]
+        assert share["int8"] >= 0.95
+        if target == "tensorrt":
+            assert row["fp16_nodes"] == ["/stem/Conv"] and share["fp16"] > 0 and share["fp32"] == 0
+            assert f"trial {chosen}: 1 sensitive node in fp16" in "\n".join(result.messages)
+        else:
+            assert row["fp16_nodes"] == [] and share["fp16"] == 0 and share["fp32"] > 0
+
+
+def test_cli_tensorrt_excluded_op_types_run_in_fp16_too(cli_runner, dw, tmp_path):
+    model, calib = dw
+    out = tmp_path / "q.onnx"
+    r = invoke(cli_runner, ["quantize", model, "-o", out, "--int8", "--calibration", calib, "--target", "tensorrt",
+                            "--no-search", "--exclude-nodes", "/stem/Conv", "--exclude-op-types", "Gemm",
+                            "--latency-rounds", "0"])
+    assert r.exit_code == 0, r.output
+    assert "kept in fp16 (target tensorrt" in r.output and "2 node(s) (/stem/Conv, /fc/Gemm)" in r.output
+    assert "latency not measured (latency_rounds 0)" in r.output
+    info = json.loads(out.with_name("q.search.json").read_text())
+    assert info["trials"][0]["fp16_nodes"] == ["/stem/Conv", "/fc/Gemm"] and info["trials"][0]["passed"]

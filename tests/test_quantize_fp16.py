@@ -264,3 +264,56 @@ def test_refuses_an_fp16_model(cli_runner, tiny_onnx, tmp_path):
     r = invoke(cli_runner, ["quantize", first, "-o", out, "--int8", "--calibration", tmp_path])
     assert r.exit_code == 1
     assert not out.exists()
+
+
+# -- nodes_to_fp16: a few nodes of a QDQ model in fp16 (quantize --int8 --target tensorrt) -------
+
+def _qdq_with_shared_weight():
+    """x -> Q -> DQ -> MatMul(W) [to fp16] and MatMul(W) [stays int8-fed fp32] -> Add -> y: W is
+    shared, the DQ output has two consumers and the Add feeds the graph output."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("MatMul", ["xd", "W"], ["a"], name="mm_fp16"),
+        helper.make_node("MatMul", ["xd", "W"], ["b"], name="mm_keep"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.float32(0.02), "s"),
+         numpy_helper.from_array(np.int8(0), "z")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w
+
+
+def test_nodes_to_fp16_converts_only_the_named_nodes():
+    import onnxruntime as ort
+
+    from optkit.onnx_utils import check_model
+    from optkit.passes.quantize_fp16 import nodes_to_fp16
+
+    model, w = _qdq_with_shared_weight()
+    converted, done, converter, _ = nodes_to_fp16(model, ["mm_fp16", "q"], "test model")
+    assert done == ["mm_fp16"] and converter  # Q/DQ nodes are never converted
+    check_model(converted, full=True)
+    g = converted.graph
+    by_name = {n.name: n for n in g.node}
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name: i for i in g.initializer}
+    # the shared weight: a private fp16 copy for the converted node, the original fp32 bytes for the other
+    keep_w = inits[by_name["mm_keep"].input[1]]
+    assert keep_w.data_type == TensorProto.FLOAT and np.array_equal(numpy_helper.to_array(keep_w), w)
+    assert inits[by_name["mm_fp16"].input[1]].data_type == TensorProto.FLOAT16
+    # the int8 path is untouched: DQ feeds mm_keep directly (no Cast round trip in between), and
+    # the only Casts are the two around the converted node
+    assert producer[by_name["mm_keep"].input[0]].name == "dq"
+    casts = [n for n in g.node if n.op_type == "Cast"]
+    assert len(casts) == 2 and len(g.node) == len(model.graph.node) + 2
+    assert producer[by_name["mm_fp16"].input[0]].op_type == "Cast"
+    assert [o.name for o in g.output] == ["y"] and g.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 8)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    ref, got = run(model), run(converted)
+    assert np.abs(got - ref).max() < 1e-2 * np.abs(ref).max() and not np.array_equal(got, ref)

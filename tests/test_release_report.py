@@ -191,7 +191,14 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
          "agreement": 0.981, "mean_abs_dp": 0.02, "accuracy": 0.95, "int8_mac_share": 1.0, "passed": False},
         {"name": "t1", "change": "keep first conv fp32", "method": "percentile", "excluded_nodes": ["/conv1/Conv"],
          "equalized": True, "agreement": 0.998, "mean_abs_dp": 0.005, "accuracy": 0.96, "int8_mac_share": 0.997,
-         "passed": True}]}
+         "fp16_mac_share": 0.003, "passed": True}],
+        # the search's own latency check (fp32, plain int8 = trial 0, chosen = trial 1), as the pass records it
+        "latency": {"runtime": "onnxruntime CPU", "batch": 1, "warmup": 5, "rounds": 30, "chosen_is_plain": False,
+                    "models": [{"model": "fp32", "trial": None, "file": "export.onnx", "min_ms": 8.0, "p50_ms": 9.0},
+                               {"model": "plain int8", "trial": 0, "file": "t0.onnx", "min_ms": 2.0, "p50_ms": 3.0},
+                               {"model": "chosen", "trial": 1, "file": "t1.onnx", "min_ms": 2.5, "p50_ms": 3.6}],
+                    "speedup": {"chosen_vs_fp32": {"min": 3.2, "p50": 2.5}, "plain_vs_fp32": {"min": 4.0, "p50": 3.0},
+                                "chosen_kept_of_plain": {"min": 0.8, "p50": 0.8333}}}}
     m.record("export", ea, "k1")
     m.record("int8", qa, "k2", info={"int8_search": search})
     m.save()
@@ -210,6 +217,13 @@ def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_pat
     trials = trials[:trials.index("</table>")]
     assert trials.count("<tr>") == 3 and "keep first conv fp32" in trials and "✔ chosen" in trials
     assert "99.80%" in trials and "minmax" in trials
+    # fp16 MAC share: a row of an older manifest has none ("–"), a newer one its value
+    assert "fp16 mac share" in trials and "0.30%" in trials
+    assert facts["int8_search"]["latency"]["speedup"]["chosen_kept_of_plain"]["min"] == 0.8
+    latency = page[page.index("Latency of the search's result"):]
+    latency = latency[:latency.index("</table>")]
+    assert latency.count("<tr>") == 4 and "chosen (trial 1)" in latency and "plain int8 (trial 0)" in latency
+    assert "3.20×" in latency and "80 % / 83 %" in latency and "2.50" in latency
     lineage = page[page.index('id="lineage"'):]
     lineage = lineage[:lineage.index("</table>")]
     assert lineage.count("<tr>") == 3 and "PyTorch voice-resnet" in lineage and "percentile" in lineage

@@ -279,6 +279,48 @@ class SlowRunner:
         return {"runner": self.name}
 
 
+class ShapeRecorder(SlowRunner):
+    """Records the batch size of every call (warm-up included)."""
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.sizes: list[int] = []
+
+    def infer(self, feed):
+        self.sizes.append(len(feed["input_mfcc"]))
+        return super().infer(feed)
+
+
+@pytest.mark.parametrize("provider, padded", [("cpu", False), ("openvino", True), ("cuda", True), ("tensorrt", True)])
+def test_runtimes_that_tune_per_shape_get_only_warmed_up_batch_sizes(tiny_onnx, provider, padded):
+    """A batch of 3 at --max-batch 8: ORT on the CPU runs it as 3; a runtime that compiles or tunes
+    per shape (OpenVINO, ORT's CUDA/TensorRT providers) runs it padded to 4, a size it warmed up,
+    so no kernel search or compile happens while requests wait; the answers are the same."""
+    from optkit.serve.engine import InferenceEngine, batch_buckets
+
+    rec = ShapeRecorder()
+    settings = resolve_settings(tiny_onnx, provider=provider, max_batch=8, max_wait_ms=500, accept_audio=False,
+                                environ={})
+    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine.load()
+    warmed = set(rec.sizes)
+    assert warmed == set(batch_buckets(8)) == {1, 2, 4, 8}
+    rec.sizes.clear()
+
+    async def three_at_once():
+        x = np.zeros((1, *TINY_SHAPE), np.float32)
+        return await asyncio.gather(*(engine.predict(x) for _ in range(3)))
+
+    try:
+        preds = asyncio.run(three_at_once())
+    finally:
+        engine.close()
+    assert [p.batch_size for p in preds] == [3, 3, 3] and all(p.probability == 0.5 for p in preds)
+    assert rec.sizes == ([4] if padded else [3])
+    if padded:
+        assert set(rec.sizes) <= warmed
+
+
 def test_queue_is_bounded_in_time_as_well_as_in_count(tiny_onnx):
     """Ten requests at once for a 0.2 s model with 0.3 s of allowed queueing: the ones that cannot
     start in time are refused at once (Overloaded -> 503), the rest answered; none waits longer."""

@@ -38,9 +38,10 @@ def _flag(name: str) -> str:
                    "(repeatable).")
 @click_options(FP16, help_prefix="fp16: ")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
-              help="int8: collect the calibration statistics in shards on Ray (no ADDRESS = a local Ray "
-                   "instance; 'auto', 'ray://HOST:PORT' or 'HOST:PORT' = a cluster); the statistics, ranges "
-                   "and model are the same as without it. Needs optkit[ray].")
+              help="int8: collect the calibration statistics in shards and run the search's trials in "
+                   "parallel on Ray (no ADDRESS = a local Ray instance; 'auto', 'ray://HOST:PORT' or "
+                   "'HOST:PORT' = a cluster); the statistics, ranges, trials kept and model are the same as "
+                   "without it. Needs optkit[ray].")
 @click.pass_context
 def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bool, ray_address: str | None,
              **opts: Any) -> None:
@@ -100,7 +101,8 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     if ray_address and not int8:
         raise click.UsageError("--ray goes with --int8 (it shards the calibration statistics)")
     try:
-        with executor_for(ray_address) as executor, calibration_on(executor):
+        with executor_for(ray_address, echo=lambda s: click.echo(s, err=True)) as executor, \
+                calibration_on(executor):
             result = step(src, cfg, output)
     except Int8SearchFailed as exc:  # the trials, then the one-line error (exit 3)
         echo_lines(exc.result.messages)

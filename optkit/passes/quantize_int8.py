@@ -34,6 +34,11 @@ release flow needs around it:
   ========  =======================  ==========================================================
 
   Weights are always per-channel signed int8 (Conv output-channel axis 0).
+- Nodes kept out of int8 (by the search, ``exclude_nodes``, ``exclude_op_types``) stay fp32,
+  except for ``target tensorrt``: there they are converted to fp16
+  (:func:`optkit.passes.quantize_fp16.nodes_to_fp16`, onnxconverter-common), because optkit builds
+  TensorRT engines strongly typed, where each layer runs in the type the ONNX graph gives it (an
+  fp32 node would run in fp32). Each trial is judged as converted, and its MACs count as fp16.
 """
 from __future__ import annotations
 
@@ -42,7 +47,6 @@ import contextlib
 import dataclasses
 import json
 import io
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,10 +118,10 @@ class QuantizeInt8Config:
     method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
     percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
                                check=_check_percentile)
-    exclude_nodes: tuple[str, ...] = option((), "Node names always kept in fp32 (see `optkit verify` for where "
-                                            "error grows).", metavar="A,B")
-    exclude_op_types: tuple[str, ...] = option((), "Op types always kept in fp32, e.g. Add,Sigmoid.",
-                                               metavar="OP,OP")
+    exclude_nodes: tuple[str, ...] = option((), "Node names always kept out of int8, in fp32 (fp16 for target "
+                                            "tensorrt; see `optkit verify` for where error grows).", metavar="A,B")
+    exclude_op_types: tuple[str, ...] = option((), "Op types always kept out of int8, in fp32 (fp16 for target "
+                                               "tensorrt), e.g. Add,Sigmoid.", metavar="OP,OP")
     equalize: bool = option(False, "The first trial equalises a badly scaled input per channel (folded into the "
                             "first convs).")
     search: bool = option(True, "Search until the int8 gate passes (other range methods, input equalisation, "
@@ -140,6 +144,17 @@ class QuantizeInt8Config:
                            "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
                            "them with a warning. Values beyond float32's reach are always refused.",
                            choices=("clip", "refuse", "keep"))
+    latency_rounds: int = option(30, "Timed rounds of the latency check after the search: the fp32 model, plain "
+                                 "int8 and the chosen model, batch 1 on ONNX Runtime CPU, interleaved in one run "
+                                 "after 5 warm-up rounds; 0 = no latency check.", metavar="N", min=0)
+
+
+def _progress(line: str) -> None:
+    """Live progress of the search (each trial as it finishes) on stderr, so a search of a minute
+    or two is not silent; the summary in ``PassResult.messages`` is printed at the end as before."""
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _refuse_non_finite_stats(stats: Any, source: str) -> None:
@@ -196,13 +211,15 @@ def preprocess(src: Path, dst: Path) -> list[str]:
     raise PassFailed("ONNX Runtime's quantisation pre-processing failed: " + "; ".join(notes))
 
 
-def quantized_node_report(model: Any) -> dict[str, Any]:
+def quantized_node_report(model: Any, fp16: set[str] | None = None) -> dict[str, Any]:
     """Compute nodes of a QDQ model that run in int8, by op type.
 
     A node counts as quantised in ONNX Runtime's QDQ "node unit" sense: it reads at least one
     DequantizeLinear output and each of its outputs feeds a QuantizeLinear. A node that only reads
-    DQ outputs (e.g. an excluded op after a quantised one) computes in fp32.
+    DQ outputs (e.g. an excluded op after a quantised one) computes in fp32, or in fp16 when it is
+    in ``fp16`` (converted for target tensorrt; the Casts around those are not counted).
     """
+    fp16 = fp16 or set()
     producers = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list[Any]] = collections.defaultdict(list)
     for n in model.graph.node:
@@ -211,14 +228,21 @@ def quantized_node_report(model: Any) -> dict[str, Any]:
     total: collections.Counter[str] = collections.Counter()
     quantized: collections.Counter[str] = collections.Counter()
     fp32_nodes: list[str] = []
+    fp16_nodes: list[str] = []
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
             continue
+        if node.op_type == "Cast" and fp16 and (
+                any(c.name in fp16 for o in node.output for c in consumers.get(o, []))
+                or any(i in producers and producers[i].name in fp16 for i in node.input)):
+            continue  # a Cast into or out of an fp16 node
         total[node.op_type] += 1
         reads_int8 = any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
         writes_int8 = all(any(c.op_type == "QuantizeLinear" for c in consumers.get(o, [])) for o in node.output if o)
         if reads_int8 and writes_int8:
             quantized[node.op_type] += 1
+        elif node.name in fp16:
+            fp16_nodes.append(node.name)
         else:
             fp32_nodes.append(node.name or f"<{node.op_type}>")
     return {
@@ -226,6 +250,7 @@ def quantized_node_report(model: Any) -> dict[str, Any]:
         "quantized": sum(quantized.values()),
         "total": sum(total.values()),
         "fp32_nodes": fp32_nodes,
+        "fp16_nodes": fp16_nodes,
     }
 
 
@@ -319,7 +344,7 @@ class QuantizeInt8(Pass):
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
-        say = (lambda s: None)
+        say = _progress
         messages: list[str] = []
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
@@ -401,48 +426,38 @@ class QuantizeInt8(Pass):
                     (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
             fp32_mac = mac_breakdown(pre_model)
             fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
-            quant_seconds = [0.0]
+            # everything a trial needs, in one picklable object (int8_search.run_trial)
+            trial_ctx = int8_search.TrialContext(
+                model=pre.read_bytes(), stats=stats, percentile=cfg.percentile, symmetric=symmetric,
+                exclude_nodes=tuple(cfg.exclude_nodes), op_types=tuple(op_types), settings=settings,
+                target=cfg.target, validation=validation, gate=gate, threshold=cfg.threshold,
+                equalized_model=eq_model_path.read_bytes() if eq_model_path is not None else None,
+                eq_stats=eq_stats, eq_mul_node=eq_plan.mul_node if eq_plan is not None else None,
+                exclude_op_types=tuple(cfg.exclude_op_types))
 
-            def run_trial(t: Any) -> Any:
-                index = len(trial_paths)
-                path = work / f"trial{index}.onnx"
-                started = time.perf_counter()
-                ranges = stats.ranges(t.method, cfg.percentile, symmetric=symmetric)
-                model_in = pre
-                exclude = list(cfg.exclude_nodes) + list(t.excluded_nodes)
-                if t.equalized:
-                    assert eq_plan is not None and eq_stats is not None and eq_model_path is not None
-                    ranges.update(eq_stats.ranges(t.method, cfg.percentile, symmetric=symmetric))
-                    model_in = eq_model_path
-                    exclude.append(eq_plan.mul_node)
-                ranges_path = calib_stats.write_ort_ranges(work / f"ranges{index}.json", ranges)
-                q0 = time.perf_counter()
-                self._quantize(lazy_import("onnxruntime.quantization"), model_in, path, ranges_path, exclude,
-                               settings, op_types)
-                quant_seconds[0] += time.perf_counter() - q0
-                qmodel = load_onnx(path)
-                if model_precision(qmodel) != "int8":
-                    raise PassFailed("ONNX Runtime quantised nothing (no QuantizeLinear/DequantizeLinear nodes); "
-                                     "check --exclude-nodes / --exclude-op-types")
-                metrics, accuracy, drop, failures = int8_search.evaluate(path, validation, gate, cfg.threshold)
-                trial_paths.append(path)
-                return int8_search.TrialResult(t, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
-                                               time.perf_counter() - started)
-
-            trial_paths: list[Path] = []
+            def run_trial(index: int, t: Any) -> Any:
+                return int8_search.run_trial(trial_ctx, t, index, work)
 
             def rank(base: Any) -> list[dict[str, Any]]:
                 fp32 = eq_model_path if base.spec.equalized else pre
                 n = min(len(validation), 8)
+                say(f"ranking the quantised nodes by the error they add ({base.spec.name}, {n} validation samples)")
                 return int8_search.rank_sensitive_nodes(fp32, base.path, {k: v[:n] for k, v in validation.inputs.items()},
                                                         fp32_macs)
 
             say(f"int8 trials (validation: {validation.description}):")
+            t_search = time.perf_counter()
             outcome = int8_search.search(first, run_trial=run_trial, budget=cfg.budget, do_search=cfg.search,
                                          methods=list(METHODS_SEARCH_ORDER), equalization=eq_plan, rank=rank,
-                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"])
+                                         echo=say, node_macs=fp32_macs, total_macs=fp32_mac["total_macs"],
+                                         kept_as="fp16" if trial_ctx.keeps_fp16 else "float",
+                                         # trials as Ray tasks when the command set an executor
+                                         # (same trials kept, same chosen model); else in order here
+                                         map_trials=distributed.trial_map(trial_ctx, work))
+            search_seconds = time.perf_counter() - t_search
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
+            latency = self._latency(src.path, first, outcome, chosen, cfg, run_trial, say)
             final = out.final if passed else paths["failed"]
             qmodel = load_onnx(chosen.path)
             check_model(qmodel, full=True, what="int8 model")
@@ -461,16 +476,17 @@ class QuantizeInt8(Pass):
                 if stats_fresh:
                     stats.save(paths["stats"])
 
-        report = quantized_node_report(qmodel)
+        report = quantized_node_report(qmodel, set(chosen.fp16_nodes))
         mac = chosen.mac
         rows = [t.row() for t in outcome.trials]
         search_info = {"validation": validation.kind, "validation_description": validation.description,
                        "trials": rows, "chosen": outcome.chosen, "ranking": [
                            {k: r[k] for k in ("node", "op_type", "growth_db", "sqnr_db")} for r in outcome.ranking[:16]],
-                       "notes": outcome.notes}
+                       "notes": outcome.notes, "latency": latency}
         by_op = ", ".join(f"{op} {c['quantized']}/{c['total']}" for op, c in report["by_op_type"].items())
         header = (f"quantised {src.path.name} -> {final} (int8 QDQ, target {cfg.target}, "
-                  f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in float"
+                  f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in "
+                                                    f"{'fp16' if trial_ctx.keeps_fp16 else 'float'}"
                                                     if chosen.spec.excluded_nodes else "")
                   + (", equalised input" if chosen.spec.equalized else "") + ")")
         trial_lines = [int8_search.format_row(i, t) for i, t in enumerate(outcome.trials)]
@@ -479,8 +495,18 @@ class QuantizeInt8(Pass):
         if passed:
             messages.append(f"chosen: trial {outcome.chosen} ({chosen.spec.name}: {chosen.spec.change}); "
                             f"settings saved to {paths['settings'].name}")
+        if latency is None:
+            messages.append("latency not measured (latency_rounds 0)")
+        elif "error" in latency:
+            messages.append(f"latency not measured: {latency['error']}")
+        else:
+            messages += int8_search.format_latency(latency)
         messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
                         f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
+        if chosen.fp16_nodes:
+            messages.append(f"kept in fp16 (target {cfg.target} runs the nodes kept out of int8 in fp16; judged as "
+                            f"converted): {len(chosen.fp16_nodes)} node(s) ({', '.join(chosen.fp16_nodes[:10])}"
+                            f"{', ...' if len(chosen.fp16_nodes) > 10 else ''})")
         if report["fp32_nodes"]:
             shown = report["fp32_nodes"][:10]
             messages.append(f"left in fp32: {len(report['fp32_nodes'])} nodes ({', '.join(shown)}"
@@ -494,7 +520,7 @@ class QuantizeInt8(Pass):
                             f"is mostly float, not int8 (largest float layers: {top})")
         elif heavy_fp:
             messages.append("heavy nodes left in float: " + ", ".join(
-                f"{r['name']} ({r['op_type']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
+                f"{r['name']} ({r['op_type']}, {r['precision']})" for r in heavy_fp[:6]) + (", ..." if len(heavy_fp) > 6 else ""))
         if mac["unknown_shape_nodes"]:
             messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
                             f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
@@ -508,13 +534,17 @@ class QuantizeInt8(Pass):
             "validation_samples": len(validation),
             "chunk_size": cfg.chunk_size,
             "calibration_seconds": round(calibration_seconds, 3),
-            "quantize_seconds": round(quant_seconds[0], 3),
+            "search_seconds": round(search_seconds, 3),  # all trials and the ranking, wall time
+            "quantize_seconds": round(sum(t.quantize_seconds for t in outcome.trials), 3),
             "cache_hit": not stats_fresh,
             "cache_path": str(paths["stats"]),
             "quantized_nodes": report["quantized"],
             "total_nodes": report["total"],
             "by_op_type": report["by_op_type"],
             "fp32_nodes": report["fp32_nodes"],
+            "fp16_nodes": list(chosen.fp16_nodes),
+            # the precision of the nodes kept out of int8 (fp16: converted for a target that runs fp16)
+            "kept_in": "fp16" if chosen.fp16_nodes else "fp32",
             "exclude_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
             "equalized": chosen.spec.equalized,
@@ -529,6 +559,7 @@ class QuantizeInt8(Pass):
                             # first trial's settings)
                             extra={"target": cfg.target, "calibration_stats": paths["stats"].name,
                                    "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
+                                   "fp16_nodes": list(chosen.fp16_nodes),
                                    "calibration_outliers": outliers.to_json(),
                                    "chosen": {"method": chosen.spec.method,
                                               "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
@@ -541,6 +572,35 @@ class QuantizeInt8(Pass):
                 f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.final.name}: "
                 + "; ".join(chosen.failures), result)
         return result
+
+    @staticmethod
+    def _latency(fp32: Path, first: Any, outcome: Any, chosen: Any, cfg: QuantizeInt8Config, run_trial: Any,
+                 say: Any) -> dict[str, Any] | None:
+        """fp32 vs plain int8 vs the chosen model, timed in one interleaved run (None: switched off).
+
+        Plain int8 is trial 0 (the requested settings, before any fix). A re-run that rebuilt the
+        saved settings has no plain trial: it is quantised here (not judged, not a trial) to be timed."""
+        from optkit import int8_search
+        from optkit.errors import OptkitError
+
+        if not cfg.latency_rounds:
+            return None
+        plain, plain_index = outcome.trials[0], 0
+        requested = (cfg.method, (), cfg.equalize)
+        if first.name == "saved" and (first.method, first.excluded_nodes, first.equalized) != requested:
+            say("quantising plain int8 (the requested settings) to time it against the rebuilt model")
+            plain = run_trial(len(outcome.trials), int8_search.TrialSpec("plain", "plain int8", cfg.method, (),
+                                                                         cfg.equalize))
+            plain_index = None
+        index = outcome.trials.index(chosen)
+        say(f"timing fp32, plain int8 and the chosen model (trial {index}): batch 1, ONNX Runtime CPU, "
+            f"{int8_search.LATENCY_WARMUP} warm-up + {cfg.latency_rounds} timed rounds, interleaved")
+        try:
+            latency = int8_search.measure_latency(fp32, (plain_index, plain.path), (index, chosen.path),
+                                                  cfg.latency_rounds, target=cfg.target)
+        except OptkitError as exc:  # a model that cannot be timed still is the model the search chose
+            return {"error": first_line(exc)}
+        return latency
 
     def check(self, src: Artifact | None, cfg: QuantizeInt8Config, written: Path, result: PassResult) -> None:
         assert src is not None
@@ -556,37 +616,6 @@ class QuantizeInt8(Pass):
     def _act_desc(target: str) -> str:
         return {"cpu": "u8 activations", "openvino": "u8 activations",
                 "tensorrt": "symmetric s8 activations, all zero points 0"}[target]
-
-    @staticmethod
-    def _quantize(qz: Any, pre: Path, tmp: Path, ort_ranges: Path, exclude_nodes: list[str],
-                  settings: dict[str, Any], op_types: list[str]) -> None:
-        logger = logging.getLogger()
-        level = logger.level
-        try:
-            # quantize_static logs a pre-processing hint on the root logger even when the model is
-            # pre-processed by another tool; optkit prints its own summary.
-            logger.setLevel(logging.ERROR)
-            with contextlib.redirect_stdout(io.StringIO()):
-                qz.quantize_static(
-                    str(pre), str(tmp), calibration_data_reader=None,
-                    quant_format=qz.QuantFormat.QDQ,
-                    op_types_to_quantize=op_types,
-                    per_channel=True,
-                    reduce_range=False,
-                    activation_type=settings["activation_type"],
-                    weight_type=settings["weight_type"],
-                    nodes_to_exclude=list(exclude_nodes),
-                    calibrate_method=qz.CalibrationMethod.MinMax,  # ranges precomputed
-                    extra_options=settings["extra_options"],
-                    calibration_cache_path=str(ort_ranges),
-                )
-        except (InputError, PassFailed):
-            raise
-        except Exception as exc:
-            raise PassFailed(f"ONNX Runtime quantize_static failed: {type(exc).__name__}: "
-                             f"{first_line(exc)}") from exc
-        finally:
-            logger.setLevel(level)
 
     @staticmethod
     def _compare(fp32_path: Path, int8_path: Path, input_name: str, x: np.ndarray) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class RunnerInfo:
     describe: str                 # one line for help texts and doctor
     distributions: tuple[str, ...] = ()   # whose versions identify its numerics (cache keys)
     options: dict[str, Any] = field(default_factory=dict)  # fixed constructor options
+    # compiles or tunes kernels per input shape (OpenVINO compiles per shape; ORT's CUDA EP runs a
+    # cuDNN algorithm search per new conv input shape, seconds on a deep ResNet; TensorRT builds
+    # per optimisation profile): a server feeds such a runtime only shapes it warmed up
+    per_shape: bool = False
 
 
 RUNNERS: dict[str, RunnerInfo] = {
@@ -42,16 +46,16 @@ RUNNERS: dict[str, RunnerInfo] = {
                       "pip install optkit", "ONNX Runtime, CPU execution provider",
                       ("onnxruntime",), {"provider": "cpu"}),
     "openvino": RunnerInfo("openvino", ("onnx",), "optkit.runners.openvino:OpenVINORunner", "openvino",
-                           "pip install 'optkit[openvino]'", "OpenVINO, CPU plugin", ("openvino",)),
+                           "pip install 'optkit[openvino]'", "OpenVINO, CPU plugin", ("openvino",), per_shape=True),
     "cuda": RunnerInfo("cuda", ("onnx",), "optkit.runners.onnxruntime:OnnxRuntimeRunner", "gpu",
                        "pip install 'optkit[gpu]' (onnxruntime-gpu, in its own environment)",
                        "ONNX Runtime, CUDA execution provider", ("onnxruntime-gpu", "onnxruntime"),
-                       {"provider": "cuda"}),
+                       {"provider": "cuda"}, per_shape=True),
     # one name, two runtimes: ORT's TensorRT EP for .onnx, native TensorRT for .engine
     "tensorrt": RunnerInfo("tensorrt", ("onnx", "engine"), "optkit.runners.onnxruntime:OnnxRuntimeRunner",
                            "tensorrt", "pip install 'optkit[tensorrt]'",
                            "ONNX Runtime's TensorRT EP for .onnx; TensorRT itself for .engine",
-                           ("onnxruntime-gpu", "onnxruntime", "tensorrt"), {"provider": "tensorrt"}),
+                           ("onnxruntime-gpu", "onnxruntime", "tensorrt"), {"provider": "tensorrt"}, per_shape=True),
 }
 ENGINE_RUNNER = "optkit.runners.tensorrt:TensorRTRunner"
 PROVIDERS: tuple[str, ...] = tuple(RUNNERS)

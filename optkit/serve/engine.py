@@ -16,8 +16,10 @@ Why this shape:
   longer line and timing out.
 - Micro-batching (``max_batch > 1``): the thread takes up to ``max_batch`` waiting requests, waiting
   at most ``max_wait_ms`` after the first one for company, and runs them as one batch over the
-  model's dynamic batch axis. OpenVINO compiles one model per input shape, so for it batches are
-  padded to a few sizes (powers of two up to ``max_batch``), all compiled during warm-up.
+  model's dynamic batch axis. Runtimes that compile or tune per input shape (OpenVINO; ORT's CUDA
+  and TensorRT providers; TensorRT engines: ``per_shape`` in the runner registry) get batches
+  padded to a few sizes (powers of two up to ``max_batch``), all compiled during warm-up; ONNX
+  Runtime on the CPU runs each batch at its own size.
 
 Python's asyncio/threading primitives do the queueing; no library offers a bounded, batching
 hand-off from an event loop to one thread that owns a runner, so this is written here.
@@ -113,7 +115,10 @@ class InferenceEngine:
         try:
             self._check_interface(runner)
             self.runner = runner
-            self._pad = getattr(runner, "name", "") == "openvino" and s.max_batch > 1
+            # a runtime that compiles or tunes per shape gets a few padded batch sizes, all warmed
+            # up here: fed every size 1..max_batch, ORT's CUDA EP searched cuDNN algorithms for each
+            # new one in mid-load (measured on an H200, voice-resnet-seed: batches of seconds)
+            self._pad = _per_shape(s) and s.max_batch > 1
             self._buckets = batch_buckets(s.max_batch) if s.max_batch > 1 else [1]
             self._warm_up()
             self.audio = _warm_up_audio() if s.accept_audio else "audio input is switched off (--no-audio)"
@@ -345,6 +350,13 @@ def _resolve(p: _Pending, value: Any = None, exc: BaseException | None = None) -
         p.loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the loop is closed: nobody is waiting any more
         pass
+
+
+def _per_shape(settings: ServeSettings) -> bool:
+    """Whether the runtime serving this artifact compiles or tunes its kernels per input shape."""
+    from optkit.runners.registry import RUNNERS, is_engine
+
+    return is_engine(settings.artifact) or RUNNERS[settings.provider].per_shape
 
 
 def _make_runner(settings: ServeSettings) -> Any:
