@@ -233,3 +233,25 @@ def test_a_ray_worker_that_cannot_find_the_data_says_what_a_cluster_needs(export
     with pytest.raises(InputError, match="Ray worker on .*: data directory .* does not exist; every node must see"):
         verify_artifacts([exported / "embed.onnx"], ref, batch_size=4,
                          executor=RayExecutor(ray_local, workers=2, shards=2))
+
+
+def test_a_recipe_exports_a_linked_reference_and_verifies_on_it(data, exported, cli_runner, tmp_path):
+    d, _, _ = data
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"""\
+name: linked
+model: {MODELS}:tiny_voice
+steps:
+  - pass: export
+    params:
+      reference_data: {d / "shards"}
+      reference_inputs: link
+verify:
+  threshold: 0.5
+""")
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out"])
+    assert res.exit_code == 0, res.output
+    ref = load_reference(tmp_path / "out" / "export.reference.npz")
+    assert ref.linked and len(ref) == N
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["reference"]["identity"] == load_reference(exported / "embed.reference.npz").identity()
