@@ -547,7 +547,9 @@ def collect_stats(
     check_finite: bool = True,
 ) -> CalibStats:
     """Statistics of every calibrated tensor of ``model_path`` over ``samples`` (N, *sample shape)
-    in one streaming pass (:class:`StatsCollector`)."""
+    in one streaming pass (:class:`StatsCollector`). ``samples`` may be an array or a data
+    directory read lazily (optkit.datasource.LazyArray): it is sliced ``chunk_size`` rows at a
+    time, so only one shard of it is in memory."""
     if chunk_size < 1:
         raise InputError(f"chunk size must be at least 1, got {chunk_size}")
     if len(samples) == 0:

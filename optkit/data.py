@@ -1,9 +1,11 @@
 """Sample sets for calibration, reference and validation: loading, checking, batching.
 
-A sample set is either a directory of ``.npy`` files (each one sample shaped like the model
-input without the batch dimension, or a batch with a leading dimension) or an ``.npz`` file with
-``x`` (and optionally integer labels ``y``). Every way such a set can be wrong is an InputError
-that names the file.
+A sample set is a directory (of ``.npy`` files, each one sample shaped like the model input
+without the batch dimension or a batch with a leading dimension; of ``.npz`` shards with ``x``
+and optionally labels ``y``; or of audio files - see optkit.datasource, which reads such a
+directory lazily, shard by shard), one ``.npy`` file, or an ``.npz`` file with ``x`` (and
+optionally integer labels ``y``). Every way such a set can be wrong is an InputError that names
+the file.
 """
 from __future__ import annotations
 
@@ -37,27 +39,42 @@ class SampleSet:
         return SampleSet(self.x[:n], None if self.y is None else self.y[:n], self.source, self.files[:n])
 
 
-def _check_array(arr: np.ndarray, where: str, sample_shape: tuple[int, ...] | None, dtype: str) -> np.ndarray:
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{where}: dtype {arr.dtype} is not numeric; expected {dtype}")
-    if np.dtype(dtype) != arr.dtype:
-        if np.issubdtype(np.dtype(dtype), np.floating) and not np.issubdtype(arr.dtype, np.floating):
-            raise InputError(f"{where}: dtype {arr.dtype} does not match the model input dtype {dtype}")
-        if np.issubdtype(np.dtype(dtype), np.floating) and arr.dtype == np.float64:
+def check_dtype(have: np.dtype, where: str, dtype: str) -> bool:
+    """InputError unless data of dtype ``have`` can feed a model input of ``dtype``; True when it
+    must be cast (float64 data for a float32 model)."""
+    if have == object or not np.issubdtype(have, np.number):
+        raise InputError(f"{where}: dtype {have} is not numeric; expected {dtype}")
+    if np.dtype(dtype) != have:
+        if np.issubdtype(np.dtype(dtype), np.floating) and have == np.float64:
             # float64 from numpy defaults is common and lossless enough for fp32 models.
-            arr = arr.astype(dtype)
-        else:
-            raise InputError(f"{where}: dtype {arr.dtype} does not match the model input dtype {dtype}")
+            return True
+        raise InputError(f"{where}: dtype {have} does not match the model input dtype {dtype}")
+    return False
+
+
+def sample_count(shape: tuple[int, ...], where: str, sample_shape: tuple[int, ...] | None) -> int:
+    """How many samples an array of ``shape`` holds: 1 when it is one sample shaped like the model
+    input, N for a batch (N, *sample_shape); without a known sample shape, every array is a batch."""
+    shape = tuple(shape)
     if sample_shape is not None:
-        if tuple(arr.shape) == tuple(sample_shape):
-            arr = arr[None]
-        elif tuple(arr.shape[1:]) != tuple(sample_shape):
+        if shape == tuple(sample_shape):
+            return 1
+        if shape[1:] != tuple(sample_shape):
             raise InputError(
-                f"{where}: shape {tuple(arr.shape)} does not match the model input "
+                f"{where}: shape {shape} does not match the model input "
                 f"{tuple(sample_shape)} (one sample) or (N, {', '.join(map(str, sample_shape))}) (a batch)"
             )
-    elif arr.ndim < 1:
+    elif len(shape) < 1:
         raise InputError(f"{where}: a scalar is not a sample")
+    return int(shape[0])
+
+
+def _check_array(arr: np.ndarray, where: str, sample_shape: tuple[int, ...] | None, dtype: str) -> np.ndarray:
+    if check_dtype(arr.dtype, where, dtype):
+        arr = arr.astype(dtype)
+    sample_count(arr.shape, where, sample_shape)
+    if sample_shape is not None and tuple(arr.shape) == tuple(sample_shape):
+        arr = arr[None]
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).sum())
         raise InputError(f"{where}: contains {bad} NaN/Inf values")
@@ -82,18 +99,9 @@ def load_samples(
     if not path.exists():
         raise InputError(f"data path {path} does not exist")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix == ".npy")
-        if not files:
-            raise InputError(f"data directory {path} has no .npy files")
-        if limit is not None:
-            files = files[:limit]
-        arrays = [_check_array(_load_npy(f), str(f), sample_shape, dtype) for f in files]
-        shapes = {a.shape[1:] for a in arrays}
-        if len(shapes) > 1:
-            raise InputError(f"data directory {path}: samples have different shapes {sorted(shapes)}")
-        x = np.concatenate(arrays, axis=0)
-        names = tuple(f.name for f in files for _ in range(1))
-        return SampleSet(np.ascontiguousarray(x), None, str(path), names).take(limit)
+        from optkit.datasource import open_samples
+
+        return open_samples(path, sample_shape, dtype, limit).load()
     if path.suffix == ".npy":
         x = _check_array(_load_npy(path), str(path), sample_shape, dtype)
         return SampleSet(x, None, str(path)).take(limit)

@@ -9,7 +9,11 @@ Ray is the engine; optkit writes no scheduler, queue or RPC of its own. The piec
   object store, so worker machines need no shared disk); each shard's inputs are one object
   in the store, fetched only by the node that runs it; shards are ``ray.util.ActorPool.map``-ed over the actors, which returns them in input
   order. Actors are restarted and their in-flight shard retried when a worker process dies.
-
+- Inputs read lazily from a data directory (a linked reference, optkit.datasource) are not
+  shipped at all: each shard is a row range, and the worker reads those rows from the directory
+  itself (described by a small spec: names, counts, sha256s), so the driver never holds the
+  inputs. The directory must then be at the same path on every node (shared storage or a copy);
+  a worker that cannot find it, or finds other bytes, fails with one clear error.
 - :meth:`RayExecutor.collect_stats` shards int8 calibration statistics (merged exactly) and
   :meth:`RayExecutor.trial_map` runs the int8 search's trials as Ray tasks (the search keeps
   what a sequential search keeps, so the chosen model is the same).
@@ -142,14 +146,67 @@ def _make_actor_class(ray: Any) -> Any:
         def describe(self, files_box: list[Any]) -> dict[str, Any]:
             return self._load(files_box).describe()
 
-        def run(self, files_box: list[Any], inputs: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+        def run(self, files_box: list[Any], inputs: Any, batch_size: int) -> dict[str, np.ndarray]:
+            """``inputs``: a dict of arrays, or ``(data_box, input name, (start, stop))`` rows to
+            read from a data directory on this node."""
             from optkit.reference import Reference
             from optkit.verify import run_artifact
 
+            if isinstance(inputs, tuple):
+                data_box, name, (a, b) = inputs
+                inputs = {name: _node_source(ray, data_box).array().view(a, b)}
             shard = Reference(inputs, outputs={})
             return run_artifact(self._load(files_box), shard, batch_size)
 
     return RunnerActor
+
+
+_SOURCES: dict[str, Any] = {}  # per worker process: the data directory it reads, opened once
+
+
+def _node_source(ray: Any, data_box: list[Any]) -> Any:
+    """The DataSource a shard's rows come from, opened on this worker from its spec; a directory
+    this node does not have is one error that says what a cluster needs."""
+    import socket
+
+    from optkit.datasource import DataSource
+
+    key = data_box[0].hex()  # one spec object per run: opened once per worker process
+    if key not in _SOURCES:
+        try:
+            _SOURCES.clear()
+            _SOURCES[key] = DataSource.from_spec(ray.get(data_box[0]))
+        except InputError as exc:
+            raise InputError(f"Ray worker on {socket.gethostname()}: {exc}; every node must see the data directory "
+                             "at the same path (shared storage, or a copy on each node)") from None
+    return _SOURCES[key]
+
+
+def _lazy_input(inputs: dict[str, Any]) -> tuple[str, Any] | None:
+    """(name, LazyArray) when the inputs are read from a data directory (single-input models)."""
+    from optkit.datasource import is_lazy
+
+    lazy = [(k, v) for k, v in inputs.items() if is_lazy(v)]
+    if lazy and len(inputs) != 1:
+        raise InputError("inputs read from a data directory are supported for single-input models only")
+    return lazy[0] if lazy else None
+
+
+def _shard_rows(ray: Any, name: str, arr: Any, bounds: list[tuple[int, int]]) -> list[Any]:
+    """One argument per shard of a LazyArray: ``(data box, name, (start, stop))``, the rows the
+    worker reads from the data directory itself; the directory's spec travels once."""
+    box = [ray.put({**arr.source.spec(), "labels": None})]  # labels stay on the driver
+    return [(box, name, (arr.start + a, arr.start + b)) for a, b in bounds]
+
+
+def _shard_args(ray: Any, inputs: dict[str, Any], bounds: list[tuple[int, int]]) -> list[Any]:
+    """One argument per shard: rows to read on the worker (:func:`_shard_rows`), or one
+    object-store dict of arrays per shard (fetched only by the node that runs it, so the inputs
+    cross the network once, not once per node)."""
+    lazy = _lazy_input(inputs)
+    if lazy is not None:
+        return _shard_rows(ray, *lazy, bounds)
+    return [ray.put({k: np.ascontiguousarray(v[a:b]) for k, v in inputs.items()}) for a, b in bounds]
 
 
 class RayExecutor:
@@ -192,15 +249,12 @@ class RayExecutor:
         with self._actors(lambda: self._actor_cls.remote(path.name, provider, runtime_threads), len(bounds),
                           path) as actors:
             runner_info = self._get(actors[0].describe.remote(box), path)
-            # One object per shard: a worker node fetches only the shards it runs, so the whole
-            # reference crosses the network once, not once per node.
-            shard_refs = [ray.put({k: np.ascontiguousarray(v[a:b]) for k, v in reference.inputs.items()})
-                          for a, b in bounds]
+            shard_refs = _shard_args(ray, reference.inputs, bounds)
             chunks = self._map(actors, shard_refs, lambda a, ref: a.run.remote(box, ref, batch_size), path)
         outs = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]} if chunks else {}
         return outs, runner_info
 
-    def collect_stats(self, model_path: Path, samples: np.ndarray, input_name: str, *,
+    def collect_stats(self, model_path: Path, samples: Any, input_name: str, *,
                       chunk_size: int = 8, progress: Any = None, threads: int | None = None,
                       check_finite: bool = True, **options: Any) -> Any:
         """Statistics of ``samples`` over shards run by StatsActors, merged on the driver.
@@ -218,7 +272,10 @@ class RayExecutor:
         model_path = Path(model_path)
         box = [ray.put(model_path.read_bytes())]
         bounds = shard_bounds(len(samples), 1, self.shards or 4 * self.workers)
-        shard_refs = [ray.put(np.ascontiguousarray(samples[a:b])) for a, b in bounds]
+        from optkit.datasource import is_lazy
+
+        shard_refs = (_shard_rows(ray, input_name, samples, bounds) if is_lazy(samples) else
+                      [ray.put(np.ascontiguousarray(samples[a:b])) for a, b in bounds])
         cls = _make_stats_actor_class(ray)
         with self._actors(lambda: cls.remote(input_name, options), len(bounds), model_path) as actors:
             parts = self._map(actors, shard_refs, lambda a, ref: a.run.remote(box, ref, chunk_size), model_path)
@@ -418,9 +475,10 @@ def trial_map(ctx: Any, work_dir: Path) -> Any:
     return None if executor is None else executor.trial_map(ctx, work_dir)
 
 
-def collect_stats(model_path: Path, samples: np.ndarray, input_name: str, **options: Any) -> Any:
+def collect_stats(model_path: Path, samples: Any, input_name: str, **options: Any) -> Any:
     """:func:`optkit.calib_stats.collect_stats`, on the Ray executor set by :func:`calibration_on`
-    when there is one; the statistics are the same either way."""
+    when there is one; the statistics are the same either way. ``samples``: an array, or a
+    LazyArray (optkit.datasource) that Ray workers read from its directory shard by shard."""
     from optkit import calib_stats
 
     executor = _CALIBRATION.get()
@@ -442,7 +500,11 @@ def _make_stats_actor_class(ray: Any) -> Any:
         def pid(self) -> int:
             return os.getpid()
 
-        def run(self, files_box: list[Any], samples: np.ndarray, chunk_size: int) -> dict[str, np.ndarray]:
+        def run(self, files_box: list[Any], samples: Any, chunk_size: int) -> dict[str, np.ndarray]:
+            """``samples``: an array, or ``(data_box, name, (start, stop))`` rows to read here."""
+            if isinstance(samples, tuple):
+                data_box, _, (a, b) = samples
+                samples = _node_source(ray, data_box).array().view(a, b)
             if self.collector is None:
                 from optkit.calib_stats import StatsCollector
 

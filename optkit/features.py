@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,13 +125,19 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     from optkit.fileio import require_file
 
     path = require_file(path, "audio file")
+    return decode_audio(str(path), str(path))
+
+
+def decode_audio(source: Any, where: str) -> tuple[np.ndarray, int]:
+    """Decode a path or a binary file object (e.g. ``io.BytesIO`` of a file's bytes) like
+    :func:`read_audio`; ``where`` names it in errors."""
     sf = lazy_import("soundfile", extra="audio")
     try:
-        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        y, sr = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise InputError(f"{path}: not a readable audio file ({exc})") from exc
+        raise InputError(f"{where}: not a readable audio file ({exc})") from exc
     if y.shape[0] == 0:
-        raise InputError(f"{path}: the audio file contains no samples")
+        raise InputError(f"{where}: the audio file contains no samples")
     return y, int(sr)
 
 

@@ -56,7 +56,9 @@ def sample_feeds(specs: Sequence[TensorSpec], batch: int, data: str, label: str 
     from optkit.data import load_samples
 
     spec = specs[0]
-    samples = load_samples(data, sample_shape=shapes[spec.name][1:], dtype=spec.dtype)
+    # only what is used: a large data directory is read no further than these batches
+    samples = load_samples(data, sample_shape=shapes[spec.name][1:], dtype=spec.dtype,
+                           limit=batch * MAX_DISTINCT_FEEDS)
     x = samples.x
     if len(x) < batch:  # too few samples for one batch: repeat them
         x = np.resize(x, (batch, *x.shape[1:]))

@@ -502,7 +502,7 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     ref_path = reference_path_for(export.path)
     reference = load_reference(ref_path)
     baseline = baseline or v.get("baseline")
-    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
+    base = prepare_baseline(baseline, reference) if baseline else None
     names = v.get("artifacts") or [s.name for s in recipe.steps]
     arts = [(n, produced.get(n)) for n in names]
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]

@@ -3,6 +3,13 @@
 Keys: ``input.<name>`` for each model input, ``output.<name>`` for each PyTorch output,
 optionally ``labels`` (task labels) and ``meta`` (a JSON string). Saved next to the exported
 model so artifacts can be verified on a machine without PyTorch.
+
+A reference on a data set too large for memory *links* its inputs instead of holding them:
+``inputs_from`` (a JSON string) names the data directory (relative to the reference file, and
+absolute), its files with their sample counts and sha256, the input's name and the sha256 that
+identifies the inputs (``release.reference_identity``). Loading it opens the directory lazily
+(optkit.datasource): the inputs are read shard by shard when they are used, each file checked
+against its recorded sha256; the outputs and labels (one value per sample) are held.
 """
 from __future__ import annotations
 
@@ -29,9 +36,24 @@ class Reference:
     meta: dict[str, Any] = field(default_factory=dict)
     # sha256 of the file it was loaded from (None when made in memory): verification cache keys
     sha256: str | None = None
+    # the inputs' sha256 when known without reading them (a linked reference records it)
+    inputs_sha256: str | None = None
 
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
+
+    def identity(self) -> dict[str, Any]:
+        """:func:`optkit.release.reference_identity` of this reference."""
+        from optkit.release import reference_identity
+
+        return reference_identity(self.inputs, self.labels, self.inputs_sha256)
+
+    @property
+    def linked(self) -> bool:
+        """True when the inputs are read lazily from a data directory."""
+        from optkit.datasource import is_lazy
+
+        return any(is_lazy(v) for v in self.inputs.values())
 
 
 def reference_path_for(model_path: str | os.PathLike) -> Path:
@@ -40,9 +62,13 @@ def reference_path_for(model_path: str | os.PathLike) -> Path:
 
 
 def save_reference(path: str | os.PathLike, ref: Reference) -> Path:
+    """Write ``ref`` atomically; inputs read from a data directory are linked, not copied."""
     arrays: dict[str, np.ndarray] = {}
-    for k, v in ref.inputs.items():
-        arrays[f"input.{k}"] = v
+    if ref.linked:
+        arrays["inputs_from"] = np.array(json.dumps(_link(Path(path), ref)))
+    else:
+        for k, v in ref.inputs.items():
+            arrays[f"input.{k}"] = v
     for k, v in ref.outputs.items():
         arrays[f"output.{k}"] = v
     if ref.labels is not None:
@@ -55,11 +81,51 @@ def save_reference(path: str | os.PathLike, ref: Reference) -> Path:
     return Path(path)
 
 
+def _link(path: Path, ref: Reference) -> dict[str, Any]:
+    if len(ref.inputs) != 1:
+        raise InputError("a reference can link the inputs of a single-input model only")
+    (name, arr), = ref.inputs.items()
+    source = arr.source
+    if (arr.start, arr.stop) != (0, len(source)):
+        raise InputError("a linked reference covers its whole data directory")
+    spec = {**source.spec(), "sha256": list(source.file_sha256()), "labels": None}
+    root = source.root.resolve()
+    spec.pop("root")
+    return {"input": name, "data": os.path.relpath(root, path.resolve().parent), "data_absolute": str(root),
+            "source": spec, "inputs_sha256": ref.identity()["inputs_sha256"]}
+
+
+def _open_link(path: Path, link: dict[str, Any], data: str | os.PathLike | None) -> tuple[str, Any, str]:
+    """(input name, its LazyArray, its inputs sha256) of a linked reference; ``data`` overrides
+    where the data directory is."""
+    from optkit.datasource import DataSource
+
+    try:
+        name, spec, sha = str(link["input"]), dict(link["source"]), str(link["inputs_sha256"])
+        candidates = [Path(data)] if data is not None else [path.parent / str(link["data"]), Path(str(link["data_absolute"]))]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: unreadable inputs_from entry ({type(exc).__name__}: {first_line(exc)})") from exc
+    root = next((c for c in candidates if c.is_dir()), None)
+    if root is None:
+        raise InputError(f"{path} links its inputs to the data directory {candidates[0]}, which does not exist; "
+                         "pass its location with --reference-data DIR")
+    try:
+        source = DataSource.from_spec(spec, root)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    return name, source.array(), sha
+
+
 MAX_REFERENCE_BYTES = 16 << 30  # uncompressed; a larger claim is a zip bomb or not a reference
 
 
-def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES) -> Reference:
-    """Read and validate a reference file; every way it can be wrong is one InputError naming it."""
+def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES,
+                   data: str | os.PathLike | None = None) -> Reference:
+    """Read and validate a reference file; every way it can be wrong is one InputError naming it.
+
+    ``data``: where the data directory of a linked reference is (default: where it was, relative
+    to the reference file, else its recorded absolute path); refused for a reference that holds
+    its inputs."""
     path = require_file(path, "reference file")
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -80,6 +146,7 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
             outputs = {k[len("output."):]: z[k] for k in files if k.startswith("output.")}
             labels = z["labels"] if "labels" in files else None
             meta = json.loads(str(z["meta"])) if "meta" in files else {}
+            link = json.loads(str(z["inputs_from"])) if "inputs_from" in files else None
     # np.load reads members lazily: a truncated or corrupted archive fails here as BadZipFile,
     # zlib.error (bad deflate data), a CRC error (BadZipFile) or EOFError.
     except InputError:
@@ -87,6 +154,13 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise InputError(f"{path} is not a readable reference .npz (truncated or corrupted: "
                          f"{type(exc).__name__}: {first_line(exc)})") from exc
+    inputs_sha256 = None
+    if link is not None and not inputs:
+        name, arr, inputs_sha256 = _open_link(path, link if isinstance(link, dict) else {}, data)
+        inputs = {name: arr}
+    elif data is not None:
+        raise InputError(f"{path} holds its inputs; --reference-data applies to a reference that links them "
+                         "(optkit export --reference-inputs link)")
     if not inputs or not outputs:
         raise InputError(
             f"{path} is not an optkit reference file (needs input.<name> and output.<name> arrays; "
@@ -94,7 +168,8 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
         )
     from optkit.fileio import sha256_file
 
-    ref = Reference(inputs, outputs, labels, meta if isinstance(meta, dict) else {}, sha256=sha256_file(path))
+    ref = Reference(inputs, outputs, labels, meta if isinstance(meta, dict) else {}, sha256=sha256_file(path),
+                    inputs_sha256=inputs_sha256)
     validate_reference(ref, str(path))
     return ref
 
@@ -105,12 +180,17 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
     NaN/Inf in the outputs would make every comparison meaningless (and used to PASS); NaN/Inf in
     the inputs is a data problem that would otherwise be blamed on the artifact.
     """
+    from optkit.datasource import is_lazy
+
     counts: set[int] = set()
     for kind, arrays in (("input", ref.inputs), ("output", ref.outputs)):
         for name, arr in arrays.items():
             label = f"{where}: {kind} {name!r}"
             if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 raise InputError(f"{label} has dtype {arr.dtype}, not numbers")
+            if is_lazy(arr):  # read shard by shard; each shard is checked (finite, shape) as it is read
+                counts.add(len(arr))
+                continue
             if arr.ndim < 1 or arr.shape[0] == 0:
                 raise InputError(f"{label} has no samples (shape {arr.shape})")
             if arr.size == 0:

@@ -311,10 +311,9 @@ def failures(regression: dict[str, Any]) -> list[str]:
     return out
 
 
-def prepare_baseline(path: str | Path, inputs: dict[str, np.ndarray], labels: np.ndarray | None) -> tuple[str, dict[str, Any]]:
-    """Load a baseline and check it was verified on this reference, before any work is done."""
-    from optkit.release import reference_identity
-
+def prepare_baseline(path: str | Path, reference: Any) -> tuple[str, dict[str, Any]]:
+    """Load a baseline and check it was verified on ``reference`` (an optkit.reference.Reference)
+    before any work is done."""
     p, data = load_baseline(path)
-    check_same_reference({"identity": reference_identity(inputs, labels)}, data.get("reference") or {}, str(p))
+    check_same_reference({"identity": reference.identity()}, data.get("reference") or {}, str(p))
     return str(p), data

@@ -26,15 +26,41 @@ Progress = Callable[[str], None]
 
 # -- reference identity ------------------------------------------------------------------------
 
-def reference_identity(inputs: dict[str, np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+class InputsHasher:
+    """The ``inputs_sha256`` of :func:`reference_identity`, fed in row order chunk by chunk (the
+    digest of a whole array equals the digest of its consecutive row chunks)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def start(self, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
+        self._h.update(f"{name}|{np.dtype(dtype).str}|{tuple(int(d) for d in shape)}|".encode())
+
+    def update(self, rows: np.ndarray) -> None:
+        self._h.update(np.ascontiguousarray(rows).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def reference_identity(inputs: dict[str, Any], labels: np.ndarray | None,
+                       inputs_sha256: str | None = None) -> dict[str, Any]:
     """What identifies a reference set: sha256 of every input array (name, dtype, shape, bytes)
-    and of the labels. Two releases are comparable sample by sample only when these match."""
-    h = hashlib.sha256()
-    for name in sorted(inputs):
-        arr = np.ascontiguousarray(inputs[name])
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    ident = {"inputs_sha256": h.hexdigest(), "samples": int(next(iter(inputs.values())).shape[0]),
+    and of the labels. Two releases are comparable sample by sample only when these match.
+    Lazily read inputs (optkit.datasource.LazyArray) are hashed shard by shard;
+    ``inputs_sha256``, when already known (a reference made from a data directory records it),
+    is used as it is."""
+    if inputs_sha256 is None:
+        from optkit.datasource import is_lazy
+
+        h = InputsHasher()
+        for name in sorted(inputs):
+            arr = inputs[name]
+            h.start(name, arr.dtype, arr.shape)
+            for rows in (arr.chunks() if is_lazy(arr) else [arr]):
+                h.update(rows)
+        inputs_sha256 = h.hexdigest()
+    ident = {"inputs_sha256": inputs_sha256, "samples": int(next(iter(inputs.values())).shape[0]),
              "labels_sha256": None}
     if labels is not None:
         lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))

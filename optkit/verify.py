@@ -301,11 +301,9 @@ def verify_artifacts(
         if key is not None:
             _store_cached(cache_dir, key, result)
         results.append(result)
-    from optkit.release import reference_identity
-
     ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
                 "outputs": list(reference.outputs), "meta": reference.meta,
-                "identity": reference_identity(reference.inputs, reference.labels)}
+                "identity": reference.identity()}
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
                           reference_values=reference.outputs[first_out])
     report.execution = executor.describe()

@@ -12,6 +12,9 @@ from optkit.runners.registry import PROVIDERS
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
+@click.option("--reference-data", "reference_data", type=click.Path(file_okay=False),
+              help="Where the data directory of a reference that links its inputs is (export --reference-inputs "
+                   "link), when it is not where it was when the reference was made. Read shard by shard.")
 @click.option("--provider", "providers", default="cpu", show_default=True, callback=_providers,
               help=f"Runtime(s) for .onnx artifacts, comma-separated: {', '.join(PROVIDERS)} (.engine files "
                    "always use TensorRT, verified once).")
@@ -43,7 +46,7 @@ from optkit.runners.registry import PROVIDERS
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
 @ci_output_options
-def verify(artifacts, reference_path, providers, threshold, gate_opts, report_dir, fp32_model, localize,
+def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
            junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
@@ -59,6 +62,7 @@ def verify(artifacts, reference_path, providers, threshold, gate_opts, report_di
       optkit verify model.int8.onnx --reference model.reference.npz --gate int8.min_agreement=0.99
       optkit verify model.fold.onnx model.int8.onnx --reference model.reference.npz --provider cpu,openvino
       optkit verify model.int8.onnx --reference big.reference.npz --ray auto   # on a Ray cluster
+      optkit verify model.int8.onnx --reference big.reference.npz --reference-data /mnt/data/val_shards
 
     \b
     With --baseline, each artifact is compared with its counterpart in the previous release (same
@@ -90,9 +94,9 @@ def verify(artifacts, reference_path, providers, threshold, gate_opts, report_di
         if out:
             check_output_path(out)  # fail before a long run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
-    reference = load_reference(reference_path)
+    reference = load_reference(reference_path, data=reference_data)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
-    base = prepare_baseline(baseline, reference.inputs, reference.labels) if baseline else None
+    base = prepare_baseline(baseline, reference) if baseline else None
     if fp32_model is None:
         from optkit.verify import precision_of
 

@@ -37,6 +37,10 @@ class ExportConfig:
     dynamic_batch: bool = option(True, "Make the batch axis dynamic.", flag="--dynamic-batch/--static-batch")
     reference_data: str | None = option(None, "Directory of .npy samples or .npz (x[, y]) for the reference set.",
                                         path=True)
+    reference_inputs: str = option(
+        "embed", "embed: the reference file holds the inputs; link: it names the --reference-data directory and "
+        "the sha256 of its files instead, and verify reads the inputs from there shard by shard (data sets "
+        "too large for memory).", choices=("embed", "link"))
     reference_samples: int = option(64, "Size of the seeded random reference set when --reference-data is not "
                                     "given.", min=1)
     reference_seed: int = option(0, "Seed of the random reference set.", flag="--seed")
@@ -68,6 +72,8 @@ class Export(Pass):
         torch = lazy_import("torch", extra="torch")
         from optkit.data import load_samples, random_samples
         from optkit.modelspec import load_model
+        from optkit.options import ParameterError
+        from optkit.release import InputsHasher
 
         if cfg.opset not in SUPPORTED_OPSETS:
             raise InputError(f"opset {cfg.opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")
@@ -77,15 +83,29 @@ class Export(Pass):
         sample_shape = tuple(cfg.input_shape[1:])
 
         # Data first: bad reference data fails fast, before the (slow) model build.
-        if cfg.reference_data:
+        hasher = None
+        if cfg.reference_inputs == "link":
+            if not cfg.reference_data or not Path(cfg.reference_data).is_dir():
+                raise ParameterError("reference_inputs", "{name} link needs a data directory as the reference data "
+                                     "(--reference-data DIR)")
+            from optkit.datasource import open_samples
+
+            samples = open_samples(cfg.reference_data, sample_shape=sample_shape)
+            x, labels, source = samples.array(), samples.labels, samples.source
+            # the inputs' identity is hashed as they stream through PyTorch: no second pass
+            hasher = InputsHasher()
+            hasher.start(cfg.input_name, x.dtype, x.shape)
+        elif cfg.reference_data:
             samples = load_samples(cfg.reference_data, sample_shape=sample_shape, limit=None)
+            x, labels, source = samples.x, samples.y, samples.source
         else:
             samples = random_samples(cfg.reference_samples, sample_shape, seed=cfg.reference_seed)
+            x, labels, source = samples.x, samples.y, samples.source
 
         model = load_model(cfg.model, cfg.weights)
         _require_float32(model, cfg.model)
-        dummy = torch.from_numpy(samples.x[: max(1, cfg.input_shape[0])].copy())
-        ref_outputs = self._torch_outputs(torch, model, samples.x, cfg)
+        dummy = torch.from_numpy(x[: max(1, cfg.input_shape[0])].copy())
+        ref_outputs = self._torch_outputs(torch, model, x, cfg, hasher)
 
         dynamic_axes = None
         if cfg.dynamic_batch:
@@ -108,16 +128,18 @@ class Export(Pass):
             raise PassFailed(f"the model has {len(onnx_model.graph.output)} outputs; optkit export handles single-output models")
         check_model(tmp, full=True, what="exported model")
         ref = Reference(
-            inputs={cfg.input_name: samples.x},
+            inputs={cfg.input_name: x},
             outputs={cfg.output_name: ref_outputs},
-            labels=samples.y,
-            meta={"model": cfg.model, "source": samples.source, "opset": cfg.opset,
+            labels=labels,
+            meta={"model": cfg.model, "source": source, "opset": cfg.opset,
                   "tool_versions": tool_versions("torch", "onnx", "onnxruntime")},
+            inputs_sha256=hasher.hexdigest() if hasher else None,
         )
         save_reference(out.side(ref_path), ref)
         stats = graph_stats(onnx_model, tmp)
         messages.insert(0, f"exported {cfg.model} -> {out.final} (opset {cfg.opset}, {stats.describe()})")
-        messages.append(f"reference: {ref_path} ({len(samples)} samples{', with labels' if samples.y is not None else ''})")
+        messages.append(f"reference: {ref_path} ({len(samples)} samples{', with labels' if labels is not None else ''}"
+                        f"{f', inputs linked to {source}' if hasher else ''})")
         return PassResult(messages=messages, info={"nodes": stats.nodes}, precision="fp32",
                           extra={"reference": ref_path.name}, check_inputs=ref)
 
@@ -132,14 +154,19 @@ class Export(Pass):
         result.extra["max_abs_vs_torch"] = max_err
 
     @staticmethod
-    def _torch_outputs(torch: Any, model: Any, x: np.ndarray, cfg: ExportConfig) -> np.ndarray:
+    def _torch_outputs(torch: Any, model: Any, x: Any, cfg: ExportConfig, hasher: Any = None) -> np.ndarray:
+        """PyTorch's outputs on ``x`` (an array, or a LazyArray read shard by shard), batch by batch;
+        ``hasher`` (release.InputsHasher) sees every batch in order."""
         outs = []
         # A static-batch export is checked (and its reference computed) at its own batch size.
         step = cfg.batch_size if cfg.dynamic_batch else cfg.input_shape[0]
         with torch.inference_mode():
             for start in range(0, len(x), step):
+                batch = np.array(x[start : start + step])  # a copy: torch.from_numpy shares memory
+                if hasher is not None:
+                    hasher.update(batch)
                 try:
-                    y = model(torch.from_numpy(x[start : start + step].copy()))
+                    y = model(torch.from_numpy(batch))
                 except Exception as exc:
                     raise InputError(
                         f"the model does not run on inputs of shape (N, {', '.join(map(str, x.shape[1:]))}): "
