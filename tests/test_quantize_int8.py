@@ -411,3 +411,23 @@ def test_copying_the_model_elsewhere_hits_the_same_cache(cli_runner, tiny_onnx, 
     shutil.copy(tiny_onnx, other)
     r = quantize_cli(cli_runner, other, out, calib_dir)
     assert r.exit_code == 0 and "reused calibration statistics" in r.output
+
+
+def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
+    """The int8 search judges decisions at --threshold (0.5): on raw logits it cannot see a flipped
+    decision, so a "passing" trial means little. The pass says so, and is quiet at --threshold 0."""
+    from serve_models import build_user_model
+
+    path = build_user_model(tmp_path / "logit.onnx", head="logit")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(16):
+        np.save(calib / f"s{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
+    res = quantize_cli(cli_runner, path, tmp_path / "a.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
+                       "--calibration-limit", "16")
+    warnings = [ln for ln in res.output.splitlines() if ln.lstrip().startswith("WARNING:") and "outside [0, 1]" in ln]
+    assert warnings and "--threshold 0" in warnings[0], res.output
+    res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
+                       "--calibration-limit", "16", "--threshold", "0")
+    assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output

@@ -337,7 +337,7 @@ class QuantizeInt8(Pass):
         spec = inputs[0]
         if spec.dtype != "float32":
             raise InputError(f"model input {spec.name} is {spec.dtype}; int8 calibration needs a float32 input")
-        sample_shape = spec.concrete_shape(1)[1:]
+        sample_shape = spec.concrete_shape(1, label=src.path.name)[1:]
         samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
                                limit=cfg.calibration_limit)
         samples, outliers = screen_outliers(samples, cfg.outliers)
@@ -366,6 +366,15 @@ class QuantizeInt8(Pass):
             val_y = None if samples.y is None else samples.y[-n_val:]
             validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold)
         messages.append(f"validation: {validation.description}")
+        # a logits model judged at a probability threshold: the gate cannot see a flipped decision,
+        # so the search could "pass" a broken model; say so, as verify does
+        from optkit.verify import score_warnings
+
+        for note in score_warnings(validation.outputs, cfg.threshold):
+            warning = "WARNING: " + note.replace("--threshold 0, or threshold: 0 under a recipe's verify:",
+                                                 "--threshold 0 here and in verify")
+            messages.append(warning)
+            say(warning)
         key = {
             "model_sha256": src.sha256, "data_fingerprint": fingerprint(cfg.calibration) + f":outliers={cfg.outliers}",
             "calibration_samples": int(len(calib_x)), "validation": validation.kind,
