@@ -151,8 +151,13 @@ def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str
             np.save(Path(calib_path) / f"r{i:03d}.npy", x)
 
     def int8(target: str) -> Step:
+        # A speed benchmark: every int8 form is made with the same fixed settings (minmax, the first
+        # conv in float), one quantisation, no gate - the seed-size model has random weights, so
+        # its int8 accuracy means nothing and a search would chase near-0.5 outputs; the release
+        # recipe is what judges accuracy. The benchmark times the artifacts itself.
         params = {"calibration": calib_path, "target": target, "calibration_limit": samples,
-                  "exclude_nodes": list(EXCLUDE_NODES)}
+                  "exclude_nodes": list(EXCLUDE_NODES), "search": False, "latency_rounds": 0,
+                  "gates": {"mean_abs": None, "min_agreement": None, "max_accuracy_drop": None}}
         return Step(f"int8_{target}", "quantize-int8", params, "fp32", 0, f"int8_{target}.onnx")
 
     # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
