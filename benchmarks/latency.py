@@ -135,16 +135,21 @@ def _calibration_array(calib: str | None, samples: int) -> np.ndarray:
 EXCLUDE_NODES = ("/conv1/Conv",)
 
 
-def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str, dict[str, Any]]:
+INT8_TARGETS = ("cpu", "openvino", "tensorrt")
+
+
+def prepare(model: str, work: Path, calib: str | None, samples: int,
+            int8_targets: tuple[str, ...] = INT8_TARGETS) -> dict[str, dict[str, Any]]:
     """Build (or reuse) the artifacts with optkit's recipe runner: ``work/<model>`` is a recipe
     output directory, so a step is rebuilt exactly when its cache key changes (pass config,
-    parent sha256, model sources, calibration data, tool versions) - the same rule as `optkit run`."""
+    parent sha256, model sources, calibration data, tool versions) - the same rule as `optkit run`.
+    fp32 and fp16 always; the int8 form of each of ``int8_targets``."""
     from optkit.recipe import Recipe, Step, run_recipe
 
     d = work / model
     d.mkdir(parents=True, exist_ok=True)
     calib_path = calib
-    if calib_path is None:  # the pass reads a directory: write the random samples as .npy
+    if calib_path is None and int8_targets:  # the pass reads a directory: write the random samples as .npy
         calib_path = str(d / "random_calib")
         Path(calib_path).mkdir(exist_ok=True)
         for i, x in enumerate(_calibration_array(None, samples)):
@@ -163,7 +168,7 @@ def prepare(model: str, work: Path, calib: str | None, samples: int) -> dict[str
     # A small reference set: the seed model takes ~0.3 s per sample in PyTorch.
     steps = [Step("fp32", "export", {"model": model, "reference_samples": 4, "batch_size": 4}, None, 0, "fp32.onnx"),
              Step("fp16", "quantize-fp16", {}, "fp32", 0, "fp16.onnx"),
-             int8("cpu"), int8("openvino"), int8("tensorrt")]
+             *(int8(t) for t in int8_targets)]
     recipe = Recipe(d / "recipe", f"latency-{model}", model, steps, {"enabled": False})
     seed_torch()  # a model without bundled weights is initialised from torch's global RNG
     outcome = run_recipe(recipe, d, echo=log, verify=False)

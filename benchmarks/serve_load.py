@@ -72,6 +72,7 @@ PLANS = {
     "voice-resnet-seed": {"ramp": (1, 1, 4, 8.0), "iterations": 12, "queue": 6},
 }
 QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
+OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
 MICRO_BATCH = ["--max-batch", "8", "--max-wait-ms", "2"]
 # --gpu: on a GPU the per-request HTTP work is small beside a batch's gain, and a machine with a GPU
 # has the cores for the load generator: deeper ramps, deeper queues
@@ -96,20 +97,6 @@ def gpu_configs(provider: str) -> list[tuple]:
         (f"{name} fp16, micro-batching 8", "fp16", provider, MICRO_BATCH),
         ("ORT CPU fp32 (all cores)", "fp32", "cpu", []),
     ]
-
-
-def prepare_gpu(model: str, work: Path) -> None:
-    """fp32 (dynamic batch) and fp16 through optkit's recipe runner: no calibration data, int8 or
-    OpenVINO needed on the GPU machine."""
-    from optkit.recipe import Recipe, Step, run_recipe
-
-    d = work / model
-    d.mkdir(parents=True, exist_ok=True)
-    steps = [Step("fp32", "export", {"model": model, "reference_samples": 4, "batch_size": 4}, None, 0, "fp32.onnx"),
-             Step("fp16", "quantize-fp16", {}, "fp32", 0, "fp16.onnx")]
-    prep.seed_torch()
-    run_recipe(Recipe(d / "recipe", f"serve-gpu-{model}", model, steps, {"enabled": False}), d, echo=log, verify=False)
-OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
 
 
 def log(msg: str) -> None:
@@ -191,7 +178,8 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
 def run_model_gpu(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
     plan = GPU_QUICK if args.quick else GPU_PLANS[model]
     d = Path(args.work_dir) / model
-    prepare_gpu(model, Path(args.work_dir))
+    # fp32 (dynamic batch) and fp16 only: no calibration data, int8 or OpenVINO on the GPU machine
+    prep.prepare(model, Path(args.work_dir), None, 0, int8_targets=())
     configs = gpu_configs(args.gpu_provider)
     if args.no_cpu_service:
         configs = [c for c in configs if c[2] != "cpu" or args.gpu_provider == "cpu"]
