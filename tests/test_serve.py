@@ -748,3 +748,53 @@ def test_a_real_runner_with_two_streams_answers_concurrent_calls_correctly(tiny_
         assert (desc["streams"], desc["intra_op_threads"], desc["threads"]) == (2, 1, 2)
     else:
         assert desc["in_effect"]["num_streams"] == 2 and desc["in_effect"]["inference_num_threads"] == 2
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x,                                    # float32, C order
+    lambda x: np.asfortranarray(x),                 # Fortran order
+    lambda x: x.astype(">f4"),                      # big-endian
+    lambda x: x.astype(np.float64),                 # another dtype (refused below: the model wants float32)
+    lambda x: x[None],                              # an extra leading axis of 1
+], ids=["c", "fortran", "big-endian", "float64", "extra-axis"])
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_bodies_read_exactly_as_numpy_reads_them(make, version):
+    """The service reads .npy headers once per header text (numpy re-parses each with ast): every
+    body must still give what np.load gives, or the same refusal."""
+    x = make(np.random.default_rng(5).standard_normal((1, *TINY_SHAPE)).astype(np.float32))
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, x, version=version)
+    body = buf.getvalue()
+    want_error = None
+    try:
+        expected = check_npy_like_the_service(np.load(io.BytesIO(body)))
+    except RequestRejected as exc:
+        want_error = str(exc)
+    for _ in range(2):  # the second read comes from the header cache
+        if want_error:
+            with pytest.raises(RequestRejected) as e:
+                from_npy(body, TINY_SHAPE, "float32")
+            assert str(e.value) == want_error
+        else:
+            got = from_npy(body, TINY_SHAPE, "float32")
+            assert got.dtype == np.float32 and got.flags.writeable and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, expected)
+
+
+def check_npy_like_the_service(arr: np.ndarray) -> np.ndarray:
+    from optkit.serve.payload import check_values
+
+    return check_values(fit_shape(arr, TINY_SHAPE), "float32")
+
+
+@pytest.mark.parametrize("body, reason", [
+    (lambda b: b[:-8], "unreadable .npy (the header says"),                 # data cut short
+    (lambda b: b[:20], "unreadable .npy"),                                  # header cut short
+    (lambda b: b[:6] + b"\x09\x00" + b[8:], "unsupported .npy version 9"),  # unknown version
+])
+def test_broken_npy_bodies_are_refused_in_one_line(body, reason):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((1, *TINY_SHAPE), np.float32))
+    with pytest.raises(RequestRejected, match=reason.replace("(", r"\(")) as e:
+        from_npy(body(buf.getvalue()), TINY_SHAPE, "float32")
+    assert e.value.status == 400 and "\n" not in str(e.value)
