@@ -11,10 +11,10 @@ Why this shape:
   micro-batches) from the same queue and run them at once on one runner that splits its threads
   between them (ORT: one thread-safe session with threads/N intra-op threads; OpenVINO: N plugin
   streams, an infer request per thread). On a small model a single inference cannot keep 2 CPU
-  cores busy (thread hand-offs between layers), while two single-thread inferences can: measured
-  in-process on the bundled model, 2 cores, ORT fp32 179 -> 222 samples/s, int8 318 -> 474, where a
-  batch of 8 on 2 threads gave 187 and 433 (benchmarks/README.md). A TensorRT engine has one
-  execution context and runs with one stream.
+  cores busy (threads wait for each other between layers), while two single-thread inferences can:
+  in-process on the bundled model, 2 cores, ORT fp32 199 -> 234 samples/s, int8 419 -> 641, where a
+  batch of 8 on 2 threads gave 219 and 572 (``benchmarks/serve_load.py --throughput``, see
+  benchmarks/README.md). A TensorRT engine has one execution context and runs with one stream.
 - The queue is bounded by count and by time. A request is refused at once (HTTP 503 with
   Retry-After) when ``max_queue`` requests are already waiting, or when the queue ahead of it would
   take longer than ``max_queue_wait_ms`` to drain at the measured batch time; one that still waits
