@@ -303,6 +303,7 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
             "half_rate_answered_shed": [(sm.get("half_rate") or {}).get("answered"), (sm.get("half_rate") or {}).get("shed")],
             "half_rate_p99_ms": (sm.get("half_rate") or {}).get("p99_ms"),
             "half_rate_p99_over_min": (sm.get("half_rate") or {}).get("p99_over_min"),
+            "half_rate_server_p99_ms": (sm.get("half_rate") or {}).get("server_p99_ms"),
             "ramp_stopped": sm["stopped_because"],
             "overload": {"concurrency": over.concurrency, "ok": over.ok, "shed_503": over.shed,
                          "statuses": over.status_counts, "dropped": over.dropped, "timeouts": over.timeouts},
@@ -392,14 +393,16 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
                   f"Ramp: concurrency {start} to {top} in steps of {step}, {seconds:g} s each; QUEUE = "
                   f"{res['plan']['queue']}; bench: {res['plan']['iterations']} interleaved rounds.", "",
                   "| service | bench min ms | served min ms | Δ ms | saturation QPS | at c | sustained QPS | "
-                  "p99 @ half sustained ms | p99/min | overload: ok / 503 | 500s | dropped | timeouts |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "p99 @ half sustained ms | p99/min | server-side p99 @ half ms | overload: ok / 503 | 500s | "
+                  "dropped | timeouts |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["rows"]:
             o = r["overload"]
             lines.append(f"| {r['label']} | {r['bench_min_ms']:.2f} | {r['served_min_ms']:.2f} | "
                          f"{r['served_minus_bench_ms']:+.2f} | {r['saturation_qps']:.2f} | {r['saturation_concurrency']} | "
                          f"{r['sustained_qps']:.2f} | "
-                         f"{r['half_rate_p99_ms']} | {r['half_rate_p99_over_min']} | {o['ok']} / {o['shed_503']} | "
+                         f"{r['half_rate_p99_ms']} | {r['half_rate_p99_over_min']} | "
+                         f"{r.get('half_rate_server_p99_ms')} | {o['ok']} / {o['shed_503']} | "
                          f"{r['status_500']} | {r['dropped']} | {r['timeouts']} |")
         lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]
         lines += [f"| {t['target']} | {t['value']} | {t['goal']} | "

@@ -185,3 +185,18 @@ def test_streams_and_micro_batching_together_answer_every_request_right(tiny_onn
         answers = asyncio.run(burst())
     assert [r.status_code for r in answers] == [200] * len(xs)
     assert [r.json()["probability"] for r in answers] == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_half_rate_step_reports_the_servers_own_tail_beside_the_clients(tiny_server):
+    """After the ramp, an open-loop step at half the sustained rate: its client-side p99 and the
+    server's own p99 (from each answer's latency_ms) are both reported, and the server's time is
+    part of the client's, request by request, so its p99 cannot be the larger one."""
+    cfg = lt.RampConfig(start=1, step=1, max_concurrency=2, step_seconds=0.6, timeout=10, half_rate_check=True)
+    srv, _ = tiny_server
+    report = lt.run_ramp(srv.url, cfg)
+    h = report.half_rate
+    assert h is not None and h.ok > 0 and h.concurrency is None and h.offered_rate > 0
+    assert 0 < h.server_ms_p50 <= h.server_ms_p99 <= h.p99_ms
+    half = report.summary()["half_rate"]
+    assert half["server_p99_ms"] == round(h.server_ms_p99, 3) and half["p99_ms"] == round(h.p99_ms, 3)
+    assert "inside the server: p99" in "\n".join(report.table_lines())
