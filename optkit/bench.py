@@ -286,9 +286,12 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
 def _artifact_facts(path: Path | None) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {}
-    from optkit.fileio import sha256_file
+    from optkit.artifact import artifact_identity
 
-    facts: dict[str, Any] = {"sha256": sha256_file(path), "size": Path(path).stat().st_size}
+    ident = artifact_identity(path)  # weights in external data files included
+    facts: dict[str, Any] = {"sha256": ident["sha256"], "size": ident["size"]}
+    if ident["external_data"]:
+        facts["external_data"] = ident["external_data"]
     if Path(path).suffix.lower() == ".onnx":
         with contextlib.suppress(Exception):
             from optkit.artifact import guess_precision

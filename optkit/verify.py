@@ -372,11 +372,12 @@ def verification_key(item: Any, path: Path, reference_sha256: str, provider: str
     import hashlib
     import json
 
+    from optkit.artifact import artifact_sha256
     from optkit.fileio import sha256_file
     from optkit.runners.registry import runtime_versions
 
     payload = {
-        "artifact": item.sha256 if isinstance(item, Artifact) else sha256_file(path),
+        "artifact": item.sha256 if isinstance(item, Artifact) else artifact_sha256(path),
         "reference": reference_sha256,
         "provider": provider,
         "runtime": runtime_versions(path, provider),
