@@ -145,6 +145,33 @@ def artifact_sha256(path: str | os.PathLike) -> str:
     return artifact_identity(path)["sha256"]
 
 
+def bundle_files(path: str | os.PathLike) -> list[str]:
+    """Everything that serving ``path`` needs from its directory, relative to it: the artifact, its
+    external data files, an engine's ``.engine.json`` sidecar and ``manifest.json`` when present.
+    What the Docker images copy (:func:`copy_bundle`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist")
+    names = [path.name, *(e["path"] for e in artifact_identity(path)["external_data"])]
+    names += [n for n in (f"{path.name}.json", "manifest.json") if (path.parent / n).is_file()]
+    return names
+
+
+def copy_bundle(model_dir: str | os.PathLike, artifact: str, dest: str | os.PathLike) -> list[str]:
+    """Copy :func:`bundle_files` of ``model_dir/artifact`` into ``dest``, keeping their relative
+    paths (an external data location may name a subdirectory). Used by the Docker images' build."""
+    import shutil
+
+    src, dest = Path(model_dir), Path(dest)
+    names = bundle_files(src / artifact)
+    for name in names:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"{artifact} keeps weights in {name}, outside its directory {src}")
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / name, dest / name)
+    return names
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

@@ -25,6 +25,7 @@ def _external(tmp_path: Path, name: str = "model.onnx", location: str = "weights
     inline = build_user_model(tmp_path / "inline.onnx", head="sigmoid")
     model = onnx.load(str(inline))
     path = tmp_path / name
+    (tmp_path / location).parent.mkdir(parents=True, exist_ok=True)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=0)
     inline.unlink()
@@ -119,3 +120,29 @@ def test_bench_reports_the_whole_artifact(tmp_path):
     path = _external(tmp_path)
     facts = _artifact_facts(path)
     assert facts["sha256"] == artifact_identity(path)["sha256"] and facts["external_data"][0]["path"] == "weights.bin"
+
+
+def test_the_image_bundle_carries_the_weights(tmp_path):
+    """What the Docker images copy out of MODEL_DIR: the artifact, its weights files (also in a
+    subdirectory), the manifest; not the other artifacts of the directory."""
+    from optkit.artifact import bundle_files, copy_bundle
+
+    src = tmp_path / "out"
+    src.mkdir()
+    path = _external(src, location="weights/model.bin")
+    (src / "manifest.json").write_text("{}")
+    (src / "model.int8.onnx").write_bytes(b"another artifact")
+    assert bundle_files(path) == ["model.onnx", "weights/model.bin", "manifest.json"]
+    dest = tmp_path / "models"
+    assert copy_bundle(src, "model.onnx", dest) == ["model.onnx", "weights/model.bin", "manifest.json"]
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == [
+        "manifest.json", "model.onnx", "weights/model.bin"]
+    assert artifact_identity(dest / "model.onnx") == artifact_identity(path)
+
+
+def test_the_image_bundle_of_an_engine_takes_its_sidecar(tmp_path):
+    from optkit.artifact import bundle_files
+
+    (tmp_path / "model.engine").write_bytes(b"plan")
+    (tmp_path / "model.engine.json").write_text("{}")
+    assert bundle_files(tmp_path / "model.engine") == ["model.engine", "model.engine.json"]
