@@ -41,13 +41,14 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_image_contract(kind):
     text = DOCKERFILES[kind].read_text()
-    for var in ("EXECUTION_PROVIDER", "DECISION_THRESHOLD", "MODEL_VERSION"):
+    for var in ("EXECUTION_PROVIDER", "DECISION_THRESHOLD", "MODEL_VERSION", "OUTPUT_KIND"):
         assert re.search(rf"^ARG {var}=", text, re.M), f"{var} is not a build argument"
         assert re.search(rf"^\s*(ENV )?{var}=\${{{var}}}", text, re.M), f"{var} is not passed on as ENV"
     assert re.search(r"^HEALTHCHECK .*\n.*/ready", text, re.M)
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0")
     assert "OPTKIT_ARTIFACT=/models/${ARTIFACT}" in text
+    assert re.search(r"^ARG OUTPUT_KIND=$", text, re.M), "OUTPUT_KIND's default must be empty (auto)"
     final = text.rsplit("\nFROM ", 1)[1]  # the final stage takes the model files from the bundle stage only
     assert final.startswith("runtime\n") and "COPY --from=bundle --chown=10001 /bundle/ /models/" in final
     assert "${MODEL_DIR}" not in final
