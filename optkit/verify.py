@@ -373,7 +373,6 @@ def verification_key(item: Any, path: Path, reference_sha256: str, provider: str
     import json
 
     from optkit.artifact import artifact_sha256
-    from optkit.fileio import sha256_file
     from optkit.runners.registry import runtime_versions
 
     payload = {
@@ -383,7 +382,7 @@ def verification_key(item: Any, path: Path, reference_sha256: str, provider: str
         "runtime": runtime_versions(path, provider),
         "threads": threads, "batch_size": batch_size, "threshold": threshold,
         "gate": dataclasses.asdict(gate),
-        "localize": [localize, localize_samples, sha256_file(fp32_model) if fp32_model else None],
+        "localize": [localize, localize_samples, artifact_sha256(fp32_model) if fp32_model else None],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

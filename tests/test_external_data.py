@@ -146,3 +146,20 @@ def test_the_image_bundle_of_an_engine_takes_its_sidecar(tmp_path):
     (tmp_path / "model.engine").write_bytes(b"plan")
     (tmp_path / "model.engine.json").write_text("{}")
     assert bundle_files(tmp_path / "model.engine") == ["model.engine", "model.engine.json"]
+
+
+def test_the_verify_cache_sees_a_changed_weights_file(tmp_path, tiny_onnx):
+    import onnx
+
+    from optkit.reference import load_reference, reference_path_for
+    from optkit.verify import verify_artifacts
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save_model(onnx.load(str(tiny_onnx)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    ref, cache = load_reference(reference_path_for(tiny_onnx)), tmp_path / "cache"
+    r1 = verify_artifacts([path], ref, cache_dir=cache)
+    assert r1.passed and verify_artifacts([path], ref, cache_dir=cache).results[0].cached
+    _change_weights(path)
+    r3 = verify_artifacts([path], ref, cache_dir=cache)
+    assert not r3.results[0].cached and not r3.passed  # negated weights: verified again, and they fail
