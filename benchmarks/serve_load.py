@@ -13,7 +13,13 @@ For each model (the bundled ``voice-resnet`` and the production-size ``voice-res
    rate (open loop); then one step far above saturation per server (all excess must be clean 503s);
 4. on the bundled model, the same with micro-batching (``--max-batch 8 --max-wait-ms 2``).
 
+``--throughput`` (bundled model) compares the ways to more requests per second on the CPU, for ORT
+fp32, ORT int8 and OpenVINO int8: none, micro-batching 8, 2 streams (``--streams 2``), 2 streams +
+micro-batching 4; first in-process (samples/s of 1 or 2 threads calling one runner, batch 1/8/4,
+interleaved rounds: the ceiling without HTTP), then served as above.
+
     python benchmarks/serve_load.py --quick                  # bundled model, short steps: checks the script
+    nice -n 5 python benchmarks/serve_load.py --throughput --out benchmarks/results/serve_throughput.json
     nice -n 10 python benchmarks/serve_load.py --out benchmarks/results/serve_load.json
 
 ``--gpu`` measures the services on ONNX Runtime's CUDA execution provider instead (fp32 and fp16,
@@ -81,6 +87,13 @@ GPU_PLANS = {
     "voice-resnet-seed": {"ramp": (1, 4, 25, 2.0), "iterations": 30, "queue": 32},
 }
 GPU_QUICK = {"ramp": (1, 4, 5, 1.0), "iterations": 5, "queue": 16}
+# --throughput: the services (one set per base) and the in-process variants (streams, batch)
+STREAMS = ["--streams", "2"]
+THROUGHPUT_BASES = [("ORT fp32", "fp32", "cpu"), ("ORT int8 (cpu form)", "int8_cpu", "cpu"),
+                    ("OpenVINO int8 (openvino form)", "int8_openvino", "openvino")]
+THROUGHPUT_VARIANTS = [("", [], (1, 1)), (", micro-batching 8", MICRO_BATCH, (1, 8)), (", 2 streams", STREAMS, (2, 1)),
+                       (", 2 streams + micro-batching 4", STREAMS + ["--max-batch", "4", "--max-wait-ms", "2"], (2, 4))]
+THROUGHPUT_ROUNDS, THROUGHPUT_SECONDS = 5, 2.0  # in-process: interleaved rounds of this many seconds each
 
 
 GPU_LABELS = ("ORT CUDA ", "ORT cpu ")  # the --gpu plan's services (cpu: its dry run)
@@ -97,6 +110,72 @@ def gpu_configs(provider: str) -> list[tuple]:
         (f"{name} fp16, micro-batching 8", "fp16", provider, MICRO_BATCH),
         ("ORT CPU fp32 (all cores)", "fp32", "cpu", []),
     ]
+
+
+def throughput_configs(quick: bool) -> list[tuple]:
+    bases = THROUGHPUT_BASES[:1] if quick else THROUGHPUT_BASES
+    return [(f"{label}{suffix}", art, provider, extra) for label, art, provider in bases
+            for suffix, extra, _ in THROUGHPUT_VARIANTS]
+
+
+def inprocess_throughput(model_dir: Path, rounds: int, seconds: float, quick: bool,
+                         threads: int = THREADS) -> dict[str, dict[str, Any]]:
+    """Samples/s of ``streams`` Python threads calling one runner (made with that many streams and
+    ``threads`` threads in all) back to back at a fixed batch: what the runtime gives before any HTTP.
+    Every variant is timed once per round, rounds interleaved; the median round is reported."""
+    import statistics
+    import threading
+
+    import numpy as np
+
+    from optkit.runners import make_runner
+
+    bases = THROUGHPUT_BASES[:1] if quick else THROUGHPUT_BASES
+    runners, cases = {}, []
+    for label, art, provider in bases:
+        for suffix, _, (streams, batch) in THROUGHPUT_VARIANTS:
+            key = (art, provider, streams)
+            if key not in runners:
+                extra = {"streams": streams} if streams > 1 else {}
+                runners[key] = make_runner(model_dir / f"{art}.onnx", provider=provider, threads=threads, **extra)
+                runners[key].__enter__()
+            cases.append((f"{label}{suffix}", key, streams, batch))
+
+    def rate(runner: Any, streams: int, batch: int) -> float:
+        spec = runner.inputs[0]
+        x = np.random.default_rng(0).standard_normal((batch, *spec.shape[1:])).astype(spec.dtype)
+        counts = [0] * streams
+        stop = time.perf_counter() + seconds
+
+        def loop(i: int) -> None:
+            while time.perf_counter() < stop:
+                runner.infer({spec.name: x})
+                counts[i] += 1
+
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(streams)]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) * batch / (time.perf_counter() - t0)
+
+    try:
+        for label, key, streams, batch in cases:  # warm-up: OpenVINO compiles per shape
+            spec = runners[key].inputs[0]
+            for _ in range(3):
+                runners[key].infer({spec.name: np.zeros((batch, *spec.shape[1:]), spec.dtype)})
+        samples: dict[str, list[float]] = {c[0]: [] for c in cases}
+        for r in range(rounds):
+            for label, key, streams, batch in cases:
+                samples[label].append(rate(runners[key], streams, batch))
+            log(f"  in-process round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in samples.items()))
+    finally:
+        for runner in runners.values():
+            runner.__exit__(None, None, None)
+    return {label: {"streams": key[2], "batch": batch, "samples_per_s": round(statistics.median(samples[label]), 1),
+                    "rounds": [round(v, 1) for v in samples[label]]}
+            for label, key, _, batch in cases}
 
 
 def log(msg: str) -> None:
@@ -169,10 +248,17 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
     configs = CONFIGS + (BATCHED if model == "voice-resnet" else [])
     if args.quick:
         configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]
+    inprocess = None
+    if args.throughput:
+        configs = throughput_configs(args.quick)
+        log(f"{model}: in-process throughput, {THROUGHPUT_ROUNDS} interleaved rounds")
+        inprocess = inprocess_throughput(d, 2 if args.quick else THROUGHPUT_ROUNDS,
+                                         0.5 if args.quick else THROUGHPUT_SECONDS, args.quick)
     log(f"{model}: in-process bench")
     minima = bench_minima(d, configs, plan["iterations"])
     runs = serve_and_load_all(d, configs, plan, env)
-    return {"model": model, "bench": minima, "runs": runs, "plan": plan}
+    return {"model": model, "bench": minima, "runs": runs, "plan": plan,
+            **({"inprocess_throughput": inprocess} if inprocess else {})}
 
 
 def run_model_gpu(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +316,18 @@ def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"target": what, "value": round(v, 2), "goal": f">= {goal}x", "met": v >= goal})
 
     gpu_table = any(r["label"].startswith(GPU_LABELS) for r in rows)
-    if gpu_table:  # every micro-batched service against its unbatched twin (no int8, no OpenVINO here)
+    throughput_table = any(", 2 streams" in r["label"] for r in rows)
+    if throughput_table:  # every variant against its base (streams: what the CPU offers besides batching)
+        for label, _, _ in THROUGHPUT_BASES:
+            if label not in by:
+                continue
+            ratio(f"{label}, micro-batching 8", label, 1.5, f"bundled: micro-batching / none, {label} saturation QPS")
+            for suffix in (", 2 streams", ", 2 streams + micro-batching 4"):
+                if f"{label}{suffix}" in by and by[label]["saturation_qps"]:
+                    v = by[f"{label}{suffix}"]["saturation_qps"] / by[label]["saturation_qps"]
+                    out.append({"target": f"bundled: {suffix[2:]} / none, {label} saturation QPS (no target)",
+                                "value": round(v, 2), "goal": "-", "met": None})
+    elif gpu_table:  # every micro-batched service against its unbatched twin (no int8, no OpenVINO here)
         for r in rows:
             if r["label"].endswith(", micro-batching 8"):
                 base = r["label"].removesuffix(", micro-batching 8")
@@ -243,7 +340,9 @@ def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ratio("OpenVINO int8, micro-batching 8", "OpenVINO int8 (openvino form)", 1.5,
               "bundled: micro-batching / none, OpenVINO int8 saturation QPS")
     for r in rows:
-        batched = "batching" in r["label"]  # trades latency (the batch wait) for throughput: no latency targets
+        # micro-batching (the batch wait) and streams (fewer threads per inference) trade latency for
+        # throughput: no latency targets for them
+        batched = "batching" in r["label"] or "streams" in r["label"]
         if not batched:
             out.append({"target": f"{r['label']}: served min - bench min", "value": r["served_minus_bench_ms"],
                         "goal": "<= 3 ms", "met": r["served_minus_bench_ms"] <= 3.0})
@@ -290,8 +389,18 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
                          f"{r['half_rate_p99_ms']} | {r['half_rate_p99_over_min']} | {o['ok']} / {o['shed_503']} | "
                          f"{r['status_500']} | {r['dropped']} | {r['timeouts']} |")
         lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]
-        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | {'yes' if t['met'] else '**no**'} |"
-                  for t in res["targets"]]
+        lines += [f"| {t['target']} | {t['value']} | {t['goal']} | "
+                  f"{'-' if t['met'] is None else 'yes' if t['met'] else '**no**'} |" for t in res["targets"]]
+        if res.get("inprocess_throughput"):
+            lines += ["", f"In-process, no HTTP ({THREADS} threads per runner in all; samples/s, median of "
+                      "interleaved rounds; x: against the same runtime's 1 stream, batch 1):", "",
+                      "| variant | streams | batch | samples/s | x | rounds |", "|---|---:|---:|---:|---:|---|"]
+            ip = res["inprocess_throughput"]
+            for label, v in ip.items():
+                base = next((ip[b]["samples_per_s"] for b, _, _ in THROUGHPUT_BASES if label.startswith(b)), None)
+                x = f"{v['samples_per_s'] / base:.2f}x" if base else "-"
+                lines.append(f"| {label} | {v['streams']} | {v['batch']} | {v['samples_per_s']:.0f} | {x} | "
+                             f"{', '.join(f'{r:.0f}' for r in v['rounds'])} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -318,14 +427,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-provider", default="cuda", choices=["cuda", "cpu"],
                    help="with --gpu: cpu runs the GPU plan on the CPU (a dry run of the script)")
     p.add_argument("--no-cpu-service", action="store_true", help="with --gpu: leave out the CPU service")
+    p.add_argument("--throughput", action="store_true", help="bundled model: none vs micro-batching vs 2 streams vs "
+                   "both, for ORT fp32, ORT int8 and OpenVINO int8, in-process and served")
     args = p.parse_args(argv)
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwinds the ServerProcess contexts: no server is left running
 
     signal.signal(signal.SIGTERM, interrupted)
-    models = args.model or (["voice-resnet"] if args.quick else list(PLANS))
-    out = Path(args.out or HERE / "results" / (("serve_load_gpu" if args.gpu else "serve_load")
+    if args.throughput and args.gpu:
+        p.error("--throughput is a CPU plan; leave out --gpu")
+    models = args.model or (["voice-resnet"] if args.quick or args.throughput else list(PLANS))
+    out = Path(args.out or HERE / "results" / (("serve_load_gpu" if args.gpu else "serve_throughput"
+                                                if args.throughput else "serve_load")
                                                + ("_quick" if args.quick else "") + ".json"))
     try:
         check_output_path(out)

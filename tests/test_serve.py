@@ -644,3 +644,189 @@ def test_a_load_step_runs_with_the_generator_s_objects_frozen(monkeypatch):
     asyncio.run(lt.open_loop_step("http://127.0.0.1:9/verify", payload, 200.0, 0.02, 1.0))
     assert seen and all(n > 1000 for n in seen)
     assert gc.get_freeze_count() == 0
+
+
+# -- streams: several inference threads on one runner ---------------------------------------------
+class BarrierRunner(SlowRunner):
+    """Every call after warm-up waits at a barrier of ``parties``: it only passes when that many
+    calls are running at the same moment (a lone call times out and fails)."""
+
+    def __init__(self, parties: int):
+        super().__init__(0.0)
+        import threading
+
+        self.barrier = threading.Barrier(parties, timeout=5)
+        self.armed = False
+        self.threads: set[int] = set()
+
+    def infer(self, feed):
+        import threading
+
+        if self.armed:
+            self.threads.add(threading.get_ident())
+            self.barrier.wait()
+        return super().infer(feed)
+
+
+def test_streams_run_requests_at_the_same_time(tiny_onnx):
+    """--streams 2: two requests run on two inference threads at once (each call waits until the
+    other is running too); with one stream the same two would meet nobody and fail."""
+    from optkit.serve.engine import InferenceEngine, Prediction
+
+    rec = BarrierRunner(2)
+    settings = resolve_settings(tiny_onnx, streams=2, accept_audio=False, environ={})
+    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine.load()
+    rec.armed = True
+
+    async def two_at_once():
+        x = np.zeros((1, *TINY_SHAPE), np.float32)
+        return await asyncio.gather(*(engine.predict(x) for _ in range(2)))
+
+    try:
+        preds = asyncio.run(two_at_once())
+        assert engine.in_flight == 0 and engine.batches_run == 2
+    finally:
+        engine.close()
+    assert all(isinstance(p, Prediction) and p.batch_size == 1 for p in preds)
+    assert len(rec.threads) == 2
+
+
+def test_one_stream_runs_one_request_at_a_time(tiny_onnx):
+    """The control for the test above: one stream never runs two calls at once, so the barrier
+    breaks and each request gets the one-line inference error (no hang, no 500 in the engine)."""
+    from optkit.serve.engine import InferenceEngine
+
+    rec = BarrierRunner(2)
+    rec.barrier = __import__("threading").Barrier(2, timeout=0.3)
+    settings = resolve_settings(tiny_onnx, accept_audio=False, environ={})
+    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine.load()
+    rec.armed = True
+
+    async def two_at_once():
+        x = np.zeros((1, *TINY_SHAPE), np.float32)
+        return await asyncio.gather(*(engine.predict(x) for _ in range(2)), return_exceptions=True)
+
+    try:
+        results = asyncio.run(two_at_once())
+    finally:
+        engine.close()
+    assert all(isinstance(r, InputError) and "inference failed: BrokenBarrierError" in str(r) for r in results)
+    assert len(rec.threads) == 1
+
+
+def test_streams_share_the_admission_estimate(tiny_onnx):
+    """With N streams the queue drains N batches at a time: the wait a new request is told to
+    expect (admission, Retry-After) is divided accordingly."""
+    from optkit.serve.engine import InferenceEngine
+
+    one = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}))
+    two = InferenceEngine(resolve_settings(tiny_onnx, streams=2, accept_audio=False, environ={}))
+    for engine in (one, two):
+        engine._batch_s_ema = 0.4
+        engine._waiting.extend([object()] * 4)
+    assert one.expected_wait_s() == pytest.approx(1.6) and two.expected_wait_s() == pytest.approx(0.8)
+    assert one.retry_after() == 3 and two.retry_after() == 2
+
+
+def test_streams_are_refused_for_a_tensorrt_engine_and_checked():
+    with pytest.raises(InputError, match="one execution context.*--streams 1"):
+        resolve_settings("m.engine", streams=2, environ={})
+    with pytest.raises(InputError, match="streams must be a positive integer"):
+        resolve_settings("m.onnx", streams=0, environ={})
+    assert resolve_settings("m.onnx", provider="openvino", streams=2, environ={}).streams == 2
+
+
+@pytest.mark.parametrize("provider", ["cpu", "openvino"])
+def test_a_real_runner_with_two_streams_answers_concurrent_calls_correctly(tiny_onnx, provider):
+    """The real runtimes behind --streams 2, called from two threads at once with different inputs:
+    every answer is the one a plain single-stream runner gives for that input, and the runtime
+    reports the split (ORT: half the threads per call; OpenVINO: two plugin streams)."""
+    import threading
+
+    from optkit.runners import make_runner
+
+    if provider == "openvino":
+        pytest.importorskip("openvino", reason="optkit[openvino] is not installed")
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1, *TINY_SHAPE)).astype(np.float32) for _ in range(8)]
+    with make_runner(tiny_onnx, provider=provider, threads=2) as plain:
+        expected = [plain.infer({"input_mfcc": x})["output_wvp"] for x in xs]
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+    with make_runner(tiny_onnx, provider=provider, threads=2, streams=2) as runner:
+        start = threading.Barrier(2, timeout=10)
+
+        def work(idx: list[int]) -> None:
+            try:
+                start.wait()
+                for _ in range(20):
+                    for i in idx:
+                        got[i] = runner.infer({"input_mfcc": xs[i]})["output_wvp"]
+                        np.testing.assert_allclose(got[i], expected[i], rtol=1e-5, atol=1e-6)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(list(range(k, 8, 2)),)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        desc = runner.describe()
+    assert not errors, errors[0]
+    assert sorted(got) == list(range(8))
+    if provider == "cpu":
+        assert (desc["streams"], desc["intra_op_threads"], desc["threads"]) == (2, 1, 2)
+    else:
+        assert desc["in_effect"]["num_streams"] == 2 and desc["in_effect"]["inference_num_threads"] == 2
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: x,                                    # float32, C order
+    lambda x: np.asfortranarray(x),                 # Fortran order
+    lambda x: x.astype(">f4"),                      # big-endian
+    lambda x: x.astype(np.float64),                 # another dtype (refused below: the model wants float32)
+    lambda x: x[None],                              # an extra leading axis of 1
+], ids=["c", "fortran", "big-endian", "float64", "extra-axis"])
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_bodies_read_exactly_as_numpy_reads_them(make, version):
+    """The service reads .npy headers once per header text (numpy re-parses each with ast): every
+    body must still give what np.load gives, or the same refusal."""
+    x = make(np.random.default_rng(5).standard_normal((1, *TINY_SHAPE)).astype(np.float32))
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, x, version=version)
+    body = buf.getvalue()
+    want_error = None
+    try:
+        expected = check_npy_like_the_service(np.load(io.BytesIO(body)))
+    except RequestRejected as exc:
+        want_error = str(exc)
+    for _ in range(2):  # the second read comes from the header cache
+        if want_error:
+            with pytest.raises(RequestRejected) as e:
+                from_npy(body, TINY_SHAPE, "float32")
+            assert str(e.value) == want_error
+        else:
+            got = from_npy(body, TINY_SHAPE, "float32")
+            assert got.dtype == np.float32 and got.flags.writeable and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, expected)
+
+
+def check_npy_like_the_service(arr: np.ndarray) -> np.ndarray:
+    from optkit.serve.payload import check_values
+
+    return check_values(fit_shape(arr, TINY_SHAPE), "float32")
+
+
+@pytest.mark.parametrize("body, reason", [
+    (lambda b: b[:-8], "unreadable .npy (the header says"),                 # data cut short
+    (lambda b: b[:20], "unreadable .npy"),                                  # header cut short
+    (lambda b: b[:6] + b"\x09\x00" + b[8:], "unsupported .npy version 9"),  # unknown version
+])
+def test_broken_npy_bodies_are_refused_in_one_line(body, reason):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((1, *TINY_SHAPE), np.float32))
+    with pytest.raises(RequestRejected, match=reason.replace("(", r"\(")) as e:
+        from_npy(body(buf.getvalue()), TINY_SHAPE, "float32")
+    assert e.value.status == 400 and "\n" not in str(e.value)

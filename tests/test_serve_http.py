@@ -161,3 +161,27 @@ def test_loadtest_compare_fails_when_no_server_could_start(cli_runner, tmp_path)
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: no server started") and "logits.onnx" in last and "not a probability" in last
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_streams_and_micro_batching_together_answer_every_request_right(tiny_onnx):
+    """`optkit serve --streams 2 --max-batch 4`: a burst of concurrent requests with different inputs
+    gets, each, ONNX Runtime's own probability for its input; /metadata reports the two streams."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(11)
+    xs = [rng.standard_normal((1, *TINY_SHAPE)).astype(np.float32) for _ in range(16)]
+    expected = [float(sess.run(None, {"input_mfcc": x})[0].ravel()[0]) for x in xs]
+    with ServerProcess(tiny_onnx, extra_args=["--no-audio", "--streams", "2", "--threads", "2", "--max-batch", "4",
+                                              "--max-queue", "32"], startup_timeout=90) as srv:
+        md = httpx.get(f"{srv.url}/metadata", timeout=10, trust_env=False).json()
+        assert md["serving"]["streams"] == 2 and md["runner"]["streams"] == 2 and md["runner"]["intra_op_threads"] == 1
+
+        async def burst() -> list:
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10, trust_env=False) as client:
+                return await asyncio.gather(*(client.post("/verify", content=npy_bytes(x),
+                                                          headers={"Content-Type": "application/x-npy"}) for x in xs))
+
+        answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [200] * len(xs)
+    assert [r.json()["probability"] for r in answers] == pytest.approx(expected, abs=1e-6)

@@ -27,7 +27,11 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="uvicorn worker processes, each with its own copy of the model.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads per worker [default: CPU count / workers].")
+              help="The runtime's threads per worker, all streams together [default: CPU count / workers].")
+@click.option("--streams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Inferences run at once per worker, sharing one session and its threads. 1: lowest latency "
+                   "(each inference uses every thread); 2 on a CPU: more requests per second for small models, "
+                   "slower single requests. Combines with --max-batch. Not for .engine files.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests allowed to wait for inference; beyond that: 503 with Retry-After.")
 @click.option("--max-queue-wait-ms", type=click.FloatRange(min=1), default=5000.0, show_default=True,
@@ -45,7 +49,8 @@ import click
               default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (costs throughput on small models).")
-def serve(artifact, provider, threshold, output, output_kind, model_version, host, port, workers, threads, max_queue, max_queue_wait_ms,
+def serve(artifact, provider, threshold, output, output_kind, model_version, host, port, workers, threads, streams,
+          max_queue, max_queue_wait_ms,
           max_batch, max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
     """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
 
@@ -59,6 +64,7 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
       optkit serve optkit-out/model.int8.onnx --port 8000
       EXECUTION_PROVIDER=CUDAExecutionProvider optkit serve model.onnx --threshold 0.6
       optkit serve model.int8.onnx --provider openvino --max-batch 8 --max-wait-ms 2
+      optkit serve model.int8.onnx --streams 2 --max-batch 4
       optkit serve my_logits_model.onnx --output score --output-kind logit
       OUTPUT_KIND=logit optkit serve my_logits_model.onnx
       curl -s -H 'Content-Type: application/x-npy' --data-binary @sample.npy http://127.0.0.1:8000/verify
@@ -74,9 +80,9 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
-                                threads=threads, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
+                                threads=threads, streams=streams, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
                                 max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio,
                                 output=output, output_kind=output_kind)
     click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
-               f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, workers {workers})", err=True)
+               f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, streams {streams}, workers {workers})", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

@@ -155,8 +155,13 @@ def require_provider(provider: str) -> None:
 
 class OnnxRuntimeRunner(Runner):
     def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None,
-                 allow_spinning: bool = False, label: str | None = None, **options: Any):
+                 allow_spinning: bool = False, label: str | None = None, streams: int = 1, **options: Any):
         super().__init__(path, threads=threads, **options)
+        if int(streams) < 1:
+            raise InputError(f"streams must be a positive integer, got {streams}")
+        # callers that run this many infer() calls at once (optkit serve --streams): the session is
+        # shared (InferenceSession.run is thread-safe) and ``threads`` are split between the calls
+        self.streams = int(streams)
         # the name used in messages (a pass checking a temporary file passes the final name)
         self.label = label or self.path.name
         if provider not in ORT_PROVIDER:
@@ -176,8 +181,9 @@ class OnnxRuntimeRunner(Runner):
         if self.provider != "cpu":
             require_provider(self.provider)
         so = ort.SessionOptions()
-        if self.threads:
-            so.intra_op_num_threads = int(self.threads)
+        intra = self.intra_op_threads
+        if intra:
+            so.intra_op_num_threads = intra
             so.inter_op_num_threads = 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         so.log_severity_level = 3
@@ -220,6 +226,17 @@ class OnnxRuntimeRunner(Runner):
                 "refusing to report its numbers as GPU numbers"
             )
         self.active = True
+
+    @property
+    def intra_op_threads(self) -> int | None:
+        """Intra-op threads of the session: ``threads`` split between ``streams`` concurrent calls
+        (None: ORT's default, one per core, when neither is given)."""
+        if self.streams == 1:
+            return int(self.threads) if self.threads else None
+        import os
+
+        total = int(self.threads) if self.threads else (os.cpu_count() or 1)
+        return max(1, total // self.streams)
 
     def deactivate(self) -> None:
         self.session = None
@@ -278,6 +295,7 @@ class OnnxRuntimeRunner(Runner):
             "provider_options": {k: self.options[k] for k in ("cuda_options", "tensorrt_options")
                                  if self.options.get(k) and self.provider != "cpu"},
             "threads": self.threads,
+            **({"streams": self.streams, "intra_op_threads": self.intra_op_threads} if self.streams > 1 else {}),
             "allow_spinning": self.allow_spinning,
             **({"node_placement": self.placement} if self.placement else {}),
         }

@@ -13,6 +13,10 @@ that matters is set on purpose here and read back from the compiled model for ``
   of one request at a time); THROUGHPUT or ``none`` (plugin default) on request.
 - ``INFERENCE_NUM_THREADS``: from ``threads``, so OpenVINO uses the same cores as the other runtimes
   it is compared with.
+- ``NUM_STREAMS``: with ``streams`` > 1 (``optkit serve --streams N``), the plugin's own streams: one
+  compiled model runs N inferences at once on ``threads`` split between them, each calling thread
+  with its own infer request (an infer request is not shared between threads). Two separately
+  compiled single-thread models were measured slower: each pins its thread, both to the same core.
 
 ONNX models with a dynamic batch axis are reshaped to the batch of each call and compiled once per
 input shape (static shapes run faster than OpenVINO's dynamic-shape path); compiled models are
@@ -20,6 +24,7 @@ cached per shape.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +60,12 @@ class OpenVINORunner(Runner):
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = DEFAULT_PRECISION,
-                 performance_hint: str | None = DEFAULT_PERFORMANCE_HINT, device: str = "CPU", **options: Any):
+                 performance_hint: str | None = DEFAULT_PERFORMANCE_HINT, device: str = "CPU", streams: int = 1,
+                 **options: Any):
         super().__init__(path, threads=threads, **options)
+        if int(streams) < 1:
+            raise InputError(f"streams must be a positive integer, got {streams}")
+        self.streams = int(streams)
         precision = (precision or "default").lower()
         if precision not in PRECISIONS:
             raise InputError(f"unknown OpenVINO precision hint {precision!r}; use {', '.join(PRECISIONS)}")
@@ -73,7 +82,10 @@ class OpenVINORunner(Runner):
         self.device = device
         self.core: Any = None
         self.model: Any = None  # the ov.Model as read (possibly with a dynamic batch axis)
-        self._compiled: dict[tuple[tuple[int, ...], ...], tuple[Any, Any]] = {}
+        self._compiled: dict[tuple[tuple[int, ...], ...], Any] = {}
+        # infer requests per (calling thread, input shapes): infer() may be called from several threads
+        self._requests: dict[tuple[int, tuple[tuple[int, ...], ...]], Any] = {}
+        self._lock = threading.Lock()
         self._last: Any = None  # the most recently used compiled model, for describe()
         self._inputs: list[TensorSpec] = []
         self._outputs: list[str] = []
@@ -112,6 +124,7 @@ class OpenVINORunner(Runner):
 
     def deactivate(self) -> None:
         self._compiled.clear()
+        self._requests.clear()
         self._last = None
         self.model = None
         self.core = None
@@ -133,17 +146,36 @@ class OpenVINORunner(Runner):
         if self.precision != "default":
             config[hints.inference_precision()] = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}[self.precision]
         if self.performance_hint != "none":
-            config[hints.performance_mode()] = getattr(hints.PerformanceMode, self.performance_hint)
+            # several streams are the throughput mode: the LATENCY hint would set one stream
+            hint = "THROUGHPUT" if self.streams > 1 else self.performance_hint
+            config[hints.performance_mode()] = getattr(hints.PerformanceMode, hint)
         if self.threads:
             config[props.inference_num_threads()] = int(self.threads)
+        if self.streams > 1:
+            config[props.streams.num()] = self.streams
         return config
 
     def _compiled_for(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Any, Any]:
+        """The compiled model for these input shapes and the calling thread's infer request for it."""
         key = tuple(shapes[s.name] for s in self._inputs)
-        hit = self._compiled.get(key)
-        if hit is not None:
-            self._last = hit[0]
-            return hit
+        rkey = (threading.get_ident(), key)
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._compile(shapes, key)
+                if len(self._compiled) >= MAX_CACHED_SHAPES:
+                    dropped = next(iter(self._compiled))
+                    self._compiled.pop(dropped)
+                    for k in [k for k in self._requests if k[1] == dropped]:
+                        del self._requests[k]
+                self._compiled[key] = compiled
+            request = self._requests.get(rkey)
+            if request is None:
+                request = self._requests[rkey] = compiled.create_infer_request()
+            self._last = compiled
+        return compiled, request
+
+    def _compile(self, shapes: dict[str, tuple[int, ...]], key: tuple[tuple[int, ...], ...]) -> Any:
         model = self.model
         if any(None in s.shape for s in self._inputs):
             model = self.model.clone()
@@ -152,15 +184,9 @@ class OpenVINORunner(Runner):
             except Exception as exc:
                 raise InputError(f"OpenVINO cannot reshape {self.path.name} to {key}: {_first_line(exc)}") from exc
         try:
-            compiled = self.core.compile_model(model, self.device, self.compile_config())
+            return self.core.compile_model(model, self.device, self.compile_config())
         except Exception as exc:
             raise InputError(f"OpenVINO cannot compile {self.path.name}: {_first_line(exc)}") from exc
-        if len(self._compiled) >= MAX_CACHED_SHAPES:
-            self._compiled.pop(next(iter(self._compiled)))
-        entry = (compiled, compiled.create_infer_request())
-        self._compiled[key] = entry
-        self._last = compiled
-        return entry
 
     # -- inference ---------------------------------------------------------------------------
     @property
@@ -204,7 +230,8 @@ class OpenVINORunner(Runner):
             "openvino_build": ov.__version__,
             "device": self.device,
             "threads": self.threads,
-            "requested": {"precision_hint": self.precision, "performance_hint": self.performance_hint},
+            "requested": {"precision_hint": self.precision, "performance_hint": self.performance_hint,
+                          **({"streams": self.streams} if self.streams > 1 else {})},
         }
         if self.core is not None:
             props = lazy_import("openvino.properties", extra="openvino")

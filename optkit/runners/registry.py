@@ -39,6 +39,9 @@ class RunnerInfo:
     # cuDNN algorithm search per new conv input shape, seconds on a deep ResNet; TensorRT builds
     # per optimisation profile): a server feeds such a runtime only shapes it warmed up
     per_shape: bool = False
+    # infer() may be called from several threads at once (``streams`` > 1: optkit serve --streams):
+    # ORT sessions are thread-safe, OpenVINO runs its own streams with an infer request per thread
+    streams: bool = True
 
 
 RUNNERS: dict[str, RunnerInfo] = {
@@ -72,6 +75,12 @@ def artifact_kind(path: str | Path) -> str:
 
 def is_engine(path: str | Path) -> bool:
     return Path(path).suffix.lower() in ENGINE_SUFFIXES
+
+
+def supports_streams(path: str | Path, provider: str) -> bool:
+    """Whether ``path`` on ``provider`` can run several inferences at once (``streams`` > 1). A
+    TensorRT engine runs through one execution context, which is not shared between threads."""
+    return not is_engine(path) and check_provider(provider).streams
 
 
 def check_provider(name: str) -> RunnerInfo:

@@ -210,7 +210,7 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
             "serving": {"max_queue": settings.max_queue, "max_queue_wait_ms": settings.max_queue_wait_ms,
                         "max_batch": settings.max_batch,
                         "max_wait_ms": settings.max_wait_ms, "max_body_bytes": settings.max_body_bytes,
-                        "threads": settings.threads, "pid": os.getpid()},
+                        "threads": settings.threads, "streams": settings.streams, "pid": os.getpid()},
         }
 
     @app.get("/metrics")

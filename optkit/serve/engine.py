@@ -1,13 +1,20 @@
-"""One runner behind a bounded queue, served by one inference thread that forms micro-batches.
+"""One runner behind a bounded queue, served by inference threads that form micro-batches.
 
 Why this shape:
 
 - The runner is loaded through ``optkit.runners.make_runner``, so serving refuses a silent CPU
   fallback exactly as ``verify`` does, and ``.engine`` files load through the TensorRT runner.
-- Inference runs on a dedicated thread, never on the event loop: the loop only parses requests and
-  awaits an ``asyncio.Future`` that the thread completes with ``call_soon_threadsafe``. One thread
-  is enough: the runtime already uses every core it was given (intra-op threads), and OpenVINO's
-  infer request is not meant to be shared between threads.
+- Inference runs on dedicated threads, never on the event loop: the loop only parses requests and
+  awaits an ``asyncio.Future`` that a thread completes with ``call_soon_threadsafe``. One thread
+  (the default, ``streams`` = 1) gives the lowest latency: the runtime spreads each inference over
+  every core it was given (intra-op threads). With ``streams`` = N, N threads take requests (or
+  micro-batches) from the same queue and run them at once on one runner that splits its threads
+  between them (ORT: one thread-safe session with threads/N intra-op threads; OpenVINO: N plugin
+  streams, an infer request per thread). On a small model a single inference cannot keep 2 CPU
+  cores busy (threads wait for each other between layers), while two single-thread inferences can:
+  in-process on the bundled model, 2 cores, ORT fp32 199 -> 234 samples/s, int8 419 -> 641, where a
+  batch of 8 on 2 threads gave 219 and 572 (``benchmarks/serve_load.py --throughput``, see
+  benchmarks/README.md). A TensorRT engine has one execution context and runs with one stream.
 - The queue is bounded by count and by time. A request is refused at once (HTTP 503 with
   Retry-After) when ``max_queue`` requests are already waiting, or when the queue ahead of it would
   take longer than ``max_queue_wait_ms`` to drain at the measured batch time; one that still waits
@@ -108,7 +115,7 @@ class InferenceEngine:
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._in_flight = 0
         self._closed = True
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._batch_s_ema: float | None = None
         self.batches_run = 0
         self.expired = 0  # requests refused after waiting longer than max_queue_wait_ms
@@ -143,8 +150,10 @@ class InferenceEngine:
         self.info = self._describe(time.perf_counter() - t0)
         with self._cond:
             self._closed = False
-        self._thread = threading.Thread(target=self._serve_forever, name="optkit-inference", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve_forever, name=f"optkit-inference-{i}", daemon=True)
+                         for i in range(s.streams)]
+        for t in self._threads:
+            t.start()
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cond:
@@ -154,9 +163,10 @@ class InferenceEngine:
             self._cond.notify_all()
         for p in left:
             _resolve(p, exc=NotReady("the server is shutting down"))
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
         if self.runner is not None:
             self.runner.__exit__(None, None, None)
             self.runner = None
@@ -198,14 +208,16 @@ class InferenceEngine:
         the batch running now counts as half done)."""
         if self._batch_s_ema is None:
             return 0.0
-        batches_ahead = math.ceil(len(self._waiting) / self.settings.max_batch)  # full batches before ours
-        return (batches_ahead + (0.5 if self._in_flight else 0.0)) * self._batch_s_ema
+        s = self.settings
+        batches_ahead = math.ceil(len(self._waiting) / s.max_batch)  # full batches before ours
+        # the streams drain the queue in parallel; those busy now count as half done
+        return (batches_ahead + (0.5 if self._in_flight else 0.0)) * self._batch_s_ema / s.streams
 
     def retry_after(self) -> int:
         """Seconds until the queue has likely drained (at least 1): the HTTP Retry-After value."""
         per_batch = self._batch_s_ema or 0.1
         batches = math.ceil((len(self._waiting) + 1) / self.settings.max_batch) + 1
-        return max(1, math.ceil(batches * per_batch))
+        return max(1, math.ceil(batches * per_batch / self.settings.streams))
 
     # -- the inference thread ----------------------------------------------------------------
     def _take_batch(self) -> list[_Pending] | None:
@@ -229,7 +241,7 @@ class InferenceEngine:
                     if remaining <= 0 or self._closed:
                         break
                     self._cond.wait(remaining)
-            self._in_flight = len(batch)
+            self._in_flight += len(batch)
             return batch
 
     def _expire_locked(self) -> None:
@@ -248,9 +260,12 @@ class InferenceEngine:
             if batch is None:
                 return
             live = [p for p in batch if not p.future.cancelled()]  # client gone: skip its work
-            if live:
-                self._run_batch(live)
-            self._in_flight = 0
+            try:
+                if live:
+                    self._run_batch(live)
+            finally:
+                with self._cond:
+                    self._in_flight -= len(batch)
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -262,8 +277,9 @@ class InferenceEngine:
                 _resolve(p, exc=err)
             return
         took = time.perf_counter() - started
-        self._batch_s_ema = took if self._batch_s_ema is None else 0.8 * self._batch_s_ema + 0.2 * took
-        self.batches_run += 1
+        with self._cond:
+            self._batch_s_ema = took if self._batch_s_ema is None else 0.8 * self._batch_s_ema + 0.2 * took
+            self.batches_run += 1
         if self._on_batch is not None:
             self._on_batch(len(batch), took)
         for p, prob in zip(batch, probs):
@@ -471,7 +487,8 @@ def _per_shape(settings: ServeSettings) -> bool:
 def _make_runner(settings: ServeSettings) -> Any:
     from optkit.runners import make_runner
 
-    return make_runner(settings.artifact, provider=settings.provider, threads=settings.threads)
+    extra = {"streams": settings.streams} if settings.streams > 1 else {}  # an engine's runner has no streams
+    return make_runner(settings.artifact, provider=settings.provider, threads=settings.threads, **extra)
 
 
 def _precision(path: Path, runner: Any) -> str:

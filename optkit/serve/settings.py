@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.errors import InputError
-from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS
+from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS, supports_streams
 
 ENV_PROVIDER = "EXECUTION_PROVIDER"
 ENV_THRESHOLD = "DECISION_THRESHOLD"
@@ -77,7 +77,10 @@ class ServeSettings:
     provider: str = "cpu"
     threshold: float = DEFAULT_THRESHOLD
     model_version: str | None = None  # None: "<artifact stem>@<sha256[:12]>", filled in at load time
-    threads: int | None = None  # intra-op threads of the runtime (None: the runtime's default)
+    threads: int | None = None  # the runtime's threads, all streams together (None: the runtime's default)
+    # inference threads running batches at once, sharing one runtime session and its ``threads``:
+    # more requests per second on a CPU whose cores one small-model inference cannot keep busy
+    streams: int = 1
     max_queue: int = 8  # requests waiting for inference; more get 503 + Retry-After
     # the longest a request may wait for inference; a request the queue cannot start in time gets 503
     # (bounded by time as well as by count: a count alone lets latency grow when inference slows down)
@@ -107,9 +110,14 @@ class ServeSettings:
             raise InputError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.output_kind!r}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be a positive integer, got {self.threads}")
+        if self.streams < 1:
+            raise InputError(f"streams must be a positive integer, got {self.streams}")
         if Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES and self.provider != "tensorrt":
             raise InputError(f"{Path(self.artifact).name} is a TensorRT engine: it runs on tensorrt, "
                              f"not {self.provider}")
+        if self.streams > 1 and not supports_streams(self.artifact, self.provider):
+            raise InputError(f"{Path(self.artifact).name}: a TensorRT engine runs one inference at a time (one "
+                             "execution context); serve it with --streams 1, or run more --workers")
 
     @property
     def is_engine(self) -> bool:
