@@ -11,7 +11,7 @@ For each model (the bundled ``voice-resnet`` and the production-size ``voice-res
    sleep) and load them from this process with ``optkit loadtest``'s ramp, interleaved step by step
    (only one server loaded at a time): minimum latency, saturation QPS, p99 at half the saturation
    rate (open loop); then one step far above saturation per server (all excess must be clean 503s);
-4. on the bundled model, the same with micro-batching (``--max-batch 8 --max-wait-ms 2``).
+4. on the bundled model, the same with micro-batching (``--max-batch 8``, no batch wait).
 
 ``--throughput`` (bundled model) compares the ways to more requests per second on the CPU, for ORT
 fp32, ORT int8 and OpenVINO int8: none, micro-batching 8, 2 streams (``--streams 2``), 2 streams +
@@ -67,8 +67,8 @@ CONFIGS = [
     ("OpenVINO int8 (openvino form)", "int8_openvino", "openvino", []),
 ]
 BATCHED = [
-    ("ORT fp32, micro-batching 8", "fp32", "cpu", ["--max-batch", "8", "--max-wait-ms", "2"]),
-    ("OpenVINO int8, micro-batching 8", "int8_openvino", "openvino", ["--max-batch", "8", "--max-wait-ms", "2"]),
+    ("ORT fp32, micro-batching 8", "fp32", "cpu", ["--max-batch", "8"]),
+    ("OpenVINO int8, micro-batching 8", "int8_openvino", "openvino", ["--max-batch", "8"]),
 ]
 # per model: ramp (start, step, max, step seconds), bench iterations, and the server's queue: deep
 # enough that the ramp saturates the server before it sheds load, short enough that a full queue
@@ -79,7 +79,8 @@ PLANS = {
 }
 QUICK = {"ramp": (1, 4, 9, 1.0), "iterations": 10, "queue": 16}
 OVERLOAD_EXTRA_USERS = 16  # the overload step: queue + this many users
-MICRO_BATCH = ["--max-batch", "8", "--max-wait-ms", "2"]
+MICRO_BATCH = ["--max-batch", "8", "--max-wait-ms", "2"]  # the GPU plan (measured so); the CPU plans wait 0
+CPU_MICRO_BATCH = ["--max-batch", "8"]
 # --gpu: on a GPU the per-request HTTP work is small beside a batch's gain, and a machine with a GPU
 # has the cores for the load generator: deeper ramps, deeper queues
 GPU_PLANS = {
@@ -91,8 +92,14 @@ GPU_QUICK = {"ramp": (1, 4, 5, 1.0), "iterations": 5, "queue": 16}
 STREAMS = ["--streams", "2"]
 THROUGHPUT_BASES = [("ORT fp32", "fp32", "cpu"), ("ORT int8 (cpu form)", "int8_cpu", "cpu"),
                     ("OpenVINO int8 (openvino form)", "int8_openvino", "openvino")]
-THROUGHPUT_VARIANTS = [("", [], (1, 1)), (", micro-batching 8", MICRO_BATCH, (1, 8)), (", 2 streams", STREAMS, (2, 1)),
-                       (", 2 streams + micro-batching 4", STREAMS + ["--max-batch", "4", "--max-wait-ms", "2"], (2, 4))]
+THROUGHPUT_VARIANTS = [("", [], (1, 1)), (", micro-batching 8", CPU_MICRO_BATCH, (1, 8)), (", 2 streams", STREAMS, (2, 1)),
+                       (", 2 streams + micro-batching 4", STREAMS + ["--max-batch", "4"], (2, 4))]
+# --batch-wait: micro-batching with and without the first request waiting 2 ms for company
+BATCH_WAIT_CONFIGS = [(f"{label}{suffix}", art, provider, extra)
+                      for label, art, provider in THROUGHPUT_BASES[1:]
+                      for suffix, extra in (("", []), (", micro-batching 8, wait 2 ms", MICRO_BATCH),
+                                            (", micro-batching 8, wait 0", CPU_MICRO_BATCH))]
+BATCH_WAIT_PLAN = {"ramp": (1, 3, 16, 3.0), "iterations": 20, "queue": 32}
 THROUGHPUT_ROUNDS, THROUGHPUT_SECONDS = 5, 2.0  # in-process: interleaved rounds of this many seconds each
 
 
@@ -249,6 +256,8 @@ def run_model(model: str, args: argparse.Namespace, env: dict[str, Any]) -> dict
     if args.quick:
         configs = [CONFIGS[0], CONFIGS[1], BATCHED[0]]
     inprocess = None
+    if args.batch_wait:
+        configs, plan = BATCH_WAIT_CONFIGS, (QUICK if args.quick else BATCH_WAIT_PLAN)
     if args.throughput:
         configs = throughput_configs(args.quick)
         log(f"{model}: in-process throughput, {THROUGHPUT_ROUNDS} interleaved rounds")
@@ -339,6 +348,10 @@ def targets(model: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ratio("ORT fp32, micro-batching 8", "ORT fp32", 1.5, "bundled: micro-batching / none, ORT fp32 saturation QPS")
         ratio("OpenVINO int8, micro-batching 8", "OpenVINO int8 (openvino form)", 1.5,
               "bundled: micro-batching / none, OpenVINO int8 saturation QPS")
+        for r in rows:  # --batch-wait
+            if ", micro-batching 8, wait" in r["label"]:
+                base = r["label"][:r["label"].index(", micro-batching")]
+                ratio(r["label"], base, 1.5, f"bundled: {r['label'][len(base) + 2:]} / none, {base} saturation QPS")
     for r in rows:
         # micro-batching (the batch wait) and streams (fewer threads per inference) trade latency for
         # throughput: no latency targets for them
@@ -427,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-provider", default="cuda", choices=["cuda", "cpu"],
                    help="with --gpu: cpu runs the GPU plan on the CPU (a dry run of the script)")
     p.add_argument("--no-cpu-service", action="store_true", help="with --gpu: leave out the CPU service")
+    p.add_argument("--batch-wait", action="store_true", help="bundled model: ORT int8 and OpenVINO int8 without "
+                   "micro-batching, with it and a 2 ms batch wait, with it and no wait")
     p.add_argument("--throughput", action="store_true", help="bundled model: none vs micro-batching vs 2 streams vs "
                    "both, for ORT fp32, ORT int8 and OpenVINO int8, in-process and served")
     args = p.parse_args(argv)
@@ -435,11 +450,14 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt  # unwinds the ServerProcess contexts: no server is left running
 
     signal.signal(signal.SIGTERM, interrupted)
-    if args.throughput and args.gpu:
-        p.error("--throughput is a CPU plan; leave out --gpu")
-    models = args.model or (["voice-resnet"] if args.quick or args.throughput else list(PLANS))
+    if (args.throughput or args.batch_wait) and args.gpu:
+        p.error("--throughput and --batch-wait are CPU plans; leave out --gpu")
+    if args.throughput and args.batch_wait:
+        p.error("choose one of --throughput and --batch-wait")
+    models = args.model or (["voice-resnet"] if args.quick or args.throughput or args.batch_wait else list(PLANS))
     out = Path(args.out or HERE / "results" / (("serve_load_gpu" if args.gpu else "serve_throughput"
-                                                if args.throughput else "serve_load")
+                                                if args.throughput else "serve_batch_wait" if args.batch_wait
+                                                else "serve_load")
                                                + ("_quick" if args.quick else "") + ".json"))
     try:
         check_output_path(out)

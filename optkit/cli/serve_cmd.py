@@ -39,8 +39,10 @@ import click
                    "503 with Retry-After (judged from the measured batch time, and again when it is reached).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Micro-batching: up to this many waiting requests run as one batch (dynamic batch axis).")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=2.0, show_default=True,
-              help="With --max-batch > 1: how long a batch waits for more requests.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --max-batch > 1: how long the first request of a batch waits for more. 0: a batch is "
+                   "what queued while the previous one ran (no wait when the server is idle); more where a batch "
+                   "costs little more than one request (a GPU).")
 @click.option("--max-body-kb", type=click.IntRange(min=1), default=8192, show_default=True,
               help="Larger request bodies get 413.")
 @click.option("--audio/--no-audio", default=True, show_default=True,
@@ -63,7 +65,7 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
     Examples:
       optkit serve optkit-out/model.int8.onnx --port 8000
       EXECUTION_PROVIDER=CUDAExecutionProvider optkit serve model.onnx --threshold 0.6
-      optkit serve model.int8.onnx --provider openvino --max-batch 8 --max-wait-ms 2
+      optkit serve model.onnx --provider cuda --max-batch 8 --max-wait-ms 2
       optkit serve model.int8.onnx --streams 2 --max-batch 4
       optkit serve my_logits_model.onnx --output score --output-kind logit
       OUTPUT_KIND=logit optkit serve my_logits_model.onnx

@@ -22,7 +22,8 @@ Why this shape:
   latency stays bounded and the client learns when to come back, instead of waiting behind an ever
   longer line and timing out.
 - Micro-batching (``max_batch > 1``): the thread takes up to ``max_batch`` waiting requests, waiting
-  at most ``max_wait_ms`` after the first one for company, and runs them as one batch over the
+  at most ``max_wait_ms`` after the first one for company (default 0: a batch is what queued while
+  the previous one ran, so an idle server adds no latency), and runs them as one batch over the
   model's dynamic batch axis. Runtimes that compile or tune per input shape (OpenVINO; ORT's CUDA
   and TensorRT providers; TensorRT engines: ``per_shape`` in the runner registry) get batches
   padded to a few sizes (powers of two up to ``max_batch``), all compiled during warm-up; ONNX
