@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -48,12 +49,15 @@ class Artifact:
             kind = guess_kind(path)
         if precision is None:
             precision = guess_precision(path) if kind == "onnx" else "fp32"
+        ident = artifact_identity(path)
+        if ident["external_data"]:
+            meta["extra"] = {**meta.get("extra", {}), "external_data": ident["external_data"]}
         return cls(
             path=path,
             kind=kind,
             precision=precision,
-            sha256=sha256_file(path),
-            size=path.stat().st_size,
+            sha256=ident["sha256"],
+            size=ident["size"],
             created=meta.pop("created", None) or now_iso(),
             **meta,
         )
@@ -78,6 +82,94 @@ class Artifact:
             path = base / path
         d["made_by"] = d.pop("pass", None)
         return cls(path=path, **d)
+
+
+def external_data_files(path: str | os.PathLike) -> list[str]:
+    """The files an ONNX model keeps (part of) its weights in, as the ``location`` its external-data
+    entries name them (relative to the model's directory), sorted; [] for a model with every weight
+    inline, an engine or a file that is not a readable ONNX model (its loader reports that)."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        return []
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not an ONNX model optkit can read: load_onnx says why where it matters
+        return []
+    locations: set[str] = set()
+
+    def visit(graph: Any) -> None:
+        # initializers, and tensors in node attributes (Constant ops), through every subgraph (If, Loop)
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                tensors += ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    visit(sub)
+        locations.update(ExternalDataInfo(t).location for t in tensors if uses_external_data(t))
+
+    visit(model.graph)
+    return sorted(loc for loc in locations if loc)
+
+
+def artifact_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """What identifies an artifact: the sha256 and size of all its bytes, and its external data files.
+
+    For a file that holds all of itself (every engine, an ONNX model with inline weights) that is
+    the file's own sha256 and size. For an ONNX model with external data (``model.onnx`` +
+    ``model.onnx.data``), a changed weights file must change the identity: ``sha256`` is then the
+    sha256 of the ``sha256sum`` lines of the model file followed by each external file (sorted by
+    location), i.e. what ``sha256sum model.onnx model.onnx.data | sha256sum`` prints in the model's
+    directory; ``size`` is the total; ``external_data`` lists each file's location, sha256 and size.
+    The manifest (:meth:`Artifact.from_file`), the run cache, the verify cache, ``optkit bench`` and
+    ``optkit serve``'s ``/metadata`` all identify artifacts with this one function."""
+    path = Path(path)
+    sha, size = sha256_file(path), path.stat().st_size
+    external = []
+    for location in external_data_files(path):
+        file = path.parent / location
+        if not file.is_file():
+            raise InputError(f"{path.name} keeps weights in {location}, but {os.path.normpath(file)} does not exist")
+        external.append({"path": location, "sha256": sha256_file(file), "size": file.stat().st_size})
+    if not external:
+        return {"sha256": sha, "size": size, "external_data": []}
+    lines = f"{sha}  {path.name}\n" + "".join(f"{e['sha256']}  {e['path']}\n" for e in external)
+    return {"sha256": hashlib.sha256(lines.encode()).hexdigest(), "size": size + sum(e["size"] for e in external),
+            "external_data": external}
+
+
+def artifact_sha256(path: str | os.PathLike) -> str:
+    """The sha256 that identifies an artifact (:func:`artifact_identity`)."""
+    return artifact_identity(path)["sha256"]
+
+
+def bundle_files(path: str | os.PathLike) -> list[str]:
+    """Everything that serving ``path`` needs from its directory, relative to it: the artifact, its
+    external data files, an engine's ``.engine.json`` sidecar and ``manifest.json`` when present.
+    What the Docker images copy (:func:`copy_bundle`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"artifact {path} does not exist")
+    names = [path.name, *(e["path"] for e in artifact_identity(path)["external_data"])]
+    names += [n for n in (f"{path.name}.json", "manifest.json") if (path.parent / n).is_file()]
+    return names
+
+
+def copy_bundle(model_dir: str | os.PathLike, artifact: str, dest: str | os.PathLike) -> list[str]:
+    """Copy :func:`bundle_files` of ``model_dir/artifact`` into ``dest``, keeping their relative
+    paths (an external data location may name a subdirectory). Used by the Docker images' build."""
+    import shutil
+
+    src, dest = Path(model_dir), Path(dest)
+    names = bundle_files(src / artifact)
+    for name in names:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"{artifact} keeps weights in {name}, outside its directory {src}")
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / name, dest / name)
+    return names
 
 
 def now_iso() -> str:

@@ -139,6 +139,23 @@ def speedups(baseline: LatencyStats, other: LatencyStats) -> dict[str, float]:
     }
 
 
+def input_interface(specs: Sequence[TensorSpec]) -> tuple[tuple[str, tuple[int | None, ...]], ...]:
+    """A model's inputs as far as comparing speeds goes: names and shapes, the batch dimension
+    (dynamic or not) left out, other dynamic dimensions as None. The dtype is left out too: an fp16
+    model with float16 inputs is still the same model. fp32 and its int8/fp16 forms have the same
+    interface; two unrelated models usually do not."""
+    return tuple(sorted((s.name, tuple(d if isinstance(d, int) and d > 0 else None for d in s.shape[1:]))
+                        for s in specs))
+
+
+NO_RATIO_NOTE_START = "No speed-up for "
+
+
+def interface_note(first: str, others: Sequence[str]) -> str:
+    return (f"{NO_RATIO_NOTE_START}{', '.join(others)}: {'its' if len(others) == 1 else 'their'} inputs (names, shapes) differ from {first}'s, so a ratio "
+            "would compare different models rather than forms of one; their times are shown as measured.")
+
+
 def request_pattern(idle_ms: float) -> str:
     if idle_ms > 0:
         return (f"one request at a time, each timed call preceded by an untimed {idle_ms:g} ms idle "
@@ -164,7 +181,7 @@ class BenchResult:
     label: str
     batch: int
     stats: LatencyStats
-    speedup: dict[str, float]
+    speedup: dict[str, float] | None  # None: the artifact's inputs differ from the first's (no ratio)
 
 
 @dataclass
@@ -204,7 +221,8 @@ class BenchReport:
                     "latency_ms": {k: v for k, v in r.stats.to_json().items() if k.endswith("_ms")},
                     "iterations": r.stats.n,
                     "throughput_samples_per_s": round(r.stats.throughput_sps, 3),
-                    "speedup_vs_first": {k: round(v, 4) for k, v in r.speedup.items()},
+                    "speedup_vs_first": (None if r.speedup is None
+                                         else {k: round(v, 4) for k, v in r.speedup.items()}),
                 }
                 for r in self.results
             ],
@@ -246,6 +264,9 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
         results: list[BenchResult] = []
         from optkit.feeds import batch_shapes
 
+        # a ratio against the first artifact only where it is a form of the same model (same inputs)
+        comparable = [input_interface(item.runner.inputs) == input_interface(items[0].runner.inputs) for item in items]
+
         for batch in cfg.batches:  # a batch size some model cannot run fails before anything is timed
             for item in items:
                 batch_shapes(item.runner.inputs, batch, item.label)
@@ -263,8 +284,8 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
             say(f"batch {batch}: {cfg.warmup} warm-up + {cfg.iterations} timed rounds over {len(items)} artifacts")
             times = interleaved_times(calls, cfg.iterations, cfg.warmup, cfg.idle_ms / 1e3, clock, sleep)
             stats = [latency_stats(t, batch) for t in times]
-            for item, s in zip(items, stats):
-                results.append(BenchResult(item.label, batch, s, speedups(stats[0], s)))
+            for item, s, same in zip(items, stats, comparable):
+                results.append(BenchResult(item.label, batch, s, speedups(stats[0], s) if same else None))
         described = [
             {"label": item.label, "artifact": str(item.artifact) if item.artifact else None,
              **_artifact_facts(item.artifact), "runner": item.runner.describe()}
@@ -277,6 +298,8 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
     environment = dict(environment)
     environment.setdefault("omp_num_threads", os.environ.get("OMP_NUM_THREADS"))
     notes = [INTERLEAVING_NOTE]
+    if not all(comparable):
+        notes.append(interface_note(items[0].label, [i.label for i, same in zip(items, comparable) if not same]))
     if any(str(d["runner"].get("runner", "")).startswith("onnxruntime") for d in described):
         notes.append(SPINNING_NOTE)
     return BenchReport(cfg, described, results, environment,
@@ -286,9 +309,12 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
 def _artifact_facts(path: Path | None) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
         return {}
-    from optkit.fileio import sha256_file
+    from optkit.artifact import artifact_identity
 
-    facts: dict[str, Any] = {"sha256": sha256_file(path), "size": Path(path).stat().st_size}
+    ident = artifact_identity(path)  # weights in external data files included
+    facts: dict[str, Any] = {"sha256": ident["sha256"], "size": ident["size"]}
+    if ident["external_data"]:
+        facts["external_data"] = ident["external_data"]
     if Path(path).suffix.lower() == ".onnx":
         with contextlib.suppress(Exception):
             from optkit.artifact import guess_precision

@@ -25,6 +25,17 @@ _COLUMNS = [
 ]
 
 
+def _ratio(r: Any, key: str, width: int = 0) -> str:
+    """``1.23x``, or ``-`` where the artifact's inputs differ from the first's (no fair ratio)."""
+    return (f"{r.speedup[key]:.2f}x" if r.speedup is not None else "-").rjust(width)
+
+
+def _interface_notes(report: Any) -> list[str]:
+    from optkit.bench import NO_RATIO_NOTE_START
+
+    return [n for n in report.notes if n.startswith(NO_RATIO_NOTE_START)]
+
+
 def _rows(report: Any, batch: int) -> list[Any]:
     return [r for r in report.results if r.batch == batch]
 
@@ -49,8 +60,10 @@ def table_lines(report: Any) -> list[str]:
         lines += ["", head]
         for r in _rows(report, batch):
             lines.append(f"{r.label:<{width}}  {batch:>5}  " + "  ".join(f"{get(r):>9.3f}" for _, get in _COLUMNS)
-                         + f"  {r.stats.throughput_sps:>10.1f}  {r.speedup['min']:>5.2f}x  {r.speedup['p50']:>5.2f}x")
+                         + f"  {r.stats.throughput_sps:>10.1f}  {_ratio(r, 'min', 6)}  {_ratio(r, 'p50', 6)}")
     lines.append("")
+    notes = _interface_notes(report)
+    lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
     for item in report.items:
         lines.append(f"{item['label']}: {runner_summary(item.get('runner', {}))}")
     return lines
@@ -74,8 +87,9 @@ def markdown_lines(report: Any) -> list[str]:
         for r in _rows(report, batch):
             lines.append(f"| {r.label} | {runners.get(r.label, '')} | {batch} | "
                          + " | ".join(f"{get(r):.2f}" for _, get in _COLUMNS)
-                         + f" | {r.stats.throughput_sps:.1f} | {r.speedup['min']:.2f}x | {r.speedup['p50']:.2f}x |")
-    return lines
+                         + f" | {r.stats.throughput_sps:.1f} | {_ratio(r, 'min')} | {_ratio(r, 'p50')} |")
+    notes = _interface_notes(report)
+    return lines + (["", *notes] if notes else [])
 
 
 def runner_summary(desc: dict[str, Any]) -> str:

@@ -478,11 +478,12 @@ def verify_providers(verify: dict[str, Any]) -> list[str]:
 
 
 def _sha_matches(art: Artifact) -> bool:
-    from optkit.fileio import sha256_file
+    from optkit.artifact import artifact_sha256
+    from optkit.errors import OptkitError
 
     try:
-        return sha256_file(art.path) == art.sha256
-    except OSError:
+        return artifact_sha256(art.path) == art.sha256  # the manifest's identity: weights files included
+    except (OSError, OptkitError):
         return False
 
 

@@ -102,12 +102,21 @@ def _open_link(path: Path, link: dict[str, Any], data: str | os.PathLike | None)
 
     try:
         name, spec, sha = str(link["input"]), dict(link["source"]), str(link["inputs_sha256"])
-        candidates = [Path(data)] if data is not None else [path.parent / str(link["data"]), Path(str(link["data_absolute"]))]
+        if data is not None:
+            candidates = [Path(data)]
+        else:
+            # "data" is relative to the reference's real directory (_link takes both paths resolved), so
+            # it is joined to the resolved directory and normalised: the directory is named as it is
+            # ("/work/vs"), not as the joined pieces ("vsm/../vs"); ".." after resolve() crosses no symlink
+            candidates = [Path(os.path.normpath(path.resolve().parent / str(link["data"]))),
+                          Path(os.path.normpath(str(link["data_absolute"])))]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: unreadable inputs_from entry ({type(exc).__name__}: {first_line(exc)})") from exc
     root = next((c for c in candidates if c.is_dir()), None)
     if root is None:
-        raise InputError(f"{path} links its inputs to the data directory {candidates[0]}, which does not exist; "
+        also = (f" (nor does {candidates[1]}, where it was when the reference was made)"
+                if len(candidates) > 1 and candidates[1] != candidates[0] else "")
+        raise InputError(f"{path} links its inputs to the data directory {candidates[0]}, which does not exist{also}; "
                          "pass its location with --reference-data DIR")
     try:
         source = DataSource.from_spec(spec, root)

@@ -133,10 +133,11 @@ def _clean_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def artifact_facts(path: Path, precision: str, sha256: str | None = None) -> dict[str, Any]:
     """Size, node count, MAC share per precision, lineage and the int8 search of one artifact."""
-    from optkit.fileio import sha256_file
+    from optkit.artifact import artifact_identity
 
-    sha256 = sha256 or sha256_file(path)
-    facts: dict[str, Any] = {"file": path.name, "path": str(path), "sha256": sha256, "size": path.stat().st_size,
+    ident = artifact_identity(path)  # as the manifest identifies it: external weights files included
+    sha256 = sha256 or ident["sha256"]
+    facts: dict[str, Any] = {"file": path.name, "path": str(path), "sha256": sha256, "size": ident["size"],
                              "precision": precision, "nodes": None, "macs": None, "step": None,
                              "lineage": None, "lineage_note": None, "int8_search": None}
     if path.suffix.lower() == ".onnx":

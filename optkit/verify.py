@@ -372,17 +372,17 @@ def verification_key(item: Any, path: Path, reference_sha256: str, provider: str
     import hashlib
     import json
 
-    from optkit.fileio import sha256_file
+    from optkit.artifact import artifact_sha256
     from optkit.runners.registry import runtime_versions
 
     payload = {
-        "artifact": item.sha256 if isinstance(item, Artifact) else sha256_file(path),
+        "artifact": item.sha256 if isinstance(item, Artifact) else artifact_sha256(path),
         "reference": reference_sha256,
         "provider": provider,
         "runtime": runtime_versions(path, provider),
         "threads": threads, "batch_size": batch_size, "threshold": threshold,
         "gate": dataclasses.asdict(gate),
-        "localize": [localize, localize_samples, sha256_file(fp32_model) if fp32_model else None],
+        "localize": [localize, localize_samples, artifact_sha256(fp32_model) if fp32_model else None],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

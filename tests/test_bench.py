@@ -153,6 +153,61 @@ def test_benchmark_order_speedups_and_json(tmp_path):
     assert "speed-up relative to slow" in table and "4.00x" in table and "2 ms idle gap" in table
 
 
+class RenamedInputRunner(FakeRunner):
+    """The fake runner with its input called ``features``: another model's interface."""
+
+    @property
+    def inputs(self):
+        return [TensorSpec("features", self.shape, "float32")]
+
+    def infer(self, feed):
+        return super().infer({"x": feed["features"]})
+
+
+def test_no_speed_up_against_a_model_with_other_inputs():
+    """Ratios compare forms of one model; against an unrelated first model (other input names or
+    shapes) they are left out, with one note, while related artifacts keep theirs."""
+    log, clock = [], FakeClock()
+    items = [bench_lib.BenchItem("base", FakeRunner("base", log, clock, 0.004)),
+             bench_lib.BenchItem("fixed-batch", FakeRunner("fixed-batch", log, clock, 0.002, shape=(1, 3))),
+             bench_lib.BenchItem("wider", FakeRunner("wider", log, clock, 0.001, shape=(None, 5))),
+             bench_lib.BenchItem("renamed", RenamedInputRunner("renamed", log, clock, 0.001))]
+    report = bench_lib.benchmark(items, bench_lib.BenchConfig(batches=(1,), warmup=1, iterations=3), environment={},
+                                 clock=clock, sleep=clock.sleep)
+    assert report.result("fixed-batch", 1).speedup["min"] == pytest.approx(2.0)  # the batch dimension is not compared
+    assert report.result("wider", 1).speedup is None and report.result("renamed", 1).speedup is None
+    assert report.result("wider", 1).stats.min_ms == pytest.approx(1.0)  # the numbers stay
+    notes = [n for n in report.notes if "No speed-up" in n]
+    assert notes == ["No speed-up for wider, renamed: their inputs (names, shapes) differ from base's, so a ratio "
+                     "would compare different models rather than forms of one; their times are shown as measured."]
+    rows = {r["artifact"]: r for r in report.to_json()["results"]}
+    assert rows["wider"]["speedup_vs_first"] is None and rows["renamed"]["speedup_vs_first"] is None
+    assert rows["fixed-batch"]["speedup_vs_first"]["min"] == pytest.approx(2.0)
+    assert notes[0] in report.to_json()["notes"]
+    table = report.table_lines()
+    wider = next(line for line in table if line.startswith("wider "))
+    assert wider.split()[-2:] == ["-", "-"] and "x" not in wider.split()[-1]
+    assert next(line for line in table if line.startswith("fixed-batch ")).split()[-2:] == ["2.00x", "2.00x"]
+    assert table.count(f"Note: {notes[0]}") == 1
+    md = report.markdown_lines()
+    assert next(line for line in md if line.startswith("| wider |")).endswith("| - | - |") and notes[0] in md
+
+
+def test_cli_bench_of_two_unrelated_models_prints_no_ratio(cli_runner, tiny_onnx, tmp_path):
+    from serve_models import build_user_model
+
+    other = build_user_model(tmp_path / "image.onnx")
+    out = tmp_path / "bench.json"
+    res = invoke(cli_runner, ["bench", tiny_onnx, other, "--threads", "1", "--iterations", "3", "--warmup", "1",
+                              "--json", out])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if line.startswith("image.onnx "))
+    assert row.split()[-2:] == ["-", "-"]
+    assert res.output.count("No speed-up for image.onnx: its inputs (names, shapes) differ from tiny.onnx's") == 1
+    data = json.loads(out.read_text())
+    assert [r["speedup_vs_first"] for r in data["results"]] == [{"min": 1.0, "p50": 1.0}, None]
+
+
 def test_benchmark_rejects_fixed_batch_mismatch_and_duplicate_labels():
     log, clock = [], FakeClock()
     fixed = bench_lib.BenchItem("fixed", FakeRunner("fixed", log, clock, 0.001, shape=(1, 3)))

@@ -193,6 +193,44 @@ def test_moved_or_changed_data_is_refused_and_reference_data_points_to_it(export
     assert embedded.exit_code == 1 and "holds its inputs" in embedded.output
 
 
+def test_a_missing_linked_data_directory_is_named_normalised(exported, data, tmp_path, monkeypatch, cli_runner):
+    """The data directory of a reference linked with a relative path is named as a normalised path
+    ("/x/vs", not "vsm/../vs"), and the relative link is still followed from the reference's real
+    directory (through a symlink to it, after the whole tree moved)."""
+    from optkit.reference import save_reference
+
+    d, _, _ = data
+    proj = tmp_path.resolve() / "proj"
+    shutil.copytree(d / "shards", proj / "vs")
+    (proj / "vsm").mkdir()
+    save_reference(proj / "vsm" / "m.reference.npz", load_reference(exported / "link.reference.npz", data=proj / "vs"))
+    monkeypatch.chdir(proj)
+    assert len(load_reference("vsm/m.reference.npz")) == N
+    (proj / "vs").rename(proj / "vs-moved")
+    with pytest.raises(InputError) as e:
+        load_reference("vsm/m.reference.npz")
+    assert str(e.value) == (f"vsm/m.reference.npz links its inputs to the data directory {proj / 'vs'}, which does "
+                            "not exist; pass its location with --reference-data DIR")
+    res = invoke(cli_runner, ["verify", exported / "embed.onnx", "--reference", "vsm/m.reference.npz"])
+    assert res.exit_code == 1 and f"data directory {proj / 'vs'}, which" in res.output and ".." not in res.output
+    (proj / "elsewhere").mkdir()
+    shutil.copy(proj / "vsm" / "m.reference.npz", proj / "elsewhere" / "m.reference.npz")
+    with pytest.raises(InputError, match=rf"data directory {proj / 'vs'}, which does not exist; pass"):
+        load_reference(proj / "elsewhere" / ".." / "elsewhere" / "m.reference.npz")
+    (proj / "deeper" / "still").mkdir(parents=True)
+    shutil.copy(proj / "vsm" / "m.reference.npz", proj / "deeper" / "still" / "m.reference.npz")
+    with pytest.raises(InputError) as e:
+        load_reference(proj / "deeper" / "still" / "m.reference.npz")
+    assert (f"data directory {proj / 'deeper' / 'vs'}, which does not exist (nor does {proj / 'vs'}, where it was "
+            "when the reference was made)") in str(e.value) and ".." not in str(e.value)
+    # the tree moves and is reached through a symlink: "../vs" is taken from the real directory
+    (proj / "vs-moved").rename(proj / "vs")
+    monkeypatch.chdir(tmp_path)
+    proj.rename(tmp_path / "proj2")
+    (tmp_path / "alias").symlink_to(tmp_path / "proj2" / "vsm", target_is_directory=True)
+    assert len(load_reference(tmp_path / "alias" / "m.reference.npz")) == N
+
+
 def test_link_needs_a_data_directory(cli_runner, tmp_path, data):
     d, _, _ = data
     res = invoke(cli_runner, ["export", f"{MODELS}:tiny_voice", "-o", tmp_path / "m.onnx", "--reference-data",

@@ -41,13 +41,17 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path):
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
 def test_image_contract(kind):
     text = DOCKERFILES[kind].read_text()
-    for var in ("EXECUTION_PROVIDER", "DECISION_THRESHOLD", "MODEL_VERSION"):
+    for var in ("EXECUTION_PROVIDER", "DECISION_THRESHOLD", "MODEL_VERSION", "OUTPUT_KIND"):
         assert re.search(rf"^ARG {var}=", text, re.M), f"{var} is not a build argument"
         assert re.search(rf"^\s*(ENV )?{var}=\${{{var}}}", text, re.M), f"{var} is not passed on as ENV"
     assert re.search(r"^HEALTHCHECK .*\n.*/ready", text, re.M)
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1] not in ("root", "0")
-    assert "manifest.jso[n]" in text and "${ARTIFACT}" in text
+    assert "OPTKIT_ARTIFACT=/models/${ARTIFACT}" in text
+    assert re.search(r"^ARG OUTPUT_KIND=$", text, re.M), "OUTPUT_KIND's default must be empty (auto)"
+    final = text.rsplit("\nFROM ", 1)[1]  # the final stage takes the model files from the bundle stage only
+    assert final.startswith("runtime\n") and "COPY --from=bundle --chown=10001 /bundle/ /models/" in final
+    assert "${MODEL_DIR}" not in final
     assert re.search(r'optkit serve \\"\$OPTKIT_ARTIFACT\\" --host 0\.0\.0\.0', text)
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M).group(1)
     if kind == "cpu":
@@ -55,3 +59,29 @@ def test_image_contract(kind):
     else:
         assert base.startswith("nvcr.io/nvidia/tensorrt:") and "onnxruntime-gpu" in text
         assert "ARG EXECUTION_PROVIDER=TensorrtExecutionProvider" in text
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_image_bundle_step_copies_external_data_and_manifest(kind, tmp_path):
+    """The bundle stage's own RUN command, run here on a model directory: the artifact, its external
+    weights file and the manifest are copied, the directory's other artifacts are not."""
+    import os
+
+    import onnx
+    from serve_models import build_user_model
+
+    text = DOCKERFILES[kind].read_text()
+    m = re.search(r'^RUN python3 -c "([^"]+)" \\\n\s+/model-dir "\$\{ARTIFACT\}" /bundle$', text, re.M)
+    assert m, "no bundle step"
+    src = tmp_path / "optkit-out"
+    src.mkdir()
+    inline = build_user_model(tmp_path / "inline.onnx")
+    onnx.save_model(onnx.load(str(inline)), str(src / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    (src / "manifest.json").write_text("{}")
+    (src / "model.int8.onnx").write_bytes(b"another artifact")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", m.group(1), str(src), "model.onnx", str(tmp_path / "bundle")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data"]

@@ -60,6 +60,38 @@ def test_bad_environment_values_are_named(env, message):
         resolve_settings("m.onnx", environ=env)
 
 
+def test_output_kind_comes_from_its_environment_variable_and_the_flag_wins():
+    assert resolve_settings("m.onnx", environ={}).output_kind == "auto"
+    assert resolve_settings("m.onnx", environ={"OUTPUT_KIND": "logit"}).output_kind == "logit"
+    assert resolve_settings("m.onnx", environ={"OUTPUT_KIND": " Probability "}).output_kind == "probability"
+    assert resolve_settings("m.onnx", environ={"OUTPUT_KIND": ""}).output_kind == "auto"  # the images' empty default
+    assert resolve_settings("m.onnx", output_kind="probability", environ={"OUTPUT_KIND": "logit"}).output_kind == "probability"
+    with pytest.raises(InputError, match=r"^OUTPUT_KIND 'logits' is not an output kind; use auto, probability, logit$"):
+        resolve_settings("m.onnx", environ={"OUTPUT_KIND": "logits"})
+
+
+def test_serve_cli_honours_output_kind_from_the_environment(cli_runner, tiny_onnx, monkeypatch):
+    import optkit.serve.server as server
+
+    seen = []
+    monkeypatch.setattr(server, "run_server", lambda settings, **kw: seen.append(settings.output_kind))
+    assert invoke_env(cli_runner, ["serve", tiny_onnx], {"OUTPUT_KIND": "logit"}).exit_code == 0
+    assert invoke_env(cli_runner, ["serve", tiny_onnx, "--output-kind", "auto"], {"OUTPUT_KIND": "logit"}).exit_code == 0
+    assert seen == ["logit", "auto"]
+    bad = invoke_env(cli_runner, ["serve", tiny_onnx], {"OUTPUT_KIND": "raw"})
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert [ln for ln in bad.output.splitlines() if ln] == [
+        "Error: OUTPUT_KIND 'raw' is not an output kind; use auto, probability, logit"]
+    assert seen == ["logit", "auto"]
+    assert "$OUTPUT_KIND" in invoke_env(cli_runner, ["serve", "--help"], {}).output
+
+
+def invoke_env(cli_runner, args, env):
+    from optkit.cli import cli
+
+    return cli_runner.invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
 def test_engine_file_on_a_cpu_provider_is_refused():
     with pytest.raises(InputError, match="TensorRT engine"):
         resolve_settings("m.engine", provider="cpu", environ={})

@@ -15,9 +15,10 @@ import click
 @click.option("--output", "output", default=None, metavar="NAME",
               help="The model output to serve. Default: the only output, or of several the only one giving one "
                    "value per sample.")
-@click.option("--output-kind", type=click.Choice(["auto", "probability", "logit"]), default="auto", show_default=True,
+@click.option("--output-kind", type=click.Choice(["auto", "probability", "logit"]), default=None,
               help="What that output is. auto: a probability when a Sigmoid/Softmax computes it, else the model is "
-                   "refused if it gives values outside [0, 1]; logit: the service applies a sigmoid.")
+                   "refused if it gives values outside [0, 1]; logit: the service applies a sigmoid. "
+                   "Default: $OUTPUT_KIND, else auto.")
 @click.option("--model-version", default=None,
               help="Reported with every answer. Default: $MODEL_VERSION, else <artifact stem>@<sha256 prefix>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -57,7 +58,8 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
 
     The model is loaded once at start-up through optkit's runners: a GPU provider that would
     silently fall back to the CPU is refused, as in `optkit verify`. The environment variables
-    EXECUTION_PROVIDER, DECISION_THRESHOLD and MODEL_VERSION are honoured; flags win.
+    EXECUTION_PROVIDER, DECISION_THRESHOLD, MODEL_VERSION and OUTPUT_KIND (auto, probability,
+    logit) are honoured; flags win.
 
     \b
     Examples:
@@ -66,6 +68,7 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
       optkit serve model.onnx --provider cuda --max-batch 8 --max-wait-ms 2
       optkit serve model.int8.onnx --streams 2 --max-batch 4
       optkit serve my_logits_model.onnx --output score --output-kind logit
+      OUTPUT_KIND=logit optkit serve my_logits_model.onnx
       curl -s -H 'Content-Type: application/x-npy' --data-binary @sample.npy http://127.0.0.1:8000/verify
       curl -s -F audio=@clip.wav http://127.0.0.1:8000/verify
     """

@@ -392,15 +392,17 @@ class InferenceEngine:
         return "probability"
 
     def _describe(self, load_s: float) -> dict[str, Any]:
-        from optkit.fileio import sha256_file
+        from optkit.artifact import artifact_identity
 
         path = Path(self.settings.artifact)
-        sha = sha256_file(path)
+        ident = artifact_identity(path)  # as the manifest identifies it: external weights files included
+        sha = ident["sha256"]
         desc = self.runner.describe()
         return {
             "artifact": path.name,
             "sha256": sha,
-            "size": path.stat().st_size,
+            "size": ident["size"],
+            "external_data": ident["external_data"],
             "precision": _precision(path, self.runner),
             "provider_requested": self.settings.provider,
             "provider_in_use": _provider_in_use(desc),

@@ -3,7 +3,9 @@
 The reference deployment configures its container with three variables, kept here by name:
 ``EXECUTION_PROVIDER`` (ONNX Runtime's provider names, e.g. ``CUDAExecutionProvider``; optkit's own
 names ``cpu``/``openvino``/``cuda``/``tensorrt`` are accepted too), ``DECISION_THRESHOLD`` and
-``MODEL_VERSION``. A command-line flag wins over its variable.
+``MODEL_VERSION``; optkit adds ``OUTPUT_KIND`` (``auto``, ``probability`` or ``logit``: what the
+served output is, as ``--output-kind``), so a container serving a logits model needs no changed
+command. A command-line flag wins over its variable.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS, supports_streams
 ENV_PROVIDER = "EXECUTION_PROVIDER"
 ENV_THRESHOLD = "DECISION_THRESHOLD"
 ENV_MODEL_VERSION = "MODEL_VERSION"
+ENV_OUTPUT_KIND = "OUTPUT_KIND"
 # how `optkit serve --workers N` hands the settings to each uvicorn worker process
 ENV_SETTINGS_JSON = "OPTKIT_SERVE_SETTINGS"
 
@@ -59,6 +62,13 @@ def parse_threshold(value: Any, source: str = "threshold") -> float:
     if not (math.isfinite(t) and 0.0 <= t <= 1.0):
         raise InputError(f"{source} must be between 0 and 1, got {value!r}")
     return t
+
+
+def parse_output_kind(value: Any, source: str = "output kind") -> str:
+    kind = str(value).strip().lower()
+    if kind not in OUTPUT_KINDS:
+        raise InputError(f"{source} {value!r} is not an output kind; use {', '.join(OUTPUT_KINDS)}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ class ServeSettings:
 
 def resolve_settings(artifact: str | os.PathLike, provider: str | None = None, threshold: float | None = None,
                      model_version: str | None = None, environ: Mapping[str, str] | None = None,
-                     **limits: Any) -> ServeSettings:
+                     output_kind: str | None = None, **limits: Any) -> ServeSettings:
     """Settings from flags (non-None wins) and the environment variables, then the defaults.
 
     A ``.engine`` file runs on TensorRT; with no provider given anywhere, that is what it gets."""
@@ -143,5 +153,12 @@ def resolve_settings(artifact: str | os.PathLike, provider: str | None = None, t
     else:
         t = DEFAULT_THRESHOLD
     version = model_version if model_version is not None else (env.get(ENV_MODEL_VERSION, "").strip() or None)
-    settings = ServeSettings(artifact=str(artifact), provider=chosen, threshold=t, model_version=version)
+    if output_kind is not None:
+        kind = parse_output_kind(output_kind, "--output-kind")
+    elif env.get(ENV_OUTPUT_KIND, "").strip():
+        kind = parse_output_kind(env[ENV_OUTPUT_KIND], ENV_OUTPUT_KIND)
+    else:
+        kind = "auto"
+    settings = ServeSettings(artifact=str(artifact), provider=chosen, threshold=t, model_version=version,
+                             output_kind=kind)
     return replace(settings, **{k: v for k, v in limits.items() if v is not None})
