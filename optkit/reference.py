@@ -107,7 +107,7 @@ def _open_link(path: Path, link: dict[str, Any], data: str | os.PathLike | None)
         else:
             # "data" is relative to the reference's real directory (_link takes both paths resolved), so
             # it is joined to the resolved directory and normalised: the directory is named as it is
-            # ("/work/vs"), not as the joined pieces ("vsm/../vs"); ".." after resolve() crosses no symlink
+            # ("/data/vs"), not as the joined pieces ("vsm/../vs"); ".." after resolve() crosses no symlink
             candidates = [Path(os.path.normpath(path.resolve().parent / str(link["data"]))),
                           Path(os.path.normpath(str(link["data_absolute"])))]
     except (KeyError, TypeError, ValueError) as exc:
