@@ -379,8 +379,9 @@ def markdown(results: list[dict[str, Any]], env: dict[str, Any], argv: list[str]
         f"- CPU: {cpu.get('model', '?')}, {env.get('usable_cpus', '?')} usable CPUs; int8: "
         f"{cpu.get('int8_acceleration', '?')}; OpenVINO bf16 by default: {cpu.get('openvino_bf16_by_default')}",
         f"- versions: {', '.join(f'{k} {v}' for k, v in env.get('libraries', {}).items() if v)}",
-        f"- load average (1/5/15 min) before: {load.get('before')}, after: {load.get('after')}; the machine was "
-        "shared with other developers' jobs during the run: compare ratios within this run, not absolute numbers.",
+        f"- load average (1/5/15 min) before: {load.get('before')}, after: {load.get('after')} (this benchmark's own "
+        "server and generator load 2 cores to about 2; more means other jobs shared the machine): compare ratios "
+        "within this run, not absolute numbers.",
         f"- server: `optkit serve --threads {threads} --max-queue QUEUE --no-audio` in its own process on "
         f"127.0.0.1; load generator: this process (aiohttp), on the same {env.get('usable_cpus', '?')} cores.",
         f"- bench: `optkit bench` in-process minimum, batch 1, back-to-back calls, {threads} CPU threads, interleaved.",
