@@ -544,14 +544,31 @@ class CompareRow:
     provider: str
     report: LoadReport | None
     error: str | None = None
+    variant: str = ""  # the serving variant's own optkit serve flags ("" = none beyond the common ones)
+
+    @property
+    def key(self) -> str:
+        return f"{Path(self.artifact).name} [{self.provider}]" + (f" {self.variant}" if self.variant else "")
+
+
+def parse_variant(text: str) -> list[str]:
+    """A serving variant's flags, split like a shell command ("--max-batch 8 --streams 2")."""
+    import shlex
+
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise InputError(f"serving variant {text!r}: {exc}") from None
 
 
 def compare(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
             serve_args: Sequence[str] = (), payload: Payload | None = None,
             progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
-            interleave: bool = False) -> list[CompareRow]:
-    """Start ``optkit serve`` on 127.0.0.1 for each artifact and provider in turn, ramp each, stop it.
-    A server that cannot start (e.g. a GPU provider absent here) is a row with its reason.
+            interleave: bool = False, variants: Sequence[str] = ("",)) -> list[CompareRow]:
+    """Start ``optkit serve`` on 127.0.0.1 for each artifact, provider and serving variant in turn,
+    ramp each, stop it. A server that cannot start (e.g. a GPU provider absent here) is a row with
+    its reason. ``serve_args`` go to every server; each of ``variants`` (flags in one string, ""
+    for none) adds its own, one row per variant: e.g. none vs ``--max-batch 8`` vs ``--streams 2``.
 
     ``interleave``: start every server first, then ramp them step by step in turn
     (:func:`run_interleaved_ramps`), so a shared machine's load drifts hit all of them alike."""
@@ -559,48 +576,50 @@ def compare(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cf
 
     say = progress or (lambda msg: None)
     env = _environment()
-    pairs = [(art, provider) for art in artifacts
-             for provider in (["tensorrt"] if Path(art).suffix.lower() in (".engine", ".plan", ".trt") else providers)]
+    parsed = {v: parse_variant(v) for v in dict.fromkeys(variants or ("",))}
+    plan: list[CompareRow] = []
+    args: dict[str, list[str]] = {}  # each row's optkit serve flags, by row key
+    for art in artifacts:
+        for provider in (["tensorrt"] if Path(art).suffix.lower() in (".engine", ".plan", ".trt") else providers):
+            for text, flags in parsed.items():
+                row = CompareRow(str(art), provider, None, variant=" ".join(flags))
+                plan.append(row)
+                args[row.key] = [*serve_args, *flags]
     if interleave:
-        return _compare_interleaved(pairs, cfg, serve_args, payload, say, startup_timeout, env)
-    rows: list[CompareRow] = []
-    for art, provider in pairs:
-        say(f"serving {Path(art).name} on {provider}")
+        return _compare_interleaved(plan, args, cfg, payload, say, startup_timeout, env)
+    for row in plan:
+        say(f"serving {row.key}")
         try:
-            with ServerProcess(art, provider, serve_args, startup_timeout=startup_timeout) as srv:
-                report = run_ramp(srv.url, cfg, payload, progress, environment=env)
+            with ServerProcess(row.artifact, row.provider, args[row.key], startup_timeout=startup_timeout) as srv:
+                row.report = run_ramp(srv.url, cfg, payload, progress, environment=env)
         except OptkitError as exc:
-            say(f"{Path(art).name} [{provider}]: {exc}")
-            rows.append(CompareRow(str(art), provider, None, " ".join(str(exc).split())))
-            continue
-        rows.append(CompareRow(str(art), provider, report))
-    return rows
+            say(f"{row.key}: {exc}")
+            row.error = " ".join(str(exc).split())
+    return plan
 
 
-def _compare_interleaved(pairs: list[tuple[Any, str]], cfg: RampConfig, serve_args: Sequence[str],
+def _compare_interleaved(plan: list[CompareRow], args: dict[str, list[str]], cfg: RampConfig,
                          payload: Payload | None, say: Callable[[str], None], startup_timeout: float,
                          env: dict[str, Any]) -> list[CompareRow]:
     import contextlib
 
     from optkit.serve.server import ServerProcess
 
-    rows: dict[str, CompareRow] = {}
     urls: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
-        for art, provider in pairs:
-            key = f"{Path(art).name} [{provider}]"
-            say(f"starting a server for {key}")
+        for row in plan:
+            say(f"starting a server for {row.key}")
             try:
-                srv = stack.enter_context(ServerProcess(art, provider, serve_args, startup_timeout=startup_timeout))
+                srv = stack.enter_context(ServerProcess(row.artifact, row.provider, args[row.key],
+                                                        startup_timeout=startup_timeout))
             except OptkitError as exc:
-                rows[key] = CompareRow(str(art), provider, None, " ".join(str(exc).split()))
+                row.error = " ".join(str(exc).split())
                 continue
-            urls[key] = srv.url
-            rows[key] = CompareRow(str(art), provider, None)
+            urls[row.key] = srv.url
         reports = run_interleaved_ramps(urls, cfg, payload, say, env) if urls else {}
-    for key, rep in reports.items():
-        rows[key].report = rep
-    return list(rows.values())
+    for row in plan:
+        row.report = reports.get(row.key, row.report)
+    return plan
 
 
 def compare_json(rows: Sequence[CompareRow]) -> dict[str, Any]:
@@ -609,7 +628,7 @@ def compare_json(rows: Sequence[CompareRow]) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "method": METHOD_NOTE + "; one server at a time on 127.0.0.1, started by optkit serve",
         "rows": [
-            {"artifact": Path(r.artifact).name, "provider": r.provider, "error": r.error,
+            {"artifact": Path(r.artifact).name, "provider": r.provider, "variant": r.variant, "error": r.error,
              "precision": (r.report.server.get("precision") if r.report else None),
              "provider_in_use": (r.report.server.get("provider_in_use") if r.report else None),
              "summary": r.report.summary() if r.report else None,
@@ -622,17 +641,21 @@ def compare_json(rows: Sequence[CompareRow]) -> dict[str, Any]:
 def compare_lines(rows: Sequence[CompareRow]) -> list[str]:
     first = next((r.report for r in rows if r.report and r.report.saturation_qps > 0), None)
     width = max([len("artifact")] + [len(Path(r.artifact).name) for r in rows])
-    lines = [f"{'artifact':<{width}}  {'provider':<9}  {'precision':<9}  {'min ms':>8}  {'sat. QPS':>9}  "
+    variants = any(r.variant for r in rows)  # a serving column only when variants were compared
+    vwidth = max([len("serving")] + [len(r.variant or "-") for r in rows])
+    vhead = f"{'serving':<{vwidth}}  " if variants else ""
+    lines = [f"{'artifact':<{width}}  {'provider':<9}  {vhead}{'precision':<9}  {'min ms':>8}  {'sat. QPS':>9}  "
              f"{'x QPS':>6}  {'at c':>4}  {'500s':>4}  {'dropped':>7}  {'timeouts':>8}"]
     for r in rows:
         name = Path(r.artifact).name
+        vcol = f"{(r.variant or '-'):<{vwidth}}  " if variants else ""
         if r.report is None:
-            lines.append(f"{name:<{width}}  {r.provider:<9}  not run: {r.error}")
+            lines.append(f"{name:<{width}}  {r.provider:<9}  {vcol}not run: {r.error}")
             continue
         rep, t = r.report, r.report.totals()
         ratio = rep.saturation_qps / first.saturation_qps if first else float("nan")
         sat = rep.saturation
-        lines.append(f"{name:<{width}}  {r.provider:<9}  {str(rep.server.get('precision', '?')):<9}  "
+        lines.append(f"{name:<{width}}  {r.provider:<9}  {vcol}{str(rep.server.get('precision', '?')):<9}  "
                      f"{_f(rep.min_latency_ms):>8}  {rep.saturation_qps:>9.2f}  {ratio:>5.2f}x  "
                      f"{(sat.concurrency if sat else '-'):>4}  {t['status_500']:>4}  {t['dropped']:>7}  {t['timeouts']:>8}")
     return lines

@@ -200,3 +200,28 @@ def test_the_half_rate_step_reports_the_servers_own_tail_beside_the_clients(tiny
     half = report.summary()["half_rate"]
     assert half["server_p99_ms"] == round(h.server_ms_p99, 3) and half["p99_ms"] == round(h.p99_ms, 3)
     assert "inside the server: p99" in "\n".join(report.table_lines())
+
+
+def test_loadtest_compare_measures_serving_variants_side_by_side(cli_runner, tiny_onnx, tmp_path):
+    """--variant: one row per artifact and serving variant, each served with its own flags (checked
+    in the server's own /metadata), the common --serve-arg going to all."""
+    out = tmp_path / "variants.json"
+    result = invoke(cli_runner, ["loadtest", "--compare", tiny_onnx, "--variant", "", "--variant", "--streams 2",
+                                 "--variant", "--max-batch 4  --streams 2", "--serve-arg=--no-audio", "--max", "1",
+                                 "--step-seconds", "0.3", "--interleave", "--json", out])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["error"]) for r in rows] == [("", None), ("--streams 2", None),
+                                                          ("--max-batch 4 --streams 2", None)]
+    serving = [r["run"]["server"]["serving"] for r in rows]
+    assert [(s["streams"], s["max_batch"]) for s in serving] == [(1, 1), (2, 1), (2, 4)]
+    assert all(r["run"]["server"]["audio_input"] != "on" for r in rows)  # --serve-arg reached every server
+    table = result.output[result.output.rindex("artifact"):]
+    assert "serving" in table and "--max-batch 4 --streams 2" in table
+
+
+def test_loadtest_variant_with_a_bad_quote_is_one_line(cli_runner, tiny_onnx):
+    result = invoke(cli_runner, ["loadtest", "--compare", tiny_onnx, "--variant", "--model-version 'v1"])
+    assert result.exit_code == 1 and "serving variant" in result.output and "Traceback" not in result.output
+    result = invoke(cli_runner, ["loadtest", "http://127.0.0.1:9", "--variant", "--streams 2"])
+    assert result.exit_code == 2 and "--compare only" in result.output

@@ -15,6 +15,10 @@ from optkit.cli.common import echo_lines
               help="With --compare: runtime(s) to serve each ONNX artifact on, comma-separated.")
 @click.option("--serve-arg", "serve_args", multiple=True, metavar="ARG",
               help="With --compare: extra argument for optkit serve (repeat), e.g. --serve-arg=--max-batch=8.")
+@click.option("--variant", "variants", multiple=True, metavar="FLAGS",
+              help="With --compare: a serving variant, optkit serve flags in one string (repeat; '' for none): "
+                   "one row per artifact, provider and variant, e.g. --variant '' --variant '--max-batch 8' "
+                   "--variant '--streams 2'.")
 @click.option("--interleave", is_flag=True,
               help="With --compare: start every server first, then ramp them step by step in turn (fair "
                    "ratios on a machine whose load drifts).")
@@ -36,7 +40,7 @@ from optkit.cli.common import echo_lines
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
-def loadtest(targets, compare, providers, serve_args, interleave, start, step, step_seconds, max_concurrency, timeout, payload,
+def loadtest(targets, compare, providers, serve_args, variants, interleave, start, step, step_seconds, max_concurrency, timeout, payload,
              keep_going, half_rate, json_path, html_path) -> None:
     """Raise the load on URL (an optkit serve instance on this machine) step by step until requests
     time out or fail; report per step QPS, min/p50/p90/p99 latency, 503s, errors, dropped
@@ -51,6 +55,7 @@ def loadtest(targets, compare, providers, serve_args, interleave, start, step, s
       optkit loadtest http://127.0.0.1:8000 --payload sample.npy --half-rate --json load.json
       optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --json compare.json
       optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
+      optkit loadtest --compare model.int8.onnx --variant '' --variant '--max-batch 8' --variant '--streams 2' --interleave
     """
     from optkit import loadtest as lt
     from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically
@@ -60,8 +65,8 @@ def loadtest(targets, compare, providers, serve_args, interleave, start, step, s
             check_output_path(path)  # fail before a long run, not after it
     if not compare and len(targets) != 1:
         raise click.UsageError("give one URL, or --compare with artifacts")
-    if not compare and (serve_args or providers != ("cpu",) or interleave):
-        raise click.UsageError("--provider, --serve-arg and --interleave apply to --compare only")
+    if not compare and (serve_args or providers != ("cpu",) or interleave or variants):
+        raise click.UsageError("--provider, --serve-arg, --variant and --interleave apply to --compare only")
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=max_concurrency, step_seconds=step_seconds,
                         timeout=timeout, keep_going=keep_going, half_rate_check=half_rate)
     body = lt.payload_from_file(payload) if payload else None
@@ -78,26 +83,28 @@ def loadtest(targets, compare, providers, serve_args, interleave, start, step, s
 
         for art in targets:
             require_file(art, "artifact")
+        for text in variants:
+            lt.parse_variant(text)  # a bad quote is one line before any server starts
         rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
-                          interleave=interleave)
+                          interleave=interleave, variants=variants or ("",))
         if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
-            from pathlib import Path
-
             from optkit.errors import InputError
 
-            raise InputError(f"no server started: {'; '.join(f'{Path(r.artifact).name} [{r.provider}]: {r.error}' for r in rows)}")
+            raise InputError(f"no server started: {'; '.join(f'{r.key}: {r.error}' for r in rows)}")
         lines = lt.compare_lines(rows)
         for row in rows:
             if row.report is not None:
                 click.echo("")
-                echo_lines([f"== {row.artifact} [{row.provider}]", *row.report.table_lines()])
+                echo_lines([f"== {row.artifact} [{row.provider}]" + (f" {row.variant}" if row.variant else ""),
+                            *row.report.table_lines()])
         click.echo("")
         echo_lines(lines)
         if json_path:
             write_json_atomically(json_path, lt.compare_json(rows))
             click.echo(f"wrote {json_path}")
         if html_path:
-            page = lt.render_html([(f"{r.artifact} [{r.provider}]", r.report) for r in rows if r.report], lines)
+            page = lt.render_html([(f"{r.artifact} [{r.provider}]" + (f" {r.variant}" if r.variant else ""), r.report)
+                                   for r in rows if r.report], lines)
             write_text_atomically(html_path, page)
             click.echo(f"wrote {html_path}")
         return
