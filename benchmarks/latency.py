@@ -246,6 +246,8 @@ def targets_for(report: bench_lib.BenchReport, model: str) -> list[dict[str, Any
             r = report.result(label, 1)
         except KeyError:
             continue
+        if r.speedup is None:  # bench gives no ratio against a first artifact with other inputs
+            continue
         rows.append({
             "artifact": label, "batch": 1, "speedup_min": round(r.speedup["min"], 3),
             "speedup_p50": round(r.speedup["p50"], 3), "target": target, "stretch": stretch,
