@@ -89,7 +89,7 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
     entries name them (relative to the model's directory), sorted; [] for a model with every weight
     inline, an engine or a file that is not a readable ONNX model (its loader reports that)."""
     path = Path(path)
-    if path.suffix.lower() != ".onnx":
+    if path.suffix.lower() != ".onnx" or not _may_use_external_data(path):
         return []
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
@@ -112,6 +112,32 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
 
     visit(model.graph)
     return sorted(loc for loc in locations if loc)
+
+
+def _may_use_external_data(path: Path) -> bool:
+    """False when the file cannot hold an external-data entry: each one is a key "location"
+    (onnx.proto's StringStringEntryProto), so a model without those bytes has every weight inline.
+    Searching the mapped file takes 0.1 s on a 235 MB model where parsing it (onnx.load) took 0.9 s,
+    and this runs for every artifact identity (manifest, caches, bench, serve); a chance match in
+    the weights only costs the parse."""
+    import mmap
+
+    try:
+        with path.open("rb") as f:
+            if path.stat().st_size == 0:
+                return False
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return m.find(b"location") != -1
+    except (OSError, ValueError):
+        return True  # let the parse decide (and its caller report an unreadable file)
+
+
+def artifact_size(path: str | os.PathLike) -> int:
+    """Bytes of the artifact with its external data files (no hashing: for callers that already
+    know the sha256)."""
+    path = Path(path)
+    return path.stat().st_size + sum((path.parent / loc).stat().st_size for loc in external_data_files(path)
+                                     if (path.parent / loc).is_file())
 
 
 def artifact_identity(path: str | os.PathLike) -> dict[str, Any]:

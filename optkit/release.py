@@ -133,11 +133,14 @@ def _clean_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def artifact_facts(path: Path, precision: str, sha256: str | None = None) -> dict[str, Any]:
     """Size, node count, MAC share per precision, lineage and the int8 search of one artifact."""
-    from optkit.artifact import artifact_identity
+    from optkit.artifact import artifact_identity, artifact_size
 
-    ident = artifact_identity(path)  # as the manifest identifies it: external weights files included
-    sha256 = sha256 or ident["sha256"]
-    facts: dict[str, Any] = {"file": path.name, "path": str(path), "sha256": sha256, "size": ident["size"],
+    if sha256 is None:  # as the manifest identifies it: external weights files included
+        ident = artifact_identity(path)
+        sha256, size = ident["sha256"], ident["size"]
+    else:
+        size = artifact_size(path)
+    facts: dict[str, Any] = {"file": path.name, "path": str(path), "sha256": sha256, "size": size,
                              "precision": precision, "nodes": None, "macs": None, "step": None,
                              "lineage": None, "lineage_note": None, "int8_search": None}
     if path.suffix.lower() == ".onnx":

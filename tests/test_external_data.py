@@ -163,3 +163,26 @@ def test_the_verify_cache_sees_a_changed_weights_file(tmp_path, tiny_onnx):
     _change_weights(path)
     r3 = verify_artifacts([path], ref, cache_dir=cache)
     assert not r3.results[0].cached and not r3.passed  # negated weights: verified again, and they fail
+
+
+def test_a_model_with_inline_weights_is_not_parsed_to_find_external_data(tmp_path, tiny_onnx, monkeypatch):
+    """Every artifact identity asks for external data files; a model whose bytes hold no
+    external-data entry (no "location" key) is answered without parsing it (0.9 s on a 235 MB model),
+    while one with external data is still parsed and its files found."""
+    import onnx
+
+    from optkit.artifact import artifact_size
+
+    parsed: list[str] = []
+    real_load = onnx.load
+
+    def counting_load(f, *args, **kwargs):
+        parsed.append(Path(str(f)).name)
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "load", counting_load)
+    assert external_data_files(tiny_onnx) == [] and parsed == []
+    ext = _external(tmp_path)
+    parsed.clear()
+    assert external_data_files(ext) == ["weights.bin"] and parsed == [ext.name]
+    assert artifact_size(ext) == artifact_identity(ext)["size"] == ext.stat().st_size + (tmp_path / "weights.bin").stat().st_size
