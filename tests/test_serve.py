@@ -674,7 +674,7 @@ def test_streams_run_requests_at_the_same_time(tiny_onnx):
     from optkit.serve.engine import InferenceEngine, Prediction
 
     rec = BarrierRunner(2)
-    settings = resolve_settings(tiny_onnx, streams=2, accept_audio=False, environ={})
+    settings = resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={})
     engine = InferenceEngine(settings, runner_factory=lambda s: rec)
     engine.load()
     rec.armed = True
@@ -722,7 +722,7 @@ def test_streams_share_the_admission_estimate(tiny_onnx):
     from optkit.serve.engine import InferenceEngine
 
     one = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}))
-    two = InferenceEngine(resolve_settings(tiny_onnx, streams=2, accept_audio=False, environ={}))
+    two = InferenceEngine(resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={}))
     for engine in (one, two):
         engine._batch_s_ema = 0.4
         engine._waiting.extend([object()] * 4)
@@ -735,7 +735,10 @@ def test_streams_are_refused_for_a_tensorrt_engine_and_checked():
         resolve_settings("m.engine", streams=2, environ={})
     with pytest.raises(InputError, match="streams must be a positive integer"):
         resolve_settings("m.onnx", streams=0, environ={})
-    assert resolve_settings("m.onnx", provider="openvino", streams=2, environ={}).streams == 2
+    assert resolve_settings("m.onnx", provider="openvino", streams=2, threads=2, environ={}).streams == 2
+    for provider in ("cpu", "openvino"):  # a stream without a thread of its own would only oversubscribe
+        with pytest.raises(InputError, match="--streams 3 is more than the 2 threads"):
+            resolve_settings("m.onnx", provider=provider, streams=3, threads=2, environ={})
 
 
 @pytest.mark.parametrize("provider", ["cpu", "openvino"])

@@ -207,7 +207,7 @@ def test_loadtest_compare_measures_serving_variants_side_by_side(cli_runner, tin
     in the server's own /metadata), the common --serve-arg going to all."""
     out = tmp_path / "variants.json"
     result = invoke(cli_runner, ["loadtest", "--compare", tiny_onnx, "--variant", "", "--variant", "--streams 2",
-                                 "--variant", "--max-batch 4  --streams 2", "--serve-arg=--no-audio", "--max", "1",
+                                 "--variant", "--max-batch 4  --streams 2", "--serve-arg=--no-audio", "--serve-arg=--threads=2", "--max", "1",
                                  "--step-seconds", "0.3", "--interleave", "--json", out])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]

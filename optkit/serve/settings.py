@@ -117,6 +117,10 @@ class ServeSettings:
         if Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES and self.provider != "tensorrt":
             raise InputError(f"{Path(self.artifact).name} is a TensorRT engine: it runs on tensorrt, "
                              f"not {self.provider}")
+        cpu_threads = self.threads or os.cpu_count() or 1
+        if self.streams > cpu_threads and self.provider in ("cpu", "openvino"):
+            raise InputError(f"--streams {self.streams} is more than the {cpu_threads} threads the runtime gets "
+                             f"({'--threads' if self.threads else 'CPU count'}): each stream needs a thread of its own")
         if self.streams > 1 and not supports_streams(self.artifact, self.provider):
             raise InputError(f"{Path(self.artifact).name}: a TensorRT engine runs one inference at a time (one "
                              "execution context); serve it with --streams 1, or run more --workers")
