@@ -372,13 +372,10 @@ class InferenceEngine:
         if head in PROBABILITY_OPS:
             return "probability"
         origin = f"it is computed by {head}" if head else "its graph cannot be read here"
-        rng = np.random.default_rng(0)
-        values = []
-        for _ in range(RANGE_CHECK_SAMPLES):
-            shape = (1, *self.sample_shape)
-            x = (rng.standard_normal(shape) if np.issubdtype(np.dtype(self.input_dtype), np.floating)
-                 else rng.integers(0, 4, size=shape)).astype(self.input_dtype)  # small ids, as feeds.random_feed
-            values.append(np.asarray(self.runner.infer({self.input_name: x})[self.output_name], np.float64).ravel())
+        from optkit.feeds import random_feed
+
+        values = [np.asarray(self.runner.infer(random_feed(self.runner.inputs, batch=1, seed=i))[self.output_name],
+                             np.float64).ravel() for i in range(RANGE_CHECK_SAMPLES)]
         v = np.concatenate(values)
         outside = v[(v < -RANGE_SLACK) | (v > 1 + RANGE_SLACK) | ~np.isfinite(v)]
         if outside.size:
