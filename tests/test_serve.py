@@ -685,9 +685,9 @@ def test_streams_run_requests_at_the_same_time(tiny_onnx):
 
     try:
         preds = asyncio.run(two_at_once())
-        assert engine.in_flight == 0 and engine.batches_run == 2
     finally:
-        engine.close()
+        engine.close()  # joins the inference threads: each lowers in_flight after answering its request
+    assert engine.in_flight == 0 and engine.batches_run == 2
     assert all(isinstance(p, Prediction) and p.batch_size == 1 for p in preds)
     assert len(rec.threads) == 2
 
