@@ -16,7 +16,6 @@ startup event), on a worker thread so a long model load never blocks the event l
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from optkit.lazy import lazy_import
 from optkit.serve.engine import InferenceEngine, NotReady, Overloaded
 from optkit.serve.metrics import CONTENT_TYPE, ServeMetrics
 from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
+from optkit.serve.server import frozen_gc
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
 
 ENDPOINTS = ("/verify", "/health", "/ready", "/metadata", "/metrics")
@@ -146,16 +146,13 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
                       "model_version": engine.info["model_version"]})
         holder["engine"] = engine
         # Everything alive now (the model, the app, every imported module) lives as long as the
-        # service: move it out of the garbage collector's reach, so a full collection while serving
-        # scans only request garbage. Measured with gc callbacks under `optkit loadtest` (bundled
-        # model): 36-41 ms gen-2 pauses in a server during the load before, none after; each pause
-        # delays every request in flight. gc.freeze is the standard library's tool for this.
-        gc.collect()
-        gc.freeze()
+        # service: out of the garbage collector's reach, a full collection while serving scans only
+        # request garbage (each pause delays every request in flight); an app run in-process (tests,
+        # an embedding program) leaves the collector as it was.
         try:
-            yield
+            with frozen_gc():
+                yield
         finally:
-            gc.unfreeze()  # an app run in-process (tests, an embedding program) leaves the GC as it was
             holder["engine"] = None
             await asyncio.to_thread(engine.close)
 
