@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from click.testing import CliRunner  # noqa: E402
 
 from optkit.cli import cli  # noqa: E402
-from optkit.reference import Reference, save_reference  # noqa: E402
+from optkit.verification.reference import Reference, save_reference  # noqa: E402
 
 RUNNER = CliRunner()
 RESULTS: dict[str, dict[str, Any]] = {}
@@ -227,7 +227,7 @@ def calibration(work: Path) -> None:
 
 def references(work: Path) -> None:
     model, good, x = tiny(work)
-    from optkit.reference import load_reference
+    from optkit.verification.reference import load_reference
 
     ref = load_reference(good)
     y = ref.outputs["y"]
@@ -339,7 +339,7 @@ def paths(work: Path) -> None:
         ("run -o under a file", ["run", recipe, "-o", d / "afile" / "o", "--no-verify"], (1,), None),
         ("run -o new nested", ["run", recipe, "-o", d / "o1" / "o2", "--no-verify"], (0,), d / "o1" / "o2" / "export.onnx"),
     ]
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     input_sha = sha256_file(model_copy)
     for name, argv, allowed, must_exist in cases:
@@ -469,7 +469,7 @@ def concurrency(work: Path) -> None:
     out = d / "out--wait"
     other = d / "other.yaml"
     other.write_text(recipe.read_text().replace("name: killme", "name: other"))
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     before = {p.name: sha256_file(p) for p in out.iterdir() if p.is_file()}
     res = subprocess.run(run_cmd(other, out), capture_output=True, text=True, env=_env(tmpdir), cwd=str(d))
@@ -488,7 +488,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from optkit.sysinfo import collect
+    from optkit.runtime.sysinfo import collect
 
     work = Path(tempfile.mkdtemp(prefix="attack-"))
     old_tmp = tempfile.tempdir

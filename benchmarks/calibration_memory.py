@@ -69,8 +69,8 @@ def child(args: argparse.Namespace) -> None:
     """One method: pre-process + calibrate; prints one JSON line."""
     import numpy as np
 
-    from optkit import calibration
-    from optkit.data import load_samples, random_samples
+    from optkit.quantization import calibration
+    from optkit.data.samples import load_samples, random_samples
     from optkit.passes.quantize_int8 import preprocess
 
     shape = (1, 40, 241)
@@ -161,7 +161,7 @@ def main() -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from optkit.fileio import write_json_atomically
+    from optkit.common.fileio import write_json_atomically
 
     write_json_atomically(out, payload)
     print(f"wrote {out}", file=sys.stderr)

@@ -3,7 +3,7 @@
 On ``voice-resnet-seed`` (the production-size model) with 256 samples of calibration_data/calib:
 
 - plain: ONNX Runtime fp32 (the pre-processed model, batch 1, one run per sample);
-- stats: :class:`optkit.calib_stats.StatsCollector` (one session over the augmented model), then
+- stats: :class:`optkit.quantization.calib_stats.StatsCollector` (one session over the augmented model), then
   the ranges of all four methods (minmax, percentile, entropy, mse) from those statistics.
 
 Both run interleaved in blocks of ``--block`` samples (plain block, stats block, ...) in one
@@ -75,9 +75,9 @@ def main() -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from optkit import calib_stats
-    from optkit.data import load_samples, random_samples
-    from optkit.sysinfo import cpu_info
+    from optkit.quantization import calib_stats
+    from optkit.data.samples import load_samples, random_samples
+    from optkit.runtime.sysinfo import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}; int8: {cpu.int8_acceleration()}; load average {os.getloadavg()}", flush=True)
@@ -162,7 +162,8 @@ def compare_ort(pre: Path, x, args: argparse.Namespace) -> None:
     alternated twice so load changes hit both."""
     import tempfile
 
-    from optkit import calib_stats, calibration
+    from optkit.quantization import calib_stats
+    from optkit.quantization import calibration
 
     times: dict[str, list[float]] = {"ort_entropy": [], "optkit_all_methods": []}
     for _ in range(2):

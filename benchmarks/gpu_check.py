@@ -1,4 +1,4 @@
-"""Python half of benchmarks/gpu_check.sh: optkit.gpu status, and PyTorch CUDA latency/accuracy.
+"""Python half of benchmarks/gpu_check.sh: optkit.runtime.gpu status, and PyTorch CUDA latency/accuracy.
 
     python benchmarks/gpu_check.py status --out gpu_check_out/gpu_status.json
     python benchmarks/gpu_check.py torch  --out gpu_check_out/torch_cuda.json [--model voice-resnet-seed]
@@ -34,7 +34,7 @@ REFERENCE_USER_MS = {"ort_cpu_ep": 102.4, "ort_cuda_ep": 22.4, "ort_tensorrt_ep"
 def _write_json(path: str | None, obj: Any) -> None:
     if not path:
         return
-    from optkit.fileio import write_json_atomically
+    from optkit.common.fileio import write_json_atomically
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomically(path, obj)
@@ -42,7 +42,7 @@ def _write_json(path: str | None, obj: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from optkit.gpu import gpu_status
+    from optkit.runtime.gpu import gpu_status
 
     st = gpu_status()
     for key in ("cpu", "cuda", "tensorrt", "tensorrt-engine"):
@@ -148,7 +148,7 @@ def cmd_torch(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("status", help="print optkit.gpu.gpu_status()")
+    s = sub.add_parser("status", help="print optkit.runtime.gpu.gpu_status()")
     s.add_argument("--out")
     t = sub.add_parser("torch", help="PyTorch CUDA latency and CUDA-vs-CPU accuracy of a zoo model")
     t.add_argument("--model", default="voice-resnet-seed")

@@ -6,7 +6,7 @@
 #
 # Prints the nvidia-smi summary and versions, checks that optkit's GPU modules import without
 # tensorrt/onnxruntime-gpu/polygraphy, runs `pytest -m gpu tests/test_gpu_device.py`, prints
-# optkit.gpu.gpu_status(), and measures PyTorch CUDA latency (fp32 / fp16 autocast, batch 1 and 8)
+# optkit.runtime.gpu.gpu_status(), and measures PyTorch CUDA latency (fp32 / fp16 autocast, batch 1 and 8)
 # and CUDA-vs-CPU output differences of the voice-resnet-seed model.
 # Outputs go to $OUT if set (the device tool returns that folder), else ./gpu_check_out/.
 # Environment: PYTHON (default python3), GPU_CHECK_MODEL (default voice-resnet-seed).
@@ -63,7 +63,7 @@ EOF
 section "optkit GPU modules import without heavy dependencies"
 "$PY" -c "
 import sys
-import optkit, optkit.gpu, optkit.engine_meta, optkit.runners, optkit.runners.tensorrt, optkit.runners.onnxruntime
+import optkit, optkit.runtime.gpu, optkit.runtime.engine_meta, optkit.runtime.registry, optkit.runtime.tensorrt, optkit.runtime.onnxruntime
 import optkit.passes.build_engine, optkit.cli, optkit.cli.engine_cmd
 heavy = sorted({'torch', 'onnxruntime', 'tensorrt', 'polygraphy', 'onnx'} & set(sys.modules))
 print('imported heavy modules:', heavy or 'none', '->', 'OK' if not heavy else 'PROBLEM')
@@ -78,7 +78,7 @@ else
     echo "pytest is not installed here: skipped (pip install pytest to run tests/test_gpu_device.py)"
 fi
 
-section "optkit.gpu.gpu_status()"
+section "optkit.runtime.gpu.gpu_status()"
 timeout 45 "$PY" benchmarks/gpu_check.py status --out "$OUT_DIR/gpu_status.json" || echo "status failed (rc=$?)"
 
 section "PyTorch CUDA latency and CUDA-vs-CPU accuracy: $MODEL"

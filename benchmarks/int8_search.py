@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from optkit.sysinfo import cpu_info
+    from optkit.runtime.sysinfo import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}; int8: {cpu.int8_acceleration()}; load average {os.getloadavg()}", flush=True)

@@ -37,7 +37,7 @@ def main() -> int:
                          "randomly chosen step starts (export, simplify, int8, fp16, verify)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from optkit.sysinfo import collect
+    from optkit.runtime.sysinfo import collect
 
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="kill-runs-"))

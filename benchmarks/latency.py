@@ -29,11 +29,11 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from optkit import bench as bench_lib  # noqa: E402
-from optkit.errors import OptkitError  # noqa: E402
-from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
-from optkit.runners.base import Runner  # noqa: E402
-from optkit.onnx_utils import TensorSpec  # noqa: E402
+from optkit.runtime import bench as bench_lib  # noqa: E402
+from optkit.common.errors import OptkitError  # noqa: E402
+from optkit.common.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
+from optkit.runtime.base import Runner  # noqa: E402
+from optkit.model.onnx_utils import TensorSpec  # noqa: E402
 
 MODELS = ("voice-resnet", "voice-resnet-seed")
 INPUT_NAME, OUTPUT_NAME = "input_mfcc", "output_wvp"
@@ -123,7 +123,7 @@ def calibration_source(calibration: str | None, samples: int) -> tuple[str | Non
 
 
 def _calibration_array(calib: str | None, samples: int) -> np.ndarray:
-    from optkit.data import load_samples, random_samples
+    from optkit.data.samples import load_samples, random_samples
 
     if calib is None:
         return random_samples(samples, SAMPLE_SHAPE, seed=123).x
@@ -144,7 +144,7 @@ def prepare(model: str, work: Path, calib: str | None, samples: int,
     output directory, so a step is rebuilt exactly when its cache key changes (pass config,
     parent sha256, model sources, calibration data, tool versions) - the same rule as `optkit run`.
     fp32 and fp16 always; the int8 form of each of ``int8_targets``."""
-    from optkit.recipe import Recipe, Step, run_recipe
+    from optkit.pipeline.recipe import Recipe, Step, run_recipe
 
     d = work / model
     d.mkdir(parents=True, exist_ok=True)
@@ -187,8 +187,8 @@ def prepare(model: str, work: Path, calib: str | None, samples: int,
 
 # -- measurement --------------------------------------------------------------------------------
 def bench_items(work: Path, model: str, threads: int, torch_baseline: bool) -> list[bench_lib.BenchItem]:
-    from optkit.runners.onnxruntime import OnnxRuntimeRunner
-    from optkit.runners.openvino import OpenVINORunner
+    from optkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from optkit.runtime.openvino import OpenVINORunner
 
     d = work / model
     items = [

@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    from optkit.sysinfo import cpu_info, usable_cpus
+    from optkit.runtime.sysinfo import cpu_info, usable_cpus
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}, {usable_cpus()} usable cores", flush=True)

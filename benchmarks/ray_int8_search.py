@@ -45,8 +45,8 @@ def one(mode: str, workers: int, out_dir: Path) -> dict:
     sys.path.insert(0, str(ROOT))
     import contextlib
 
-    from optkit.artifact import Artifact
-    from optkit.distributed import RayExecutor, calibration_on, ray_session
+    from optkit.model.artifact import Artifact
+    from optkit.pipeline.distributed import RayExecutor, calibration_on, ray_session
     from optkit.passes import get_pass
     from optkit.passes.quantize_int8 import QuantizeInt8Config
 
@@ -88,7 +88,7 @@ def main() -> None:
         Path(args.result).write_text(json.dumps(one(args.one, args.workers, run / args.one)))
         return
     sys.path.insert(0, str(ROOT))
-    from optkit.sysinfo import cpu_info
+    from optkit.runtime.sysinfo import cpu_info
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}; int8: {cpu.int8_acceleration()}; load average {os.getloadavg()}", flush=True)

@@ -45,7 +45,7 @@ def peak_rss_mib() -> float:
 def make_reference(work: Path, samples: int, data: str = "npz", shard_size: int = 256) -> Path:
     import numpy as np
 
-    from optkit.reference import Reference, load_reference, reference_path_for, save_reference
+    from optkit.verification.reference import Reference, load_reference, reference_path_for, save_reference
 
     model = work / "voice-resnet.onnx"
     if not model.exists():
@@ -62,7 +62,7 @@ def make_reference(work: Path, samples: int, data: str = "npz", shard_size: int 
     if data == "npz":
         save_reference(big, Reference({k: tile(v) for k, v in ref.inputs.items()}, outputs, labels, ref.meta))
         return big
-    from optkit.datasource import open_samples, write_shard
+    from optkit.data.source import open_samples, write_shard
 
     (name, x), = ref.inputs.items()
     folder = work / f"shards{samples}"
@@ -76,9 +76,9 @@ def make_reference(work: Path, samples: int, data: str = "npz", shard_size: int 
 
 
 def one(mode: str, work: Path, samples: int, workers: int, shards: int, report: Path, data: str = "npz") -> dict:
-    from optkit.distributed import RayExecutor, ray_session
-    from optkit.reference import load_reference
-    from optkit.verify import verify_artifacts
+    from optkit.pipeline.distributed import RayExecutor, ray_session
+    from optkit.verification.reference import load_reference
+    from optkit.verification.verify import verify_artifacts
 
     ref = load_reference(make_reference(work, samples, data))
     model = work / "voice-resnet.onnx"
@@ -140,7 +140,7 @@ def main() -> None:
                              args.data[0])))
         return
 
-    from optkit.sysinfo import cpu_info, usable_cpus
+    from optkit.runtime.sysinfo import cpu_info, usable_cpus
 
     cpu = cpu_info()
     print(f"CPU: {cpu.model}, {usable_cpus()} usable cores, int8: {cpu.int8_acceleration()}", flush=True)

@@ -51,11 +51,11 @@ for p in (str(REPO), str(HERE)):
 
 import latency as prep  # noqa: E402  (artifact preparation shared with the latency benchmark)
 
-from optkit import bench as bench_lib  # noqa: E402
-from optkit import loadtest as lt  # noqa: E402
-from optkit import sysinfo  # noqa: E402
-from optkit.errors import OptkitError  # noqa: E402
-from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
+from optkit.runtime import bench as bench_lib  # noqa: E402
+from optkit.serve import loadtest as lt  # noqa: E402
+from optkit.runtime import sysinfo  # noqa: E402
+from optkit.common.errors import OptkitError  # noqa: E402
+from optkit.common.fileio import check_output_path, write_json_atomically, write_text_atomically  # noqa: E402
 from optkit.serve.server import ServerProcess  # noqa: E402
 
 THREADS = 2  # the CPU targets are for a 2-core machine; --gpu uses every usable core for its CPU service
@@ -135,7 +135,7 @@ def inprocess_throughput(model_dir: Path, rounds: int, seconds: float, quick: bo
 
     import numpy as np
 
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     bases = THROUGHPUT_BASES[:1] if quick else THROUGHPUT_BASES
     runners, cases = {}, []
@@ -192,7 +192,7 @@ def log(msg: str) -> None:
 def bench_minima(model_dir: Path, configs: list[tuple], iterations: int,
                  threads: int = THREADS) -> dict[str, dict[str, float]]:
     """In-process latency of every (artifact, runtime), interleaved, back-to-back calls."""
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     items, seen = [], set()
     for _, art, provider, _ in configs:

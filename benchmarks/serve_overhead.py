@@ -22,12 +22,12 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from optkit import loadtest as lt  # noqa: E402
-from optkit import sysinfo  # noqa: E402
-from optkit.errors import OptkitError  # noqa: E402
-from optkit.fileio import check_output_path, write_json_atomically  # noqa: E402
+from optkit.serve import loadtest as lt  # noqa: E402
+from optkit.runtime import sysinfo  # noqa: E402
+from optkit.common.errors import OptkitError  # noqa: E402
+from optkit.common.fileio import check_output_path, write_json_atomically  # noqa: E402
 from optkit.serve.server import ServerProcess  # noqa: E402
-from optkit.workspace import work_dir  # noqa: E402
+from optkit.common.workspace import work_dir  # noqa: E402
 
 SHAPE = (1, 40, 241)  # the MFCC window of the reference model
 

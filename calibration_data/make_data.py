@@ -46,8 +46,8 @@ sys.path.insert(0, str(HERE))
 import speech  # noqa: E402  (helper module beside this script)
 from speech import ClipSpec, render as render_clip  # noqa: E402
 
-from optkit import features  # noqa: E402
-from optkit.fileio import atomic_output  # noqa: E402
+from optkit.data import features  # noqa: E402
+from optkit.common.fileio import atomic_output  # noqa: E402
 
 SPLIT_IDS = {"train": 1, "holdout": 2, "val": 3, "calib": 4}
 
@@ -132,7 +132,7 @@ def _eval_job(args: tuple[ClipSpec, str]) -> np.ndarray:
 
 def render_shard(specs: list[ClipSpec]) -> bytes:
     """One validation shard (x, y, group) as .npz bytes; deterministic given the specs."""
-    from optkit.datasource import shard_bytes
+    from optkit.data.source import shard_bytes
 
     try:  # one BLAS thread per worker: measured, OpenBLAS's threads on the front end's small
         # matrix products made one worker 2x slower and use 2x the CPU (threadpoolctl comes with
@@ -156,7 +156,7 @@ def _render_val_shards(specs: list[ClipSpec], out: Path, shard_size: int, jobs: 
                        t0: float) -> int:
     """Render ``specs`` into ``out``/val-NNNNN.npz, ``shard_size`` clips per shard, on ``jobs``
     local processes or on Ray; the driver writes every shard atomically as it comes back."""
-    from optkit.fileio import write_bytes_atomically
+    from optkit.common.fileio import write_bytes_atomically
 
     pieces = [specs[a : a + shard_size] for a in range(0, len(specs), shard_size)]
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def _render_val_shards(specs: list[ClipSpec], out: Path, shard_size: int, jobs: 
         print(f"{names[i]}: {len(pieces[i])} clips ({done}/{len(pieces)} shards, {time.time() - t0:.0f} s)", flush=True)
 
     if ray_address is not None:
-        from optkit.distributed import ray_session
+        from optkit.pipeline.distributed import ray_session
 
         with ray_session(ray_address) as ray:
             # speech.py and this script are not an installed package: ship their code with the
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ["audio/val", "audio/calib"]:
         (build / sub).mkdir(parents=True, exist_ok=True)
     (args.out_dir / "calib").mkdir(parents=True, exist_ok=True)
-    from optkit.fileio import write_json_atomically
+    from optkit.common.fileio import write_json_atomically
 
     write_json_atomically(build / "specs.json", {k: [asdict(s) for s in v] for k, v in specs.items()})
 

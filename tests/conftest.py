@@ -28,7 +28,7 @@ def export_tiny(path: Path, seed: int = 0, n_ref: int = 16) -> Path:
     """Export the tiny model to ``path`` and write ``<stem>.reference.npz`` beside it."""
     import torch
 
-    from optkit.reference import Reference, reference_path_for, save_reference
+    from optkit.verification.reference import Reference, reference_path_for, save_reference
 
     model = build_tiny_voice_model(seed)
     x = torch.randn(2, *TINY_SHAPE)
@@ -55,7 +55,7 @@ def tiny_onnx(tiny_onnx_session: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny fp32 model (and its reference) in the test's tmp dir."""
     import shutil
 
-    from optkit.reference import reference_path_for
+    from optkit.verification.reference import reference_path_for
 
     dst = tmp_path / "tiny.onnx"
     shutil.copy(tiny_onnx_session, dst)
@@ -79,7 +79,7 @@ def ray_local():
     """A local Ray instance (2 CPUs, loopback) for one test module, shut down after it (the
     two-node cluster test runs `ray stop`, so no Ray instance may outlive its module)."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
-    from optkit.distributed import ray_session
+    from optkit.pipeline.distributed import ray_session
 
     with ray_session("local", num_cpus=2) as r:
         yield r

@@ -123,7 +123,7 @@ def make_fake_tensorrt(
         def parse_from_file(self, path: str) -> bool:
             import onnx
 
-            from optkit.onnx_utils import io_specs, model_precision
+            from optkit.model.onnx_utils import io_specs, model_precision
 
             rec.parsed = path
             model = onnx.load(path)
@@ -267,7 +267,7 @@ def install(monkeypatch: Any, trt: types.ModuleType, device: dict[str, Any] | No
     """Make ``import tensorrt`` return ``trt`` and the CUDA probe report ``device``."""
     import sys
 
-    from optkit import gpu
+    from optkit.runtime import gpu
 
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(gpu, "cuda_device", lambda index=0: dict(device or FAKE_DEVICE))

@@ -113,7 +113,7 @@ def normal_run(recipe: Path, out: Path, tmpdir: Path) -> subprocess.CompletedPro
 def problems(out: Path, tmpdir: Path) -> list[str]:
     """What is wrong with a finished output directory ([] = nothing): the manifest must describe
     every file there with a matching sha256, and no temporary or partial file may remain."""
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     found: list[str] = []
     manifest = json.loads((out / "manifest.json").read_text())["artifacts"]

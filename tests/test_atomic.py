@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from optkit.errors import InputError
-from optkit.fileio import atomic_output, write_json_atomically
+from optkit.common.errors import InputError
+from optkit.common.fileio import atomic_output, write_json_atomically
 
 
 def test_success_renames_into_place(tmp_path):

@@ -1,4 +1,4 @@
-"""optkit.bench (statistics, interleaving, report) and the ``optkit bench`` command."""
+"""optkit.runtime.bench (statistics, interleaving, report) and the ``optkit bench`` command."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit import bench as bench_lib
-from optkit.errors import InputError
-from optkit.onnx_utils import TensorSpec
-from optkit.runners.base import Runner
+from optkit.runtime import bench as bench_lib
+from optkit.common.errors import InputError
+from optkit.model.onnx_utils import TensorSpec
+from optkit.runtime.base import Runner
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def test_cli_bench_unknown_provider_is_usage_error(cli_runner, tiny_onnx):
 
 
 def test_cli_bench_cuda_on_cpu_only_machine(cli_runner, tiny_onnx, tmp_path):
-    from optkit.runners.onnxruntime import available_providers
+    from optkit.runtime.onnxruntime import available_providers
 
     if "CUDAExecutionProvider" in available_providers():
         pytest.skip("this machine has the CUDA provider")

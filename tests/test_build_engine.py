@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import fake_tensorrt
 from conftest import invoke, listdir_names
-from optkit.artifact import Artifact
-from optkit.errors import InputError, MissingDependency, PassFailed, RecipeError, RuntimeUnavailable
+from optkit.model.artifact import Artifact
+from optkit.common.errors import InputError, MissingDependency, PassFailed, RecipeError, RuntimeUnavailable
 from optkit.passes import get_pass
 from optkit.passes import build_engine as be
 
@@ -93,7 +93,7 @@ def test_skip_does_not_hide_bad_input(tmp_path, no_tensorrt):
 
 
 def test_gpu_without_tensorrt_says_tensorrt_is_missing(cli_runner, tiny_onnx, no_tensorrt, monkeypatch):
-    from optkit import gpu
+    from optkit.runtime import gpu
 
     monkeypatch.setattr(gpu, "cuda_device", lambda index=0: dict(fake_tensorrt.FAKE_DEVICE))
     res = invoke(cli_runner, ["build-engine", tiny_onnx, "-o", tiny_onnx.parent / "m.engine"])
@@ -238,7 +238,7 @@ def test_parse_size_rejects(text):
 
 
 def test_input_profiles_default_and_explicit():
-    from optkit.onnx_utils import TensorSpec
+    from optkit.model.onnx_utils import TensorSpec
 
     specs = [TensorSpec("input_mfcc", ("batch", 1, 40, 241), "float32")]
     assert be.input_profiles(specs, None) == [
@@ -334,7 +334,7 @@ def test_fake_build_wires_flags_profiles_cache_and_sidecar(cli_runner, tiny_onnx
     # TensorRT turns TF32 on by default; optkit clears it so an fp32 engine meets the fp32 gate
     assert "-TF32" in rec.builder_flags
     assert meta["network_flags"] == ["STRONGLY_TYPED"] and meta["builder_flags"] == []
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     assert meta["source_onnx_sha256"] == sha256_file(tiny_onnx) == meta["built_onnx_sha256"]
     assert meta["engine_sha256"] == sha256_file(out)
@@ -417,7 +417,7 @@ def test_fake_sidecar_failure_removes_engine(tiny_onnx, fake_build, tmp_path, mo
     tmp_path = tmp_path / "out"
     tmp_path.mkdir()
     fake_build()
-    import optkit.engine_meta as em
+    import optkit.runtime.engine_meta as em
 
     def fail(path, meta, dest=None):
         raise InputError("could not write m.engine.json: disk full")

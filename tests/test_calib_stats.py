@@ -8,8 +8,8 @@ from conftest import TINY_SHAPE
 
 onnx = pytest.importorskip("onnx")
 
-from optkit import calib_stats as cs  # noqa: E402
-from optkit.errors import InputError  # noqa: E402
+from optkit.quantization import calib_stats as cs  # noqa: E402
+from optkit.common.errors import InputError  # noqa: E402
 from optkit.passes.quantize_int8 import preprocess  # noqa: E402
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, invoke, listdir_names
-from optkit.data import SampleSet, load_samples, screen_outliers
-from optkit.errors import InputError
+from optkit.data.samples import SampleSet, load_samples, screen_outliers
+from optkit.common.errors import InputError
 
 
 def _calib(tmp_path: Path, n: int = 8, poison=None) -> Path:

@@ -43,12 +43,12 @@ def test_unknown_command_is_usage_error(cli_runner):
 
 
 def test_unexpected_exception_is_one_line(cli_runner, monkeypatch, tiny_onnx, tmp_path):
-    import optkit.verify
+    import optkit.verification.verify
 
     def boom(*a, **k):
         raise ZeroDivisionError("surprise")
 
-    monkeypatch.setattr(optkit.verify, "verify_artifacts", boom)
+    monkeypatch.setattr(optkit.verification.verify, "verify_artifacts", boom)
     res = invoke(cli_runner, ["verify", tiny_onnx, "--reference", tiny_onnx.with_name("tiny.reference.npz")])
     assert res.exit_code == 1
     assert "internal error (ZeroDivisionError: surprise)" in res.output

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from optkit.compare import Comparison, Tolerance, check_finite, output_problems
-from optkit.errors import PassFailed
+from optkit.verification.comparator import Comparison, Tolerance, check_finite, output_problems
+from optkit.common.errors import PassFailed
 
 
 def test_per_output_tolerances_and_accumulated_figures():

@@ -60,7 +60,7 @@ def test_val_and_calib_are_disjoint(val):
 
 
 def test_loads_through_optkit_data(val):
-    from optkit.data import load_samples
+    from optkit.data.samples import load_samples
 
     s = load_samples(DATA / "val.npz", sample_shape=SHAPE)
     assert len(s) == len(val["x"]) and s.y is not None

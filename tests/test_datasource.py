@@ -1,4 +1,4 @@
-"""Data directories read lazily, shard by shard (optkit.datasource), and the references that link
+"""Data directories read lazily, shard by shard (optkit.data.source), and the references that link
 them: the same outputs, statistics and reports as the same data held in one .npz, with and
 without Ray."""
 from __future__ import annotations
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, invoke
-from optkit import calib_stats, datasource
-from optkit.data import load_samples
-from optkit.datasource import open_samples, write_shard
-from optkit.errors import InputError
-from optkit.reference import load_reference
+from optkit.quantization import calib_stats
+from optkit.data import source as datasource
+from optkit.data.samples import load_samples
+from optkit.data.source import open_samples, write_shard
+from optkit.common.errors import InputError
+from optkit.verification.reference import load_reference
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
 N = 37
@@ -102,7 +103,7 @@ def test_npy_directories_of_samples_and_batches(tmp_path):
 def test_an_audio_directory_becomes_mfccs_per_shard_with_labels_from_a_csv(tmp_path, monkeypatch):
     sf = pytest.importorskip("soundfile")
     pytest.importorskip("librosa")
-    from optkit import features
+    from optkit.data import features
 
     rng = np.random.default_rng(1)
     t = np.arange(8000) / 16000
@@ -197,7 +198,7 @@ def test_a_missing_linked_data_directory_is_named_normalised(exported, data, tmp
     """The data directory of a reference linked with a relative path is named as a normalised path
     ("/x/vs", not "vsm/../vs"), and the relative link is still followed from the reference's real
     directory (through a symlink to it, after the whole tree moved)."""
-    from optkit.reference import save_reference
+    from optkit.verification.reference import save_reference
 
     d, _, _ = data
     proj = tmp_path.resolve() / "proj"
@@ -248,7 +249,7 @@ def single_stats(exported, data):
 @pytest.mark.parametrize("ray", [False, True])
 def test_calibration_statistics_of_a_shard_directory_equal_the_in_memory_ones(exported, data, single_stats, ray,
                                                                              request):
-    from optkit.distributed import RayExecutor, calibration_on, collect_stats
+    from optkit.pipeline.distributed import RayExecutor, calibration_on, collect_stats
 
     d, _, _ = data
     lazy = open_samples(d / "shards", TINY_SHAPE).array()
@@ -260,8 +261,8 @@ def test_calibration_statistics_of_a_shard_directory_equal_the_in_memory_ones(ex
 
 
 def test_a_ray_worker_that_cannot_find_the_data_says_what_a_cluster_needs(exported, data, tmp_path, ray_local):
-    from optkit.distributed import RayExecutor
-    from optkit.verify import verify_artifacts
+    from optkit.pipeline.distributed import RayExecutor
+    from optkit.verification.verify import verify_artifacts
 
     d, _, _ = data
     moved = tmp_path / "shards"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import export_tiny, invoke
-from optkit.distributed import RayExecutor, shard_bounds
-from optkit.reference import load_reference, reference_path_for
-from optkit.verify import verify_artifacts
+from optkit.pipeline.distributed import RayExecutor, shard_bounds
+from optkit.verification.reference import load_reference, reference_path_for
+from optkit.verification.verify import verify_artifacts
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
 

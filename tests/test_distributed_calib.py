@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, export_tiny
-from optkit import calib_stats
-from optkit.distributed import RayExecutor, calibration_on, collect_stats
+from optkit.quantization import calib_stats
+from optkit.pipeline.distributed import RayExecutor, calibration_on, collect_stats
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
 
@@ -68,7 +68,7 @@ def test_a_killed_calibration_worker_is_retried_without_double_counting(ray_loca
 def test_quantize_with_ray_makes_the_same_model(ray_local, cli_runner, tiny_onnx, calib_dir, tmp_path):
     from conftest import invoke
 
-    from optkit.calib_stats import CalibStats
+    from optkit.quantization.calib_stats import CalibStats
 
     a, b = tmp_path / "a" / "m.int8.onnx", tmp_path / "b" / "m.int8.onnx"
     a.parent.mkdir(), b.parent.mkdir()

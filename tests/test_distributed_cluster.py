@@ -15,7 +15,7 @@ import pytest
 
 from conftest import export_tiny
 from test_distributed import comparable
-from optkit.reference import reference_path_for
+from optkit.verification.reference import reference_path_for
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")

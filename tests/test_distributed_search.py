@@ -20,10 +20,10 @@ torch = pytest.importorskip("torch")
 
 from test_int8_search import CNN_SHAPE, BadlyScaledCNN, _cnn_data, _export, spread_decisions  # noqa: E402
 
-from optkit import int8_search  # noqa: E402
-from optkit.artifact import Artifact  # noqa: E402
-from optkit.distributed import RayExecutor, calibration_on  # noqa: E402
-from optkit.errors import InputError  # noqa: E402
+from optkit.quantization import int8_search  # noqa: E402
+from optkit.model.artifact import Artifact  # noqa: E402
+from optkit.pipeline.distributed import RayExecutor, calibration_on  # noqa: E402
+from optkit.common.errors import InputError  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_int8 import Int8SearchFailed, QuantizeInt8Config  # noqa: E402
 
@@ -115,8 +115,8 @@ def test_ray_search_keeps_what_the_sequential_search_keeps(ray_local, grouped, t
 
 def _context(model: Path, calib: Path, gate, work: Path):
     """A trial context as the pass makes it (pre-processed model, statistics, hold-out)."""
-    from optkit import calib_stats
-    from optkit.calibration import default_op_types
+    from optkit.quantization import calib_stats
+    from optkit.quantization.calibration import default_op_types
     from optkit.passes.quantize_int8 import preprocess, target_settings
 
     x = np.load(calib)["x"]
@@ -131,7 +131,7 @@ def _context(model: Path, calib: Path, gate, work: Path):
 
 
 def test_a_trial_that_raises_on_a_worker_is_one_clear_error(ray_local, grouped, tmp_path):
-    from optkit.verify import Gate
+    from optkit.verification.verify import Gate
 
     model, calib = grouped
     ctx = _context(model, calib, Gate(), tmp_path)  # no limits: every trial that runs passes

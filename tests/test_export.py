@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit.reference import load_reference
+from optkit.verification.reference import load_reference
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
 

@@ -12,8 +12,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from optkit.artifact import Artifact, Manifest, artifact_identity, external_data_files  # noqa: E402
-from optkit.fileio import sha256_file  # noqa: E402
+from optkit.model.artifact import Artifact, Manifest, artifact_identity, external_data_files  # noqa: E402
+from optkit.common.fileio import sha256_file  # noqa: E402
 from optkit.serve.settings import resolve_settings  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def test_inline_models_keep_the_file_sha256(tiny_onnx):
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
-    from optkit.errors import InputError
+    from optkit.common.errors import InputError
 
     path = _external(tmp_path)
     (tmp_path / "weights.bin").unlink()
@@ -74,7 +74,7 @@ def test_a_missing_weights_file_is_named(tmp_path):
 
 
 def test_the_run_cache_sees_a_changed_weights_file(tmp_path):
-    from optkit.recipe import _sha_matches
+    from optkit.pipeline.recipe import _sha_matches
 
     path = _external(tmp_path)
     art = Artifact.from_file(path)
@@ -115,7 +115,7 @@ def test_metadata_identifies_the_weights_and_matches_the_manifest(tmp_path):
 
 
 def test_bench_reports_the_whole_artifact(tmp_path):
-    from optkit.bench import _artifact_facts
+    from optkit.runtime.bench import _artifact_facts
 
     path = _external(tmp_path)
     facts = _artifact_facts(path)
@@ -125,7 +125,7 @@ def test_bench_reports_the_whole_artifact(tmp_path):
 def test_the_image_bundle_carries_the_weights(tmp_path):
     """What the Docker images copy out of MODEL_DIR: the artifact, its weights files (also in a
     subdirectory), the manifest; not the other artifacts of the directory."""
-    from optkit.artifact import bundle_files, copy_bundle
+    from optkit.model.artifact import bundle_files, copy_bundle
 
     src = tmp_path / "out"
     src.mkdir()
@@ -141,7 +141,7 @@ def test_the_image_bundle_carries_the_weights(tmp_path):
 
 
 def test_the_image_bundle_of_an_engine_takes_its_sidecar(tmp_path):
-    from optkit.artifact import bundle_files
+    from optkit.model.artifact import bundle_files
 
     (tmp_path / "model.engine").write_bytes(b"plan")
     (tmp_path / "model.engine.json").write_text("{}")
@@ -151,8 +151,8 @@ def test_the_image_bundle_of_an_engine_takes_its_sidecar(tmp_path):
 def test_the_verify_cache_sees_a_changed_weights_file(tmp_path, tiny_onnx):
     import onnx
 
-    from optkit.reference import load_reference, reference_path_for
-    from optkit.verify import verify_artifacts
+    from optkit.verification.reference import load_reference, reference_path_for
+    from optkit.verification.verify import verify_artifacts
 
     path = tmp_path / "tiny.onnx"
     onnx.save_model(onnx.load(str(tiny_onnx)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -171,7 +171,7 @@ def test_a_model_with_inline_weights_is_not_parsed_to_find_external_data(tmp_pat
     while one with external data is still parsed and its files found."""
     import onnx
 
-    from optkit.artifact import artifact_size
+    from optkit.model.artifact import artifact_size
 
     parsed: list[str] = []
     real_load = onnx.load

@@ -1,4 +1,4 @@
-"""The MFCC front end (optkit.features) and the ``optkit features`` command."""
+"""The MFCC front end (optkit.data.features) and the ``optkit features`` command."""
 from __future__ import annotations
 
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit import features
-from optkit.errors import InputError
+from optkit.data import features
+from optkit.common.errors import InputError
 
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
@@ -126,7 +126,7 @@ def test_cli_writes_one_npy_per_input(cli_runner, wav, espeak_wav, tmp_path):
     assert listdir_names(out) == {"tone.npy", "speech.npy"}
     np.testing.assert_array_equal(np.load(out / "tone.npy"), features.mfcc_from_wav(wav))
     # the folder is a valid calibration set for the model input
-    from optkit.data import load_samples
+    from optkit.data.samples import load_samples
 
     assert load_samples(out, sample_shape=(1, 40, 241)).x.shape == (2, 1, 40, 241)
 

@@ -86,7 +86,7 @@ def _clean(res) -> None:
 
 @pytest.mark.timeout(120)
 def test_mutated_models_through_verify_and_simplify(cli_runner, tmp_path):
-    from optkit.reference import Reference, save_reference
+    from optkit.verification.reference import Reference, save_reference
 
     good = _tiny_graph(tmp_path / "good.onnx")
     x = np.random.default_rng(1).standard_normal((4, 2, 6, 6)).astype(np.float32)

@@ -43,7 +43,7 @@ def torch_cuda():
 @pytest.fixture(scope="module")
 def tensorrt_gpu():
     """TensorRT + Polygraphy + a CUDA device (found by any of optkit's probes)."""
-    from optkit import gpu
+    from optkit.runtime import gpu
 
     if importlib.util.find_spec("tensorrt") is None:
         pytest.skip("tensorrt is not installed (needs NVIDIA's package index)")
@@ -58,7 +58,7 @@ def tensorrt_gpu():
 def _ort_provider_or_skip(ep: str) -> None:
     import onnxruntime as ort
 
-    from optkit import gpu
+    from optkit.runtime import gpu
 
     if ep not in ort.get_available_providers():
         pytest.skip(f"{ep} not available in onnxruntime {ort.__version__} (onnxruntime-gpu is not installed)")
@@ -81,7 +81,7 @@ def model_dir(tmp_path_factory):
 
 
 def _cpu_outputs(model, x):
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     with make_runner(model, provider="cpu") as r:
         return r.infer({"input_mfcc": x})["output_wvp"]
@@ -91,7 +91,7 @@ def _cpu_outputs(model, x):
 # needs only a CUDA PyTorch
 
 def test_gpu_status_reports_the_cuda_device(torch_cuda):
-    from optkit.gpu import gpu_status
+    from optkit.runtime.gpu import gpu_status
 
     st = gpu_status()
     dev = st["device"]
@@ -122,7 +122,7 @@ def test_build_engine_without_tensorrt_names_tensorrt_not_the_gpu(torch_cuda, mo
 
 @pytest.fixture(scope="module")
 def fp32_engine(tensorrt_gpu, model_dir):
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
 
     step = get_pass("build-engine")
@@ -133,9 +133,9 @@ def fp32_engine(tensorrt_gpu, model_dir):
 
 
 def test_engine_runs_and_matches_ort_cpu(fp32_engine, model_dir):
-    from optkit.errors import InputError
-    from optkit.reference import load_reference
-    from optkit.runners import make_runner
+    from optkit.common.errors import InputError
+    from optkit.verification.reference import load_reference
+    from optkit.runtime.registry import make_runner
 
     engine = model_dir / "tiny.engine"
     meta = json.loads((model_dir / "tiny.engine.json").read_text())
@@ -158,10 +158,10 @@ def test_engine_runs_and_matches_ort_cpu(fp32_engine, model_dir):
 
 
 def test_fp16_engine_matches_ort_cpu(tensorrt_gpu, model_dir, tmp_path):
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
-    from optkit.reference import load_reference
-    from optkit.runners import make_runner
+    from optkit.verification.reference import load_reference
+    from optkit.runtime.registry import make_runner
 
     step = get_pass("build-engine")
     out = tmp_path / "tiny.fp16.engine"
@@ -175,9 +175,9 @@ def test_fp16_engine_matches_ort_cpu(tensorrt_gpu, model_dir, tmp_path):
 
 
 def test_int8_engine_builds_and_runs(tensorrt_gpu, model_dir, tmp_path):
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     calib = tmp_path / "calib"
     calib.mkdir()
@@ -197,8 +197,8 @@ def test_int8_engine_builds_and_runs(tensorrt_gpu, model_dir, tmp_path):
 
 
 def test_real_load_failures_are_clear(fp32_engine, model_dir, tmp_path):
-    from optkit.errors import RuntimeUnavailable
-    from optkit.runners import make_runner
+    from optkit.common.errors import RuntimeUnavailable
+    from optkit.runtime.registry import make_runner
 
     # a sidecar from another TensorRT: refused before TensorRT is asked
     shutil.copy(model_dir / "tiny.engine", tmp_path / "old.engine")
@@ -230,8 +230,8 @@ def test_cli_build_engine_real(tensorrt_gpu, model_dir, cli_runner, tmp_path):
 
 def test_ort_cuda_ep_matches_cpu(model_dir):
     _ort_provider_or_skip("CUDAExecutionProvider")
-    from optkit.runners import make_runner
-    from optkit.runners.onnxruntime import ort_provider_options
+    from optkit.runtime.registry import make_runner
+    from optkit.runtime.onnxruntime import ort_provider_options
 
     x = np.random.default_rng(0).standard_normal((4, 1, 40, 241)).astype(np.float32)
     with make_runner(model_dir / "tiny.onnx", provider="cuda", **ort_provider_options("cuda")) as r:
@@ -246,8 +246,8 @@ def test_ort_cuda_ep_matches_cpu(model_dir):
 
 def test_ort_tensorrt_ep_matches_cpu(model_dir, tmp_path):
     _ort_provider_or_skip("TensorrtExecutionProvider")
-    from optkit.runners import make_runner
-    from optkit.runners.onnxruntime import ort_provider_options
+    from optkit.runtime.registry import make_runner
+    from optkit.runtime.onnxruntime import ort_provider_options
 
     opts = ort_provider_options("tensorrt", "fp32", cache_dir=tmp_path / "trt-ep", batch_range=(1, 4, 8),
                                 input_name="input_mfcc", input_shape=(1, 40, 241))

@@ -1,4 +1,4 @@
-"""ONNX Runtime CUDA / TensorRT execution providers and optkit.gpu, on CPU.
+"""ONNX Runtime CUDA / TensorRT execution providers and optkit.runtime.gpu, on CPU.
 
 Provider options are plain dicts; fallback detection is tested by replacing onnxruntime's
 get_available_providers / InferenceSession with fakes (no GPU needed)."""
@@ -11,10 +11,10 @@ import pytest
 
 import fake_tensorrt
 from conftest import invoke, listdir_names
-from optkit import gpu
-from optkit.errors import InputError, RuntimeUnavailable
-from optkit.runners import make_runner
-from optkit.runners.onnxruntime import OnnxRuntimeRunner, ort_provider_options, provider_chain
+from optkit.runtime import gpu
+from optkit.common.errors import InputError, RuntimeUnavailable
+from optkit.runtime.registry import make_runner
+from optkit.runtime.onnxruntime import OnnxRuntimeRunner, ort_provider_options, provider_chain
 
 ALL_GPU = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -157,7 +157,7 @@ def test_explicit_options_reach_the_session(tiny_onnx, fake_ort, tmp_path):
 
 @pytest.fixture
 def fp16_model(tiny_onnx, tmp_path):
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
 
     fp16 = tmp_path / "m.fp16.onnx"
@@ -175,7 +175,7 @@ def test_fp16_model_gets_fp16_flag_on_tensorrt10(fp16_model, fake_ort, monkeypat
 
 
 # ---------------------------------------------------------------------------------------------
-# optkit.gpu
+# optkit.runtime.gpu
 
 def _check_entries(status):
     for key in ("cpu", "cuda", "tensorrt", "tensorrt-engine"):
@@ -250,7 +250,7 @@ def test_cuda_device_trusts_a_cuda_torch_that_sees_no_gpu(monkeypatch):
 
 
 def test_importing_gpu_modules_pulls_no_heavy_dependency():
-    code = ("import sys, optkit.gpu, optkit.engine_meta, optkit.runners.tensorrt, optkit.runners.onnxruntime, "
+    code = ("import sys, optkit.runtime.gpu, optkit.runtime.engine_meta, optkit.runtime.tensorrt, optkit.runtime.onnxruntime, "
             "optkit.passes.build_engine, optkit.cli.engine_cmd; "
             "heavy = {'torch', 'onnxruntime', 'tensorrt', 'polygraphy', 'onnx'} & set(sys.modules); "
             "print(sorted(heavy)); sys.exit(1 if heavy else 0)")

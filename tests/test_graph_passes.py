@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import invoke, listdir_names
-from optkit.artifact import Artifact
-from optkit.errors import PassFailed
+from optkit.model.artifact import Artifact
+from optkit.common.errors import PassFailed
 from optkit.passes import get_pass
 
 

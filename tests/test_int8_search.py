@@ -13,7 +13,7 @@ from conftest import invoke, listdir_names
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 
-from optkit.artifact import Artifact  # noqa: E402
+from optkit.model.artifact import Artifact  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_int8 import Int8SearchFailed, QuantizeInt8Config  # noqa: E402
 
@@ -188,7 +188,7 @@ def test_latency_of_fp32_plain_and_chosen_in_one_run(cnn_search):
     assert "latency (onnxruntime CPU, batch 1, 5 warm-up + 30 timed rounds" in text
     assert f"chosen (trial {chosen})" in text and "of plain int8's speed-up" in text
     # report.html shows the same figures
-    from optkit.report import _search_latency
+    from optkit.release.report import _search_latency
 
     html = _search_latency(lat)
     assert html.count("<tr>") == 4 and f"chosen (trial {chosen})" in html and "plain int8 (trial 0)" in html
@@ -196,7 +196,7 @@ def test_latency_of_fp32_plain_and_chosen_in_one_run(cnn_search):
 
 def test_trials_are_printed_as_they_finish(cnn, tmp_path, monkeypatch, capsys):
     """Each trial's line reaches stderr before the next trial is judged (not only at the end)."""
-    from optkit import int8_search
+    from optkit.quantization import int8_search
 
     model, calib = cnn
     seen_before: list[str] = []
@@ -307,7 +307,7 @@ def test_lstm_reports_its_low_int8_mac_share(cli_runner, tmp_path):
 
 
 def test_reference_validation(cli_runner, tiny_onnx, calib_dir, tmp_path):
-    from optkit.reference import reference_path_for
+    from optkit.verification.reference import reference_path_for
 
     out = tmp_path / "t.int8.onnx"
     r = invoke(cli_runner, ["quantize", tiny_onnx, "-o", out, "--int8", "--calibration", calib_dir,
@@ -323,7 +323,7 @@ def test_reference_validation(cli_runner, tiny_onnx, calib_dir, tmp_path):
 
 
 def test_exclusions_never_keep_more_than_a_quarter_of_the_macs_in_float():
-    from optkit.int8_search import TrialSpec, exclusion_trials
+    from optkit.quantization.int8_search import TrialSpec, exclusion_trials
 
     base = TrialSpec("percentile ranges", "range method percentile", "percentile")
     ranked = [{"node": n} for n in ("small", "big", "tiny", "other")]
@@ -360,7 +360,7 @@ def test_labelled_data_as_reference_is_judged_against_fp32(cnn, tmp_path):
 def test_a_map_that_runs_whole_waves_ahead_keeps_what_the_sequential_search_keeps():
     """search() takes the results of a wave in queue order up to the first pass, whatever the
     map ran ahead (the Ray map runs trials in parallel): same trials, ranking and choice."""
-    from optkit.int8_search import Equalization, TrialResult, TrialSpec, search
+    from optkit.quantization.int8_search import Equalization, TrialResult, TrialSpec, search
 
     passing = {"1 sensitive node in float"}
     ran: list[str] = []
@@ -406,8 +406,8 @@ def _quantize(model, out, **cfg):
 
 
 def test_tensorrt_runs_an_excluded_conv_in_fp16(dw, tmp_path):
-    from optkit.macs import mac_breakdown
-    from optkit.onnx_utils import check_model
+    from optkit.model.macs import mac_breakdown
+    from optkit.model.onnx_utils import check_model
     import onnxruntime as ort
 
     model, calib = dw

@@ -11,9 +11,9 @@ from conftest import TINY_SHAPE, invoke
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
-from optkit.artifact import Artifact  # noqa: E402
-from optkit.errors import InputError  # noqa: E402
-from optkit.localize import localize_error  # noqa: E402
+from optkit.model.artifact import Artifact  # noqa: E402
+from optkit.common.errors import InputError  # noqa: E402
+from optkit.verification.localize import localize_error  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_fp16 import QuantizeFp16Config  # noqa: E402
 from optkit.passes.quantize_int8 import QuantizeInt8Config  # noqa: E402

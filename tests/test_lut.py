@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit import lut
-from optkit.errors import InputError
+from optkit.lesson import lut
+from optkit.common.errors import InputError
 
 TARGET = ["--activation", "sigmoid", "--x-min", "-8", "--x-max", "8", "--delta", "1/16", "--interp", "linear"]
 
@@ -148,7 +148,7 @@ def _f32_lookup(spec: lut.LutSpec, table: np.ndarray, x: np.ndarray) -> np.ndarr
 def test_onnx_lookup_computes_the_table_on_ort_and_openvino(activation, op, interp, tmp_path):
     import onnx
 
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     spec = lut.LutSpec(activation, -8, 8, 1 / 16, interp)
     table = lut.build_table(spec)
@@ -173,7 +173,7 @@ def test_onnx_lookup_computes_the_table_on_ort_and_openvino(activation, op, inte
 def xor_files(tmp_path_factory):
     torch = pytest.importorskip("torch")
     from optkit import zoo
-    from optkit.reference import Reference, reference_path_for, save_reference
+    from optkit.verification.reference import Reference, reference_path_for, save_reference
     from optkit.zoo import xor
 
     path = tmp_path_factory.mktemp("xor") / "xor.onnx"
@@ -187,7 +187,7 @@ def xor_files(tmp_path_factory):
 
 
 def test_apply_to_xor_is_verified_on_both_runtimes_and_keeps_the_decisions(xor_files, tmp_path, cli_runner):
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
     from optkit.zoo import xor
 
     src, ref = xor_files
@@ -225,7 +225,7 @@ def test_apply_replaces_silu_and_erf_gelu_patterns(tmp_path):
     torch = pytest.importorskip("torch")
     import onnx
 
-    from optkit.lut_apply import apply_and_verify
+    from optkit.lesson.lut_apply import apply_and_verify
 
     nn = torch.nn
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""MAC counting and the precision each heavy node really computes in (optkit.macs)."""
+"""MAC counting and the precision each heavy node really computes in (optkit.model.macs)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optkit.macs import describe_share, mac_breakdown
+from optkit.model.macs import describe_share, mac_breakdown
 from conftest import build_tiny_voice_model, invoke
 
 

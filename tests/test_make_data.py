@@ -48,7 +48,7 @@ def test_ray_tasks_render_the_same_shards(one_worker, tmp_path, ray_local):
 def test_the_shards_are_a_labelled_data_set_optkit_reads_lazily(one_worker):
     import numpy as np
 
-    from optkit.datasource import open_samples
+    from optkit.data.source import open_samples
 
     out, _ = one_worker
     source = open_samples(out, (1, 40, 241))

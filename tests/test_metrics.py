@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from optkit.metrics import compare_outputs, eer, json_safe, task_metrics
+from optkit.verification.task_metrics import compare_outputs, eer, json_safe, task_metrics
 
 
 def test_compare_identical_and_shifted():

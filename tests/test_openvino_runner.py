@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optkit.errors import InputError
-from optkit.reference import load_reference, reference_path_for
+from optkit.common.errors import InputError
+from optkit.verification.reference import load_reference, reference_path_for
 
 pytest.importorskip("openvino", reason="openvino is not installed")
 
-from optkit.runners import make_runner  # noqa: E402
-from optkit.runners.openvino import OpenVINORunner  # noqa: E402
+from optkit.runtime.registry import make_runner  # noqa: E402
+from optkit.runtime.openvino import OpenVINORunner  # noqa: E402
 
 
 def _ref(tiny_onnx: Path):
@@ -64,7 +64,7 @@ def test_precision_and_hint_options_are_applied(tiny_onnx):
 def test_qdq_int8_model_runs_close_to_reference(tiny_onnx, calib_dir, tmp_path):
     from onnxruntime import quantization as q
 
-    from optkit.data import load_samples
+    from optkit.data.samples import load_samples
 
     xs = load_samples(calib_dir, sample_shape=(1, 40, 241)).x
 
@@ -121,7 +121,7 @@ def test_wrong_input_shape_dtype_and_name(tiny_onnx):
 def test_missing_openvino_is_a_missing_dependency(monkeypatch, tiny_onnx):
     import sys
 
-    from optkit.errors import MissingDependency
+    from optkit.common.errors import MissingDependency
 
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     with pytest.raises(MissingDependency, match="openvino"):

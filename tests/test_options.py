@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke
-from optkit.options import MISSING, options
+from optkit.passes.config import MISSING, options
 
 COMMAND_PASSES = {"export": ["export"], "simplify": ["simplify"], "fold": ["fold"],
                   "quantize": ["quantize-int8", "quantize-fp16"], "build-engine": ["build-engine"]}

@@ -74,7 +74,7 @@ def test_wheel_carries_the_demo_and_stays_small(installed_wheel):
 def test_installed_package_finds_its_default_recipe_from_any_directory(installed_wheel, tmp_path):
     """From a directory with no recipes/, the installed package resolves and loads the demo recipe."""
     code = (
-        "from optkit.recipe import default_recipe_path, load_recipe\n"
+        "from optkit.pipeline.recipe import default_recipe_path, load_recipe\n"
         "p = default_recipe_path()\n"
         "r = load_recipe(p)\n"
         "print(p)\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit.errors import InputError, PassFailed
-from optkit.fileio import sha256_file
+from optkit.common.errors import InputError, PassFailed
+from optkit.common.fileio import sha256_file
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
 
@@ -37,7 +37,7 @@ def test_quantize_refuses_its_input_as_output(cli_runner, tiny_onnx, calib_dir, 
 
 
 def test_library_refuses_input_as_output(tiny_onnx):
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
 
     with pytest.raises(InputError, match="is the input"):
@@ -67,7 +67,7 @@ def test_failing_export_keeps_model_and_reference(tiny_onnx, monkeypatch):
     """A side file (the reference) is renamed only with the model, after the check passed."""
     from optkit.passes import get_pass
     from optkit.passes.export import Export
-    from optkit.reference import reference_path_for
+    from optkit.verification.reference import reference_path_for
 
     ref = reference_path_for(tiny_onnx)
     before = sha256_file(tiny_onnx), sha256_file(ref)
@@ -112,7 +112,7 @@ verify: {{enabled: false}}
 
 def test_old_style_run_call_goes_through_the_contract(tiny_onnx):
     """pass_.run(src, cfg, path), the interface before Pass.__call__, still checks the output."""
-    from optkit.artifact import Artifact
+    from optkit.model.artifact import Artifact
     from optkit.passes import get_pass
 
     step = get_pass("simplify")

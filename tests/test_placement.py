@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from optkit.errors import RuntimeUnavailable
-from optkit.placement import check_placement, parse_profile, summarize
+from optkit.common.errors import RuntimeUnavailable
+from optkit.runtime.placement import check_placement, parse_profile, summarize
 
 
 def _cuda_like_profile(cpu_nodes: dict[str, str]) -> list[dict]:
@@ -71,7 +71,7 @@ def test_real_cpu_profile_of_the_tiny_model(tiny_onnx, tmp_path):
 
 
 def test_unreadable_profile_is_one_clear_error(tmp_path):
-    from optkit.errors import InputError
+    from optkit.common.errors import InputError
 
     p = tmp_path / "p.json"
     p.write_text("{not json")
@@ -84,8 +84,8 @@ def test_unreadable_profile_is_one_clear_error(tmp_path):
 
 def test_runner_checks_placement_after_its_first_run(tiny_onnx, monkeypatch):
     """The runner wiring, on CPU: pretend the session asked for CUDA and got this CPU profile."""
-    from optkit.runners.onnxruntime import OnnxRuntimeRunner
-    from optkit.workspace import open_work_dir
+    from optkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from optkit.common.workspace import open_work_dir
 
     r = OnnxRuntimeRunner(tiny_onnx)
     r.activate()

@@ -11,12 +11,12 @@ from conftest import TINY_SHAPE, invoke, listdir_names
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from optkit.artifact import Artifact  # noqa: E402
-from optkit.errors import PassFailed  # noqa: E402
-from optkit.onnx_utils import model_precision  # noqa: E402
+from optkit.model.artifact import Artifact  # noqa: E402
+from optkit.common.errors import PassFailed  # noqa: E402
+from optkit.model.onnx_utils import model_precision  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_fp16 import QuantizeFp16Config  # noqa: E402
-from optkit.reference import load_reference, reference_path_for  # noqa: E402
+from optkit.verification.reference import load_reference, reference_path_for  # noqa: E402
 
 
 def fp16_cli(cli_runner, model: Path, out: Path, *extra):
@@ -291,7 +291,7 @@ def _qdq_with_shared_weight():
 def test_nodes_to_fp16_converts_only_the_named_nodes():
     import onnxruntime as ort
 
-    from optkit.onnx_utils import check_model
+    from optkit.model.onnx_utils import check_model
     from optkit.passes.quantize_fp16 import nodes_to_fp16
 
     model, w = _qdq_with_shared_weight()

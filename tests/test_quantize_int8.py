@@ -13,14 +13,14 @@ from conftest import TINY_SHAPE, invoke, listdir_names
 onnx = pytest.importorskip("onnx")
 from onnx import numpy_helper  # noqa: E402
 
-from optkit import calibration  # noqa: E402
-from optkit.artifact import Artifact  # noqa: E402
-from optkit.data import fingerprint  # noqa: E402
-from optkit.errors import InputError  # noqa: E402
-from optkit.onnx_utils import model_precision  # noqa: E402
+from optkit.quantization import calibration  # noqa: E402
+from optkit.model.artifact import Artifact  # noqa: E402
+from optkit.data.samples import fingerprint  # noqa: E402
+from optkit.common.errors import InputError  # noqa: E402
+from optkit.model.onnx_utils import model_precision  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_int8 import QuantizeInt8Config, preprocess  # noqa: E402
-from optkit.reference import load_reference, reference_path_for  # noqa: E402
+from optkit.verification.reference import load_reference, reference_path_for  # noqa: E402
 
 LIMIT = "8"  # calibration samples used by most tests (fast on 2 cores)
 
@@ -227,7 +227,7 @@ def test_cli_quantizes_and_reuses_then_invalidates_the_cache(cli_runner, tiny_on
     cache.write_bytes(b"{not npz")
     r6 = quantize_cli(cli_runner, tiny_onnx, out, calib_dir)
     assert r6.exit_code == 0 and "unreadable" in r6.output, r6.output
-    from optkit.calib_stats import CalibStats
+    from optkit.quantization.calib_stats import CalibStats
 
     assert CalibStats.load(cache).samples == 6
 
@@ -379,7 +379,7 @@ def test_output_dir_missing_or_read_only(cli_runner, tiny_onnx, calib_dir, tmp_p
 
 def test_failure_after_calibration_leaves_nothing(tiny_onnx, calib_dir, tmp_path, monkeypatch):
     """A failure in the self-check removes the model and writes no cache."""
-    from optkit.errors import PassFailed
+    from optkit.common.errors import PassFailed
     from optkit.passes import quantize_int8
 
     def boom(*a, **k):

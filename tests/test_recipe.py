@@ -53,7 +53,7 @@ def test_run_cache_and_invalidation(cli_runner, tmp_path):
     assert res.exit_code == 0, res.output
     assert "0 ran, 3 cached" in res.output and "cached: fold.onnx" in res.output
 
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     old_sim = sha256_file(out / "simplify.onnx")
     write_recipe(tmp_path, check_runs=2)  # change a simplify parameter

@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit.reference import Reference, load_reference, reference_path_for, save_reference
+from optkit.verification.reference import Reference, load_reference, reference_path_for, save_reference
 
 
 def _ref(tiny_onnx: Path) -> Reference:
@@ -65,8 +65,8 @@ def test_nan_in_reference_inputs_is_an_input_error_not_a_gate_failure(cli_runner
 
 
 def test_compare_outputs_never_skips_nan():
-    from optkit.metrics import compare_outputs
-    from optkit.verify import Gate
+    from optkit.verification.task_metrics import compare_outputs
+    from optkit.verification.verify import Gate
 
     ref = np.array([0.1, 0.9, 0.2, 0.8])
     got = np.array([0.1, np.nan, 0.2, 0.8])
@@ -165,7 +165,7 @@ def test_bad_reference_is_one_clear_line(cli_runner, tiny_onnx, tmp_path, case, 
 
 
 def test_reference_too_large_uncompressed_is_refused_before_reading(tmp_path):
-    from optkit.errors import InputError
+    from optkit.common.errors import InputError
 
     p = tmp_path / "bomb.npz"
     np.savez_compressed(p, **{"input.x": np.zeros((64, 1024, 1024), np.uint8), "output.y": np.zeros((64, 1))})
@@ -221,8 +221,8 @@ def test_report_dir_that_is_a_file(cli_runner, tiny_onnx, tmp_path):
     f.write_text("x")
     res = _verify(cli_runner, tiny_onnx, reference_path_for(tiny_onnx), "--report-dir", f)
     assert res.exit_code == 2 and "is a file" in res.output, res.output  # click's usage check
-    from optkit.errors import InputError
-    from optkit.fileio import check_output_dir
+    from optkit.common.errors import InputError
+    from optkit.common.fileio import check_output_dir
 
     with pytest.raises(InputError, match="report directory .* is a file"):
         check_output_dir(f, "report directory")

@@ -15,7 +15,7 @@ import pytest
 
 from browser import CHROMIUM, assert_rendered_report, dump_dom
 from conftest import invoke
-from optkit.reference import Reference, load_reference, save_reference
+from optkit.verification.reference import Reference, load_reference, save_reference
 
 N_REF = 48
 
@@ -66,8 +66,8 @@ def _verify(cli_runner, labelled, artifacts, out: Path, *extra):
 # -- task view ---------------------------------------------------------------------------------
 
 def test_det_curve_and_flips_by_hand():
-    from optkit.metrics import eer
-    from optkit.taskview import det_curve, flipped_samples
+    from optkit.verification.task_metrics import eer
+    from optkit.verification.taskview import det_curve, flipped_samples
 
     scores = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2])
     labels = np.array([0, 0, 1, 1, 1, 0])
@@ -173,7 +173,7 @@ def test_bench_adds_latency_and_speedup(cli_runner, labelled, tmp_path):
 # -- lineage and the int8 search, from a manifest ------------------------------------------------
 
 def test_lineage_and_int8_trials_from_the_manifest(cli_runner, labelled, tmp_path):
-    from optkit.artifact import Artifact, Manifest
+    from optkit.model.artifact import Artifact, Manifest
 
     d = tmp_path / "out"
     d.mkdir()
@@ -319,7 +319,7 @@ def test_baseline_and_limit_errors(cli_runner, labelled, tmp_path):
 
 
 def test_counterpart_matching_rules():
-    from optkit.regression import match_counterparts
+    from optkit.release.regression import match_counterparts
 
     ort, ov = {"runner": "onnxruntime[cpu]"}, {"runner": "openvino"}
 
@@ -341,8 +341,8 @@ def test_counterpart_matching_rules():
 # -- recipe keys -------------------------------------------------------------------------------
 
 def test_recipe_release_keys_are_checked(tmp_path):
-    from optkit.errors import RecipeError
-    from optkit.recipe import load_recipe
+    from optkit.common.errors import RecipeError
+    from optkit.pipeline.recipe import load_recipe
 
     head = "name: t\nmodel: voice-resnet\nsteps:\n  - pass: export\nverify:\n"
     p = tmp_path / "r.yaml"
@@ -358,7 +358,7 @@ def test_recipe_release_keys_are_checked(tmp_path):
 
 
 def test_runtime_in_words():
-    from optkit.release import precision_text, runtime_text
+    from optkit.release.view import precision_text, runtime_text
 
     ort = {"runner": "onnxruntime[cpu]", "onnxruntime": "1.23.2", "providers_in_use": ["CPUExecutionProvider"],
            "threads": 2}

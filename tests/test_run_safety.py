@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import invoke
-from optkit.fileio import sha256_file
-from optkit.workspace import OWNER_LOCK, clean_stale_work_dirs, output_lock, work_dir
+from optkit.common.fileio import sha256_file
+from optkit.common.workspace import OWNER_LOCK, clean_stale_work_dirs, output_lock, work_dir
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
 RECIPE = """\
@@ -135,7 +135,7 @@ def test_corrupted_reference_is_rebuilt(cli_runner, tmp_path, private_tmp):
     res = invoke(cli_runner, ["run", recipe, "-o", out])
     assert res.exit_code == 0, res.output
     assert "[export] running" in res.output
-    from optkit.reference import load_reference
+    from optkit.verification.reference import load_reference
 
     assert len(load_reference(ref)) == 4
     assert_manifest_matches(out)

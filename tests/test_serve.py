@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, invoke
-from optkit.errors import InputError
+from optkit.common.errors import InputError
 
 pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
 
@@ -138,7 +138,7 @@ def app_client(tiny_onnx_session, tmp_path_factory):
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from optkit.artifact import Artifact, Manifest
+    from optkit.model.artifact import Artifact, Manifest
     from optkit.serve.app import create_app
 
     d = tmp_path_factory.mktemp("served")
@@ -171,7 +171,7 @@ def test_verify_answers_probability_decision_and_latency(app_client):
 
 def test_wav_upload_goes_through_the_mfcc_front_end(app_client):
     sf = pytest.importorskip("soundfile", reason="optkit[audio] is not installed")
-    from optkit import features
+    from optkit.data import features
 
     client, model = app_client
     y = (0.1 * np.sin(np.arange(int(1.5 * 22050)) * 2 * np.pi * 220 / 22050)).astype(np.float32)
@@ -218,7 +218,7 @@ def test_bad_requests_get_a_4xx_with_a_one_line_reason(app_client, name, body, c
 
 
 def test_metadata_reports_the_artifact_the_provider_in_use_and_the_manifest_entry(app_client):
-    from optkit.fileio import sha256_file
+    from optkit.common.fileio import sha256_file
 
     client, model = app_client
     md = client.get("/metadata").json()
@@ -243,7 +243,7 @@ def test_metrics_count_requests_by_status_and_expose_queue_and_latency(app_clien
 
 # -- the engine: micro-batching -------------------------------------------------------------------
 def test_micro_batches_give_the_same_answers_as_single_calls(tiny_onnx):
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     settings = resolve_settings(tiny_onnx, max_batch=4, max_wait_ms=500, accept_audio=False, environ={})
     engine = InferenceEngine(settings)
@@ -265,7 +265,7 @@ def test_micro_batches_give_the_same_answers_as_single_calls(tiny_onnx):
 def test_micro_batching_needs_a_dynamic_batch_axis(tiny_onnx, tmp_path):
     import onnx
 
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     path = tmp_path / "fixed.onnx"
     model = onnx.load(str(tiny_onnx))
@@ -293,7 +293,7 @@ class SlowRunner:
 
     @property
     def inputs(self):
-        from optkit.onnx_utils import TensorSpec
+        from optkit.model.onnx_utils import TensorSpec
 
         return [TensorSpec("input_mfcc", ("batch", *TINY_SHAPE), "float32")]
 
@@ -328,7 +328,7 @@ def test_runtimes_that_tune_per_shape_get_only_warmed_up_batch_sizes(tiny_onnx, 
     """A batch of 3 at --max-batch 8: ORT on the CPU runs it as 3; a runtime that compiles or tunes
     per shape (OpenVINO, ORT's CUDA/TensorRT providers) runs it padded to 4, a size it warmed up,
     so no kernel search or compile happens while requests wait; the answers are the same."""
-    from optkit.serve.engine import InferenceEngine, batch_buckets
+    from optkit.serve.inference import InferenceEngine, batch_buckets
 
     rec = ShapeRecorder()
     settings = resolve_settings(tiny_onnx, provider=provider, max_batch=8, max_wait_ms=500, accept_audio=False,
@@ -358,7 +358,7 @@ def test_queue_is_bounded_in_time_as_well_as_in_count(tiny_onnx):
     start in time are refused at once (Overloaded -> 503), the rest answered; none waits longer."""
     import time
 
-    from optkit.serve.engine import InferenceEngine, Overloaded, Prediction
+    from optkit.serve.inference import InferenceEngine, Overloaded, Prediction
 
     settings = resolve_settings(tiny_onnx, max_queue=100, max_queue_wait_ms=300, accept_audio=False, environ={})
     engine = InferenceEngine(settings, runner_factory=lambda s: SlowRunner(0.2))
@@ -430,7 +430,7 @@ def test_a_logits_model_is_not_served_as_a_probability(tmp_path):
     0.5 on a logit: refused at load with the way out, unless told it is a logit."""
     from serve_models import build_user_model
 
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     path = build_user_model(tmp_path / "logits.onnx", head="logit")
     engine = InferenceEngine(resolve_settings(path, accept_audio=False, environ={}))
@@ -476,7 +476,7 @@ def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_pat
     reported; --output picks one; a wrong name or a non-probability output is one line."""
     from serve_models import build_user_model
 
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     path = build_user_model(tmp_path / "two.onnx", extra_output=True)
     with _user_client(path, accept_audio=False) as client:
@@ -546,7 +546,7 @@ def test_a_fixed_batch_other_than_one_is_refused_with_advice_that_works(tmp_path
     --max-batch 1, which fails too."""
     from serve_models import build_user_model
 
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     path = build_user_model(tmp_path / "b4.onnx", batch=4)
     engine = InferenceEngine(resolve_settings(path, max_batch=max_batch, accept_audio=False, environ={}))
@@ -581,7 +581,7 @@ class BrokenRunner(SlowRunner):
 
 
 def test_an_unexpected_failure_at_load_is_one_line(tmp_path, tiny_onnx):
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     engine = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}),
                              runner_factory=lambda s: BrokenRunner(0.0))
@@ -629,7 +629,7 @@ def test_a_load_step_runs_with_the_generator_s_objects_frozen(monkeypatch):
     import asyncio
     import gc
 
-    from optkit import loadtest as lt
+    from optkit.serve import loadtest as lt
 
     seen = []
 
@@ -671,7 +671,7 @@ class BarrierRunner(SlowRunner):
 def test_streams_run_requests_at_the_same_time(tiny_onnx):
     """--streams 2: two requests run on two inference threads at once (each call waits until the
     other is running too); with one stream the same two would meet nobody and fail."""
-    from optkit.serve.engine import InferenceEngine, Prediction
+    from optkit.serve.inference import InferenceEngine, Prediction
 
     rec = BarrierRunner(2)
     settings = resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={})
@@ -695,7 +695,7 @@ def test_streams_run_requests_at_the_same_time(tiny_onnx):
 def test_one_stream_runs_one_request_at_a_time(tiny_onnx):
     """The control for the test above: one stream never runs two calls at once, so the barrier
     breaks and each request gets the one-line inference error (no hang, no 500 in the engine)."""
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     rec = BarrierRunner(2)
     rec.barrier = __import__("threading").Barrier(2, timeout=0.3)
@@ -719,7 +719,7 @@ def test_one_stream_runs_one_request_at_a_time(tiny_onnx):
 def test_streams_share_the_admission_estimate(tiny_onnx):
     """With N streams the queue drains N batches at a time: the wait a new request is told to
     expect (admission, Retry-After) is divided accordingly."""
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     one = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}))
     two = InferenceEngine(resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={}))
@@ -748,7 +748,7 @@ def test_a_real_runner_with_two_streams_answers_concurrent_calls_correctly(tiny_
     reports the split (ORT: half the threads per call; OpenVINO: two plugin streams)."""
     import threading
 
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     if provider == "openvino":
         pytest.importorskip("openvino", reason="optkit[openvino] is not installed")

@@ -18,7 +18,7 @@ from conftest import TINY_SHAPE, invoke
 pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
 httpx = pytest.importorskip("httpx", reason="optkit[serve] is not installed")
 
-from optkit import loadtest as lt  # noqa: E402
+from optkit.serve import loadtest as lt  # noqa: E402
 from optkit.serve.server import ServerProcess  # noqa: E402
 from serve_models import build_slow_model  # noqa: E402
 

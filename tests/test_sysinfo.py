@@ -1,7 +1,7 @@
 """sysinfo: parsing /proc/cpuinfo text (given, not this machine's) and library versions."""
 from __future__ import annotations
 
-from optkit import sysinfo
+from optkit.runtime import sysinfo
 
 XEON = """\
 processor\t: 0

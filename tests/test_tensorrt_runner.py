@@ -13,11 +13,11 @@ import pytest
 
 import fake_tensorrt
 from conftest import invoke, listdir_names
-from optkit import engine_meta as em
-from optkit.errors import InputError, MissingDependency, RuntimeUnavailable
-from optkit.fileio import sha256_file
-from optkit.runners import make_runner
-from optkit.runners.tensorrt import TensorRTRunner, check_shape_in_profile
+from optkit.runtime import engine_meta as em
+from optkit.common.errors import InputError, MissingDependency, RuntimeUnavailable
+from optkit.common.fileio import sha256_file
+from optkit.runtime.registry import make_runner
+from optkit.runtime.tensorrt import TensorRTRunner, check_shape_in_profile
 
 H100 = {"tensorrt_version": "10.9.0.34", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from conftest import invoke
-from optkit.reference import Reference, load_reference, save_reference
+from optkit.verification.reference import Reference, load_reference, save_reference
 
 
 def _perturbed_copy(src, dst, delta):
@@ -142,7 +142,7 @@ def test_reference_roundtrip(tmp_path):
 
 @pytest.mark.parametrize("spec", ["int8.max_abs=0.5", "fp16.min_agreement=off"])
 def test_parse_gate_option(spec):
-    from optkit.verify import merge_gates, parse_gate_option
+    from optkit.verification.verify import merge_gates, parse_gate_option
 
     gates = merge_gates(parse_gate_option([spec]))
     prec, _, rest = spec.partition(".")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from conftest import invoke
-from optkit.fileio import sha256_file
+from optkit.common.fileio import sha256_file
 
 MODELS = Path(__file__).parent / "models" / "tiny_models.py"
 RECIPE = f"""\
@@ -65,8 +65,8 @@ def test_cached_rerun_reuses_verification_and_edited_reference_invalidates(cli_r
 
 def test_verification_key_covers_the_reference(tmp_path, tiny_onnx):
     """Library level: the same artifact against an edited reference is verified again."""
-    from optkit.reference import load_reference, reference_path_for
-    from optkit.verify import verify_artifacts
+    from optkit.verification.reference import load_reference, reference_path_for
+    from optkit.verification.verify import verify_artifacts
 
     ref_path = reference_path_for(tiny_onnx)
     cache = tmp_path / "cache"

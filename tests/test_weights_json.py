@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import invoke, listdir_names
-from optkit import weights_json as wj
-from optkit.errors import InputError
+from optkit.lesson import weights_json as wj
+from optkit.common.errors import InputError
 
 torch = pytest.importorskip("torch")
 
@@ -17,7 +17,7 @@ LAYOUTS = ("by-layer", "list", "augmented")
 
 
 def _export(model, path: Path, n_in: int, n_ref: int = 32) -> Path:
-    from optkit.reference import Reference, reference_path_for, save_reference
+    from optkit.verification.reference import Reference, reference_path_for, save_reference
 
     torch.onnx.export(model, (torch.zeros(1, n_in),), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17, dynamo=False)
@@ -102,7 +102,7 @@ def test_xor_layouts_match_the_lesson_orientation(xor_onnx, tmp_path, cli_runner
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("which", ["xor", "mlp"])
 def test_round_trip_is_exact(which, layout, xor_onnx, mlp_onnx, tmp_path, cli_runner):
-    from optkit.reference import reference_path_for
+    from optkit.verification.reference import reference_path_for
 
     src = xor_onnx if which == "xor" else mlp_onnx
     js, rebuilt = tmp_path / "w.json", tmp_path / "rebuilt.onnx"

@@ -50,7 +50,7 @@ def test_bundled_rows_are_the_lessons():
 def test_xor_recipe_keeps_all_four_decisions_in_every_artifact_on_both_runtimes(tmp_path, cli_runner):
     from conftest import invoke
 
-    from optkit.runners import make_runner
+    from optkit.runtime.registry import make_runner
 
     out = tmp_path / "xor-out"
     r = invoke(cli_runner, ["run", REPO / "recipes" / "xor.yaml", "-o", out])

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from optkit import zoo  # noqa: E402
-from optkit.errors import InputError  # noqa: E402
+from optkit.common.errors import InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CARD = REPO / "optkit" / "zoo" / "model_card.json"
@@ -64,7 +64,7 @@ def test_card_targets(card):
 
 
 def test_model_reproduces_card_metrics_on_val(card, model):
-    from optkit.data import load_samples
+    from optkit.data.samples import load_samples
     from optkit.zoo.train import predict, verification_metrics
     from optkit.zoo.voice_resnet import DECISION_THRESHOLD
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from optkit import __version__
-from optkit.errors import OptkitError
+from optkit.common.errors import OptkitError
 
 # name -> "module:function"; modules are imported only when the command is used or listed.
 COMMANDS: dict[str, str] = {
@@ -62,7 +62,7 @@ class OptkitGroup(click.Group):
         except OptkitError as exc:
             if os.environ.get("OPTKIT_DEBUG"):
                 raise
-            from optkit.options import ParameterError
+            from optkit.passes.config import ParameterError
 
             msg = str(exc)
             if isinstance(exc, ParameterError):  # name the parameter the way the user typed it: a flag

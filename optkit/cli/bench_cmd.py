@@ -7,7 +7,7 @@ from optkit.cli.common import csv_option, echo_lines
 
 
 def _providers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    from optkit.runners.registry import PROVIDERS as PROVIDER_NAMES
+    from optkit.runtime.registry import PROVIDERS as PROVIDER_NAMES
 
     names = csv_option(ctx, param, value) or ("cpu",)
     bad = [n for n in names if n not in PROVIDER_NAMES]
@@ -66,8 +66,8 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
       optkit bench model.onnx model.int8.onnx --batch 1,8 --threads 2
       optkit bench model.int8.onnx --provider cpu,openvino --idle-ms 20 --json bench.json
     """
-    from optkit import bench as bench_lib
-    from optkit.fileio import check_output_path, write_json_atomically
+    from optkit.runtime import bench as bench_lib
+    from optkit.common.fileio import check_output_path, write_json_atomically
 
     if (ov_precision or ov_hint) and "openvino" not in providers:
         raise click.UsageError("--ov-precision/--ov-hint apply to --provider openvino only")
@@ -82,7 +82,7 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
         ov_options["performance_hint"] = "none" if ov_hint.lower() == "none" else ov_hint.upper()
     items = bench_lib.make_bench_items(artifacts, providers, threads=threads, openvino_options=ov_options)
     report = bench_lib.benchmark(items, cfg, progress=lambda msg: click.echo(msg, err=True))
-    from optkit.bench_render import table_lines
+    from optkit.runtime.bench_render import table_lines
 
     echo_lines(table_lines(report))
     if json_path:

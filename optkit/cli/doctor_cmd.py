@@ -17,7 +17,7 @@ def doctor(as_json):
     """
     import json
 
-    from optkit.doctor import collect
+    from optkit.runtime.doctor import collect
 
     info = collect()
     if as_json:

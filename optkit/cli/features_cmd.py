@@ -14,13 +14,13 @@ def features(audio, output_dir):
 
     Stereo is mixed to mono and other sample rates are resampled to 16 kHz. A longer clip
     gives its centre 2.41 s; a shorter one is zero-padded at the end. Each coefficient is
-    mean-normalised over the window. See optkit/features.py for every parameter.
+    mean-normalised over the window. See optkit/data/features.py for every parameter.
 
     \b
     Example:
       optkit features speech1.wav speech2.flac -o mfcc/
     """
-    from optkit.features import write_features
+    from optkit.data.features import write_features
 
     for path in write_features(list(audio), output_dir):
         click.echo(f"wrote {path}")

@@ -3,15 +3,15 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.options import click_options, pass_command
+from optkit.passes.config import click_options, pass_command
 
 
 def _run_pass(name: str, input_path: str, output: str, params: dict) -> None:
     from pathlib import Path
 
-    from optkit.artifact import Artifact
-    from optkit.fileio import require_file
-    from optkit.onnx_utils import load_onnx
+    from optkit.model.artifact import Artifact
+    from optkit.common.fileio import require_file
+    from optkit.model.onnx_utils import load_onnx
     src_path = require_file(input_path, "ONNX model")
     load_onnx(src_path, load_weights=False)  # clear error for a corrupt file before anything else
     p, cfg = config_from_cli(name, params)

@@ -57,8 +57,8 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
       optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
       optkit loadtest --compare model.int8.onnx --variant '' --variant '--max-batch 8' --variant '--streams 2' --interleave
     """
-    from optkit import loadtest as lt
-    from optkit.fileio import check_output_path, write_json_atomically, write_text_atomically
+    from optkit.serve import loadtest as lt
+    from optkit.common.fileio import check_output_path, write_json_atomically, write_text_atomically
 
     for path in (json_path, html_path):
         if path:
@@ -74,7 +74,7 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
     if compare:
         import signal
 
-        from optkit.fileio import require_file
+        from optkit.common.fileio import require_file
 
         def interrupted(signum: int, frame: object) -> None:
             raise KeyboardInterrupt  # so the servers this command started are stopped on the way out
@@ -88,7 +88,7 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
         rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
                           interleave=interleave, variants=variants or ("",))
         if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
-            from optkit.errors import InputError
+            from optkit.common.errors import InputError
 
             raise InputError(f"no server started: {'; '.join(f'{r.key}: {r.error}' for r in rows)}")
         lines = lt.compare_lines(rows)

@@ -51,9 +51,9 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
     """
     from pathlib import Path
 
-    from optkit import lut as lutlib
+    from optkit.lesson import lut as lutlib
     from optkit.cli.common import echo_lines
-    from optkit.fileio import check_output_path, write_text_atomically
+    from optkit.common.fileio import check_output_path, write_text_atomically
 
     spec = lutlib.LutSpec(activation.strip().lower(), lutlib.parse_number(x_min), lutlib.parse_number(x_max),
                           lutlib.parse_number(delta), interp)
@@ -75,7 +75,7 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
         json_text = json.dumps(lutlib.to_json(spec, table, metrics), indent=1) + "\n"
     echo_lines(lutlib.summary_lines(metrics, spec, len(json_text.encode()) if json_text else None))
     if apply_to:
-        from optkit.lut_apply import apply_and_verify
+        from optkit.lesson.lut_apply import apply_and_verify
 
         report = apply_and_verify(spec, table, apply_to, output, reference_path=reference_path, samples=samples,
                                   providers=[p.strip() for p in provider.split(",") if p.strip()],
@@ -90,7 +90,7 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
         write_text_atomically(html_path, lutlib.render_html(spec, metrics, lutlib.delta_sweep(spec)))
         click.echo(f"wrote {html_path}")
     if apply_to and not report.passed:
-        from optkit.errors import VerificationFailed
+        from optkit.common.errors import VerificationFailed
 
         raise VerificationFailed(f"the table lookup changed {Path(apply_to).name}'s outputs beyond the gate: "
                                  + "; ".join(f for r in report.results for f in r.failures))

@@ -8,9 +8,9 @@ import click
 from click.core import ParameterSource
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.options import click_options, config_class, flag_for, options, pass_command
+from optkit.passes.config import click_options, config_class, flag_for, options, pass_command
 
-# every int8/fp16 option comes from the pass configs (optkit.options): type, default, help, choices
+# every int8/fp16 option comes from the pass configs (optkit.passes.config): type, default, help, choices
 INT8 = "optkit.passes.quantize_int8:QuantizeInt8Config"
 FP16 = "optkit.passes.quantize_fp16:QuantizeFp16Config"
 
@@ -69,8 +69,8 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
       optkit quantize model.onnx -o model.fp16.onnx --fp16 --check-data calibration_data/calib
       optkit quantize model.onnx -o model.int8.onnx --int8 --calibration big-calib/ --ray auto
     """
-    from optkit.artifact import Artifact
-    from optkit.onnx_utils import load_onnx
+    from optkit.model.artifact import Artifact
+    from optkit.model.onnx_utils import load_onnx
 
     if int8 == fp16:
         raise click.UsageError("choose exactly one of --int8 or --fp16")
@@ -86,7 +86,7 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     src = Artifact.from_file(model, kind="onnx")
     params = {k: opts[k] for k in mode_opts}
     if int8:
-        from optkit.verify import parse_gate_option
+        from optkit.verification.verify import parse_gate_option
 
         gates = parse_gate_option(list(opts["gate"]))
         other = sorted(set(gates) - {"int8"})
@@ -96,7 +96,7 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     step, cfg = config_from_cli("quantize-int8" if int8 else "quantize-fp16", params)
     from optkit.passes.quantize_int8 import Int8SearchFailed
 
-    from optkit.distributed import calibration_on, executor_for
+    from optkit.pipeline.distributed import calibration_on, executor_for
 
     if ray_address and not int8:
         raise click.UsageError("--ray goes with --int8 (it shards the calibration statistics)")

@@ -45,10 +45,10 @@ def run(recipe, out_dir, force, no_verify, ray_address, baseline, junit_path, su
     from pathlib import Path
 
     from optkit.cli.verify_cmd import failure_line, write_ci_files
-    from optkit.errors import VerificationFailed
-    from optkit.fileio import check_output_path
-    from optkit.recipe import default_recipe_path, load_recipe, run_recipe
-    from optkit.report import format_table
+    from optkit.common.errors import VerificationFailed
+    from optkit.common.fileio import check_output_path
+    from optkit.pipeline.recipe import default_recipe_path, load_recipe, run_recipe
+    from optkit.release.report import format_table
 
     t0 = time.perf_counter()
     path = Path(recipe) if recipe else default_recipe_path()

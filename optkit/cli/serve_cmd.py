@@ -74,7 +74,7 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
     """
     import os
 
-    from optkit.fileio import require_file
+    from optkit.common.fileio import require_file
     from optkit.serve.server import run_server
     from optkit.serve.settings import resolve_settings
 

@@ -4,8 +4,8 @@ import click
 
 from optkit.cli.bench_cmd import _providers
 from optkit.cli.common import ci_output_options
-from optkit.defaults import BATCH_SIZE, DECISION_THRESHOLD
-from optkit.runners.registry import PROVIDERS
+from optkit.common.defaults import BATCH_SIZE, DECISION_THRESHOLD
+from optkit.runtime.registry import PROVIDERS
 
 
 @click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
@@ -76,14 +76,14 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     """
     from pathlib import Path
 
-    from optkit.errors import VerificationFailed
-    from optkit.fileio import check_output_dir, check_output_path, ensure_output_dir, require_file
-    from optkit.reference import load_reference
-    from optkit.report import format_table, write_reports
-    from optkit.distributed import executor_for
-    from optkit.regression import make_limits, parse_max_regression, prepare_baseline
-    from optkit.release import release_view
-    from optkit.verify import merge_gates, parse_gate_option, verify_on_providers
+    from optkit.common.errors import VerificationFailed
+    from optkit.common.fileio import check_output_dir, check_output_path, ensure_output_dir, require_file
+    from optkit.verification.reference import load_reference
+    from optkit.release.report import format_table, write_reports
+    from optkit.pipeline.distributed import executor_for
+    from optkit.release.regression import make_limits, parse_max_regression, prepare_baseline
+    from optkit.release.view import release_view
+    from optkit.verification.verify import merge_gates, parse_gate_option, verify_on_providers
 
     if max_regression and not baseline:
         raise click.UsageError("--max-regression needs --baseline")
@@ -98,7 +98,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
     base = prepare_baseline(baseline, reference) if baseline else None
     if fp32_model is None:
-        from optkit.verify import precision_of
+        from optkit.verification.verify import precision_of
 
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
@@ -112,7 +112,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         )
     bench_cfg = None
     if bench:
-        from optkit.bench import BenchConfig
+        from optkit.runtime.bench import BenchConfig
 
         bench_cfg = BenchConfig(warmup=5, iterations=bench_iterations)
     release_view(report, reference, bench=bench_cfg, threads=threads, baseline=base, limits=limits,
@@ -127,7 +127,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
 
 
 def write_ci_files(report, junit_path, summary_path) -> None:  # noqa: ANN001
-    from optkit.report_ci import write_junit, write_summary
+    from optkit.release.report_ci import write_junit, write_summary
 
     if junit_path:
         click.echo(f"wrote {write_junit(report, junit_path)}")

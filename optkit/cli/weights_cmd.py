@@ -6,7 +6,7 @@ import click
 @click.command(short_help="Dense weights as JSON (three layouts), and JSON back to ONNX.")
 @click.argument("model", required=False)
 @click.option("--layout", type=click.Choice(["by-layer", "list", "augmented"]), default="by-layer",
-              show_default=True, help="JSON layout (each has a JSON Schema in optkit/schemas/).")
+              show_default=True, help="JSON layout (each has a JSON Schema in optkit/lesson/schemas/).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output file: .json for weights (default: print them), .onnx with --load.")
 @click.option("--load", "load_path", type=click.Path(dir_okay=False),
@@ -38,8 +38,8 @@ def weights(model, layout, output, load_path, state_dict, input_name, output_nam
     """
     from pathlib import Path
 
-    from optkit import weights_json as wj
-    from optkit.fileio import check_output_path, write_text_atomically
+    from optkit.lesson import weights_json as wj
+    from optkit.common.fileio import check_output_path, write_text_atomically
 
     if bool(model) == bool(load_path):
         raise click.UsageError("give either MODEL (to write its weights) or --load FILE (to read a weights file)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from optkit.errors import RecipeError
+from optkit.common.errors import RecipeError
 
 REGISTRY: dict[str, str] = {
     "export": "optkit.passes.export:Export",

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optkit.artifact import Artifact, tool_versions
-from optkit.errors import InputError, PassFailed, RecipeError
-from optkit.fileio import AtomicFiles, check_output_path, same_file
-from optkit.options import ParameterError, check_values
+from optkit.model.artifact import Artifact, tool_versions
+from optkit.common.errors import InputError, PassFailed, RecipeError
+from optkit.common.fileio import AtomicFiles, check_output_path, same_file
+from optkit.passes.config import ParameterError, check_values
 
 
 @dataclass
@@ -192,7 +192,7 @@ class Pass:
         pre = get_pass(step.pass_name)
         pre_cfg = pre.make_config(step.params, where=f"{self.name}: pre-step {pre.name}")
         if runner is None:
-            from optkit.workspace import work_dir  # lock-marked, so a killed run's copy gets cleaned
+            from optkit.common.workspace import work_dir  # lock-marked, so a killed run's copy gets cleaned
 
             work = stack.enter_context(work_dir(f"optkit-{self.name}-"))
             result = pre(src, pre_cfg, work / f"{src.path.stem}{pre.output_suffix}")

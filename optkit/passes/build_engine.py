@@ -1,7 +1,7 @@
 """build-engine: ONNX -> serialized TensorRT engine (+ sidecar JSON).
 
-The TensorRT build itself is :mod:`optkit.tensorrt_build`, the Q/DQ form check
-:mod:`optkit.qdq_form`; this module is the pass: options, the precision pre-step, the sidecar and
+The TensorRT build itself is :mod:`optkit.runtime.tensorrt_build`, the Q/DQ form check
+:mod:`optkit.quantization.qdq_form`; this module is the pass: options, the precision pre-step, the sidecar and
 the self-check of the built engine.
 
 Precision, one path for every TensorRT version (>= 10): the network is always created
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from optkit.artifact import Artifact, now_iso
-from optkit.errors import InputError, MissingDependency, PassFailed, RuntimeUnavailable
-from optkit.fileio import check_output_path, require_file, sha256_file
-from optkit.options import ParameterError, option
+from optkit.model.artifact import Artifact, now_iso
+from optkit.common.errors import InputError, MissingDependency, PassFailed, RuntimeUnavailable
+from optkit.common.fileio import check_output_path, require_file, sha256_file
+from optkit.passes.config import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult, PreStep
-from optkit.qdq_form import tensorrt_qdq_problems
-from optkit.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tests use them from here
+from optkit.quantization.qdq_form import tensorrt_qdq_problems
+from optkit.runtime.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tests use them from here
     DEFAULT_BATCH,
     build_serialized,
     format_parser_error,
@@ -80,8 +80,8 @@ class BuildEngine(Pass):
 
     def fingerprint(self, cfg: BuildEngineConfig) -> str:
         """Calibration data, TensorRT version and GPU: an engine is only valid for those."""
-        from optkit import gpu
-        from optkit.data import fingerprint as data_fingerprint
+        from optkit.runtime import gpu
+        from optkit.data.samples import fingerprint as data_fingerprint
 
         parts = [f"tensorrt={gpu.tensorrt_version()}"]
         if cfg.calibration:
@@ -92,13 +92,13 @@ class BuildEngine(Pass):
         return ";".join(parts)
 
     def side_outputs(self, cfg: BuildEngineConfig, out: Path) -> list[Path]:
-        from optkit.engine_meta import sidecar_path
+        from optkit.runtime.engine_meta import sidecar_path
 
         return [sidecar_path(out)] + ([Path(cfg.timing_cache)] if cfg.timing_cache else [])
 
     def validate(self, src: Artifact | None, cfg: BuildEngineConfig) -> None:
         """Options and the model, before TensorRT is looked for (so these errors show anywhere)."""
-        from optkit.onnx_utils import io_specs, load_onnx, model_precision
+        from optkit.model.onnx_utils import io_specs, load_onnx, model_precision
 
         if src is None:
             raise InputError("build-engine needs an ONNX model as input")
@@ -129,7 +129,7 @@ class BuildEngine(Pass):
                 )
 
     def unavailable(self, cfg: BuildEngineConfig) -> tuple[type[Exception], str] | None:
-        from optkit import gpu
+        from optkit.runtime import gpu
 
         return gpu.unavailable_reason_tensorrt()
 
@@ -141,10 +141,10 @@ class BuildEngine(Pass):
         return [PreStep("quantize-int8", {"target": "tensorrt", "calibration": str(cfg.calibration)})]
 
     def run(self, src: Artifact | None, cfg: BuildEngineConfig, out: PassOutput) -> PassResult:
-        from optkit import gpu
-        from optkit import engine_meta
-        from optkit.engine_meta import make_sidecar, sidecar_path
-        from optkit.onnx_utils import io_specs, load_onnx, model_precision
+        from optkit.runtime import gpu
+        from optkit.runtime import engine_meta
+        from optkit.runtime.engine_meta import make_sidecar, sidecar_path
+        from optkit.model.onnx_utils import io_specs, load_onnx, model_precision
 
         assert src is not None
         origin = out.origin or src
@@ -213,9 +213,9 @@ class BuildEngine(Pass):
 
 def self_check(engine_path: Path, profiles: list[dict[str, Any]], version_compatible: bool = False) -> None:
     """The engine must load, expose the model's inputs, and run one batch to finite outputs."""
-    from optkit.compare import check_finite
-    from optkit.feeds import random_feed
-    from optkit.runners.tensorrt import TensorRTRunner
+    from optkit.verification.comparator import check_finite
+    from optkit.model.feeds import random_feed
+    from optkit.runtime.tensorrt import TensorRTRunner
 
     runner = TensorRTRunner(engine_path, check_sidecar=False, allow_host_code=version_compatible)
     try:

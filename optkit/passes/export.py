@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from optkit.artifact import Artifact, tool_versions
-from optkit.defaults import BATCH_SIZE
-from optkit.errors import InputError, PassFailed, first_line
-from optkit.onnx_utils import check_model, graph_stats, load_onnx
-from optkit.options import option
+from optkit.model.artifact import Artifact, tool_versions
+from optkit.common.defaults import BATCH_SIZE
+from optkit.common.errors import InputError, PassFailed, first_line
+from optkit.model.onnx_utils import check_model, graph_stats, load_onnx
+from optkit.passes.config import option
 from optkit.passes.base import Pass, PassOutput, PassResult
-from optkit.reference import Reference, reference_path_for, save_reference
+from optkit.verification.reference import Reference, reference_path_for, save_reference
 
 SUPPORTED_OPSETS = (15, 16, 17, 18)
 
@@ -58,8 +58,8 @@ class Export(Pass):
         return [reference_path_for(out)]
 
     def fingerprint(self, cfg: ExportConfig) -> str:
-        from optkit.data import fingerprint as data_fp
-        from optkit.modelspec import source_fingerprint
+        from optkit.data.samples import fingerprint as data_fp
+        from optkit.model.modelspec import source_fingerprint
 
         fp = source_fingerprint(cfg.model, cfg.weights)
         if cfg.reference_data:
@@ -67,13 +67,13 @@ class Export(Pass):
         return fp
 
     def run(self, src: Artifact | None, cfg: ExportConfig, out: PassOutput) -> PassResult:
-        from optkit.lazy import lazy_import
+        from optkit.common.lazy import lazy_import
 
         torch = lazy_import("torch", extra="torch")
-        from optkit.data import load_samples, random_samples
-        from optkit.modelspec import load_model
-        from optkit.options import ParameterError
-        from optkit.release import InputsHasher
+        from optkit.data.samples import load_samples, random_samples
+        from optkit.model.modelspec import load_model
+        from optkit.passes.config import ParameterError
+        from optkit.release.view import InputsHasher
 
         if cfg.opset not in SUPPORTED_OPSETS:
             raise InputError(f"opset {cfg.opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")
@@ -88,7 +88,7 @@ class Export(Pass):
             if not cfg.reference_data or not Path(cfg.reference_data).is_dir():
                 raise ParameterError("reference_inputs", "{name} link needs a data directory as the reference data "
                                      "(--reference-data DIR)")
-            from optkit.datasource import open_samples
+            from optkit.data.source import open_samples
 
             samples = open_samples(cfg.reference_data, sample_shape=sample_shape)
             x, labels, source = samples.array(), samples.labels, samples.source
@@ -181,9 +181,9 @@ class Export(Pass):
 
     @staticmethod
     def _compare_with_ort(path: Path, cfg: ExportConfig, x: np.ndarray, expected: np.ndarray, label: str) -> float:
-        from optkit.compare import Comparison, Tolerance
-        from optkit.feeds import reference_batches
-        from optkit.runners.onnxruntime import OnnxRuntimeRunner
+        from optkit.verification.comparator import Comparison, Tolerance
+        from optkit.model.feeds import reference_batches
+        from optkit.runtime.onnxruntime import OnnxRuntimeRunner
 
         comparison = Comparison("the exported model", Tolerance(cfg.atol), against="PyTorch",
                                 hint="the export is not faithful (unsupported op or data-dependent control flow?)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from optkit.artifact import Artifact
-from optkit.errors import PassFailed, first_line
-from optkit.lazy import lazy_import
-from optkit.options import option
+from optkit.model.artifact import Artifact
+from optkit.common.errors import PassFailed, first_line
+from optkit.common.lazy import lazy_import
+from optkit.passes.config import option
 from optkit.passes.rewrite import GraphRewrite, RewriteConfig
 
 

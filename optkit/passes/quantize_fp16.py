@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from optkit import calibration
-from optkit.artifact import Artifact
-from optkit.errors import InputError, PassFailed, first_line
-from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, io_specs, load_onnx, model_precision
-from optkit.options import ParameterError, option
+from optkit.quantization import calibration
+from optkit.model.artifact import Artifact
+from optkit.common.errors import InputError, PassFailed, first_line
+from optkit.common.lazy import lazy_import
+from optkit.model.onnx_utils import check_model, io_specs, load_onnx, model_precision
+from optkit.passes.config import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
-from optkit.workspace import work_dir
+from optkit.common.workspace import work_dir
 
 FP16_MAX = 65504.0
 OVERFLOW_MODES = ("keep-fp32", "fail")
@@ -202,7 +202,7 @@ def nodes_to_fp16(model: Any, names: Any, what: str = "model") -> tuple[Any, lis
     """
     onnx = lazy_import("onnx")
     float16 = lazy_import("onnxconverter_common.float16")
-    from optkit.onnx_utils import QDQ_OPS
+    from optkit.model.onnx_utils import QDQ_OPS
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -355,14 +355,14 @@ class QuantizeFp16(Pass):
     tools = ("onnxconverter-common", "onnx", "onnxruntime")
 
     def fingerprint(self, cfg: QuantizeFp16Config) -> str:
-        from optkit.data import fingerprint
+        from optkit.data.samples import fingerprint
 
         return fingerprint(cfg.check_data) if cfg.check_data else ""
 
     def run(self, src: Artifact | None, cfg: QuantizeFp16Config, out: PassOutput) -> PassResult:
         onnx = lazy_import("onnx")
         float16 = lazy_import("onnxconverter_common.float16")
-        from optkit.data import load_samples, random_samples
+        from optkit.data.samples import load_samples, random_samples
 
         assert src is not None
         model = load_onnx(src.path)
@@ -445,8 +445,8 @@ class QuantizeFp16(Pass):
 
     @staticmethod
     def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:
-        from optkit.compare import Comparison
-        from optkit.runners.onnxruntime import OnnxRuntimeRunner
+        from optkit.verification.comparator import Comparison
+        from optkit.runtime.onnxruntime import OnnxRuntimeRunner
 
         comparison = Comparison("the fp16 model", hint="keep the overflowing part in fp32 with "
                                 "node_block_list/op_block_list, or check the data")

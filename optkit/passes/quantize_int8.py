@@ -5,11 +5,11 @@ release flow needs around it:
 
 - ORT's pre-processing (``quant_pre_process``: symbolic shape inference + ORT basic graph
   optimisation, the step ORT's docs recommend before quantising).
-- Calibration statistics collected once, in one streaming pass (:mod:`optkit.calib_stats`) and
+- Calibration statistics collected once, in one streaming pass (:mod:`optkit.quantization.calib_stats`) and
   cached beside the output as ``<stem>.calib.npz``; every range method is computed from them and
   handed to ``quantize_static`` through its ``calibration_cache_path`` argument (ORT's supported
   way to quantise with precomputed ranges).
-- A search until the int8 gate passes (:mod:`optkit.int8_search`): each trial is checked on
+- A search until the int8 gate passes (:mod:`optkit.quantization.int8_search`): each trial is checked on
   validation data; the one that passes is written to the output, its settings to
   ``<stem>.search.json`` (a re-run with unchanged inputs rebuilds it without searching). When no
   trial passes, the best one is written as ``<stem>.failed.onnx`` and the pass raises
@@ -54,16 +54,16 @@ from typing import Any
 
 import numpy as np
 
-from optkit.artifact import Artifact
-from optkit.errors import InputError, PassFailed, VerificationFailed, first_line
-from optkit.fileio import atomic_output, sha256_file
-from optkit.lazy import lazy_import
-from optkit import distributed
-from optkit.macs import mac_breakdown
-from optkit.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
-from optkit.options import ParameterError, option
+from optkit.model.artifact import Artifact
+from optkit.common.errors import InputError, PassFailed, VerificationFailed, first_line
+from optkit.common.fileio import atomic_output, sha256_file
+from optkit.common.lazy import lazy_import
+from optkit.pipeline import distributed
+from optkit.model.macs import mac_breakdown
+from optkit.model.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
+from optkit.passes.config import ParameterError, option
 from optkit.passes.base import Pass, PassOutput, PassResult
-from optkit.workspace import work_dir
+from optkit.common.workspace import work_dir
 
 TARGETS = ("cpu", "openvino", "tensorrt")
 
@@ -265,7 +265,7 @@ class QuantizeInt8(Pass):
         return [paths["stats"], paths["settings"], paths["failed"]]
 
     def fingerprint(self, cfg: QuantizeInt8Config) -> str:
-        from optkit.data import fingerprint
+        from optkit.data.samples import fingerprint
 
         fp = fingerprint(cfg.calibration)
         return fp + (":" + fingerprint(cfg.reference) if cfg.reference else "")
@@ -287,7 +287,7 @@ class QuantizeInt8(Pass):
             raise InputError(f"search budget must be at least 1 trial, got {cfg.budget}")
         if not 0.0 < cfg.holdout < 1.0:
             raise InputError(f"holdout must be a fraction in (0, 1), got {cfg.holdout:g}")
-        from optkit.data import OUTLIER_POLICIES
+        from optkit.data.samples import OUTLIER_POLICIES
 
         if cfg.outliers not in OUTLIER_POLICIES:
             raise InputError(f"unknown outlier policy {cfg.outliers!r}; use one of {', '.join(OUTLIER_POLICIES)}")
@@ -314,11 +314,12 @@ class QuantizeInt8(Pass):
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
-        from optkit import calib_stats, int8_search
-        from optkit.calibration import default_op_types
-        from optkit.data import fingerprint, load_samples, screen_outliers
-        from optkit.macs import describe_share
-        from optkit.verify import merge_gates
+        from optkit.quantization import calib_stats
+        from optkit.quantization import int8_search
+        from optkit.quantization.calibration import default_op_types
+        from optkit.data.samples import fingerprint, load_samples, screen_outliers
+        from optkit.model.macs import describe_share
+        from optkit.verification.verify import merge_gates
 
         assert src is not None
         self._check_config(cfg)
@@ -368,7 +369,7 @@ class QuantizeInt8(Pass):
         messages.append(f"validation: {validation.description}")
         # a logits model judged at a probability threshold: the gate cannot see a flipped decision,
         # so the search could "pass" a broken model; say so, as verify does
-        from optkit.verify import score_warnings
+        from optkit.verification.verify import score_warnings
 
         for note in score_warnings(validation.outputs, cfg.threshold):
             warning = "WARNING: " + note.replace("--threshold 0, or threshold: 0 under a recipe's verify:",
@@ -589,8 +590,8 @@ class QuantizeInt8(Pass):
 
         Plain int8 is trial 0 (the requested settings, before any fix). A re-run that rebuilt the
         saved settings has no plain trial: it is quantised here (not judged, not a trial) to be timed."""
-        from optkit import int8_search
-        from optkit.errors import OptkitError
+        from optkit.quantization import int8_search
+        from optkit.common.errors import OptkitError
 
         if not cfg.latency_rounds:
             return None
@@ -630,8 +631,8 @@ class QuantizeInt8(Pass):
     def _compare(fp32_path: Path, int8_path: Path, input_name: str, x: np.ndarray) -> dict[str, Any]:
         """Run both models (ORT CPU, full optimisations) on a few samples: a sanity check of the
         artifact; the release gate against the PyTorch reference is ``optkit verify``."""
-        from optkit.compare import Comparison
-        from optkit.runners.onnxruntime import OnnxRuntimeRunner
+        from optkit.verification.comparator import Comparison
+        from optkit.runtime.onnxruntime import OnnxRuntimeRunner
 
         comparison = Comparison("the int8 model")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(int8_path) as q:
@@ -643,7 +644,7 @@ class QuantizeInt8(Pass):
 
 def _load_stats(path: Path, key: dict[str, Any]) -> tuple[Any, str]:
     """Cached statistics if ``path`` holds statistics made for ``key``; else (None, why not)."""
-    from optkit.calib_stats import CalibStats
+    from optkit.quantization.calib_stats import CalibStats
 
     if not path.exists():
         return None, "no statistics cache yet"
@@ -675,8 +676,8 @@ def _load_settings(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _save_settings(path: Path, key: dict[str, Any], chosen: Any, outcome: Any, validation: Any) -> None:
-    from optkit.fileio import write_text_atomically
-    from optkit.metrics import json_safe
+    from optkit.common.fileio import write_text_atomically
+    from optkit.verification.task_metrics import json_safe
 
     payload = {
         "format": SETTINGS_FORMAT, "version": 1, "key": key,

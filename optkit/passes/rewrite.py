@@ -2,7 +2,7 @@
 
 A rewrite implements :meth:`GraphRewrite.rewrite` only; this class counts nodes before and after
 and its :meth:`check` runs the written model against its input on seeded random data
-(:mod:`optkit.equivalence`) before ``Pass.__call__`` renames it into place.
+(:mod:`optkit.verification.equivalence`) before ``Pass.__call__`` renames it into place.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 from dataclasses import dataclass
 
-from optkit.artifact import Artifact
-from optkit.lazy import lazy_import
-from optkit.onnx_utils import check_model, graph_stats, load_onnx, model_precision
-from optkit.options import option
+from optkit.model.artifact import Artifact
+from optkit.common.lazy import lazy_import
+from optkit.model.onnx_utils import check_model, graph_stats, load_onnx, model_precision
+from optkit.passes.config import option
 from optkit.passes.base import Pass, PassOutput, PassResult
 
 
@@ -48,7 +48,7 @@ class GraphRewrite(Pass):
                           info=info, precision=model_precision(model))
 
     def check(self, src: Artifact | None, cfg: Any, written: Path, result: PassResult) -> None:
-        from optkit.equivalence import assert_equivalent
+        from optkit.verification.equivalence import assert_equivalent
 
         assert src is not None
         max_diff = assert_equivalent(src.path, written, batch=cfg.check_batch, what=self.result_name)

@@ -6,11 +6,11 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
-from optkit.artifact import Artifact
-from optkit.errors import PassFailed, first_line
-from optkit.lazy import lazy_import
-from optkit.onnx_utils import io_specs
-from optkit.options import option
+from optkit.model.artifact import Artifact
+from optkit.common.errors import PassFailed, first_line
+from optkit.common.lazy import lazy_import
+from optkit.model.onnx_utils import io_specs
+from optkit.passes.config import option
 from optkit.passes.rewrite import GraphRewrite, RewriteConfig
 
 

@@ -4,7 +4,7 @@ The server is a thin shell over optkit's runners, the way the CLI is a thin shel
 
 - ``settings.py``  ServeSettings: artifact, provider, threshold, model version, queue and batching
                    limits; the EXECUTION_PROVIDER / DECISION_THRESHOLD / MODEL_VERSION / OUTPUT_KIND variables.
-- ``engine.py``    InferenceEngine: one runner (loaded through ``optkit.runners.make_runner``, so a
+- ``engine.py``    InferenceEngine: one runner (loaded through ``optkit.runtime.registry.make_runner``, so a
                    silent CPU fallback is refused exactly as in ``verify``), a bounded queue, and
                    inference threads (one per ``--streams``) that form micro-batches over the
                    dynamic batch axis.

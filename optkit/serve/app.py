@@ -21,10 +21,10 @@ import os
 import time
 from typing import Any, Callable
 
-from optkit.errors import OptkitError, first_line
-from optkit.lazy import lazy_import
-from optkit.serve.engine import InferenceEngine, NotReady, Overloaded
-from optkit.serve.metrics import CONTENT_TYPE, ServeMetrics
+from optkit.common.errors import OptkitError, first_line
+from optkit.common.lazy import lazy_import
+from optkit.serve.inference import InferenceEngine, NotReady, Overloaded
+from optkit.serve.prometheus import CONTENT_TYPE, ServeMetrics
 from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
 from optkit.serve.server import frozen_gc
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
@@ -120,7 +120,7 @@ async def parse_multipart(request: Any, body: bytes, engine: InferenceEngine) ->
 
 def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings], Any] | None = None,
                startup_errors: list[BaseException] | None = None) -> Any:
-    """The service for ``settings``. ``runner_factory`` replaces ``optkit.runners.make_runner``
+    """The service for ``settings``. ``runner_factory`` replaces ``optkit.runtime.registry.make_runner``
     (tests); a load failure is appended to ``startup_errors`` (the CLI reports it in one line)."""
     fastapi = lazy_import("fastapi", extra="serve")
     responses = lazy_import("fastapi.responses", extra="serve")

@@ -7,7 +7,7 @@ bytes when the type is missing or generic):
 - raw ``.npy`` bytes (``application/x-npy`` / ``application/octet-stream``), as ``numpy.save``
   writes them; the dtype must be the model's (float32); pickled objects are refused;
 - audio (``audio/wav``, ``audio/flac``, ... as the body, or a multipart upload in a field named
-  ``audio`` or ``file``): decoded by libsndfile and turned into MFCCs by ``optkit.features``,
+  ``audio`` or ``file``): decoded by libsndfile and turned into MFCCs by ``optkit.data.features``,
   the front end the bundled model was trained with.
 
 Accepted shapes are the model's per-sample shape (``(1, 40, 241)``), the same with a leading batch
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from optkit.errors import InputError
+from optkit.common.errors import InputError
 
 NPY_TYPES = ("application/x-npy", "application/npy", "application/octet-stream")
 JSON_TYPES = ("application/json",)
@@ -182,8 +182,8 @@ def from_npy(body: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.
 
 def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str) -> np.ndarray:
     """Decode audio bytes (WAV, FLAC, OGG...) and compute the bundled model's MFCC features."""
-    from optkit import features
-    from optkit.lazy import lazy_import
+    from optkit.data import features
+    from optkit.common.lazy import lazy_import
 
     sf = lazy_import("soundfile", extra="audio")
     if not data:

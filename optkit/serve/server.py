@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from optkit.errors import InputError, OptkitError, RuntimeUnavailable
-from optkit.lazy import lazy_import
+from optkit.common.errors import InputError, OptkitError, RuntimeUnavailable
+from optkit.common.lazy import lazy_import
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
 
 LOOPBACK_NAMES = ("localhost",)
@@ -163,7 +163,7 @@ def check_loads(settings: ServeSettings) -> None:
     """Load, check and warm up the model as a worker would (audio aside), then release it."""
     from dataclasses import replace
 
-    from optkit.serve.engine import InferenceEngine
+    from optkit.serve.inference import InferenceEngine
 
     engine = InferenceEngine(replace(settings, accept_audio=False))
     engine.load()

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optkit.errors import InputError
-from optkit.runners.registry import ENGINE_SUFFIXES, PROVIDERS, supports_streams
+from optkit.common.errors import InputError
+from optkit.runtime.registry import ENGINE_SUFFIXES, PROVIDERS, supports_streams
 
 ENV_PROVIDER = "EXECUTION_PROVIDER"
 ENV_THRESHOLD = "DECISION_THRESHOLD"

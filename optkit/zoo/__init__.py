@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from optkit.errors import InputError
-from optkit.lazy import lazy_import
+from optkit.common.errors import InputError
+from optkit.common.lazy import lazy_import
 
 ZOO_DIR = Path(__file__).resolve().parent
 WEIGHTS = {"voice-resnet": ZOO_DIR / "weights" / "voice_resnet.pt", "xor": ZOO_DIR / "weights" / "xor.pt"}
@@ -41,7 +41,7 @@ def build(name: str, weights: str | Path | None = None) -> Any:
         model = vr.VoiceResNet(num_blocks=(2, 2, 2, 2), base_width=16)
         path = Path(weights) if weights else WEIGHTS["voice-resnet"]
         if path.exists() or weights:
-            from optkit.modelspec import load_weights_into
+            from optkit.model.modelspec import load_weights_into
 
             load_weights_into(model, path)
         else:

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from optkit import features
-from optkit.errors import InputError
-from optkit.fileio import atomic_output, require_file, write_json_atomically
-from optkit.lazy import lazy_import
+from optkit.data import features
+from optkit.common.errors import InputError
+from optkit.common.fileio import atomic_output, require_file, write_json_atomically
+from optkit.common.lazy import lazy_import
 
 REPO = Path(__file__).resolve().parents[2]
 ZOO_DIR = Path(__file__).resolve().parent
@@ -212,7 +212,7 @@ def _group_counts(meta: dict, idx: np.ndarray) -> dict:
 
 def write_card(args: argparse.Namespace, training: dict | None) -> dict:
     torch = lazy_import("torch", extra="torch")
-    from optkit.data import load_samples
+    from optkit.data.samples import load_samples
     from optkit.zoo import build
     from optkit.zoo.voice_resnet import DECISION_THRESHOLD, INPUT_NAME, OUTPUT_NAME, macs_per_sample
 
@@ -235,7 +235,7 @@ def write_card(args: argparse.Namespace, training: dict | None) -> dict:
                         "ResNet, widths 16-128 (x4 expansion), full-resolution 3x3 stem, Predictor head "
                         "(avg-pool, Linear 512-128, ReLU, Linear 128-1, sigmoid)",
         "input": {"name": INPUT_NAME, "shape": [None, *features.FEATURE_SHAPE], "dtype": "float32",
-                  "front_end": "optkit.features.mfcc_from_wav", "front_end_params": features.params()},
+                  "front_end": "optkit.data.features.mfcc_from_wav", "front_end_params": features.params()},
         "output": {"name": OUTPUT_NAME, "shape": [None, 1], "decision_threshold": DECISION_THRESHOLD},
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "macs_per_sample": int(macs_per_sample(model)),

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from optkit.errors import PassFailed
-from optkit.lazy import lazy_import
+from optkit.common.errors import PassFailed
+from optkit.common.lazy import lazy_import
 
 ZOO_DIR = Path(__file__).resolve().parent
 REPO = ZOO_DIR.parents[1]
@@ -103,7 +103,7 @@ def decisions_right(probs: np.ndarray) -> bool:
 
 def build(weights: str | Path | None = None) -> Any:
     """The bundled trained XOR model in eval mode (or the weights file given)."""
-    from optkit.errors import InputError
+    from optkit.common.errors import InputError
 
     torch = lazy_import("torch", extra="torch")
     path = Path(weights) if weights else WEIGHTS
@@ -116,7 +116,7 @@ def build(weights: str | Path | None = None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from optkit.fileio import atomic_output
+    from optkit.common.fileio import atomic_output
 
     ap = argparse.ArgumentParser(description="Train the bundled 2-2-1 XOR model (seconds, deterministic).")
     for k, v in DEFAULTS.items():
