@@ -70,7 +70,8 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
 
     from optkit.quantization import calibration
-    from optkit.data.samples import load_samples, random_samples
+    from optkit.data.samples import random_samples
+    from optkit.data.source import load_samples
     from optkit.passes.quantize_int8 import preprocess
 
     shape = (1, 40, 241)

@@ -76,7 +76,8 @@ def main() -> None:
     import onnxruntime as ort
 
     from optkit.quantization import calib_stats
-    from optkit.data.samples import load_samples, random_samples
+    from optkit.data.samples import random_samples
+    from optkit.data.source import load_samples
     from optkit.runtime.sysinfo import cpu_info
 
     cpu = cpu_info()

@@ -123,7 +123,8 @@ def calibration_source(calibration: str | None, samples: int) -> tuple[str | Non
 
 
 def _calibration_array(calib: str | None, samples: int) -> np.ndarray:
-    from optkit.data.samples import load_samples, random_samples
+    from optkit.data.samples import random_samples
+    from optkit.data.source import load_samples
 
     if calib is None:
         return random_samples(samples, SAMPLE_SHAPE, seed=123).x

@@ -46,7 +46,8 @@ def one(mode: str, workers: int, out_dir: Path) -> dict:
     import contextlib
 
     from optkit.model.artifact import Artifact
-    from optkit.pipeline.distributed import RayExecutor, calibration_on, ray_session
+    from optkit.pipeline.distributed import RayExecutor, ray_session
+    from optkit.quantization.executor import calibration_on
     from optkit.passes import get_pass
     from optkit.passes.quantize_int8 import QuantizeInt8Config
 

@@ -3,6 +3,8 @@
 Each command lives in its own module under ``optkit/cli/`` and only parses options, calls the
 library, prints, and maps errors to exit codes: OptkitError -> 1 (one line on stderr, no
 traceback), VerificationFailed -> 3, click usage errors -> 2.
+
+May import: anything in optkit; nothing in optkit imports the CLI.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ class OptkitGroup(click.Group):
         except OptkitError as exc:
             if os.environ.get("OPTKIT_DEBUG"):
                 raise
-            from optkit.passes.config import ParameterError
+            from optkit.common.errors import ParameterError
 
             msg = str(exc)
             if isinstance(exc, ParameterError):  # name the parameter the way the user typed it: a flag

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from optkit.cli.common import config_from_cli
-from optkit.passes.config import click_options, pass_command
+from optkit.cli.options import click_options, pass_command
 
 
 @pass_command("build-engine")

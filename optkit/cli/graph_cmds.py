@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.passes.config import click_options, pass_command
+from optkit.cli.options import click_options, pass_command
 
 
 def _run_pass(name: str, input_path: str, output: str, params: dict) -> None:

@@ -85,7 +85,7 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
             require_file(art, "artifact")
         for text in variants:
             lt.parse_variant(text)  # a bad quote is one line before any server starts
-        rows = lt.compare(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
+        rows = lt.compare_services(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
                           interleave=interleave, variants=variants or ("",))
         if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
             from optkit.common.errors import InputError

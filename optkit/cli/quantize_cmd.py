@@ -8,9 +8,10 @@ import click
 from click.core import ParameterSource
 
 from optkit.cli.common import config_from_cli, echo_lines
-from optkit.passes.config import click_options, config_class, flag_for, options, pass_command
+from optkit.passes.config import config_class, flag_for, options
 
 # every int8/fp16 option comes from the pass configs (optkit.passes.config): type, default, help, choices
+from optkit.cli.options import click_options, pass_command
 INT8 = "optkit.passes.quantize_int8:QuantizeInt8Config"
 FP16 = "optkit.passes.quantize_fp16:QuantizeFp16Config"
 
@@ -96,7 +97,9 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     step, cfg = config_from_cli("quantize-int8" if int8 else "quantize-fp16", params)
     from optkit.passes.quantize_int8 import Int8SearchFailed
 
-    from optkit.pipeline.distributed import calibration_on, executor_for
+    from optkit.pipeline.distributed import executor_for
+
+    from optkit.quantization.executor import calibration_on
 
     if ray_address and not int8:
         raise click.UsageError("--ray goes with --int8 (it shards the calibration statistics)")

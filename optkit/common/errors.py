@@ -16,6 +16,19 @@ class InputError(OptkitError):
     """A file, model, shape, dtype or value given by the user is unusable."""
 
 
+class ParameterError(InputError):
+    """An error about one parameter; ``template`` contains ``{name}`` where it is named."""
+
+    def __init__(self, param: str, template: str):
+        self.param = param
+        self.template = template
+        super().__init__(self.spelled(param))
+
+    def spelled(self, name: str) -> str:
+        # replace, not str.format: the rest of the message may hold braces (node names, values)
+        return self.template.replace("{name}", name)
+
+
 class MissingDependency(OptkitError):
     """An optional dependency (torch, openvino, tensorrt, ...) is not installed."""
 

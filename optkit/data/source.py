@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from optkit.data.samples import SampleSet, _check_array, check_dtype, sample_count
+from optkit.data.samples import SampleSet, _check_array, _load_npy, check_dtype, sample_count
 from optkit.common.errors import InputError, first_line
 
 NPY, NPZ, AUDIO = "npy", "npz", "audio"
@@ -433,3 +433,40 @@ def write_shard(path: str | os.PathLike, x: np.ndarray, y: np.ndarray | None = N
     from optkit.common.fileio import write_bytes_atomically
 
     return write_bytes_atomically(path, shard_bytes(x, y, **extra))
+
+
+def load_samples(
+    path: str | os.PathLike,
+    sample_shape: tuple[int, ...] | None = None,
+    dtype: str = "float32",
+    limit: int | None = None,
+) -> SampleSet:
+    """Load a sample set from a directory of .npy files, one .npy file or an .npz (x, y)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data path {path} does not exist")
+    if path.is_dir():
+        return open_samples(path, sample_shape, dtype, limit).load()
+    if path.suffix == ".npy":
+        x = _check_array(_load_npy(path), str(path), sample_shape, dtype)
+        return SampleSet(x, None, str(path)).take(limit)
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "x" not in z.files:
+                    raise InputError(f"{path}: .npz has no array 'x' (found: {', '.join(z.files) or 'none'})")
+                x = z["x"]
+                y = z["y"] if "y" in z.files else None
+        except InputError:
+            raise
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        x = _check_array(x, f"{path}:x", sample_shape, dtype)
+        if len(x) == 0:
+            raise InputError(f"{path}: 'x' has no samples")
+        if y is not None:
+            if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+                raise InputError(f"{path}: 'y' must be integer labels of shape ({len(x)},), got {y.dtype} {y.shape}")
+            y = y.astype(np.int64)
+        return SampleSet(np.ascontiguousarray(x), y, str(path)).take(limit)
+    raise InputError(f"{path}: expected a directory of .npy files, a .npy or an .npz file")

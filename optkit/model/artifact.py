@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import hashlib
 import json
 import os
@@ -202,9 +201,25 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def guess_kind(path: Path) -> str:
-    from optkit.runtime.registry import artifact_kind
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ONNX_SUFFIXES = (".onnx",)
 
+
+def artifact_kind(path: str | Path) -> str:
+    """What a file is, by its name: "onnx" or "engine" (a TensorRT engine)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in ENGINE_SUFFIXES:
+        return "engine"
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    raise InputError(f"{path}: unknown artifact type (expected .onnx or .engine)")
+
+
+def is_engine(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in ENGINE_SUFFIXES
+
+
+def guess_kind(path: Path) -> str:
     if path.suffix.lower() == ".npz":
         return "reference"
     return artifact_kind(path)
@@ -216,29 +231,6 @@ def guess_precision(path: Path) -> str:
     from optkit.model.onnx_utils import load_onnx, model_precision
 
     return model_precision(load_onnx(path, load_weights=False))
-
-
-def tool_versions(*names: str) -> dict[str, str]:
-    """Versions of installed distributions, without importing them."""
-    import optkit
-
-    versions = {"optkit": optkit.__version__}
-    for name in names:
-        v = _distribution_version(name)
-        if v is not None:
-            versions[name] = v
-    return versions
-
-
-@functools.lru_cache(maxsize=None)
-def _distribution_version(name: str) -> str | None:
-    # read once per process: cache keys ask for the same few versions for every step
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 class Manifest:

@@ -53,7 +53,7 @@ def sample_feeds(specs: Sequence[TensorSpec], batch: int, data: str, label: str 
     if len(specs) != 1:
         raise InputError(f"{label}: sample data feeds single-input models only; this one has "
                          f"{len(specs)} inputs ({', '.join(s.name for s in specs)})")
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
 
     spec = specs[0]
     # only what is used: a large data directory is read no further than these batches

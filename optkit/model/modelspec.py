@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit import zoo
-from optkit.common.errors import InputError, first_line
+from optkit.common.errors import InputError
 from optkit.common.lazy import lazy_import
 
 
@@ -75,7 +75,7 @@ def load_model(spec: str, weights: str | None = None) -> Any:
         if not isinstance(model, torch.nn.Module):
             raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
         if weights:
-            load_weights_into(model, weights)
+            zoo.load_weights_into(model, weights)
     training = [name or "<root>" for name, m in model.named_modules() if m.training]
     if training:
         raise InputError(
@@ -84,34 +84,6 @@ def load_model(spec: str, weights: str | None = None) -> Any:
             "batch statistics"
         )
     return model
-
-
-def load_weights_into(model: Any, weights: str | Path) -> None:
-    """Load a state_dict file (optionally {"model": state_dict}) into ``model``; every way the
-    file can be wrong (missing, empty, not a torch file, an ONNX model, keys or shapes that do
-    not fit) is one InputError naming it."""
-    torch = lazy_import("torch", extra="torch")
-    path = Path(weights)
-    if not path.is_file():
-        raise InputError(f"weights file {path} does not exist")
-    size = path.stat().st_size
-    if size == 0:
-        raise InputError(f"weights file {path} is empty")
-    if path.suffix.lower() == ".onnx":
-        raise InputError(f"weights file {path} is an ONNX model; --weights takes a PyTorch state_dict (.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
-        raise InputError(f"weights file {path} is not a readable PyTorch state_dict "
-                         f"({type(exc).__name__}: {first_line(exc)[:200]})") from exc
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise InputError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
-    try:
-        model.load_state_dict(state)
-    except Exception as exc:  # missing/unexpected keys, size mismatch
-        raise InputError(f"weights file {path} does not fit the model: {' '.join(str(exc).split())[:300]}") from exc
 
 
 def source_fingerprint(spec: str, weights: str | None = None) -> str:

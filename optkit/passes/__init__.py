@@ -2,6 +2,9 @@
 
 To add a pass: write ``optkit/passes/<name>.py`` with a config dataclass and a ``Pass``
 subclass, then add one line here.
+
+May import: everything below it (common, data, zoo, model, runtime, verification, quantization);
+never release, pipeline (Ray included), serve, lesson or cli: a pass is driven, it does not drive.
 """
 from __future__ import annotations
 

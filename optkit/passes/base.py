@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from optkit.model.artifact import Artifact, tool_versions
+from optkit.model.artifact import Artifact
+from optkit.common.versions import tool_versions
 from optkit.common.errors import InputError, PassFailed, RecipeError
 from optkit.common.fileio import AtomicFiles, check_output_path, same_file
-from optkit.passes.config import ParameterError, check_values
+from optkit.passes.config import check_values
+from optkit.common.errors import ParameterError
 
 
 @dataclass

@@ -22,7 +22,8 @@ from typing import Any, ClassVar, Literal
 from optkit.model.artifact import Artifact, now_iso
 from optkit.common.errors import InputError, MissingDependency, PassFailed, RuntimeUnavailable
 from optkit.common.fileio import check_output_path, require_file, sha256_file
-from optkit.passes.config import ParameterError, option
+from optkit.passes.config import option
+from optkit.common.errors import ParameterError
 from optkit.passes.base import Pass, PassOutput, PassResult, PreStep
 from optkit.quantization.qdq_form import tensorrt_qdq_problems
 from optkit.runtime.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tests use them from here

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from optkit.model.artifact import Artifact, tool_versions
+from optkit.model.artifact import Artifact
+from optkit.common.versions import tool_versions
 from optkit.common.defaults import BATCH_SIZE
 from optkit.common.errors import InputError, PassFailed, first_line
 from optkit.model.onnx_utils import check_model, graph_stats, load_onnx
@@ -70,10 +71,11 @@ class Export(Pass):
         from optkit.common.lazy import lazy_import
 
         torch = lazy_import("torch", extra="torch")
-        from optkit.data.samples import load_samples, random_samples
+        from optkit.data.samples import random_samples
+        from optkit.data.source import load_samples
         from optkit.model.modelspec import load_model
-        from optkit.passes.config import ParameterError
-        from optkit.release.view import InputsHasher
+        from optkit.common.errors import ParameterError
+        from optkit.verification.reference import InputsHasher
 
         if cfg.opset not in SUPPORTED_OPSETS:
             raise InputError(f"opset {cfg.opset} is not supported; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")

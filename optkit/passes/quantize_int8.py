@@ -36,7 +36,7 @@ release flow needs around it:
   Weights are always per-channel signed int8 (Conv output-channel axis 0).
 - Nodes kept out of int8 (by the search, ``exclude_nodes``, ``exclude_op_types``) stay fp32,
   except for ``target tensorrt``: there they are converted to fp16
-  (:func:`optkit.passes.quantize_fp16.nodes_to_fp16`, onnxconverter-common), because optkit builds
+  (:func:`optkit.quantization.fp16.nodes_to_fp16`, onnxconverter-common), because optkit builds
   TensorRT engines strongly typed, where each layer runs in the type the ONNX graph gives it (an
   fp32 node would run in fp32). Each trial is judged as converted, and its MACs count as fp16.
 """
@@ -58,10 +58,11 @@ from optkit.model.artifact import Artifact
 from optkit.common.errors import InputError, PassFailed, VerificationFailed, first_line
 from optkit.common.fileio import atomic_output, sha256_file
 from optkit.common.lazy import lazy_import
-from optkit.pipeline import distributed
+from optkit.quantization import executor as calibration_executor
 from optkit.model.macs import mac_breakdown
 from optkit.model.onnx_utils import QDQ_OPS, check_model, io_specs, load_onnx, model_precision
-from optkit.passes.config import ParameterError, option
+from optkit.passes.config import option
+from optkit.common.errors import ParameterError
 from optkit.passes.base import Pass, PassOutput, PassResult
 from optkit.common.workspace import work_dir
 
@@ -317,7 +318,8 @@ class QuantizeInt8(Pass):
         from optkit.quantization import calib_stats
         from optkit.quantization import int8_search
         from optkit.quantization.calibration import default_op_types
-        from optkit.data.samples import fingerprint, load_samples, screen_outliers
+        from optkit.data.samples import fingerprint, screen_outliers
+        from optkit.data.source import load_samples
         from optkit.model.macs import describe_share
         from optkit.verification.verify import merge_gates
 
@@ -403,7 +405,7 @@ class QuantizeInt8(Pass):
             t0 = time.perf_counter()
             if stats is None:
                 # in this process, or on Ray when the command set an executor (same statistics)
-                stats = distributed.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
+                stats = calibration_executor.collect_stats(pre, calib_x, spec.name, chunk_size=cfg.chunk_size,
                                                   check_finite=False)
                 _refuse_non_finite_stats(stats, samples.source)
                 stats.meta = stats_key
@@ -463,7 +465,7 @@ class QuantizeInt8(Pass):
                                          kept_as="fp16" if trial_ctx.keeps_fp16 else "float",
                                          # trials as Ray tasks when the command set an executor
                                          # (same trials kept, same chosen model); else in order here
-                                         map_trials=distributed.trial_map(trial_ctx, work))
+                                         map_trials=calibration_executor.trial_map(trial_ctx, work))
             search_seconds = time.perf_counter() - t_search
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None

@@ -27,7 +27,6 @@ checks it by comparing the JSON reports.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
 import tempfile
 from pathlib import Path
@@ -451,40 +450,9 @@ def executor_for(address: str | None, workers: int | None = None, shards: int | 
 # statistics of shards equal the statistics of the union), and neither can running the int8
 # search's trials in parallel (the search keeps what a sequential one keeps), so the executor is
 # not a pass parameter and not part of any cache key: the CLI / recipe layer sets it for the
-# duration of a command with ``calibration_on(executor)``, and the int8 pass asks
-# ``collect_stats`` for the statistics and ``trial_map`` for the way to run its trials.
-_CALIBRATION: contextvars.ContextVar[Any] = contextvars.ContextVar("optkit_calibration_executor", default=None)
-
-
-@contextlib.contextmanager
-def calibration_on(executor: Any) -> Iterator[None]:
-    """Compute int8 calibration statistics and run the int8 search's trials with ``executor``
-    (a RayExecutor, or None = this process)."""
-    token = _CALIBRATION.set(executor)
-    try:
-        yield
-    finally:
-        _CALIBRATION.reset(token)
-
-
-def trial_map(ctx: Any, work_dir: Path) -> Any:
-    """The Ray map of int8 search trials when :func:`calibration_on` set an executor, else None
-    (the search runs its trials one after the other in this process). The chosen model is the
-    same either way (:func:`optkit.quantization.int8_search.search` keeps what a sequential search keeps)."""
-    executor = _CALIBRATION.get()
-    return None if executor is None else executor.trial_map(ctx, work_dir)
-
-
-def collect_stats(model_path: Path, samples: Any, input_name: str, **options: Any) -> Any:
-    """:func:`optkit.quantization.calib_stats.collect_stats`, on the Ray executor set by :func:`calibration_on`
-    when there is one; the statistics are the same either way. ``samples``: an array, or a
-    LazyArray (optkit.data.source) that Ray workers read from its directory shard by shard."""
-    from optkit.quantization import calib_stats
-
-    executor = _CALIBRATION.get()
-    if executor is None:
-        return calib_stats.collect_stats(model_path, samples, input_name, **options)
-    return executor.collect_stats(model_path, samples, input_name, **options)
+# duration of a command with ``optkit.quantization.executor.calibration_on(executor)``, and the
+# int8 pass asks that module's ``collect_stats`` for the statistics and ``trial_map`` for the way
+# to run its trials.
 
 
 def _make_stats_actor_class(ray: Any) -> Any:

@@ -32,13 +32,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from optkit.pipeline import recipe_checks
-from optkit.model.artifact import Artifact, Manifest, tool_versions
+from optkit.model.artifact import Artifact, Manifest
+from optkit.common.versions import tool_versions
 from optkit.common.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.common.errors import InputError, OptkitError, RecipeError
 from optkit.common.fileio import require_file
 from optkit.common.lazy import lazy_import
 from optkit.passes import REGISTRY, get_pass
-from optkit.passes.config import ParameterError, path_params
+from optkit.passes.config import path_params
+from optkit.common.errors import ParameterError
 from optkit.passes.base import config_to_dict
 
 # Parameters holding paths; relative values are resolved against the recipe's directory.
@@ -369,9 +371,10 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
         for p in clean_stale_work_dirs():
             echo(f"removed {p} (a work directory left by an optkit process that was killed)")
         recipe_checks.check_manifest_owner(Manifest.load(out_dir / "manifest.json"), recipe.name, out_dir)
-        from optkit.pipeline.distributed import calibration_on, executor_for
+        from optkit.pipeline.distributed import executor_for
 
         # One Ray session (when asked for) serves the int8 steps' calibration and the verification.
+        from optkit.quantization.executor import calibration_on
         ray = ray or recipe.ray or {}
         with executor_for(ray.get("address"), ray.get("workers"), ray.get("shards"), echo=echo) as executor, \
                 calibration_on(executor):

@@ -150,7 +150,7 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
         except (OSError, zipfile.BadZipFile):
             is_reference = True  # let load_reference report what is wrong with it
     if not is_reference and fp32_path is not None:
-        from optkit.data.samples import load_samples
+        from optkit.data.source import load_samples
 
         data = load_samples(path, sample_shape=sample_shape)
         v = holdout_validation(fp32_path, input_name, data.x, data.y, threshold)
@@ -284,7 +284,7 @@ def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) ->
         # what TensorRT will run: the nodes kept out of int8 in fp16 (the equalisation's Mul is
         # the input's scaling, not a node kept out, and stays fp32); judged as converted
         from optkit.model.onnx_utils import save_onnx_atomically
-        from optkit.passes.quantize_fp16 import nodes_to_fp16
+        from optkit.quantization.fp16 import nodes_to_fp16
 
         keep = set(ctx.exclude_nodes) | set(spec.excluded_nodes)
         keep |= {n.name for n in qmodel.graph.node if n.op_type in set(ctx.exclude_op_types)}

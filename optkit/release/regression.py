@@ -132,7 +132,7 @@ def check_same_reference(current: dict[str, Any], baseline: dict[str, Any], wher
 
 
 def _provider(runner: dict[str, Any]) -> str:
-    from optkit.release.view import provider_of
+    from optkit.runtime.labels import provider_of
 
     return provider_of(runner)
 
@@ -180,9 +180,9 @@ def _num(v: Any) -> float | None:
     return f
 
 
-def compare(report: Any, baseline: dict[str, Any], baseline_path: str, limits: RegressionLimits) -> dict[str, Any]:
+def compare_with_baseline(report: Any, baseline: dict[str, Any], baseline_path: str, limits: RegressionLimits) -> dict[str, Any]:
     """The comparison of ``report`` (a VerifyReport with ``release`` filled) with ``baseline``."""
-    from optkit.release.view import runtime_label
+    from optkit.runtime.labels import runtime_label
     from optkit.verification.taskview import flipped_samples
 
     check_same_reference(report.reference, baseline.get("reference") or {}, baseline_path)

@@ -22,7 +22,7 @@ LIMIT_TEXT = {
 
 def junit_cases(report: VerifyReport) -> list[dict[str, Any]]:
     """Test cases as dicts: classname, name, time, failure (message or None), skipped (reason or None)."""
-    from optkit.release.view import runtime_label
+    from optkit.runtime.labels import runtime_label
 
     cases: list[dict[str, Any]] = []
     for r in report.results:

@@ -20,52 +20,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from optkit.common.errors import InputError, OptkitError
+from optkit.runtime.labels import provider_of, runtime_label, runtime_text
 
 Progress = Callable[[str], None]
-
-
-# -- reference identity ------------------------------------------------------------------------
-
-class InputsHasher:
-    """The ``inputs_sha256`` of :func:`reference_identity`, fed in row order chunk by chunk (the
-    digest of a whole array equals the digest of its consecutive row chunks)."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def start(self, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
-        self._h.update(f"{name}|{np.dtype(dtype).str}|{tuple(int(d) for d in shape)}|".encode())
-
-    def update(self, rows: np.ndarray) -> None:
-        self._h.update(np.ascontiguousarray(rows).tobytes())
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def reference_identity(inputs: dict[str, Any], labels: np.ndarray | None,
-                       inputs_sha256: str | None = None) -> dict[str, Any]:
-    """What identifies a reference set: sha256 of every input array (name, dtype, shape, bytes)
-    and of the labels. Two releases are comparable sample by sample only when these match.
-    Lazily read inputs (optkit.data.source.LazyArray) are hashed shard by shard;
-    ``inputs_sha256``, when already known (a reference made from a data directory records it),
-    is used as it is."""
-    if inputs_sha256 is None:
-        from optkit.data.source import is_lazy
-
-        h = InputsHasher()
-        for name in sorted(inputs):
-            arr = inputs[name]
-            h.start(name, arr.dtype, arr.shape)
-            for rows in (arr.chunks() if is_lazy(arr) else [arr]):
-                h.update(rows)
-        inputs_sha256 = h.hexdigest()
-    ident = {"inputs_sha256": inputs_sha256, "samples": int(next(iter(inputs.values())).shape[0]),
-             "labels_sha256": None}
-    if labels is not None:
-        lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
-        ident["labels_sha256"] = hashlib.sha256(lab.tobytes()).hexdigest()
-    return ident
 
 
 def compact_scores(values: np.ndarray | None) -> list[float] | None:
@@ -179,58 +136,6 @@ def _macs(model: Any) -> dict[str, Any]:
         return mac_breakdown(model)
     except OptkitError as exc:
         return {"error": str(exc)}
-
-
-# -- runtimes in words -------------------------------------------------------------------------
-
-def provider_of(runner: dict[str, Any]) -> str:
-    """The --provider value a result ran with, from its runner description."""
-    name = str(runner.get("runner", ""))
-    if name.startswith("onnxruntime[") and name.endswith("]"):
-        return name[len("onnxruntime["):-1]
-    return name
-
-
-def runtime_label(runner: dict[str, Any]) -> str:
-    """Short name of a runtime for tables: 'ONNX Runtime CPU', 'OpenVINO CPU', 'TensorRT'."""
-    p = provider_of(runner)
-    return {"cpu": "ONNX Runtime CPU", "cuda": "ONNX Runtime CUDA", "tensorrt": "ONNX Runtime TensorRT",
-            "openvino": f"OpenVINO {runner.get('device', 'CPU')}"}.get(
-        p, "TensorRT" if p == "tensorrt" or runner.get("runner") == "tensorrt" else p)
-
-
-def runtime_text(runner: dict[str, Any]) -> str:
-    """What ran, in a sentence: runtime, version, device/provider actually in use, threads."""
-    name = str(runner.get("runner", "?"))
-    threads = runner.get("threads")
-    thr = f"{threads} threads" if threads else "the runtime's default thread count"
-    if name.startswith("onnxruntime"):
-        used = runner.get("providers_in_use") or []
-        eps = ", then ".join(_ep_words(e) for e in used) or "no provider reported"
-        return f"ONNX Runtime {runner.get('onnxruntime', '?')}, {eps}, {thr}"
-    if name == "openvino":
-        eff = runner.get("in_effect") or {}
-        dev = runner.get("device_name") or runner.get("device", "?")
-        parts = [f"OpenVINO {runner.get('openvino', '?')} on {runner.get('device', '?')} ({dev})"]
-        if eff:
-            parts.append(f"inference precision {eff.get('precision_hint', '?')}")
-            parts.append(f"{eff.get('performance_hint', '?')} hint")
-            if eff.get("num_streams") is not None:
-                parts.append(f"{eff['num_streams']} stream(s)")
-            if eff.get("inference_num_threads"):
-                thr = f"{eff['inference_num_threads']} threads"
-        return ", ".join(parts + [thr])
-    if name == "tensorrt":
-        bits = [f"TensorRT {runner.get('version', runner.get('tensorrt', '?'))}"]
-        if runner.get("device"):
-            bits.append(f"on {runner['device']}")
-        return " ".join(bits)
-    return name
-
-
-def _ep_words(ep: str) -> str:
-    return {"CPUExecutionProvider": "CPU execution provider", "CUDAExecutionProvider": "CUDA execution provider",
-            "TensorrtExecutionProvider": "TensorRT execution provider"}.get(ep, ep)
 
 
 def precision_text(precision: str, runner: dict[str, Any], facts: dict[str, Any] | None) -> str:
@@ -382,7 +287,7 @@ def release_view(report: Any, reference: Any, *, bench: Any = None, threads: int
     """:func:`enrich`, then the comparison with ``baseline`` (from regression.prepare_baseline)."""
     enrich(report, reference, bench=bench, threads=threads, progress=progress)
     if baseline is not None:
-        from optkit.release.regression import RegressionLimits, compare
+        from optkit.release.regression import RegressionLimits, compare_with_baseline
 
         path, data = baseline
-        report.release["regression"] = compare(report, data, path, limits or RegressionLimits())
+        report.release["regression"] = compare_with_baseline(report, data, path, limits or RegressionLimits())

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from optkit.common.errors import InputError
-from optkit.runtime.bench_render import INTERLEAVING_NOTE, SPINNING_NOTE, runner_summary  # noqa: F401
+from optkit.runtime.bench_render import INTERLEAVING_NOTE, NO_RATIO_NOTE_START, SPINNING_NOTE, request_pattern
 from optkit.model.onnx_utils import TensorSpec
 
 BENCH_FORMAT_VERSION = 1
@@ -148,19 +148,9 @@ def input_interface(specs: Sequence[TensorSpec]) -> tuple[tuple[str, tuple[int |
                         for s in specs))
 
 
-NO_RATIO_NOTE_START = "No speed-up for "
-
-
 def interface_note(first: str, others: Sequence[str]) -> str:
     return (f"{NO_RATIO_NOTE_START}{', '.join(others)}: {'its' if len(others) == 1 else 'their'} inputs (names, shapes) differ from {first}'s, so a ratio "
             "would compare different models rather than forms of one; their times are shown as measured.")
-
-
-def request_pattern(idle_ms: float) -> str:
-    if idle_ms > 0:
-        return (f"one request at a time, each timed call preceded by an untimed {idle_ms:g} ms idle "
-                "gap (thread pools wake up for every call, as in a lightly loaded service)")
-    return "back-to-back calls, no idle gap between them (a saturated single-stream pattern)"
 
 
 # -- inputs ------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from optkit.runtime.labels import runner_summary
+
 SPINNING_NOTE = (
     "ONNX Runtime sessions run with session.intra_op.allow_spinning=0: spinning worker threads "
     "would keep the cores busy after each call and slow down the artifact timed next in this "
@@ -16,6 +18,18 @@ INTERLEAVING_NOTE = (
     "Artifacts are called round-robin, one call of each per round, in the listed order; speed-ups "
     "are ratios within this one run (first artifact = 1.00)."
 )
+
+# the start of the note that says why a row has no speed-up (its inputs differ from the first's)
+NO_RATIO_NOTE_START = "No speed-up for "
+
+
+def request_pattern(idle_ms: float) -> str:
+    """The request pattern of a bench run, in words."""
+    if idle_ms > 0:
+        return (f"one request at a time, each timed call preceded by an untimed {idle_ms:g} ms idle "
+                "gap (thread pools wake up for every call, as in a lightly loaded service)")
+    return "back-to-back calls, no idle gap between them (a saturated single-stream pattern)"
+
 
 # (header, BenchResult -> value) of the numeric columns, shared by both renderers
 _COLUMNS = [
@@ -31,8 +45,6 @@ def _ratio(r: Any, key: str, width: int = 0) -> str:
 
 
 def _interface_notes(report: Any) -> list[str]:
-    from optkit.runtime.bench import NO_RATIO_NOTE_START
-
     return [n for n in report.notes if n.startswith(NO_RATIO_NOTE_START)]
 
 
@@ -42,8 +54,6 @@ def _rows(report: Any, batch: int) -> list[Any]:
 
 def table_lines(report: Any) -> list[str]:
     """The result table for people: one block per batch size."""
-    from optkit.runtime.bench import request_pattern
-
     cfg = report.config
     first = report.items[0]["label"] if report.items else ""
     lines = [
@@ -70,8 +80,6 @@ def table_lines(report: Any) -> list[str]:
 
 
 def markdown_lines(report: Any) -> list[str]:
-    from optkit.runtime.bench import request_pattern
-
     cfg = report.config
     first = report.items[0]["label"] if report.items else ""
     lines = [
@@ -90,33 +98,3 @@ def markdown_lines(report: Any) -> list[str]:
                          + f" | {r.stats.throughput_sps:.1f} | {_ratio(r, 'min')} | {_ratio(r, 'p50')} |")
     notes = _interface_notes(report)
     return lines + (["", *notes] if notes else [])
-
-
-def runner_summary(desc: dict[str, Any]) -> str:
-    """One short phrase saying what ran, from a runner's describe()."""
-    name = str(desc.get("runner", "?"))
-    parts = [name]
-    if "onnxruntime" in desc:
-        parts.append(str(desc["onnxruntime"]))
-        used = desc.get("providers_in_use") or []
-        if used:
-            parts.append(str(used[0]))
-        if "allow_spinning" in desc:
-            parts.append("spinning " + ("on" if desc["allow_spinning"] else "off"))
-    elif name == "openvino":
-        parts.append(str(desc.get("openvino", "")))
-        eff = desc.get("in_effect", {})
-        parts.append(str(desc.get("device", "")))
-        if eff:
-            parts.append(f"precision {eff.get('precision_hint', '?')}")
-            parts.append(f"hint {eff.get('performance_hint', '?')}")
-            if "num_streams" in eff:
-                parts.append(f"streams {eff['num_streams']}")
-    else:
-        for key in ("version", "device", "precision"):
-            if key in desc:
-                parts.append(str(desc[key]))
-    threads = desc.get("threads")
-    if threads:
-        parts.append(f"{threads} threads")
-    return " ".join(p for p in parts if p)

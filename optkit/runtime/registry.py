@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from optkit.common.errors import InputError
+from optkit.model.artifact import ENGINE_SUFFIXES, artifact_kind, is_engine  # noqa: F401 - kinds are the artifact's
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-ONNX_SUFFIXES = (".onnx",)
 
 
 @dataclass(frozen=True)
@@ -64,19 +63,6 @@ ENGINE_RUNNER = "optkit.runtime.tensorrt:TensorRTRunner"
 PROVIDERS: tuple[str, ...] = tuple(RUNNERS)
 
 
-def artifact_kind(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        return "engine"
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    raise InputError(f"{path}: unknown artifact type (expected .onnx or .engine)")
-
-
-def is_engine(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in ENGINE_SUFFIXES
-
-
 def supports_streams(path: str | Path, provider: str) -> bool:
     """Whether ``path`` on ``provider`` can run several inferences at once (``streams`` > 1). A
     TensorRT engine runs through one execution context, which is not shared between threads."""
@@ -97,7 +83,7 @@ def providers_for(path: str | Path, providers: Sequence[str]) -> tuple[str, ...]
 
 def runtime_versions(path: str | Path, provider: str) -> dict[str, str]:
     """Versions of the runtime that would run ``path`` on ``provider`` (without importing it)."""
-    from optkit.model.artifact import tool_versions
+    from optkit.common.versions import tool_versions
 
     dists = ("tensorrt",) if is_engine(path) else check_provider(provider).distributions
     return tool_versions(*dists)

@@ -126,15 +126,9 @@ def usable_cpus() -> int:
 
 def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str | None]:
     """Installed versions (None where absent), read from package metadata without importing."""
-    from importlib import metadata
+    from optkit.common import versions
 
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return versions.library_versions(names)
 
 
 def collect() -> dict[str, Any]:

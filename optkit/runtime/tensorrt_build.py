@@ -18,7 +18,7 @@ from typing import Any
 
 from optkit.common.errors import InputError, PassFailed, RuntimeUnavailable
 from optkit.runtime.gpu import tensorrt_logger
-from optkit.passes.config import ParameterError
+from optkit.common.errors import ParameterError
 
 DEFAULT_BATCH = (1, 1, 8)
 

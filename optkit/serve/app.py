@@ -23,10 +23,10 @@ from typing import Any, Callable
 
 from optkit.common.errors import OptkitError, first_line
 from optkit.common.lazy import lazy_import
-from optkit.serve.inference import InferenceEngine, NotReady, Overloaded
+from optkit.serve.inference import InferenceLoop, NotReady, Overloaded
 from optkit.serve.prometheus import CONTENT_TYPE, ServeMetrics
 from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
-from optkit.serve.server import frozen_gc
+from optkit.serve.gcfreeze import frozen_gc
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
 
 ENDPOINTS = ("/verify", "/health", "/ready", "/metadata", "/metrics")
@@ -79,7 +79,7 @@ async def read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def parse_multipart(request: Any, body: bytes, engine: InferenceEngine) -> Any:
+async def parse_multipart(request: Any, body: bytes, inference: InferenceLoop) -> Any:
     """A multipart upload: a file in field ``audio`` or ``file`` (audio, or .npy by name), or
     JSON features in a text field ``mfcc``."""
     from starlette.datastructures import UploadFile
@@ -99,20 +99,20 @@ async def parse_multipart(request: Any, body: bytes, engine: InferenceEngine) ->
     except Exception as exc:  # noqa: BLE001 - starlette's MultiPartException / python-multipart errors
         raise RequestRejected(f"malformed multipart body ({_one_line(str(exc), 150)})", 400) from None
     try:
-        shape, dtype = engine.sample_shape, engine.input_dtype
+        shape, dtype = inference.sample_shape, inference.input_dtype
         for field in ("audio", "file"):
             item = form.get(field)
             if isinstance(item, UploadFile):
                 data = await item.read()
                 if (item.filename or "").lower().endswith(".npy") or data.startswith(b"\x93NUMPY"):
                     return from_npy(data, shape, dtype)
-                if engine.audio:
-                    raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send the model input "
+                if inference.audio:
+                    raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
                                   "as JSON or .npy", 415)
                 return await asyncio.to_thread(from_audio, data, shape, dtype)
         text = form.get("mfcc")
         if isinstance(text, str):
-            return await asyncio.to_thread(from_json, text.encode(), shape, dtype, engine.input_name)
+            return await asyncio.to_thread(from_json, text.encode(), shape, dtype, inference.input_name)
         raise RequestRejected("multipart upload needs a file field 'audio' (or 'file'), or a field 'mfcc'", 422)
     finally:
         await form.close()
@@ -126,25 +126,25 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     responses = lazy_import("fastapi.responses", extra="serve")
     JSONResponse, Response = responses.JSONResponse, responses.Response
 
-    holder: dict[str, Any] = {"engine": None}
-    metrics = ServeMetrics(queue_depth=lambda: holder["engine"].queue_depth if holder["engine"] else 0,
-                           in_flight=lambda: holder["engine"].in_flight if holder["engine"] else 0)
+    holder: dict[str, Any] = {"inference": None}
+    metrics = ServeMetrics(queue_depth=lambda: holder["inference"].queue_depth if holder["inference"] else 0,
+                           in_flight=lambda: holder["inference"].in_flight if holder["inference"] else 0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202
-        engine = InferenceEngine(settings, runner_factory, on_batch=metrics.on_batch)
+        inference = InferenceLoop(settings, runner_factory, on_batch=metrics.on_batch)
         try:
-            await asyncio.to_thread(engine.load)
+            await asyncio.to_thread(inference.load)
         except OptkitError as exc:
             if startup_errors is not None:
                 startup_errors.append(exc)
             raise
-        for note in engine.notes:  # what the service decided about the model on its own
+        for note in inference.notes:  # what the service decided about the model on its own
             logging.getLogger("uvicorn.error").warning("%s", note)
-        metrics.info({"artifact": engine.info["artifact"], "sha256": engine.info["sha256"],
-                      "precision": engine.info["precision"], "provider": engine.info["provider_in_use"],
-                      "model_version": engine.info["model_version"]})
-        holder["engine"] = engine
+        metrics.info({"artifact": inference.info["artifact"], "sha256": inference.info["sha256"],
+                      "precision": inference.info["precision"], "provider": inference.info["provider_in_use"],
+                      "model_version": inference.info["model_version"]})
+        holder["inference"] = inference
         # Everything alive now (the model, the app, every imported module) lives as long as the
         # service: out of the garbage collector's reach, a full collection while serving scans only
         # request garbage (each pause delays every request in flight); an app run in-process (tests,
@@ -153,8 +153,8 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
             with frozen_gc():
                 yield
         finally:
-            holder["engine"] = None
-            await asyncio.to_thread(engine.close)
+            holder["inference"] = None
+            await asyncio.to_thread(inference.close)
 
     app = fastapi.FastAPI(title="optkit voice verification", lifespan=lifespan,
                           summary="Serves one optkit artifact: MFCC features or audio in, a decision out.")
@@ -163,11 +163,11 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     app.state.metrics = metrics
     app.state.holder = holder
 
-    def ready_engine() -> InferenceEngine:
-        engine = holder["engine"]
-        if engine is None or not engine.ready:
+    def ready_engine() -> InferenceLoop:
+        inference = holder["inference"]
+        if inference is None or not inference.ready:
             raise NotReady("the model is not loaded")
-        return engine
+        return inference
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Any, exc: RequestRejected) -> Any:
@@ -193,16 +193,16 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
 
     @app.get("/ready")
     async def ready() -> Any:
-        engine = holder["engine"]
-        if engine is None or not engine.ready:
+        inference = holder["inference"]
+        if inference is None or not inference.ready:
             return JSONResponse({"ready": False}, status_code=503, headers={"Retry-After": "1"})
-        return {"ready": True, "model_version": engine.info["model_version"]}
+        return {"ready": True, "model_version": inference.info["model_version"]}
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        engine = ready_engine()
+        inference = ready_engine()
         return {
-            **engine.info,
+            **inference.info,
             "threshold": settings.threshold,
             "serving": {"max_queue": settings.max_queue, "max_queue_wait_ms": settings.max_queue_wait_ms,
                         "max_batch": settings.max_batch,
@@ -217,23 +217,23 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     @app.post("/verify")
     async def verify(request: fastapi.Request) -> Any:
         t0 = time.perf_counter()
-        engine = ready_engine()
+        inference = ready_engine()
         body = await read_body(request, settings.max_body_bytes)
         ctype = request.headers.get("content-type")
-        shape, dtype = engine.sample_shape, engine.input_dtype
+        shape, dtype = inference.sample_shape, inference.input_dtype
         if not body:
             raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
         kind = body_kind(ctype, body)
-        if engine.audio and kind == "audio":
-            raise RequestRejected(f"audio is not accepted by this server: {engine.audio}; send the model input "
+        if inference.audio and kind == "audio":
+            raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
                                   "as JSON or .npy", 415)
         if kind == "multipart":
-            x = await parse_multipart(request, body, engine)
+            x = await parse_multipart(request, body, inference)
         elif kind == "npy":  # a header and a copy: cheaper than a thread hop
             x = parse_body(body, ctype, shape, dtype)
         else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
-            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, engine.input_name)
-        pred = await engine.predict(x)
+            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name)
+        pred = await inference.predict(x)
         latency_ms = (time.perf_counter() - t0) * 1e3
         metrics.latency.observe(latency_ms / 1e3)
         accepted = pred.probability >= settings.threshold
@@ -243,7 +243,7 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
                 "decision": "accept" if accepted else "reject",
                 "accepted": accepted,
                 "threshold": settings.threshold,
-                "model_version": engine.info["model_version"],
+                "model_version": inference.info["model_version"],
                 "latency_ms": round(latency_ms, 3),
                 "inference_ms": round(pred.inference_ms, 3),
                 "queue_ms": round(pred.queue_ms, 3),

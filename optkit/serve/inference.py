@@ -95,7 +95,7 @@ def batch_buckets(max_batch: int) -> list[int]:
     return sizes + [max_batch]
 
 
-class InferenceEngine:
+class InferenceLoop:
     def __init__(self, settings: ServeSettings,
                  runner_factory: Callable[[ServeSettings], Any] | None = None,
                  on_batch: Callable[[int, float], None] | None = None):

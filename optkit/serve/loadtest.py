@@ -33,7 +33,7 @@ import numpy as np
 
 from optkit.common.errors import InputError, OptkitError
 from optkit.common.lazy import lazy_import
-from optkit.serve.server import frozen_gc
+from optkit.serve.gcfreeze import frozen_gc
 
 LOADTEST_FORMAT_VERSION = 1
 SHED_BACKOFF_S = 0.02  # a virtual user that got a 503 pauses this long, so it does not spin
@@ -546,7 +546,7 @@ def parse_variant(text: str) -> list[str]:
         raise InputError(f"serving variant {text!r}: {exc}") from None
 
 
-def compare(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
+def compare_services(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
             serve_args: Sequence[str] = (), payload: Payload | None = None,
             progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
             interleave: bool = False, variants: Sequence[str] = ("",)) -> list[CompareRow]:

@@ -2,8 +2,6 @@
 ``optkit loadtest --compare``."""
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
 import logging
 import os
@@ -22,22 +20,6 @@ from optkit.common.lazy import lazy_import
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
 
 LOOPBACK_NAMES = ("localhost",)
-
-
-@contextlib.contextmanager
-def frozen_gc() -> Any:
-    """Move everything alive now out of the garbage collector's reach until the block ends, so a
-    full (gen-2) collection meanwhile scans only what the block allocates; the collector is left
-    as it was afterwards. The service wraps its whole life after the model loads, the load
-    generator each timed step: gc callbacks under `optkit loadtest` (bundled model) showed 36-41 ms
-    gen-2 pauses in a loaded server and 12-18 ms in the generator before, none in the server after.
-    gc.freeze is the standard library's tool for this."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def is_loopback(host: str) -> bool:
@@ -163,11 +145,11 @@ def check_loads(settings: ServeSettings) -> None:
     """Load, check and warm up the model as a worker would (audio aside), then release it."""
     from dataclasses import replace
 
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
-    engine = InferenceEngine(replace(settings, accept_audio=False))
-    engine.load()
-    engine.close()
+    inference = InferenceLoop(replace(settings, accept_audio=False))
+    inference.load()
+    inference.close()
 
 
 class ServerProcess:

@@ -13,6 +13,7 @@ against its recorded sha256; the outputs and labels (one value per sample) are h
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -43,9 +44,7 @@ class Reference:
         return int(next(iter(self.inputs.values())).shape[0])
 
     def identity(self) -> dict[str, Any]:
-        """:func:`optkit.release.view.reference_identity` of this reference."""
-        from optkit.release.view import reference_identity
-
+        """:func:`reference_identity` of this reference."""
         return reference_identity(self.inputs, self.labels, self.inputs_sha256)
 
     @property
@@ -218,3 +217,47 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
             raise InputError(f"{where}: labels have shape {y.shape}, expected ({n},) (one per sample)")
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
             raise InputError(f"{where}: labels have dtype {y.dtype}, expected integers (0/1)")
+
+
+# -- reference identity ------------------------------------------------------------------------
+
+class InputsHasher:
+    """The ``inputs_sha256`` of :func:`reference_identity`, fed in row order chunk by chunk (the
+    digest of a whole array equals the digest of its consecutive row chunks)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def start(self, name: str, dtype: Any, shape: tuple[int, ...]) -> None:
+        self._h.update(f"{name}|{np.dtype(dtype).str}|{tuple(int(d) for d in shape)}|".encode())
+
+    def update(self, rows: np.ndarray) -> None:
+        self._h.update(np.ascontiguousarray(rows).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def reference_identity(inputs: dict[str, Any], labels: np.ndarray | None,
+                       inputs_sha256: str | None = None) -> dict[str, Any]:
+    """What identifies a reference set: sha256 of every input array (name, dtype, shape, bytes)
+    and of the labels. Two releases are comparable sample by sample only when these match.
+    Lazily read inputs (optkit.data.source.LazyArray) are hashed shard by shard;
+    ``inputs_sha256``, when already known (a reference made from a data directory records it),
+    is used as it is."""
+    if inputs_sha256 is None:
+        from optkit.data.source import is_lazy
+
+        h = InputsHasher()
+        for name in sorted(inputs):
+            arr = inputs[name]
+            h.start(name, arr.dtype, arr.shape)
+            for rows in (arr.chunks() if is_lazy(arr) else [arr]):
+                h.update(rows)
+        inputs_sha256 = h.hexdigest()
+    ident = {"inputs_sha256": inputs_sha256, "samples": int(next(iter(inputs.values())).shape[0]),
+             "labels_sha256": None}
+    if labels is not None:
+        lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
+        ident["labels_sha256"] = hashlib.sha256(lab.tobytes()).hexdigest()
+    return ident

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from optkit.model.artifact import Artifact, now_iso, tool_versions
+from optkit.model.artifact import Artifact, now_iso
+from optkit.common.versions import tool_versions
 from optkit.common.errors import InputError, OptkitError, RecipeError
 from optkit.verification.comparator import output_metrics, output_problems
 from optkit.common.defaults import BATCH_SIZE, DECISION_THRESHOLD

@@ -212,7 +212,7 @@ def _group_counts(meta: dict, idx: np.ndarray) -> dict:
 
 def write_card(args: argparse.Namespace, training: dict | None) -> dict:
     torch = lazy_import("torch", extra="torch")
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
     from optkit.zoo import build
     from optkit.zoo.voice_resnet import DECISION_THRESHOLD, INPUT_NAME, OUTPUT_NAME, macs_per_sample
 
