@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# tests/<package>/ mirror optkit's packages; the shared helpers (tiny models, fakes, the kill
+# helper, the browser check) live in tests/helpers/ and are imported by module name.
+HELPERS = Path(__file__).resolve().parent / "helpers"
+if str(HELPERS) not in sys.path:
+    sys.path.insert(0, str(HELPERS))
 
 TINY_SHAPE = (1, 40, 241)  # the voice model's per-sample input
 

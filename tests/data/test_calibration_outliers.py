@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SHAPE, invoke, listdir_names
-from optkit.data.samples import SampleSet, load_samples, screen_outliers
+from optkit.data.samples import SampleSet, screen_outliers
+from optkit.data.source import load_samples
 from optkit.common.errors import InputError
 
 
@@ -30,7 +31,7 @@ def _one_big(i, x):
 
 
 def test_bundled_calibration_data_has_no_outliers():
-    root = Path(__file__).resolve().parent.parent / "calibration_data"
+    root = Path(__file__).resolve().parents[2] / "calibration_data"
     for p in (root / "calib", root / "val.npz"):
         s, d = screen_outliers(load_samples(p, limit=64))
         assert d.action == "none" and d.values == 0, (p, d)
@@ -119,7 +120,7 @@ def test_recipe_records_the_decision_in_manifest_and_report(cli_runner, tmp_path
         if i == 5:
             x[2] = 1e30
         np.save(calib / f"s{i:02d}.npy", x)
-    models = Path(__file__).parent / "models" / "tiny_models.py"
+    models = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         f"name: o\nmodel: {models}:affine\nsteps:\n  - pass: export\n"

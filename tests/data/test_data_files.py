@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "calibration_data"
+DATA = Path(__file__).resolve().parents[2] / "calibration_data"
 SHAPE = (1, 40, 241)
 
 
@@ -60,7 +60,7 @@ def test_val_and_calib_are_disjoint(val):
 
 
 def test_loads_through_optkit_data(val):
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
 
     s = load_samples(DATA / "val.npz", sample_shape=SHAPE)
     assert len(s) == len(val["x"]) and s.y is not None

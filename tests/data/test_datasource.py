@@ -13,12 +13,12 @@ import pytest
 from conftest import TINY_SHAPE, invoke
 from optkit.quantization import calib_stats
 from optkit.data import source as datasource
-from optkit.data.samples import load_samples
+from optkit.data.source import load_samples
 from optkit.data.source import open_samples, write_shard
 from optkit.common.errors import InputError
 from optkit.verification.reference import load_reference
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 N = 37
 SPLITS = [0, 10, 11, 25, N]  # uneven shards, one of a single sample
 
@@ -249,7 +249,8 @@ def single_stats(exported, data):
 @pytest.mark.parametrize("ray", [False, True])
 def test_calibration_statistics_of_a_shard_directory_equal_the_in_memory_ones(exported, data, single_stats, ray,
                                                                              request):
-    from optkit.pipeline.distributed import RayExecutor, calibration_on, collect_stats
+    from optkit.pipeline.distributed import RayExecutor
+    from optkit.quantization.executor import calibration_on, collect_stats
 
     d, _, _ = data
     lazy = open_samples(d / "shards", TINY_SHAPE).array()

@@ -126,7 +126,7 @@ def test_cli_writes_one_npy_per_input(cli_runner, wav, espeak_wav, tmp_path):
     assert listdir_names(out) == {"tone.npy", "speech.npy"}
     np.testing.assert_array_equal(np.load(out / "tone.npy"), features.mfcc_from_wav(wav))
     # the folder is a valid calibration set for the model input
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
 
     assert load_samples(out, sample_shape=(1, 40, 241)).x.shape == (2, 1, 40, 241)
 

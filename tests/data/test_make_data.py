@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "calibration_data"
+DATA = Path(__file__).resolve().parents[2] / "calibration_data"
 
 if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
     pytest.skip("rendering speech needs espeak-ng and sox", allow_module_level=True)

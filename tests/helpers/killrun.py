@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = Path(__file__).resolve().parent / "models" / "tiny_models.py"
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = Path(__file__).resolve().parent / "tiny_models.py"
 RUN_FILES = {"manifest.json", "report.json", "report.html", ".optkit.lock", ".optkit-cache"}
 # the step lines `optkit run` prints as it starts each step, in order
 MARKERS = ("[export] running", "[simplify] running", "[int8] running", "[fp16] running", "[verify:cpu]")

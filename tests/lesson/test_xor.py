@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from optkit import zoo  # noqa: E402
 from optkit.zoo import xor  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_training_is_seeded_and_deterministic():

@@ -9,7 +9,7 @@ import pytest
 from conftest import invoke, listdir_names
 from optkit.verification.reference import load_reference
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 
 
 def test_export_file_callable_writes_model_and_reference(cli_runner, tmp_path):

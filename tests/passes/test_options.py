@@ -49,7 +49,7 @@ def test_library_error_names_the_flag_on_the_cli_and_the_key_in_a_recipe(cli_run
                               "--exclude-nodes", "no/such/node"])
     assert res.exit_code == 1 and "--exclude-nodes: no node named no/such/node" in res.output
 
-    models = Path(__file__).parent / "models" / "tiny_models.py"
+    models = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""\
 model: {models}:tiny_voice

@@ -12,7 +12,7 @@ from conftest import invoke, listdir_names
 from optkit.common.errors import InputError, PassFailed
 from optkit.common.fileio import sha256_file
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 
 
 @pytest.mark.parametrize("mode", ["--fp16", "--int8"])

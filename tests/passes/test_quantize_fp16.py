@@ -292,7 +292,7 @@ def test_nodes_to_fp16_converts_only_the_named_nodes():
     import onnxruntime as ort
 
     from optkit.model.onnx_utils import check_model
-    from optkit.passes.quantize_fp16 import nodes_to_fp16
+    from optkit.quantization.fp16 import nodes_to_fp16
 
     model, w = _qdq_with_shared_weight()
     converted, done, converter, _ = nodes_to_fp16(model, ["mm_fp16", "q"], "test model")

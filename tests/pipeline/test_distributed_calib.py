@@ -10,7 +10,8 @@ import pytest
 
 from conftest import TINY_SHAPE, export_tiny
 from optkit.quantization import calib_stats
-from optkit.pipeline.distributed import RayExecutor, calibration_on, collect_stats
+from optkit.pipeline.distributed import RayExecutor
+from optkit.quantization.executor import calibration_on, collect_stats
 
 pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'optkit[ray]'")
 

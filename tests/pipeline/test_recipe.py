@@ -7,7 +7,7 @@ import pytest
 
 from conftest import invoke
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 
 RECIPE = """\
 name: tiny
@@ -134,7 +134,7 @@ def test_skipped_step_is_reported_never_passed(cli_runner, tmp_path, monkeypatch
 
     from optkit import passes
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
     monkeypatch.setitem(passes.REGISTRY, "never", "skip_pass:Never")
     text = RECIPE.format(model=f"{MODELS}:tiny_voice", check_runs=1) .replace(
         "  - pass: fold\n", "  - pass: fold\n  - name: engine\n    pass: never\n    params: {reason: no GPU here}\n  - pass: simplify\n    name: after\n    input: engine\n")

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import invoke
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 HEAD = "name: t\nmodel: {model}\nsteps:\n  - pass: export\n    params: {{reference_samples: 4, input_shape: [1, 6]}}\n"
 
 

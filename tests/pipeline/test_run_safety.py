@@ -14,7 +14,7 @@ from conftest import invoke
 from optkit.common.fileio import sha256_file
 from optkit.common.workspace import OWNER_LOCK, clean_stale_work_dirs, output_lock, work_dir
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 RECIPE = """\
 name: {name}
 model: {model}

@@ -22,7 +22,8 @@ from test_int8_search import CNN_SHAPE, BadlyScaledCNN, _cnn_data, _export, spre
 
 from optkit.quantization import int8_search  # noqa: E402
 from optkit.model.artifact import Artifact  # noqa: E402
-from optkit.pipeline.distributed import RayExecutor, calibration_on  # noqa: E402
+from optkit.pipeline.distributed import RayExecutor  # noqa: E402
+from optkit.quantization.executor import calibration_on
 from optkit.common.errors import InputError  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
 from optkit.passes.quantize_int8 import Int8SearchFailed, QuantizeInt8Config  # noqa: E402

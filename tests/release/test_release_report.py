@@ -358,7 +358,8 @@ def test_recipe_release_keys_are_checked(tmp_path):
 
 
 def test_runtime_in_words():
-    from optkit.release.view import precision_text, runtime_text
+    from optkit.release.view import precision_text
+    from optkit.runtime.labels import runtime_text
 
     ort = {"runner": "onnxruntime[cpu]", "onnxruntime": "1.23.2", "providers_in_use": ["CPUExecutionProvider"],
            "threads": 2}
@@ -387,7 +388,7 @@ def test_report_renders_in_headless_chromium(cli_runner, labelled, tmp_path):
 
 def test_recipe_bench_baseline_and_ci_files(cli_runner, tmp_path):
     """The recipe path: verify: bench / baseline keys, run --baseline/--junit/--summary."""
-    models = Path(__file__).parent / "models" / "tiny_models.py"
+    models = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
     text = (f"name: tiny\nmodel: {models}:tiny_voice\nsteps:\n  - pass: export\n    params:\n      reference_samples: 8\n"
             "  - pass: simplify\n    params:\n      check_runs: 1\nverify:\n  bench: {warmup: 0, iterations: 2}\n")
     recipe = tmp_path / "r.yaml"

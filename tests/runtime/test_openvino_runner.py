@@ -64,7 +64,7 @@ def test_precision_and_hint_options_are_applied(tiny_onnx):
 def test_qdq_int8_model_runs_close_to_reference(tiny_onnx, calib_dir, tmp_path):
     from onnxruntime import quantization as q
 
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
 
     xs = load_samples(calib_dir, sample_shape=(1, 40, 241)).x
 

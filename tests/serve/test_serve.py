@@ -241,12 +241,12 @@ def test_metrics_count_requests_by_status_and_expose_queue_and_latency(app_clien
     assert "optkit_queue_depth 0.0" in text and "optkit_request_latency_seconds_bucket" in text
 
 
-# -- the engine: micro-batching -------------------------------------------------------------------
+# -- the inference loop: micro-batching -------------------------------------------------------------------
 def test_micro_batches_give_the_same_answers_as_single_calls(tiny_onnx):
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     settings = resolve_settings(tiny_onnx, max_batch=4, max_wait_ms=500, accept_audio=False, environ={})
-    engine = InferenceEngine(settings)
+    engine = InferenceLoop(settings)
     engine.load()
     xs = [np.random.default_rng(i).standard_normal((1, *TINY_SHAPE)).astype(np.float32) for i in range(4)]
 
@@ -265,14 +265,14 @@ def test_micro_batches_give_the_same_answers_as_single_calls(tiny_onnx):
 def test_micro_batching_needs_a_dynamic_batch_axis(tiny_onnx, tmp_path):
     import onnx
 
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     path = tmp_path / "fixed.onnx"
     model = onnx.load(str(tiny_onnx))
     for t in list(model.graph.input) + list(model.graph.output):
         t.type.tensor_type.shape.dim[0].dim_value = 1
     onnx.save(model, str(path))
-    engine = InferenceEngine(resolve_settings(path, max_batch=4, accept_audio=False, environ={}))
+    engine = InferenceLoop(resolve_settings(path, max_batch=4, accept_audio=False, environ={}))
     with pytest.raises(InputError, match="micro-batching needs a dynamic batch axis"):
         engine.load()
 
@@ -328,12 +328,12 @@ def test_runtimes_that_tune_per_shape_get_only_warmed_up_batch_sizes(tiny_onnx, 
     """A batch of 3 at --max-batch 8: ORT on the CPU runs it as 3; a runtime that compiles or tunes
     per shape (OpenVINO, ORT's CUDA/TensorRT providers) runs it padded to 4, a size it warmed up,
     so no kernel search or compile happens while requests wait; the answers are the same."""
-    from optkit.serve.inference import InferenceEngine, batch_buckets
+    from optkit.serve.inference import InferenceLoop, batch_buckets
 
     rec = ShapeRecorder()
     settings = resolve_settings(tiny_onnx, provider=provider, max_batch=8, max_wait_ms=500, accept_audio=False,
                                 environ={})
-    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine = InferenceLoop(settings, runner_factory=lambda s: rec)
     engine.load()
     warmed = set(rec.sizes)
     assert warmed == set(batch_buckets(8)) == {1, 2, 4, 8}
@@ -358,10 +358,10 @@ def test_queue_is_bounded_in_time_as_well_as_in_count(tiny_onnx):
     start in time are refused at once (Overloaded -> 503), the rest answered; none waits longer."""
     import time
 
-    from optkit.serve.inference import InferenceEngine, Overloaded, Prediction
+    from optkit.serve.inference import InferenceLoop, Overloaded, Prediction
 
     settings = resolve_settings(tiny_onnx, max_queue=100, max_queue_wait_ms=300, accept_audio=False, environ={})
-    engine = InferenceEngine(settings, runner_factory=lambda s: SlowRunner(0.2))
+    engine = InferenceLoop(settings, runner_factory=lambda s: SlowRunner(0.2))
     engine.load()
 
     async def ten_requests():
@@ -430,10 +430,10 @@ def test_a_logits_model_is_not_served_as_a_probability(tmp_path):
     0.5 on a logit: refused at load with the way out, unless told it is a logit."""
     from serve_models import build_user_model
 
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     path = build_user_model(tmp_path / "logits.onnx", head="logit")
-    engine = InferenceEngine(resolve_settings(path, accept_audio=False, environ={}))
+    engine = InferenceLoop(resolve_settings(path, accept_audio=False, environ={}))
     with pytest.raises(InputError, match=r"output score is not a probability.*--output-kind logit") as e:
         engine.load()
     assert "\n" not in str(e.value)
@@ -476,7 +476,7 @@ def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_pat
     reported; --output picks one; a wrong name or a non-probability output is one line."""
     from serve_models import build_user_model
 
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     path = build_user_model(tmp_path / "two.onnx", extra_output=True)
     with _user_client(path, accept_audio=False) as client:
@@ -487,7 +487,7 @@ def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_pat
         assert body["probability"] == pytest.approx(float(_ort_outputs(path, IMAGE[None])["score"].ravel()[0]), abs=1e-6)
     for output, message in (("nope", "no output named 'nope'; its outputs are flat, score"),
                             ("flat", "output flat has shape")):
-        engine = InferenceEngine(resolve_settings(path, output=output, accept_audio=False, environ={}))
+        engine = InferenceLoop(resolve_settings(path, output=output, accept_audio=False, environ={}))
         with pytest.raises(InputError, match=message):
             engine.load()
     # two outputs with one value per sample each (the logit and the probability): no guessing
@@ -497,7 +497,7 @@ def test_a_model_with_several_outputs_serves_the_probability_and_says_so(tmp_pat
     both = onnx.load(str(build_user_model(tmp_path / "both.onnx")))
     both.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 1]))
     onnx.save(both, str(tmp_path / "both.onnx"))
-    engine = InferenceEngine(resolve_settings(tmp_path / "both.onnx", accept_audio=False, environ={}))
+    engine = InferenceLoop(resolve_settings(tmp_path / "both.onnx", accept_audio=False, environ={}))
     with pytest.raises(InputError, match=r"2 outputs \(score, z\); score, z each give one value per sample: "
                                          "name the probability with --output NAME"):
         engine.load()
@@ -546,10 +546,10 @@ def test_a_fixed_batch_other_than_one_is_refused_with_advice_that_works(tmp_path
     --max-batch 1, which fails too."""
     from serve_models import build_user_model
 
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     path = build_user_model(tmp_path / "b4.onnx", batch=4)
-    engine = InferenceEngine(resolve_settings(path, max_batch=max_batch, accept_audio=False, environ={}))
+    engine = InferenceLoop(resolve_settings(path, max_batch=max_batch, accept_audio=False, environ={}))
     with pytest.raises(InputError, match="fixed batch of 4") as e:
         engine.load()
     assert "--max-batch 1" not in str(e.value) and "batch of 1 or a dynamic batch" in str(e.value)
@@ -581,9 +581,9 @@ class BrokenRunner(SlowRunner):
 
 
 def test_an_unexpected_failure_at_load_is_one_line(tmp_path, tiny_onnx):
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
-    engine = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}),
+    engine = InferenceLoop(resolve_settings(tiny_onnx, accept_audio=False, environ={}),
                              runner_factory=lambda s: BrokenRunner(0.0))
     with pytest.raises(InputError, match=r"tiny.onnx: cannot be served: IndexError: tuple index out of range"):
         engine.load()
@@ -671,11 +671,11 @@ class BarrierRunner(SlowRunner):
 def test_streams_run_requests_at_the_same_time(tiny_onnx):
     """--streams 2: two requests run on two inference threads at once (each call waits until the
     other is running too); with one stream the same two would meet nobody and fail."""
-    from optkit.serve.inference import InferenceEngine, Prediction
+    from optkit.serve.inference import InferenceLoop, Prediction
 
     rec = BarrierRunner(2)
     settings = resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={})
-    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine = InferenceLoop(settings, runner_factory=lambda s: rec)
     engine.load()
     rec.armed = True
 
@@ -695,12 +695,12 @@ def test_streams_run_requests_at_the_same_time(tiny_onnx):
 def test_one_stream_runs_one_request_at_a_time(tiny_onnx):
     """The control for the test above: one stream never runs two calls at once, so the barrier
     breaks and each request gets the one-line inference error (no hang, no 500 in the engine)."""
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
     rec = BarrierRunner(2)
     rec.barrier = __import__("threading").Barrier(2, timeout=0.3)
     settings = resolve_settings(tiny_onnx, accept_audio=False, environ={})
-    engine = InferenceEngine(settings, runner_factory=lambda s: rec)
+    engine = InferenceLoop(settings, runner_factory=lambda s: rec)
     engine.load()
     rec.armed = True
 
@@ -719,10 +719,10 @@ def test_one_stream_runs_one_request_at_a_time(tiny_onnx):
 def test_streams_share_the_admission_estimate(tiny_onnx):
     """With N streams the queue drains N batches at a time: the wait a new request is told to
     expect (admission, Retry-After) is divided accordingly."""
-    from optkit.serve.inference import InferenceEngine
+    from optkit.serve.inference import InferenceLoop
 
-    one = InferenceEngine(resolve_settings(tiny_onnx, accept_audio=False, environ={}))
-    two = InferenceEngine(resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={}))
+    one = InferenceLoop(resolve_settings(tiny_onnx, accept_audio=False, environ={}))
+    two = InferenceLoop(resolve_settings(tiny_onnx, streams=2, threads=2, accept_audio=False, environ={}))
     for engine in (one, two):
         engine._batch_s_ema = 0.4
         engine._waiting.extend([object()] * 4)

@@ -9,7 +9,7 @@ import pytest
 from browser import CHROMIUM, assert_rendered_report, dump_dom
 from conftest import invoke
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from conftest import invoke
 from optkit.common.fileio import sha256_file
 
-MODELS = Path(__file__).parent / "models" / "tiny_models.py"
+MODELS = Path(__file__).resolve().parents[1] / "helpers" / "tiny_models.py"
 RECIPE = f"""\
 name: tiny
 model: {MODELS}:tiny_voice

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from optkit import zoo  # noqa: E402
 from optkit.common.errors import InputError  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CARD = REPO / "optkit" / "zoo" / "model_card.json"
 VAL = REPO / "calibration_data" / "val.npz"
 
@@ -64,7 +64,7 @@ def test_card_targets(card):
 
 
 def test_model_reproduces_card_metrics_on_val(card, model):
-    from optkit.data.samples import load_samples
+    from optkit.data.source import load_samples
     from optkit.zoo.train import predict, verification_metrics
     from optkit.zoo.voice_resnet import DECISION_THRESHOLD
 
