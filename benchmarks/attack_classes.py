@@ -15,7 +15,7 @@ differs, or exit 0 with a correct result (and a warning where data was changed).
 (kill -9 is benchmarks/kill_runs.py.) Everything runs in a temporary folder; nothing outside it is
 touched (the /proc and /sys cases only try to create files there, which the kernel refuses).
 
-    python benchmarks/attack_classes.py --out benchmarks/results/attack_classes.json
+    python benchmarks/attack_classes.py --out benchmarks/results/attack_classes/attack_classes.json
 """
 from __future__ import annotations
 

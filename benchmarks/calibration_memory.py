@@ -3,7 +3,7 @@
 Exports ``voice-resnet-seed`` (the production-size model) once, then calibrates it with each
 method in its own subprocess, so each peak RSS (the child's VmHWM from /proc, falling back to
 ``getrusage``) belongs to one method alone. Results go to
-``benchmarks/results/calibration_memory.json``.
+``benchmarks/results/calibration_memory/calibration_memory.json``.
 
     python benchmarks/calibration_memory.py                  # 256 samples, ~20 min on 2 cores
     python benchmarks/calibration_memory.py --samples 4      # quick check
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT / "calibration_data" / "calib"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration_memory.json"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration_memory" / "calibration_memory.json"
 METHODS = ("minmax", "entropy", "percentile")
 TARGET_GIB = 4.0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_DATA = ROOT / "calibration_data" / "calib"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration_stats.json"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "calibration_stats" / "calibration_stats.json"
 CACHE = ROOT / "benchmarks" / "cache" / "voice-resnet-seed"
 
 

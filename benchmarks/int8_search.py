@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "cache" / "int8_search"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "int8_search.json"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "int8_search" / "int8_search.json"
 
 
 def optkit(*args: object, check: bool = True, ok: tuple[int, ...] = (0,)) -> tuple[int, str, float]:

@@ -6,7 +6,7 @@ directory and a private temp folder (TMPDIR), sends SIGKILL at a uniformly rando
 (0.5 s, T) after the start, records where the run was and what it left behind, runs the recipe
 normally, and checks the result with tests/killrun.py's `problems()`.
 
-    python benchmarks/kill_runs.py --points 10 --seed 11 --out benchmarks/results/kill_runs_time.json
+    python benchmarks/kill_runs.py --points 10 --seed 11 --out benchmarks/results/kill_runs/kill_runs_time.json
 python benchmarks/kill_runs.py --points 10 --seed 11 --mode markers   # kill shortly after a random step starts
 """
 from __future__ import annotations

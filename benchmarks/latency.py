@@ -6,7 +6,7 @@ ratios to ORT fp32 are fair on a shared, noisy machine:
 
     python benchmarks/latency.py --quick                        # voice-resnet only, a few rounds
     python benchmarks/latency.py --model voice-resnet-seed --batch 1 --iterations 30 \
-        --out benchmarks/results/latency_seed.json
+        --out benchmarks/results/latency/latency_seed.json
 
 Writes the JSON (every number, versions, CPU features, runner settings in effect) and a Markdown
 table beside it. Artifacts are cached in ``--work-dir`` (default ``benchmarks/cache/``) and rebuilt
@@ -346,11 +346,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="example: python benchmarks/latency.py --model voice-resnet-seed --batch 1 "
-                                       "--iterations 30 --out benchmarks/results/latency_seed.json")
+                                       "--iterations 30 --out benchmarks/results/latency/latency_seed.json")
     p.add_argument("--model", action="append", choices=MODELS,
                    help="zoo model (repeatable; default: both, or voice-resnet with --quick)")
     p.add_argument("--out", default=None, help="JSON output; a .md table is written beside it "
-                   "(default: benchmarks/results/latency[_quick].json)")
+                   "(default: benchmarks/results/latency/latency[_quick].json)")
     p.add_argument("--batch", default="1,8", help="batch sizes, comma-separated (default 1,8)")
     p.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     p.add_argument("--iterations", type=int, default=None, help="timed rounds per batch (default 50; quick 10)")
@@ -374,7 +374,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.iterations = args.iterations or (10 if args.quick else 50)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
     args.calib_samples = args.calib_samples or (16 if args.quick else 64)
-    args.out = args.out or str(HERE / "results" / ("latency_quick.json" if args.quick else "latency.json"))
+    args.out = args.out or str(HERE / "results" / "latency" / ("latency_quick.json" if args.quick else "latency.json"))
     return args
 
 

@@ -2,7 +2,7 @@
 workers (local processes, and optionally Ray), interleaved, and whether every run wrote the same
 bytes.
 
-    python benchmarks/make_data_parallel.py --n-val 256 --shard-size 32 --out benchmarks/results/make_data_parallel.json
+    python benchmarks/make_data_parallel.py --n-val 256 --shard-size 32 --out benchmarks/results/make_data_parallel/make_data_parallel.json
 
 Each run is ``calibration_data/make_data.py --val-shards DIR --n-val N --shard-size S`` in its own
 process (order: 1, 2, 2, 1 workers, then Ray with 2 CPUs when --ray); reported: wall time per run,

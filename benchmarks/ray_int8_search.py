@@ -1,6 +1,6 @@
 """The default int8 command on the bundled model, in one process vs with its trials on Ray.
 
-    python benchmarks/ray_int8_search.py [--workers 2] [--out benchmarks/results/ray_int8_search.json]
+    python benchmarks/ray_int8_search.py [--workers 2] [--out benchmarks/results/ray_int8_search/ray_int8_search.json]
 
 The default recipe's fold model of the bundled voice model (cached in
 benchmarks/cache/int8_search/, made as benchmarks/int8_search.py makes it) is quantised with the
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "benchmarks" / "cache" / "int8_search"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ray_int8_search.json"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "ray_int8_search" / "ray_int8_search.json"
 
 
 def fold_model() -> Path:

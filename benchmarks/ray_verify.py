@@ -1,9 +1,9 @@
 """Overhead of sharded verification on Ray against one process, on one machine, and the
 driver's memory as the number of samples grows.
 
-    python benchmarks/ray_verify.py --samples 10000 --out benchmarks/results/ray_verify.json
+    python benchmarks/ray_verify.py --samples 10000 --out benchmarks/results/ray_verify/ray_verify.json
     python benchmarks/ray_verify.py --samples 2500 5000 10000 --data npz shards --rounds 1 \
-        --out benchmarks/results/ray_verify_memory.json
+        --out benchmarks/results/ray_verify/ray_verify_memory.json
 
 The bundled model (voice-resnet) is exported once into --work with its PyTorch reference on
 calibration_data/val.npz; a reference of N samples is made by repeating it (inputs and PyTorch

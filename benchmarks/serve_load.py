@@ -19,8 +19,8 @@ micro-batching 4; first in-process (samples/s of 1 or 2 threads calling one runn
 interleaved rounds: the ceiling without HTTP), then served as above.
 
     python benchmarks/serve_load.py --quick                  # bundled model, short steps: checks the script
-    nice -n 5 python benchmarks/serve_load.py --throughput --out benchmarks/results/serve_throughput.json
-    nice -n 10 python benchmarks/serve_load.py --out benchmarks/results/serve_load.json
+    nice -n 5 python benchmarks/serve_load.py --throughput --out benchmarks/results/serve_load/serve_throughput.json
+    nice -n 10 python benchmarks/serve_load.py --out benchmarks/results/serve_load/serve_load.json
 
 ``--gpu`` measures the services on ONNX Runtime's CUDA execution provider instead (fp32 and fp16,
 each with and without micro-batching, plus the fp32 CPU service on the same machine for the
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.throughput and args.batch_wait:
         p.error("choose one of --throughput and --batch-wait")
     models = args.model or (["voice-resnet"] if args.quick or args.throughput or args.batch_wait else list(PLANS))
-    out = Path(args.out or HERE / "results" / (("serve_load_gpu" if args.gpu else "serve_throughput"
+    out = Path(args.out or HERE / "results" / ("serve_gpu" if args.gpu else "serve_load") / (("serve_load_gpu" if args.gpu else "serve_throughput"
                                                 if args.throughput else "serve_batch_wait" if args.batch_wait
                                                 else "serve_load")
                                                + ("_quick" if args.quick else "") + ".json"))

@@ -8,7 +8,7 @@ back, the JSON answer, and the load generator itself (which shares the cores, as
 `serve_load.py`). 2 / QPS is the CPU time per request on a 2-core machine; a model's served
 saturation QPS can reach at most 1 / (its inference core time + that).
 
-    python benchmarks/serve_overhead.py --out benchmarks/results/serve_overhead.json
+    python benchmarks/serve_overhead.py --out benchmarks/results/serve_overhead/serve_overhead.json
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def log(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(HERE / "results" / "serve_overhead.json"))
+    p.add_argument("--out", default=str(HERE / "results" / "serve_overhead" / "serve_overhead.json"))
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 12, 16])
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--repeats", type=int, default=2, help="ramps, one after the other (the best step of each is kept)")
