@@ -85,6 +85,7 @@ TENSORRT_EXTRA_OPTIONS: dict[str, Any] = {
 CHECK_SAMPLES = 8  # calibration samples the pass runs through both models to check its result
 METHODS = ("minmax", "percentile", "entropy", "mse")
 DEFAULT_PERCENTILE = 99.999
+REDUCE_RANGE = ("auto", "on", "off")
 # the order a search tries other range methods in: percentile clips rare outliers (the usual
 # failure of minmax), mse balances clipping against resolution, entropy clips hardest
 METHODS_SEARCH_ORDER = ("percentile", "mse", "entropy", "minmax")
@@ -116,6 +117,9 @@ class QuantizeInt8Config:
     target: str = option("cpu", "The runtime that will run the model; picks the QDQ form (cpu: u8 activations; "
                          "openvino: u8 too, measured fastest there; tensorrt: symmetric s8, zero points 0).",
                          choices=TARGETS)
+    reduce_range: str = option("auto", "Quantise weights to a 7-bit range. auto: on when this CPU has AVX2 but no "
+                               "VNNI/AMX, where ONNX Runtime's int8 kernels (which validate every trial here) "
+                               "saturate with 8-bit weights; off elsewhere.", choices=REDUCE_RANGE)
     method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
     percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
                                check=_check_percentile)
@@ -174,6 +178,21 @@ def sidecar_paths(out: Path) -> dict[str, Path]:
     stem = out.name[: -len(out.suffix)] if out.suffix else out.name
     return {"stats": out.with_name(stem + ".calib.npz"), "settings": out.with_name(stem + ".search.json"),
             "failed": out.with_name(stem + ".failed.onnx")}
+
+
+def resolve_reduce_range(setting: str, target: str) -> tuple[bool, str]:
+    """(weights in a 7-bit range?, why) for a ``reduce_range`` setting of auto/on/off."""
+    if setting == "on":
+        return True, "weights in a 7-bit range (reduce_range on)"
+    if setting == "off":
+        return False, ""
+    from optkit.runtime.sysinfo import cpu_info
+
+    cpu = cpu_info()
+    if cpu.u8s8_saturates():
+        return True, (f"weights in a 7-bit range: this CPU ({cpu.model}) has AVX2 but no VNNI/AMX, where ONNX "
+                      "Runtime's u8 x s8 int8 kernels saturate with 8-bit weights (--reduce-range off to force 8)")
+    return False, ""
 
 
 def target_settings(target: str) -> dict[str, Any]:
@@ -269,7 +288,9 @@ class QuantizeInt8(Pass):
         from optkit.data.samples import fingerprint
 
         fp = fingerprint(cfg.calibration)
-        return fp + (":" + fingerprint(cfg.reference) if cfg.reference else "")
+        # auto resolves per machine: a cached model made for another CPU is not this one's
+        reduced, _ = resolve_reduce_range(cfg.reduce_range, cfg.target)
+        return fp + (":" + fingerprint(cfg.reference) if cfg.reference else "") + f":reduce_range={reduced}"
 
     # -- checks -------------------------------------------------------------------------------
     @staticmethod
@@ -347,8 +368,12 @@ class QuantizeInt8(Pass):
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
+        reduced, reduced_why = resolve_reduce_range(cfg.reduce_range, cfg.target)
+        settings["reduce_range"] = reduced
         say = _progress
         messages: list[str] = []
+        if reduced_why:
+            messages.append(reduced_why)
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
 
@@ -385,7 +410,7 @@ class QuantizeInt8(Pass):
             "target": cfg.target, "method": cfg.method, "percentile": cfg.percentile,
             "exclude_nodes": list(cfg.exclude_nodes), "exclude_op_types": list(cfg.exclude_op_types),
             "equalize": cfg.equalize, "gate": dataclasses.asdict(gate), "threshold": cfg.threshold,
-            "onnxruntime": lazy_import("onnxruntime").__version__,
+            "onnxruntime": lazy_import("onnxruntime").__version__, "reduce_range": reduced,
         }
 
         with work_dir("optkit-int8-") as work_name:
@@ -514,7 +539,7 @@ class QuantizeInt8(Pass):
         else:
             messages += int8_search.format_latency(latency)
         messages.append(f"quantised {report['quantized']} of {report['total']} nodes "
-                        f"(per-channel s8 weights, {self._act_desc(cfg.target)}): {by_op}")
+                        f"(per-channel s8 weights{' in a 7-bit range' if reduced else ''}, {self._act_desc(cfg.target)}): {by_op}")
         if chosen.fp16_nodes:
             messages.append(f"kept in fp16 (target {cfg.target} runs the nodes kept out of int8 in fp16; judged as "
                             f"converted): {len(chosen.fp16_nodes)} node(s) ({', '.join(chosen.fp16_nodes[:10])}"
@@ -540,6 +565,7 @@ class QuantizeInt8(Pass):
 
         info = {
             "target": cfg.target,
+            "reduce_range": reduced,
             "method": chosen.spec.method,
             "percentile": cfg.percentile if chosen.spec.method == "percentile" else None,
             "samples": int(len(calib_x)),

@@ -321,7 +321,7 @@ def quantize_with_ranges(model: Path, out: Path, ort_ranges: Path, exclude_nodes
                 quant_format=qz.QuantFormat.QDQ,
                 op_types_to_quantize=op_types,
                 per_channel=True,
-                reduce_range=False,
+                reduce_range=bool(settings.get("reduce_range", False)),
                 activation_type=settings["activation_type"],
                 weight_type=settings["weight_type"],
                 nodes_to_exclude=list(exclude_nodes),

@@ -431,3 +431,37 @@ def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
     res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
                        "--calibration-limit", "16", "--threshold", "0")
     assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
+
+
+# -- weights in a 7-bit range where ORT's int8 kernels saturate (AVX2 without VNNI) ---------------
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_reduce_range_reaches_the_weights(cli_runner, tiny_onnx, calib_dir, tmp_path, setting):
+    out = tmp_path / f"q_{setting}.onnx"
+    r = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--no-search", "--latency-rounds", "0",
+                     "--reduce-range", setting)
+    assert r.exit_code == 0, r.output
+    weights = [w for _, w, _, ops in weight_qdq(onnx.load(str(out))) if w.dtype == np.int8]
+    assert weights
+    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    if setting == "on":
+        assert widest <= 64 and "7-bit" in r.output  # ORT's reduced range: [-64, 64]
+    else:
+        assert widest == 127  # per-channel symmetric: each channel's largest weight maps to 127
+
+
+def test_reduce_range_auto_follows_the_cpu(monkeypatch):
+    from optkit.passes import quantize_int8 as q8
+    from optkit.runtime import sysinfo
+
+    avx2 = sysinfo.CpuInfo("AMD EPYC", 2, None, frozenset({"avx", "avx2"}))
+    vnni = sysinfo.CpuInfo("Xeon", 2, None, frozenset({"avx2", "avx512bw", "avx512_vnni"}))
+    for cpu, expected in ((avx2, True), (vnni, False)):
+        monkeypatch.setattr(sysinfo, "cpu_info", lambda cpu=cpu: cpu)
+        reduced, why = q8.resolve_reduce_range("auto", "cpu")
+        assert reduced is expected and (("no VNNI" in why) if expected else why == "")
+        # the recipe cache sees the resolved value: a model made for another CPU is not reused
+        fp = get_pass("quantize-int8").fingerprint(QuantizeInt8Config(calibration="x-does-not-exist"))
+        assert fp.endswith(f"reduce_range={expected}")
+    assert q8.resolve_reduce_range("off", "cpu")[0] is False
+    assert q8.resolve_reduce_range("on", "tensorrt")[0] is True

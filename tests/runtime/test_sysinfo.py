@@ -100,3 +100,10 @@ def test_collect_is_json_friendly():
     assert set(data) >= {"python", "cpu", "usable_cpus", "libraries"}
     assert data["usable_cpus"] >= 1
     json.dumps(data)
+
+
+def test_u8s8_saturation_risk_is_avx2_without_vnni():
+    assert sysinfo.parse_cpuinfo(AVX2_ONLY).u8s8_saturates()
+    assert not sysinfo.parse_cpuinfo(XEON).u8s8_saturates()       # VNNI and AMX
+    assert not sysinfo.parse_cpuinfo(ARM).u8s8_saturates()        # not x86
+    assert not sysinfo.parse_cpuinfo("").u8s8_saturates()         # nothing known
