@@ -108,9 +108,10 @@ def default_recipe_path() -> Path:
     directory's or the one this package sits in) on the full data; otherwise the copy that ships
     inside the package, ``optkit/demo/``, on a demo subset of the same real data (made by
     calibration_data/make_demo.py), so an installed optkit runs the demo from any directory."""
+    package = Path(__file__).resolve().parents[1]  # optkit/ (this module is optkit/pipeline/recipe.py)
     candidates = [Path.cwd() / "recipes" / DEFAULT_RECIPE,
-                  Path(__file__).resolve().parent.parent / "recipes" / DEFAULT_RECIPE,
-                  Path(__file__).resolve().parent / "demo" / DEFAULT_RECIPE]
+                  package.parent / "recipes" / DEFAULT_RECIPE,
+                  package / "demo" / DEFAULT_RECIPE]
     for c in candidates:
         if c.exists():
             return c

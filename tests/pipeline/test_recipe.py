@@ -159,3 +159,11 @@ def test_failing_gate_in_recipe_exits_3(cli_runner, tmp_path):
     res = invoke(cli_runner, ["run", write_recipe(tmp_path, text), "-o", tmp_path / "out"])
     assert res.exit_code == 3, res.output
     assert json.loads((tmp_path / "out" / "report.json").read_text())["passed"] is False
+
+
+def test_default_recipe_found_from_another_directory(tmp_path, monkeypatch):
+    from optkit.pipeline.recipe import default_recipe_path
+
+    monkeypatch.chdir(tmp_path)  # no ./recipes here: the source tree's recipe beside the package
+    root = Path(__file__).resolve().parents[2]
+    assert default_recipe_path() == root / "recipes" / "voice_verification.yaml"

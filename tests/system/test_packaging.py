@@ -66,7 +66,7 @@ def test_wheel_carries_the_demo_and_stays_small(installed_wheel):
     assert len(list((site / "optkit" / "demo" / "calib").glob("*.npy"))) == 64
     assert list((site / "optkit" / "zoo" / "weights").glob("*.pt"))
     # `optkit weights` validates files against these schemas
-    assert len(list((site / "optkit" / "schemas").glob("dense-weights.*.schema.json"))) == 3
+    assert len(list((site / "optkit" / "lesson" / "schemas").glob("dense-weights.*.schema.json"))) == 3
     wheel = next(site.parent.glob("optkit-*.whl"))
     assert wheel.stat().st_size < 20 * 2**20  # the full data set stays in the repository
 
