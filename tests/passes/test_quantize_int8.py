@@ -237,7 +237,7 @@ def test_pass_info_and_fingerprint(tiny_onnx, calib_dir, tmp_path):
     cfg = step.make_config({"calibration": str(calib_dir), "calibration_limit": 4, "method": "percentile",
                             "exclude_op_types": "Sigmoid"})
     assert cfg.exclude_op_types == ("Sigmoid",)
-    assert step.fingerprint(cfg).startswith(fingerprint(calib_dir) + ":reduce_range=")
+    assert step.fingerprint(cfg).startswith(fingerprint(calib_dir) + ":weights=")
     before = step.fingerprint(cfg)
     np.save(calib_dir / "extra.npy", np.zeros(TINY_SHAPE, np.float32))
     assert step.fingerprint(cfg) != before
@@ -433,35 +433,40 @@ def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
     assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
 
 
-# -- weights in a 7-bit range where ORT's int8 kernels saturate (AVX2 without VNNI) ---------------
+# -- the weight form where ORT's int8 kernels saturate (AVX2 without VNNI) -------------------------
 
-@pytest.mark.parametrize("setting", ["on", "off"])
-def test_reduce_range_reaches_the_weights(cli_runner, tiny_onnx, calib_dir, tmp_path, setting):
-    out = tmp_path / f"q_{setting}.onnx"
+@pytest.mark.parametrize("form", ["s8", "u8", "s8-7bit"])
+def test_weight_form_reaches_the_model(cli_runner, tiny_onnx, calib_dir, tmp_path, form):
+    out = tmp_path / f"q_{form}.onnx"
     r = quantize_cli(cli_runner, tiny_onnx, out, calib_dir, "--no-search", "--latency-rounds", "0",
-                     "--reduce-range", setting)
-    assert r.exit_code == 0, r.output
-    weights = [w for _, w, _, ops in weight_qdq(onnx.load(str(out))) if w.dtype == np.int8]
+                     "--weights", form)
+    assert r.exit_code in (0, 3), r.output  # the form is what is tested here, not the gate
+    path = out if out.exists() else tmp_path / f"q_{form}.failed.onnx"
+    weights = [w for _, w, _, ops in weight_qdq(onnx.load(str(path))) if w.dtype in (np.int8, np.uint8)]
     assert weights
-    widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
-    if setting == "on":
-        assert widest <= 64 and "7-bit" in r.output  # ORT's reduced range: [-64, 64]
+    if form == "u8":
+        assert all(w.dtype == np.uint8 for w in weights)
     else:
-        assert widest == 127  # per-channel symmetric: each channel's largest weight maps to 127
+        assert all(w.dtype == np.int8 for w in weights)
+        widest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        # per-channel symmetric: each channel's largest weight maps to 127, or to 64 in ORT's 7-bit range
+        assert widest == (127 if form == "s8" else 64)
 
 
-def test_reduce_range_auto_follows_the_cpu(monkeypatch):
+def test_weight_form_auto_follows_the_cpu(monkeypatch):
     from optkit.passes import quantize_int8 as q8
     from optkit.runtime import sysinfo
 
     avx2 = sysinfo.CpuInfo("AMD EPYC", 2, None, frozenset({"avx", "avx2"}))
     vnni = sysinfo.CpuInfo("Xeon", 2, None, frozenset({"avx2", "avx512bw", "avx512_vnni"}))
-    for cpu, expected in ((avx2, True), (vnni, False)):
+    for cpu, cpu_form, trt_form in ((avx2, "u8", "s8-7bit"), (vnni, "s8", "s8")):
         monkeypatch.setattr(sysinfo, "cpu_info", lambda cpu=cpu: cpu)
-        reduced, why = q8.resolve_reduce_range("auto", "cpu")
-        assert reduced is expected and (("no VNNI" in why) if expected else why == "")
-        # the recipe cache sees the resolved value: a model made for another CPU is not reused
+        form, why = q8.resolve_weights("auto", "cpu")
+        assert form == cpu_form and (("no VNNI" in why) if form != "s8" else why == "")
+        assert q8.resolve_weights("auto", "tensorrt")[0] == trt_form  # TensorRT's parser takes s8 only
+        # the recipe cache sees the resolved form: a model made for another CPU is not reused
         fp = get_pass("quantize-int8").fingerprint(QuantizeInt8Config(calibration="x-does-not-exist"))
-        assert fp.endswith(f"reduce_range={expected}")
-    assert q8.resolve_reduce_range("off", "cpu")[0] is False
-    assert q8.resolve_reduce_range("on", "tensorrt")[0] is True
+        assert fp.endswith(f"weights={cpu_form}")
+    assert q8.resolve_weights("s8", "cpu")[0] == "s8"
+    with pytest.raises(InputError, match="takes s8 weights only"):
+        q8.resolve_weights("u8", "tensorrt")

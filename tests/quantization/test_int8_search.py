@@ -282,7 +282,10 @@ def test_no_search_is_exactly_one_quantisation(cli_runner, cnn, tmp_path):
     out = tmp_path / "q.onnx"
     r = invoke(cli_runner, ["quantize", model, "-o", out, "--int8", "--calibration", calib, "--no-search",
                             "--equalize"])
-    assert r.exit_code == 0, r.output
+    # one quantisation, passing or not: whether it passes the gate depends on the CPU's int8 kernels
+    # (on an AVX2-only CPU it flips 1 of the 12 held-out decisions); it is never searched further
+    assert r.exit_code in (0, 3), r.output
+    assert r.exit_code == 0 or "no int8 trial passed the gate in 1 trial(s)" in r.output
     assert "trial 0: requested" in r.output and "trial 1" not in r.output
     assert "equalised input" in r.output
     assert "int8 MACs 100.0%" in r.output
