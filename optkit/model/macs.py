@@ -23,7 +23,8 @@ from typing import Any
 
 from optkit.common.lazy import lazy_import
 
-INTEGER_OPS = {"QLinearConv": "int8", "QLinearMatMul": "int8", "ConvInteger": "int8", "MatMulInteger": "int8"}
+INTEGER_OPS = {"QLinearConv": "int8", "QLinearMatMul": "int8", "ConvInteger": "int8", "MatMulInteger": "int8",
+               "DynamicQuantizeLSTM": "int8"}
 HEAVY_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", *INTEGER_OPS}
 # Ops that only move or reshape a tensor: a DequantizeLinear behind them still feeds int8 data.
 _PASS_THROUGH = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
@@ -157,14 +158,16 @@ def _node_macs(node: Any, shapes: dict[str, tuple[int, ...] | None]) -> int | No
             return None
         k = a[-2] if (op == "Gemm" and _attr(node, "transA", 0)) else a[-1]
         return math.prod(out) * k
-    if op in ("LSTM", "GRU", "RNN"):
+    if op in ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM"):
         x = shapes.get(node.input[0])  # (seq, batch, input) in the default layout
-        w = shapes.get(node.input[1])  # (directions, gates*hidden, input)
+        w = shapes.get(node.input[1])  # (directions, gates*hidden, input); DynamicQuantizeLSTM: transposed
         if x is None or w is None or len(x) != 3 or len(w) != 3:
             return None
         seq, batch = (x[1], x[0]) if _attr(node, "layout", 0) else (x[0], x[1])
         directions, gates_hidden, input_size = w
-        gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+        if op == "DynamicQuantizeLSTM":
+            input_size, gates_hidden = gates_hidden, input_size
+        gates = {"LSTM": 4, "GRU": 3, "RNN": 1, "DynamicQuantizeLSTM": 4}[op]
         hidden = gates_hidden // gates
         return seq * batch * directions * gates_hidden * (input_size + hidden)
     return None

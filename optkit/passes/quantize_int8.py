@@ -133,9 +133,11 @@ class QuantizeInt8Config:
     equalize: bool = option(False, "The first trial equalises a badly scaled input per channel (folded into the "
                             "first convs).")
     search: bool = option(True, "Search until the int8 gate passes (other range methods, input equalisation, "
-                          "sensitive nodes kept in float); --no-search makes exactly one quantisation.",
-                          flag="--search/--no-search")
-    budget: int = option(8, "At most N trials.", metavar="N", min=1)
+                          "sensitive nodes, classes of ops (normalisation, attention, elementwise) kept in float, "
+                          "recurrent/MatMul nodes quantised dynamically, a greedy float set); --no-search makes "
+                          "exactly one quantisation.", flag="--search/--no-search")
+    budget: int = option(16, "At most N trials (a larger budget tries more: the greedy fallback grows the float "
+                         "set until the gate passes or a quarter of the MACs is in float).", metavar="N", min=1)
     reference: str | None = option(None, "Validate trials on this reference (.npz from `optkit export`) or labelled "
                                    "data (x, y); default: a held-out part of the calibration data judged against "
                                    "the fp32 model's own outputs.", path=True, metavar="REF.npz")
@@ -350,7 +352,7 @@ class QuantizeInt8(Pass):
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         from optkit.quantization import calib_stats
-        from optkit.quantization import int8_search
+        from optkit.quantization import answer, int8_search, trials
         from optkit.quantization.calibration import default_op_types
         from optkit.data.samples import fingerprint, screen_outliers
         from optkit.data.source import load_samples
@@ -459,7 +461,8 @@ class QuantizeInt8(Pass):
             first = int8_search.TrialSpec("requested", "as requested", cfg.method, (), cfg.equalize)
             if saved is not None:
                 first = int8_search.TrialSpec("saved", f"settings from {paths['settings'].name}", saved["method"],
-                                              tuple(saved["excluded_nodes"]), bool(saved["equalized"]))
+                                              tuple(saved["excluded_nodes"]), bool(saved["equalized"]),
+                                              tuple(saved["dynamic_nodes"]))
                 messages.append(f"rebuilding the model found earlier ({paths['settings'].name}); no search needed")
             elif cfg.search:
                 first = dataclasses.replace(first, name="plain", change="plain int8")
@@ -505,11 +508,17 @@ class QuantizeInt8(Pass):
                                          kept_as="fp16" if trial_ctx.keeps_fp16 else "float",
                                          # trials as Ray tasks when the command set an executor
                                          # (same trials kept, same chosen model); else in order here
-                                         map_trials=calibration_executor.trial_map(trial_ctx, work))
+                                         map_trials=calibration_executor.trial_map(trial_ctx, work),
+                                         classes=trials.op_classes(pre_model, op_types),
+                                         dynamic=cfg.target in trials.DYNAMIC_TARGETS)
             search_seconds = time.perf_counter() - t_search
             chosen = outcome.trials[outcome.chosen] if outcome.chosen is not None else outcome.best()
             passed = outcome.chosen is not None
             latency = self._latency(src.path, first, outcome, chosen, cfg, run_trial, say)
+            # the plain answer: what to ship, measured here (answer module docstring)
+            recommendation = (answer.int8_verdict(latency, cfg.target) if passed else
+                              answer.fallback_answer(src.path, validation, gate, cfg.threshold, work,
+                                                     cfg.latency_rounds, progress=say))
             final = out.final if passed else paths["failed"]
             qmodel = load_onnx(chosen.path)
             check_model(qmodel, full=True, what="int8 model")
@@ -534,13 +543,15 @@ class QuantizeInt8(Pass):
         search_info = {"validation": validation.kind, "validation_description": validation.description,
                        "trials": rows, "chosen": outcome.chosen, "ranking": [
                            {k: r[k] for k in ("node", "op_type", "growth_db", "sqnr_db")} for r in outcome.ranking[:16]],
-                       "notes": outcome.notes, "latency": latency}
+                       "notes": outcome.notes, "latency": latency, "recommendation": recommendation}
         by_op = ", ".join(f"{op} {c['quantized']}/{c['total']}" for op, c in report["by_op_type"].items())
         header = (f"quantised {src.path.name} -> {final} (int8 QDQ, target {cfg.target}, "
                   f"{chosen.spec.method} ranges" + (f", {len(chosen.spec.excluded_nodes)} node(s) kept in "
                                                     f"{'fp16' if trial_ctx.keeps_fp16 else 'float'}"
                                                     if chosen.spec.excluded_nodes else "")
-                  + (", equalised input" if chosen.spec.equalized else "") + ")")
+                  + (", equalised input" if chosen.spec.equalized else "")
+                  + (f", {len(chosen.spec.dynamic_nodes)} node(s) quantised dynamically"
+                     if chosen.spec.dynamic_nodes else "") + ")")
         trial_lines = [int8_search.format_row(i, t) for i, t in enumerate(outcome.trials)]
         messages = [header, *messages, f"int8 trials ({len(outcome.trials)}, validation: {validation.kind}):",
                     *["  " + line for line in trial_lines]]
@@ -577,6 +588,7 @@ class QuantizeInt8(Pass):
             messages.append(f"MACs unknown (shape not inferred) for {len(mac['unknown_shape_nodes'])} heavy node(s), "
                             f"counted as 0: {', '.join(mac['unknown_shape_nodes'][:5])}")
         messages.append(f"calibration statistics: {paths['stats']}" + (" (written)" if stats_fresh else " (reused)"))
+        messages.append(("RECOMMENDATION: " if recommendation["ship"] != "int8" else "") + recommendation["line"])
 
         info = {
             "target": cfg.target,
@@ -601,6 +613,8 @@ class QuantizeInt8(Pass):
             "exclude_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
             "exclude_op_types": list(cfg.exclude_op_types),
             "equalized": chosen.spec.equalized,
+            "dynamic_nodes": list(chosen.spec.dynamic_nodes),
+            "recommendation": recommendation,
             "macs": {k: mac[k] for k in ("total_macs", "by_precision", "share")},
             "unquantized_heavy_nodes": heavy_fp[:20],
             "int8_search": search_info,
@@ -614,16 +628,18 @@ class QuantizeInt8(Pass):
                                    "int8_mac_share": mac["share"]["int8"], "search_passed": passed,
                                    "fp16_nodes": list(chosen.fp16_nodes),
                                    "calibration_outliers": outliers.to_json(),
+                                   "recommendation": {k: recommendation[k] for k in ("ship", "line")},
                                    "chosen": {"method": chosen.spec.method,
                                               "excluded_nodes": list(cfg.exclude_nodes) + list(chosen.spec.excluded_nodes),
-                                              "equalized": chosen.spec.equalized}},
+                                              "equalized": chosen.spec.equalized,
+                                              "dynamic_nodes": list(chosen.spec.dynamic_nodes)}},
                             check_inputs=(spec.name, calib_x[:CHECK_SAMPLES]))
         if not passed:
             best = outcome.trials.index(chosen)
             raise Int8SearchFailed(
                 f"no int8 trial passed the gate in {len(outcome.trials)} trial(s) (budget {cfg.budget}); the best "
                 f"(trial {best}: {chosen.spec.name}) is kept as {final.name}, not at {out.final.name}: "
-                + "; ".join(chosen.failures), result)
+                + "; ".join(chosen.failures) + f"; ship {recommendation['ship']} instead (see above)", result)
         return result
 
     @staticmethod
@@ -640,7 +656,8 @@ class QuantizeInt8(Pass):
             return None
         plain, plain_index = outcome.trials[0], 0
         requested = (cfg.method, (), cfg.equalize)
-        if first.name == "saved" and (first.method, first.excluded_nodes, first.equalized) != requested:
+        if first.name == "saved" and (first.method, first.excluded_nodes, first.equalized) != requested \
+                or first.name == "saved" and first.dynamic_nodes:
             say("quantising plain int8 (the requested settings) to time it against the rebuilt model")
             plain = run_trial(len(outcome.trials), int8_search.TrialSpec("plain", "plain int8", cfg.method, (),
                                                                          cfg.equalize))
@@ -713,7 +730,7 @@ def _load_settings(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         if chosen["method"] not in METHODS:
             return None
         return {"method": chosen["method"], "excluded_nodes": list(chosen["excluded_nodes"]),
-                "equalized": bool(chosen["equalized"])}
+                "equalized": bool(chosen["equalized"]), "dynamic_nodes": list(chosen.get("dynamic_nodes", []))}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -725,7 +742,8 @@ def _save_settings(path: Path, key: dict[str, Any], chosen: Any, outcome: Any, v
     payload = {
         "format": SETTINGS_FORMAT, "version": 1, "key": key,
         "chosen": {"method": chosen.spec.method, "excluded_nodes": list(chosen.spec.excluded_nodes),
-                   "equalized": chosen.spec.equalized, "trial": outcome.chosen, "name": chosen.spec.name},
+                   "equalized": chosen.spec.equalized, "dynamic_nodes": list(chosen.spec.dynamic_nodes),
+                   "trial": outcome.chosen, "name": chosen.spec.name},
         "validation": validation.description,
         "trials": [t.row() for t in outcome.trials],
     }

@@ -51,6 +51,7 @@ class TrialSpec:
     method: str
     excluded_nodes: tuple[str, ...] = ()
     equalized: bool = False
+    dynamic_nodes: tuple[str, ...] = ()   # float LSTM/MatMul nodes quantised dynamically (trials.apply_dynamic)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrialResult:
             "method": self.spec.method,
             "excluded_nodes": list(self.spec.excluded_nodes),
             "equalized": self.spec.equalized,
+            "dynamic_nodes": list(self.spec.dynamic_nodes),
             "agreement": first.get("agreement"),
             "mean_abs_dp": first.get("mean_abs"),
             "accuracy": self.accuracy,
@@ -273,6 +275,12 @@ def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) ->
     ranges_path = calib_stats.write_ort_ranges(work_dir / f"ranges{index}.json", ranges)
     q0 = time.perf_counter()
     quantize_with_ranges(model_in, path, ranges_path, exclude, ctx.settings, list(ctx.op_types))
+    if spec.dynamic_nodes:
+        from optkit.quantization.trials import apply_dynamic
+
+        static = work_dir / f"trial{index}.static.onnx"
+        path.replace(static)
+        apply_dynamic(static, path, spec.dynamic_nodes, bool(ctx.settings.get("reduce_range", False)))
     quantize_seconds = time.perf_counter() - q0
     # post-process
     qmodel = load_onnx(path)
@@ -529,30 +537,44 @@ def sequential_trials(run_trial: Callable[[int, TrialSpec], TrialResult]) -> Tri
 def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResult], budget: int, do_search: bool,
            methods: list[str], equalization: Equalization | None, rank: Callable[[TrialResult], list[dict[str, Any]]],
            echo: Callable[[str], None] = lambda s: None, node_macs: dict[str, int] | None = None,
-           total_macs: int = 0, map_trials: TrialMap | None = None, kept_as: str = "float") -> SearchOutcome:
+           total_macs: int = 0, map_trials: TrialMap | None = None, kept_as: str = "float",
+           classes: dict[str, tuple[str, ...]] | None = None, dynamic: bool = False) -> SearchOutcome:
     """Run trials until one passes (or ``budget`` trials ran); see the module docstring.
 
-    The search runs in two waves: the planned trials, then (ranked on the best of those) the
-    exclusion trials. Each wave hands up to ``budget - done`` trials to ``map_trials`` (default:
-    :func:`sequential_trials` of ``run_trial``) and keeps the results in queue order up to and
-    including the first passing one - exactly what a sequential search keeps, whatever ran in
-    parallel, so the trials, the ranking and the chosen model do not depend on the map.
+    Waves, each handed up to ``budget - done`` trials: the planned trials (range methods,
+    equalisation); the sensitive nodes in float (ranked on the best so far, weighed by MACs:
+    :func:`optkit.quantization.trials.weigh_ranking`); ``classes`` of ops in float
+    (:func:`optkit.quantization.trials.class_trials`); with ``dynamic``, the float LSTM/MatMul
+    nodes quantised dynamically; then the greedy fallback, one trial per wave, until the gate
+    passes, the float share would exceed :data:`MAX_FLOAT_SHARE` or the budget ends. A passing
+    static trial that leaves LSTM/MatMul MACs in float gets one more trial, those quantised
+    dynamically, chosen instead when it passes too.
+
+    Each wave's results are kept in queue order up to and including the first passing one -
+    exactly what a sequential search keeps, whatever ran in parallel, so the trials, the ranking
+    and the chosen model do not depend on the map (default :func:`sequential_trials`).
     ``kept_as`` names the precision of the nodes kept out of int8 in the trials' names ("fp16"
     where the target runs them in fp16).
     """
+    from optkit.quantization import trials as more
+
     if budget < 1:
         raise InputError(f"search budget must be at least 1 trial, got {budget}")
     out = SearchOutcome()
     map_trials = map_trials or sequential_trials(run_trial)
+    node_macs = node_macs or {}
 
     def note(text: str) -> None:
         out.notes.append(text)
         echo(text)
 
+    def left() -> int:
+        return budget - len(out.trials)
+
     def wave(specs: list[TrialSpec]) -> bool:
         """True when a trial of ``specs`` passed (it is then the last of ``out.trials``)."""
         start = len(out.trials)
-        jobs = [(start + i, spec) for i, spec in enumerate(specs[: max(0, budget - start)])]
+        jobs = [(start + i, spec) for i, spec in enumerate(specs[: max(0, left())])]
         if not jobs:
             return False
         results = map_trials(jobs, note)
@@ -569,18 +591,70 @@ def search(first: TrialSpec, *, run_trial: Callable[[int, TrialSpec], TrialResul
                 close()
         return False
 
-    queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
-    if wave(queue) or not do_search or len(out.trials) >= budget:
+    def dynamic_spec(t: TrialResult) -> TrialSpec | None:
+        if not dynamic or t.spec.dynamic_nodes:
+            return None
+        nodes, share, ops = more.dynamic_candidates(t.mac, t.spec.excluded_nodes)
+        if not nodes or share < more.DYNAMIC_MIN_SHARE:
+            return None
+        spec = more.dynamic_trial(t.spec, nodes, share, ops)
+        return None if any(r.spec == spec for r in out.trials) else spec
+
+    def finish() -> SearchOutcome:
+        """A passing static trial that leaves recurrent/MatMul MACs in float: try them dynamic."""
+        if out.chosen is None or not do_search or left() < 1:
+            return out
+        chosen = out.chosen
+        spec = dynamic_spec(out.trials[chosen])
+        if spec is not None:
+            note(f"trial {chosen} passed with {100 * out.trials[chosen].mac['share']['int8']:.1f} % of the MACs in "
+                 "int8; trying its float LSTM/MatMul nodes quantised dynamically")
+            if not wave([spec]):
+                out.chosen = chosen  # the dynamic trial failed the gate: not chosen
         return out
+
+    def best_static() -> TrialResult:
+        return max((t for t in out.trials if not t.spec.dynamic_nodes), key=lambda t: t.score())
+
+    queue = plan_trials(first, methods, equalization is not None) if do_search else [first]
+    if wave(queue) or not do_search or left() < 1:
+        return finish()
     base = max((t for t in out.trials if not t.spec.equalized), key=lambda t: t.score())
     eq_trial = next((t for t in out.trials if t.spec.equalized), None)
     if eq_trial is not None and eq_trial.score() > base.score():
         base = eq_trial
-    out.ranking = rank(base)
+    out.ranking = more.weigh_ranking(rank(base), node_macs, total_macs, MAX_FLOAT_SHARE)
     if not out.ranking:
         out.notes.append("no quantised node adds measurable error: nothing to keep in float")
-    wave(exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
-                          kept_as=kept_as))
+    if wave(exclusion_trials(base.spec, out.ranking, base.spec.excluded_nodes, node_macs, total_macs,
+                             counts=(1, 2, 4, 8), kept_as=kept_as)):
+        return finish()
+    if classes and wave(more.class_trials(base.spec, classes, node_macs, total_macs, MAX_FLOAT_SHARE, kept_as)):
+        return finish()
+    spec = dynamic_spec(best_static())
+    if spec is not None and wave([spec]):
+        return out
+    # greedy fallback: grow the float set of the best trial by the next ranked nodes
+    current = best_static()
+    if left() < 1:
+        return out
+    ranked = more.weigh_ranking(rank(current), node_macs, total_macs, MAX_FLOAT_SHARE) if current is not base \
+        else out.ranking
+    candidates = [r["node"] for r in ranked if r["node"] not in current.spec.excluded_nodes]
+    step = 1
+    while left() > 0 and candidates:
+        spec, candidates = more.greedy_step(current.spec, candidates, step, node_macs, total_macs,
+                                            MAX_FLOAT_SHARE, kept_as)
+        if spec is None:
+            break
+        if wave([spec]):
+            return finish()
+        if out.trials[-1].score() > current.score():
+            current = out.trials[-1]
+        step *= 2
+    if left() > 0:
+        note(f"greedy fallback ended: no ranked node left that fits under {100 * MAX_FLOAT_SHARE:.0f} % of the "
+             "MACs in float")
     return out
 
 
@@ -611,24 +685,11 @@ def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tup
     ``speedup.chosen_kept_of_plain`` is the chosen model's speed-up over fp32 divided by plain
     int8's (= plain latency / chosen latency): the share of int8's speed-up that the fixes keep.
     """
-    from optkit.runtime import sysinfo
-    from optkit.runtime.bench import BenchConfig, BenchItem, benchmark
-    from optkit.runtime.registry import make_runner
-
     same = Path(plain[1]) == Path(chosen[1])
     models = [("fp32", None, Path(fp32_path)), ("plain int8", plain[0], Path(plain[1]))]
     if not same:
         models.append(("chosen", chosen[0], Path(chosen[1])))
-    items = [BenchItem(label, make_runner(path, provider="cpu"), path) for label, _, path in models]
-    cpu = sysinfo.cpu_info()
-    env = {"cpu": cpu.model, "int8_acceleration": cpu.int8_acceleration(), "usable_cpus": sysinfo.usable_cpus()}
-    rep = benchmark(items, BenchConfig(batches=(1,), warmup=warmup, iterations=rounds), progress=progress,
-                    environment=env)
-    rows = []
-    for (label, trial, path), item in zip(models, rep.items):
-        s = rep.result(label, 1).stats
-        rows.append({"model": label, "trial": trial, "file": path.name, "min_ms": round(s.min_ms, 4),
-                     "p50_ms": round(s.p50_ms, 4), "runner": item["runner"]})
+    rows, env = time_models(models, rounds, warmup, progress)
     fp32, plain_row = rows[0], rows[1]
     chosen_row = rows[2] if not same else plain_row
 
@@ -644,6 +705,28 @@ def measure_latency(fp32_path: Path, plain: tuple[int | None, Path], chosen: tup
         "speedup": {"chosen_vs_fp32": ratio(fp32, chosen_row), "plain_vs_fp32": ratio(fp32, plain_row),
                     "chosen_kept_of_plain": ratio(plain_row, chosen_row)},
     }
+
+
+def time_models(models: list[tuple[str, int | None, Path]], rounds: int, warmup: int = LATENCY_WARMUP,
+                progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(label, trial, file) models timed at batch 1 on ONNX Runtime CPU in ONE interleaved run
+    (:func:`optkit.runtime.bench.benchmark`): a row per model (min/p50 ms, runner facts) and the
+    machine it ran on."""
+    from optkit.runtime import sysinfo
+    from optkit.runtime.bench import BenchConfig, BenchItem, benchmark
+    from optkit.runtime.registry import make_runner
+
+    items = [BenchItem(label, make_runner(path, provider="cpu"), path) for label, _, path in models]
+    cpu = sysinfo.cpu_info()
+    env = {"cpu": cpu.model, "int8_acceleration": cpu.int8_acceleration(), "usable_cpus": sysinfo.usable_cpus()}
+    rep = benchmark(items, BenchConfig(batches=(1,), warmup=warmup, iterations=rounds), progress=progress,
+                    environment=env)
+    rows = []
+    for (label, trial, path), item in zip(models, rep.items):
+        s = rep.result(label, 1).stats
+        rows.append({"model": label, "trial": trial, "file": Path(path).name, "min_ms": round(s.min_ms, 4),
+                     "p50_ms": round(s.p50_ms, 4), "runner": item["runner"]})
+    return rows, env
 
 
 def format_latency(lat: dict[str, Any]) -> list[str]:

@@ -532,7 +532,15 @@ def _trials_table(search: dict[str, Any]) -> str:
     val_text = val if isinstance(val, str) else json.dumps(val) if val is not None else "–"
     return (f"<p>int8 search: {len(trials)} trial(s), validated on {e(str(val_text))}.</p>"
             + _table(["#", *[c.replace("_", " ") for c in TRIAL_COLUMNS], ""], rows, "trials", raw=True)
-            + _search_latency(search.get("latency")))
+            + _search_latency(search.get("latency")) + _recommendation(search.get("recommendation")))
+
+
+def _recommendation(rec: Any) -> str:
+    """The int8 search's plain answer (optkit.quantization.answer): what to ship, measured."""
+    if not isinstance(rec, dict) or not rec.get("line"):
+        return ""
+    cls = "pass" if rec.get("ship") == "int8" else "fail"
+    return f"<p>recommendation: <span class='{cls}'>{e(str(rec['line']))}</span></p>"
 
 
 def _search_latency(lat: Any) -> str:

@@ -1,0 +1,147 @@
+"""The default int8 command on seven trained model families: one row per model.
+
+    python benchmarks/model_suite.py [--models cnn_norm,gru] [--rounds 100]
+
+For each model of benchmarks/suite_models/ (trained briefly and deterministically on the bundled
+MFCC data, cached): write its calibration directory (192 .npy files; for ``cnn_norm`` named by
+class, so sorted impostors first, the case of issue 21), run the default ``optkit quantize --int8``
+(the quantize-int8 pass with its default config, in this process so its info is at hand; timed
+end to end), then measure on 96 test samples the search never saw: decision agreement at 0.5
+(probabilities, per frame for frame outputs) or the mean cosine per sample (embeddings) of the
+written model against fp32, and the latency of fp32 and the written model (chosen int8, or the
+best failed one) at batch 1 on ONNX Runtime CPU and OpenVINO, interleaved in one run each.
+
+Writes benchmarks/results/model_suite/model_suite.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "results" / "model_suite"
+
+
+def calibration_dir(name: str, x: np.ndarray, y: np.ndarray, d: Path) -> Path:
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    if name == "cnn_norm":  # named by class: a sorted listing puts every target file last
+        for i in np.argsort(y, kind="stable"):
+            np.save(d / f"{'target' if y[i] else 'impostor'}_{i:03d}.npy", x[i])
+    else:
+        for rank, i in enumerate(np.random.default_rng(1).permutation(len(x))):
+            np.save(d / f"utt_{rank:03d}.npy", x[i])
+    return d
+
+
+def run_model(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([s.run(None, {"input_mfcc": x[i:i + 16]})[0] for i in range(0, len(x), 16)])
+
+
+def agreement(kind: str, ref: np.ndarray, got: np.ndarray) -> dict:
+    if kind == "embedding":
+        cos = (ref * got).sum(-1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-12)
+        return {"cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5)}
+    return {"agreement": round(float(((ref >= 0.5) == (got >= 0.5)).mean()), 5),
+            "mean_abs": round(float(np.abs(ref - got).mean()), 5)}
+
+
+def speed(fp32: Path, model: Path, rounds: int) -> dict:
+    from optkit.runtime.bench import BenchConfig, benchmark, make_bench_items
+
+    out = {}
+    for provider in ("cpu", "openvino"):
+        try:
+            items = make_bench_items([fp32, model], providers=(provider,))
+            rep = benchmark(items, BenchConfig(batches=(1,), warmup=10, iterations=rounds))
+            a, b = (rep.result(i.label, 1).stats.p50_ms for i in items)
+            out[provider] = {"fp32_p50_ms": round(a, 4), "model_p50_ms": round(b, 4), "speedup": round(a / b, 3)}
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot run the model: say so in the row
+            out[provider] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+    return out
+
+
+def one(name: str, data: dict, work: Path, rounds: int) -> dict:
+    from benchmarks.suite_models import train
+    from optkit.model.artifact import Artifact
+    from optkit.passes import get_pass
+    from optkit.passes.quantize_int8 import Int8SearchFailed, QuantizeInt8Config
+
+    onnx_path, kind = train.train_and_export(name, data, log=lambda s: print(s, flush=True))
+    calib = calibration_dir(name, *data["calib"], work / name / "calib")
+    out = work / name / f"{name}.int8.onnx"
+    t0 = time.perf_counter()
+    try:
+        result = get_pass("quantize-int8")(Artifact.from_file(onnx_path), QuantizeInt8Config(calibration=str(calib)),
+                                           out)
+        passed, written = True, out
+    except Int8SearchFailed as exc:
+        result, passed, written = exc.result, False, out.with_name(f"{name}.int8.failed.onnx")
+    seconds = time.perf_counter() - t0
+    info = result.info
+    search = info["int8_search"]
+    chosen = search["chosen"] if search["chosen"] is not None else max(
+        range(len(search["trials"])), key=lambda i: (search["trials"][i]["agreement"] or 0))
+    row = search["trials"][chosen]
+    xt, _ = data["test"]
+    test = agreement(kind, run_model(onnx_path, xt), run_model(written, xt))
+    return {"model": name, "output": kind, "verdict": "pass" if passed else "fail (exit 3)",
+            "seconds": round(seconds, 1), "trials": len(search["trials"]), "chosen_trial": search["chosen"],
+            "chosen_name": row["name"], "int8_mac_share": round(info["macs"]["share"]["int8"], 4),
+            "validation": {"agreement": row["agreement"], "mean_abs": row["mean_abs_dp"]}, "test": test,
+            "speed": speed(onnx_path, written, rounds), "recommendation": info["recommendation"]["line"],
+            "ship": info["recommendation"]["ship"]}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | output | verdict | trials | chosen | int8 MACs | validation agreement | test (unseen) | "
+             "ORT CPU x fp32 | OpenVINO x fp32 | s | ship |", "|" + "---|" * 12]
+    for r in rows:
+        t = r["test"]
+        test = (f"cos {t['cosine_mean']:.4f} (min {t['cosine_min']:.3f})" if "cosine_mean" in t
+                else f"{100 * t['agreement']:.2f} %")
+        v = r["validation"]["agreement"]
+        sp = {p: (f"{s['speedup']:.2f}x" if "speedup" in s else "n/a") for p, s in r["speed"].items()}
+        lines.append(f"| {r['model']} | {r['output']} | {r['verdict']} | {r['trials']} | {r['chosen_name']} | "
+                     f"{100 * r['int8_mac_share']:.1f} % | {'-' if v is None else f'{100 * v:.2f} %'} | {test} | "
+                     f"{sp['cpu']} | {sp['openvino']} | {r['seconds']} | {r['ship']} |")
+    lines.append("")
+    lines += [f"- **{r['model']}**: {r['recommendation']}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from benchmarks.suite_models import models, train
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(models.NAMES))
+    ap.add_argument("--rounds", type=int, default=100)
+    args = ap.parse_args()
+    data = train.split()
+    work = train.CACHE / "runs"
+    rows = []
+    for name in args.models.split(","):
+        print(f"== {name}", flush=True)
+        rows.append(one(name, data, work, args.rounds))
+        print(json.dumps(rows[-1]), flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    from optkit.runtime import sysinfo
+
+    payload = {"cpu": sysinfo.cpu_info().model, "usable_cpus": sysinfo.usable_cpus(), "rows": rows}
+    (OUT / "model_suite.json").write_text(json.dumps(payload, indent=1) + "\n")
+    (OUT / "model_suite.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
