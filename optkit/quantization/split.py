@@ -97,30 +97,55 @@ def one_class_warnings(counts: dict[str, dict[str, int]], by: str | None) -> lis
     return out
 
 
+def allocate(sizes: list[int], n_val: int) -> list[int]:
+    """Validation samples per stratum: ``n_val`` shared in proportion to the strata's sizes (the
+    stratum furthest below its share gets the next sample), each stratum of >= 2 samples giving at
+    least 1 and keeping at least 1 (``n_val`` grows to the number of such strata when smaller: both
+    classes on both sides)."""
+    n = sum(sizes)
+    low = [1 if k >= 2 else 0 for k in sizes]
+    high = [max(k - 1, 0) for k in sizes]
+    n_val = max(n_val, sum(low))
+    quota = [n_val * k / n if n else 0.0 for k in sizes]
+    take = [min(max(int(q), lo), hi) for q, lo, hi in zip(quota, low, high)]
+    idx = range(len(sizes))
+    while sum(take) < n_val:
+        room = [i for i in idx if take[i] < high[i]]
+        if not room:
+            break
+        take[max(room, key=lambda i: (quota[i] - take[i], -i))] += 1
+    while sum(take) > n_val:
+        spare = [i for i in idx if take[i] > low[i]]
+        if not spare:
+            break
+        take[max(spare, key=lambda i: (take[i] - quota[i], -i))] -= 1
+    return take
+
+
 def stratified_split(n: int, holdout: float, strata: np.ndarray | None, by: str | None,
                      seed: int = SPLIT_SEED) -> Split:
-    """Hold out ``holdout`` of ``n`` content-ordered samples at random, per stratum: each stratum of
-    k >= 2 samples gives round(k * holdout) samples, at least 1 and at most k - 1."""
+    """Hold out ``holdout`` of ``n`` content-ordered samples (at least 1, at most n - 1) at random,
+    stratified (:func:`allocate`)."""
     rng = np.random.default_rng(seed)
     if strata is None or by is None:
         groups = [np.arange(n)]
     else:
         s = np.asarray(strata)
         groups = [np.flatnonzero(s == v) for v in sorted(set(s.tolist()))]
-    val: list[np.ndarray] = []
-    for idx in groups:
-        k = len(idx)
-        take = 0 if k < 2 else min(k - 1, max(1, int(round(k * holdout))))
-        val.append(rng.permutation(idx)[:take])
+    n_val = min(max(1, int(round(n * holdout))), max(n - 1, 0))
+    sizes = [len(g) for g in groups]
+    if len(groups) == 1:
+        takes = [n_val]
+    else:
+        takes = allocate(sizes, n_val)
+    val = [rng.permutation(idx)[:t] for idx, t in zip(groups, takes)]
     v = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
-    if len(v) == 0 and n >= 2:  # every stratum has one sample: hold out one at random
-        v = np.sort(rng.permutation(n)[:1])
     c = np.setdiff1d(np.arange(n), v)
     sp = Split(c.astype(np.int64), v.astype(np.int64), by)
     if strata is not None and by is not None:
         s = np.asarray(strata)
-        sp.classes = list(class_names(s, by).values())
         names = class_names(s, by)
+        sp.classes = list(names.values())
         sp.counts = {part: {names[val_]: int(np.sum(s[idx] == val_)) for val_ in names}
                      for part, idx in (("calibration", c), ("validation", v))}
         sp.warnings = one_class_warnings(sp.counts, by)

@@ -593,11 +593,7 @@ def _search_latency(lat: Any) -> str:
 
 def _gate_text(r: ArtifactResult) -> str:
     """The limits of ``r``'s gate that applied to its outputs' kinds (output_kinds.KIND_LIMITS)."""
-    from optkit.verification.output_kinds import KIND_LIMITS
-
-    kinds = {m.get("kind") or "probability" for m in r.outputs.values()} or {"probability"}
-    applied = {lim for k in kinds for lim in KIND_LIMITS.get(k, ())}
-    return ", ".join(f"{k}={v:g}" for k, v in r.gate.items() if v is not None and k in applied) or "none"
+    return ", ".join(f"{k}={v:g}" for k, v in r.applied_gate().items()) or "none"
 
 
 def _result_section(report: VerifyReport, idx: list[int]) -> str:

@@ -147,6 +147,14 @@ class ArtifactResult:
     def passed(self) -> bool:
         return not self.failures
 
+    def applied_gate(self) -> dict[str, float]:
+        """The limits of ``gate`` that applied to this result's outputs (by their kinds)."""
+        from optkit.verification.output_kinds import KIND_LIMITS
+
+        kinds = {m.get("kind") or "probability" for m in self.outputs.values()} or {"probability"}
+        applied = {lim for k in kinds for lim in KIND_LIMITS.get(k, ())}
+        return {k: v for k, v in self.gate.items() if v is not None and k in applied}
+
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "values"}
         d["passed"] = self.passed
