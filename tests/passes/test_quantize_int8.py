@@ -413,9 +413,11 @@ def test_copying_the_model_elsewhere_hits_the_same_cache(cli_runner, tiny_onnx, 
     assert r.exit_code == 0 and "reused calibration statistics" in r.output
 
 
-def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
-    """The int8 search judges decisions at --threshold (0.5): on raw logits it cannot see a flipped
-    decision, so a "passing" trial means little. The pass says so, and is quiet at --threshold 0."""
+def test_a_logits_model_is_judged_as_logits_like_verify_does(cli_runner, tmp_path):
+    """The int8 search judges a logit output by its decisions at 0 and |Δp| of its sigmoid (as
+    verify does); taken for a probability by override, it would be decided at 0.5 on raw scores,
+    where a flip cannot be seen: the pass warns then, as verify does. All 16 scores are below 0
+    here, so both parts hold one class only: a warning, not an error."""
     from serve_models import build_user_model
 
     path = build_user_model(tmp_path / "logit.onnx", head="logit")
@@ -426,11 +428,15 @@ def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
         np.save(calib / f"s{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
     res = quantize_cli(cli_runner, path, tmp_path / "a.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
                        "--calibration-limit", "16")
+    assert res.exit_code == 0, res.output
+    assert "output score: logit (one value per sample over [" in res.output
+    assert "judged by decisions at 0 (sigmoid >= 0.5), |Δp| of sigmoid(logit)" in res.output
+    assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
+    assert "WARNING: the validation part holds one class only (reject, by fp32 decision)" in res.output
+    res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
+                       "--calibration-limit", "16", "--output-kind", "score=probability")
     warnings = [ln for ln in res.output.splitlines() if ln.lstrip().startswith("WARNING:") and "outside [0, 1]" in ln]
     assert warnings and "--threshold 0" in warnings[0], res.output
-    res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
-                       "--calibration-limit", "16", "--threshold", "0")
-    assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
 
 
 # -- weights in a 7-bit range where ORT's int8 kernels saturate (AVX2 without VNNI) ---------------
