@@ -732,10 +732,14 @@ def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Conf
         by = by_val or by_cal
         counts = {"calibration": count_classes(s_cal, by_cal), "validation": count_classes(s_val, by_val)}
         counts = {k: v for k, v in counts.items() if v}
+        bys = {"calibration": by_cal, "validation": by_val}
         info = {"seed": None, "stratified_by": by, "calibration_samples": int(len(x)),
                 "validation_samples": len(validation), "classes": counts,
-                "warnings": one_class_warnings(counts, by), "order": "sha256 of each sample's bytes"}
-        lines = [f"classes: {class_line(counts)} (by {by})"] if counts else []
+                "classes_by": {part: bys[part] for part in counts},
+                "warnings": [w for part, c in counts.items() for w in one_class_warnings({part: c}, bys[part])],
+                "order": "sha256 of each sample's bytes"}
+        lines = ["classes: " + "; ".join(f"{class_line({part: c})} (by {bys[part]})" for part, c in counts.items())
+                 ] if counts else []
         return validation, x, info, lines + [f"WARNING: {w}" for w in info["warnings"]]
     if len(x) < 2:
         raise InputError(f"{len(x)} calibration sample: at least 2 are needed to hold some out for "
