@@ -37,6 +37,10 @@ def _flag(name: str) -> str:
 @click.option("--gate", "gate", multiple=True, metavar="int8.LIMIT=VALUE",
               help="int8: override a limit of the int8 gate the search checks, e.g. int8.min_agreement=0.99 "
                    "(repeatable).")
+@click.option("--output-kind", "output_kind", multiple=True, metavar="NAME=KIND",
+              help="int8: what output NAME is, instead of the kind detected from the fp32 model (repeatable): "
+                   "probability, logit, embedding, frames or other; the gate judges each kind by what means "
+                   "something for it.")
 @click_options(FP16, help_prefix="fp16: ")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="int8: collect the calibration statistics in shards and run the search's trials in "
@@ -77,7 +81,8 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
         raise click.UsageError("choose exactly one of --int8 or --fp16")
     int8_names, fp16_names = _cli_names(INT8), _cli_names(FP16)
     mode_opts, other_opts, mode = (int8_names, fp16_names, "--int8") if int8 else (fp16_names, int8_names, "--fp16")
-    stray = [_flag(n) for n in other_opts if _given(ctx, n)] + (["--gate"] if fp16 and opts["gate"] else [])
+    stray = [_flag(n) for n in other_opts if _given(ctx, n)] + (["--gate"] if fp16 and opts["gate"] else []) + (
+        ["--output-kind"] if fp16 and opts["output_kind"] else [])
     if stray:
         raise click.UsageError(f"{', '.join(stray)} cannot be used with {mode}")
     if int8 and opts["calibration"] is None:
@@ -94,6 +99,10 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
         if other:
             raise click.UsageError(f"--gate {other[0]}.*: quantize --int8 checks the int8 gate only")
         params["gates"] = gates.get("int8") or None
+        from optkit.verification.output_kinds import parse_output_kind_option
+
+        kinds = parse_output_kind_option(opts["output_kind"])
+        params["outputs"] = {name: {"kind": kind} for name, kind in kinds.items()} or None
     step, cfg = config_from_cli("quantize-int8" if int8 else "quantize-fp16", params)
     from optkit.passes.quantize_int8 import Int8SearchFailed
 

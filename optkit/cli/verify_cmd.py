@@ -22,6 +22,9 @@ from optkit.runtime.registry import PROVIDERS
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
                    "'off' disables a limit).")
+@click.option("--output-kind", "output_kind", multiple=True, metavar="NAME=KIND",
+              help="What output NAME is, instead of the detected kind (repeatable): probability, logit, "
+                   "embedding, frames or other; each kind is judged by what means something for it.")
 @click.option("--report-dir", type=click.Path(file_okay=False, readable=False), help="Write report.json and report.html here.")
 @click.option("--fp32-model", type=click.Path(dir_okay=False),
               help="fp32 model the int8 artifacts were made from (for per-layer error localisation).")
@@ -46,7 +49,8 @@ from optkit.runtime.registry import PROVIDERS
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
 @ci_output_options
-def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, report_dir, fp32_model, localize,
+def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, output_kind, report_dir,
+           fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
            junit_path, summary_path):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
@@ -55,6 +59,11 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     SNR (dB), decision agreement at the threshold, and accuracy/EER/FAR/FRR when the reference
     has labels. Default gates: fp32 max|Δ| <= 1e-4; fp16 max|Δ| <= 0.01 and agreement >= 99.9%;
     int8 mean|Δ| <= 0.01, agreement >= 99.5% and accuracy within 0.5 points of PyTorch.
+
+    Each output's kind is detected from the reference (one line each): a probability (decisions at
+    the threshold), a logit (decisions at 0, |Δp| of its sigmoid), an embedding (per-sample cosine:
+    worst >= 0.95 and mean >= 0.99 for int8, worst >= 0.999 for fp16), frame scores (per-frame
+    decisions) or other; --output-kind NAME=KIND says it instead.
 
     \b
     Examples:
@@ -94,6 +103,9 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         if out:
             check_output_path(out)  # fail before a long run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
+    from optkit.verification.output_kinds import detect_kinds, parse_output_kind_option
+
+    overrides = parse_output_kind_option(output_kind)
     reference = load_reference(reference_path, data=reference_data)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
     base = prepare_baseline(baseline, reference) if baseline else None
@@ -102,13 +114,16 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
 
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
+    kinds = detect_kinds(reference.outputs, Path(fp32_model) if fp32_model else (paths[0] if paths else None), overrides)
+    for k in kinds.values():
+        click.echo(k.line(threshold, reference.labels is not None), err=True)
     with executor_for(ray_address, ray_workers, shards) as executor:
         report = verify_on_providers(
             paths, reference, providers, reference_path=str(reference_path), threshold=threshold,
             gates=gates, batch_size=batch_size, threads=threads, localize=localize,
             fp32_model=Path(fp32_model) if fp32_model else None,
             progress=lambda p, msg: click.echo(msg if len(providers) == 1 else f"[{p}] {msg}", err=True),
-            executor=executor,
+            executor=executor, output_kinds=kinds,
         )
     bench_cfg = None
     if bench:

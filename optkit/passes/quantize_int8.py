@@ -106,6 +106,16 @@ def _check_holdout(value: float) -> None:
         raise InputError(f"holdout must be a fraction in (0, 1), got {value:g}")
 
 
+def _check_providers(value: Any) -> None:
+    from optkit.runtime.registry import check_provider
+
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not names:
+        raise InputError("validate_on needs at least one runtime, e.g. cpu")
+    for name in names:
+        check_provider(str(name))
+
+
 def _check_percentile(value: float) -> None:
     if not 0.0 < value <= 100.0:
         raise InputError(f"{value:g} is out of range; give a value in (0, 100], e.g. {DEFAULT_PERCENTILE}")
@@ -145,6 +155,10 @@ class QuantizeInt8Config:
                             check=_check_holdout)
     threshold: float = option(0.5, "Decision threshold of the agreement gate.")
     gates: dict[str, Any] | None = option(None, "Overrides of the int8 gate, e.g. {min_agreement: 0.99}.", cli=False)
+    outputs: dict[str, Any] | None = option(None, "Per output: its kind and int8 gate, e.g. {emb: {kind: embedding, "
+                                            "gates: {int8: {min_sample_cosine: 0.9}}}} (CLI: --output-kind "
+                                            "NAME=KIND); default: each output's kind detected from the fp32 model.",
+                                            cli=False)
     recalibrate: bool = option(False, "Ignore the statistics cache (<stem>.calib.npz) and the saved search result "
                                "(<stem>.search.json).")
     calibration_limit: int | None = option(None, "Use only the first N calibration samples.", metavar="N", min=1)
@@ -154,6 +168,10 @@ class QuantizeInt8Config:
                            "percentile band by 10 band widths): clip them with a warning, refuse the data, or keep "
                            "them with a warning. Values beyond float32's reach are always refused.",
                            choices=("clip", "refuse", "keep"))
+    validate_on: tuple[str, ...] = option(("cpu",), "Runtimes every trial is judged on; a trial passes only where "
+                                          "it passes on all of them (a recipe's int8 step takes its verify "
+                                          "providers), e.g. cpu,openvino.", metavar="P,P",
+                                          check=_check_providers)
     latency_rounds: int = option(30, "Timed rounds of the latency check after the search: the fp32 model, plain "
                                  "int8 and the chosen model, batch 1 on ONNX Runtime CPU, interleaved in one run "
                                  "after 5 warm-up rounds; 0 = no latency check.", metavar="N", min=0)
@@ -394,28 +412,30 @@ class QuantizeInt8(Pass):
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
 
-        # Validation data: the reference when given, else the last part of the calibration set.
-        if cfg.reference:
-            validation = int8_search.reference_validation(cfg.reference, cfg.threshold, src.path, spec.name,
-                                                          sample_shape)
-            if spec.name not in validation.inputs:
-                raise InputError(f"reference {cfg.reference} has no input {spec.name} "
-                                 f"(it has {', '.join(validation.inputs)})")
-            calib_x = samples.x
-        else:
-            if len(samples) < 2:
-                raise InputError(f"{len(samples)} calibration sample: at least 2 are needed to hold some out for "
-                                 "validation (or give --reference)")
-            n_val = max(1, int(round(len(samples) * cfg.holdout)))
-            calib_x, val_x = samples.x[:-n_val], samples.x[-n_val:]
-            val_y = None if samples.y is None else samples.y[-n_val:]
-            validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold)
+        # Validation data: the reference when given, else a held-out part of the calibration set
+        # (quantization.split: content order, seeded, stratified), each output judged by its kind
+        kind_overrides, output_gates = _output_settings(cfg, gate)
+        validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg, sample_shape,
+                                                                   kind_overrides)
+        unknown = sorted(set(output_gates) - set(validation.outputs))
+        if unknown:
+            raise InputError(f"outputs.{unknown[0]}.gates: the model has no output {unknown[0]!r} (its outputs: "
+                             f"{', '.join(validation.outputs)})")
+        validation.output_gates = output_gates
         messages.append(f"validation: {validation.description}")
-        # a logits model judged at a probability threshold: the gate cannot see a flipped decision,
-        # so the search could "pass" a broken model; say so, as verify does
+        for line in split_lines:
+            messages.append(line)
+            if line.startswith("WARNING:"):
+                say(line)
+        labelled = validation.labels is not None
+        for k in validation.kinds.values():
+            messages.append(k.line(cfg.threshold, labelled))
+            say(k.line(cfg.threshold, labelled))
+        # an output taken for a probability (by override) with values outside [0, 1]: say so, as verify does
         from optkit.verification.verify import score_warnings
 
-        for note in score_warnings(validation.outputs, cfg.threshold):
+        for note in score_warnings({n: v for n, v in validation.outputs.items()
+                                    if validation.kinds[n].kind == "probability"}, cfg.threshold):
             warning = "WARNING: " + note.replace("--threshold 0, or threshold: 0 under a recipe's verify:",
                                                  "--threshold 0 here and in verify")
             messages.append(warning)
@@ -427,6 +447,8 @@ class QuantizeInt8(Pass):
             "target": cfg.target, "method": cfg.method, "percentile": cfg.percentile,
             "exclude_nodes": list(cfg.exclude_nodes), "exclude_op_types": list(cfg.exclude_op_types),
             "equalize": cfg.equalize, "gate": dataclasses.asdict(gate), "threshold": cfg.threshold,
+            "outputs": {n: [k.kind, dataclasses.asdict(output_gates.get(n, gate))] for n, k in validation.kinds.items()},
+            "split": {k: split_info.get(k) for k in ("seed", "stratified_by", "validation_samples")},
             "onnxruntime": lazy_import("onnxruntime").__version__, "weights": weights,
         }
 
@@ -488,7 +510,7 @@ class QuantizeInt8(Pass):
                 target=cfg.target, validation=validation, gate=gate, threshold=cfg.threshold,
                 equalized_model=eq_model_path.read_bytes() if eq_model_path is not None else None,
                 eq_stats=eq_stats, eq_mul_node=eq_plan.mul_node if eq_plan is not None else None,
-                exclude_op_types=tuple(cfg.exclude_op_types))
+                exclude_op_types=tuple(cfg.exclude_op_types), providers=tuple(cfg.validate_on))
 
             def run_trial(index: int, t: Any) -> Any:
                 return int8_search.run_trial(trial_ctx, t, index, work)
@@ -541,6 +563,8 @@ class QuantizeInt8(Pass):
         mac = chosen.mac
         rows = [t.row() for t in outcome.trials]
         search_info = {"validation": validation.kind, "validation_description": validation.description,
+                       "split": split_info,
+                       "output_kinds": {n: k.to_json() for n, k in validation.kinds.items()},
                        "trials": rows, "chosen": outcome.chosen, "ranking": [
                            {k: r[k] for k in ("node", "op_type", "growth_db", "sqnr_db")} for r in outcome.ranking[:16]],
                        "notes": outcome.notes, "latency": latency, "recommendation": recommendation}
@@ -597,6 +621,8 @@ class QuantizeInt8(Pass):
             "percentile": cfg.percentile if chosen.spec.method == "percentile" else None,
             "samples": int(len(calib_x)),
             "validation_samples": len(validation),
+            "split": split_info,
+            "output_kinds": {n: k.to_json() for n, k in validation.kinds.items()},
             "chunk_size": cfg.chunk_size,
             "calibration_seconds": round(calibration_seconds, 3),
             "search_seconds": round(search_seconds, 3),  # all trials and the ranking, wall time
@@ -700,6 +726,78 @@ class QuantizeInt8(Pass):
                 feed = {input_name: x[i : i + 1]}
                 comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
         return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
+
+
+def _output_settings(cfg: QuantizeInt8Config, gate: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """The step's ``outputs``: ({name: kind override}, {name: int8 Gate}); names checked later."""
+    from optkit.verification.output_kinds import parse_output_settings
+    from optkit.verification.verify import merge_gates
+
+    kinds, gates = parse_output_settings(cfg.outputs, "outputs", precisions=("int8",))
+    per_output = {}
+    for name, g in gates.items():
+        per_output[name] = merge_gates({"int8": {**dataclasses.asdict(gate), **(g.get("int8") or {})}},
+                                       where=f"outputs.{name}.gates")["int8"]
+    return kinds, per_output
+
+
+def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Config,
+                sample_shape: tuple[int, ...], kind_overrides: dict[str, str]
+                ) -> tuple[Any, np.ndarray, dict[str, Any], list[str]]:
+    """(validation, calibration samples, the split's facts, lines to print). Samples are taken in
+    content order (quantization.split), so the same samples in any file order give the same
+    split, statistics, trials and model bytes."""
+    from optkit.quantization import int8_search
+    from optkit.quantization.split import (class_line, content_order, count_classes, one_class_warnings,
+                                           stratified_split)
+    from optkit.verification.output_kinds import decisions, detect_kinds
+    from optkit.verification.verify import task_output
+
+    order = content_order(samples.x, samples.y)
+    x = np.asarray(samples.x)[order]
+    y = None if samples.y is None else np.asarray(samples.y)[order]
+    outputs = int8_search.run_fp32(fp32, input_name, x)  # the fp32 model's own outputs on every sample
+    kinds = detect_kinds(outputs, fp32, kind_overrides)
+    decider = task_output(kinds)
+
+    def strata(out: dict[str, np.ndarray], labels: np.ndarray | None) -> tuple[np.ndarray | None, str | None]:
+        if labels is not None:
+            return labels, "label"
+        if decider is not None and decider in out:
+            return decisions(kinds[decider].kind, out[decider], cfg.threshold), "fp32 decision"
+        return None, None
+
+    if cfg.reference:
+        validation = int8_search.reference_validation(cfg.reference, cfg.threshold, fp32, input_name, sample_shape,
+                                                      kind_overrides)
+        if input_name not in validation.inputs:
+            raise InputError(f"reference {cfg.reference} has no input {input_name} "
+                             f"(it has {', '.join(validation.inputs)})")
+        s_cal, by_cal = strata(outputs, y)
+        s_val, by_val = strata(validation.outputs, validation.labels)
+        by = by_val or by_cal
+        counts = {"calibration": count_classes(s_cal, by_cal), "validation": count_classes(s_val, by_val)}
+        counts = {k: v for k, v in counts.items() if v}
+        bys = {"calibration": by_cal, "validation": by_val}
+        info = {"seed": None, "stratified_by": by, "calibration_samples": int(len(x)),
+                "validation_samples": len(validation), "classes": counts,
+                "classes_by": {part: bys[part] for part in counts},
+                "warnings": [w for part, c in counts.items() for w in one_class_warnings({part: c}, bys[part])],
+                "order": "sha256 of each sample's bytes"}
+        lines = ["classes: " + "; ".join(f"{class_line({part: c})} (by {bys[part]})" for part, c in counts.items())
+                 ] if counts else []
+        return validation, x, info, lines + [f"WARNING: {w}" for w in info["warnings"]]
+    if len(x) < 2:
+        raise InputError(f"{len(x)} calibration sample: at least 2 are needed to hold some out for "
+                         "validation (or give --reference)")
+    s, by = strata(outputs, y)
+    sp = stratified_split(len(x), cfg.holdout, s, by)
+    v = sp.validation
+    validation = int8_search.holdout_validation(fp32, input_name, x[v], None if y is None else y[v], cfg.threshold,
+                                                outputs={k: o[v] for k, o in outputs.items()},
+                                                kind_overrides=kind_overrides)
+    return validation, x[sp.calibration], sp.to_json(), [f"split: {sp.describe()}"] + [
+        f"WARNING: {w}" for w in sp.warnings]
 
 
 def _load_stats(path: Path, key: dict[str, Any]) -> tuple[Any, str]:

@@ -48,7 +48,7 @@ TOP_KEYS = {"name", "description", "model", "weights", "reference_data", "steps"
 RAY_KEYS = {"address", "workers", "shards"}
 STEP_KEYS = {"name", "pass", "input", "params", "output"}
 VERIFY_KEYS = {"provider", "threshold", "gates", "artifacts", "localize", "batch_size", "threads", "enabled",
-               "bench", "baseline", "max_regression"}
+               "bench", "baseline", "max_regression", "outputs"}
 DEFAULT_RECIPE = "voice_verification.yaml"
 # verification results by key (verify.verification_key), inside the output directory
 VERIFY_CACHE = ".optkit-cache/verify"
@@ -217,6 +217,11 @@ def load_recipe(path: str | Path) -> Recipe:
     _reject_unknown_keys(verify, VERIFY_KEYS, "verify key", where, vlines, "?")
     recipe_checks.check_verify_values(verify, where, vlines)
     recipe_checks.check_step_outputs(steps, where)
+    if "outputs" in verify:
+        try:
+            output_settings(verify)
+        except RecipeError as exc:
+            raise RecipeError(f"{where} line {vlines.get('outputs', '?')}: {exc}") from None
     if "gates" in verify:
         from optkit.verification.verify import merge_gates
 
@@ -339,9 +344,26 @@ class _StepCache:
         return run
 
 
+def output_settings(verify: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``verify.outputs``: ({name: kind}, {name: {precision: Gate}}) - each output's kind and its own
+    gate (the recipe's gates with that output's limits on top)."""
+    from optkit.verification.output_kinds import parse_output_settings
+    from optkit.verification.verify import merge_gates
+
+    kinds, per_output = parse_output_settings(verify.get("outputs"), "verify.outputs")
+    base = verify.get("gates") or {}
+    gates = {}
+    for name, g in per_output.items():
+        merged = {p: {**(base.get(p) or {}), **(v or {})} for p, v in g.items()}
+        gates[name] = {p: gate for p, gate in merge_gates(merged, where=f"verify.outputs.{name}.gates").items()
+                       if p in merged}
+    return kinds, gates
+
+
 def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, Any]) -> dict[str, Any]:
     """quantize-int8 searches until the int8 gate passes: by default the gate this recipe's
-    verify applies (its ``gates.int8`` and ``threshold``), unless the step sets its own."""
+    verify applies (its ``gates.int8``, ``threshold`` and ``outputs``: kinds and int8 limits),
+    unless the step sets its own."""
     if pass_name != "quantize-int8":
         return params
     params = dict(params)
@@ -350,6 +372,22 @@ def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, 
         params["gates"] = dict(gates)
     if "threshold" not in params and verify.get("threshold") is not None:
         params["threshold"] = verify["threshold"]
+    # every trial is judged on each runtime the release verifies the int8 model on
+    providers = verify.get("provider")
+    if "validate_on" not in params and providers:
+        names = [providers] if isinstance(providers, str) else list(providers)
+        onnx_runtimes = [p for p in names if p != "tensorrt"]  # ORT's TensorRT EP is not a trial judge here
+        if onnx_runtimes:
+            params["validate_on"] = onnx_runtimes
+    if "outputs" not in params and verify.get("outputs"):
+        outputs = {}
+        for name, spec in verify["outputs"].items():
+            item = {"kind": spec["kind"]} if spec.get("kind") else {}
+            int8 = (spec.get("gates") or {}).get("int8")
+            if int8:
+                item["gates"] = {"int8": dict(int8)}
+            outputs[name] = item
+        params["outputs"] = outputs
     return params
 
 
@@ -513,9 +551,20 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
     # The fp32 parent chain gives the model to localise int8 error against.
     fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
+    from optkit.verification.output_kinds import detect_kinds
+
+    kind_overrides, output_gates = output_settings(v)
+    kinds = detect_kinds(reference.outputs, fp32, kind_overrides, where="verify.outputs")
+    threshold = float(v.get("threshold", DECISION_THRESHOLD))
+    for k in kinds.values():
+        echo(f"[verify] {k.line(threshold, reference.labels is not None)}")
+    unknown = sorted(set(output_gates) - set(reference.outputs))
+    if unknown:
+        raise InputError(f"verify.outputs.{unknown[0]}: the model has no output {unknown[0]!r} (its outputs: "
+                         f"{', '.join(reference.outputs)})")
     report = verify_on_providers(
         todo, reference, verify_providers(v), reference_path=str(ref_path),
-        threshold=float(v.get("threshold", DECISION_THRESHOLD)), gates=merge_gates(v.get("gates")),
+        threshold=threshold, gates=merge_gates(v.get("gates")), output_kinds=kinds, output_gates=output_gates,
         batch_size=int(v.get("batch_size", BATCH_SIZE)), threads=v.get("threads"),
         localize=v.get("localize", "on-failure"), fp32_model=fp32,
         progress=lambda p, m: echo(f"[verify:{p}] {m}"), cache_dir=out_dir / VERIFY_CACHE, executor=executor,

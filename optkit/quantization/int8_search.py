@@ -24,8 +24,10 @@ handed to a *trial map* (:data:`TrialMap`; in order in this process by default, 
 passes: what a sequential search keeps, whatever ran in parallel.
 
 Validation: a reference ``.npz`` (PyTorch outputs) when given, else a held-out part of the
-calibration data judged against the fp32 model's own outputs; gates are those of
-``optkit verify`` (:data:`optkit.verification.verify.DEFAULT_GATES`).
+calibration data (:mod:`optkit.quantization.split`: content order, seeded, stratified) judged
+against the fp32 model's own outputs; each output is judged by its kind as ``optkit verify``
+judges it (:func:`optkit.verification.verify.judge_outputs`,
+:mod:`optkit.verification.output_kinds`), with the int8 gate.
 """
 from __future__ import annotations
 
@@ -81,8 +83,11 @@ class TrialResult:
             "excluded_nodes": list(self.spec.excluded_nodes),
             "equalized": self.spec.equalized,
             "dynamic_nodes": list(self.spec.dynamic_nodes),
+            "kind": first.get("kind"),
             "agreement": first.get("agreement"),
             "mean_abs_dp": first.get("mean_abs"),
+            "sample_cosine_min": first.get("sample_cosine_min"),
+            "sample_cosine_mean": first.get("sample_cosine_mean"),
             "accuracy": self.accuracy,
             "int8_mac_share": self.mac["share"]["int8"],
             "fp16_mac_share": self.mac["share"].get("fp16", 0.0),
@@ -95,9 +100,13 @@ class TrialResult:
         }
 
     def score(self) -> tuple[float, ...]:
-        """Larger is better: passed, then fewer flipped decisions, then smaller mean |dp|."""
+        """Larger is better: passed, then fewer flipped decisions (an embedding: higher mean cosine),
+        then smaller mean |dp|."""
         first = next(iter(self.metrics.values()), {})
-        return (float(self.passed), first.get("agreement", -1.0) or -1.0, -(first.get("mean_abs", math.inf)),
+        agree = first.get("agreement")
+        if agree is None:
+            agree = first.get("sample_cosine_mean")
+        return (float(self.passed), -1.0 if agree is None else agree, -(first.get("mean_abs", math.inf)),
                 self.mac["share"]["int8"])
 
 
@@ -111,38 +120,52 @@ class Validation:
     labels: np.ndarray | None
     description: str
     base_accuracy: float | None = None
+    # what each output is ({name: output_kinds.OutputKind}) and per-output gates ({name: Gate})
+    kinds: dict[str, Any] = field(default_factory=dict)
+    output_gates: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
 
 
-def holdout_validation(fp32_path: Path, input_name: str, x: np.ndarray, y: np.ndarray | None,
-                       threshold: float) -> Validation:
-    """Held-out calibration samples judged against the fp32 model's own outputs."""
-    from optkit.verification.task_metrics import task_metrics
+def run_fp32(fp32_path: Path, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The fp32 model's outputs on ``x`` (ORT CPU)."""
     from optkit.verification.reference import Reference
     from optkit.runtime.onnxruntime import OnnxRuntimeRunner
     from optkit.verification.verify import run_artifact
 
-    ref = Reference({input_name: x}, {"_": x[:0]})
     with OnnxRuntimeRunner(fp32_path) as runner:
-        outputs = run_artifact(runner, ref, 32)
-    base = None
-    if y is not None:
-        base = task_metrics(next(iter(outputs.values())), y, threshold)["accuracy"]
+        return run_artifact(runner, Reference({input_name: x}, {"_": x[:0]}), 32)
+
+
+def holdout_validation(fp32_path: Path, input_name: str, x: np.ndarray, y: np.ndarray | None,
+                       threshold: float, outputs: dict[str, np.ndarray] | None = None,
+                       kind_overrides: dict[str, str] | None = None) -> Validation:
+    """Held-out calibration samples judged against the fp32 model's own outputs (``outputs``: those
+    outputs when already computed); each output judged by its kind (``kind_overrides`` win)."""
+    from optkit.verification.output_kinds import detect_kinds
+    from optkit.verification.verify import reference_task
+
+    outputs = outputs if outputs is not None else run_fp32(fp32_path, input_name, x)
+    kinds = detect_kinds(outputs, fp32_path, kind_overrides)
+    task = reference_task(outputs, kinds, y, threshold)
     return Validation("holdout", {input_name: x}, outputs, y,
-                      f"{len(x)} held-out calibration samples judged against the fp32 model's own outputs", base)
+                      f"{len(x)} held-out calibration samples judged against the fp32 model's own outputs",
+                      task["accuracy"] if task else None, kinds)
 
 
 def reference_validation(path: str, threshold: float, fp32_path: Path | None = None, input_name: str = "",
-                         sample_shape: tuple[int, ...] | None = None) -> Validation:
+                         sample_shape: tuple[int, ...] | None = None,
+                         kind_overrides: dict[str, str] | None = None) -> Validation:
     """Validation on a file: an optkit reference (.npz with input.*/output.*: judged against its
     reference outputs) or a labelled data set (.npz with x[, y] or a .npy folder: judged against
-    the fp32 model's own outputs on it, labels for accuracy)."""
+    the fp32 model's own outputs on it, labels for accuracy). Samples in content order."""
     import zipfile
 
-    from optkit.verification.task_metrics import task_metrics
+    from optkit.quantization.split import content_order
+    from optkit.verification.output_kinds import detect_kinds
     from optkit.verification.reference import load_reference
+    from optkit.verification.verify import reference_task
 
     is_reference = False
     if str(path).endswith(".npz"):
@@ -155,46 +178,56 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
         from optkit.data.source import load_samples
 
         data = load_samples(path, sample_shape=sample_shape)
-        v = holdout_validation(fp32_path, input_name, data.x, data.y, threshold)
+        order = content_order(data.x, data.y)
+        v = holdout_validation(fp32_path, input_name, np.asarray(data.x)[order],
+                               None if data.y is None else np.asarray(data.y)[order], threshold,
+                               kind_overrides=kind_overrides)
         v.kind = "reference"
         v.description = f"{len(data)} samples of {Path(path).name} judged against the fp32 model's own outputs"
         return v
     ref = load_reference(path)
-    base = None
-    if ref.labels is not None:
-        base = task_metrics(next(iter(ref.outputs.values())), ref.labels, threshold)["accuracy"]
+    kinds = detect_kinds(ref.outputs, fp32_path, kind_overrides)
+    task = reference_task(ref.outputs, kinds, ref.labels, threshold)
     return Validation("reference", ref.inputs, ref.outputs, ref.labels,
-                      f"{len(ref)} samples of {Path(path).name} judged against its reference outputs", base)
+                      f"{len(ref)} samples of {Path(path).name} judged against its reference outputs",
+                      task["accuracy"] if task else None, kinds)
 
 
 def evaluate(path: Path, validation: Validation, gate: Any, threshold: float,
-             threads: int | None = None) -> tuple[dict[str, Any], float | None, float | None, list[str]]:
-    """Run a trial model over the validation set (ORT CPU; ``threads``: None = ORT's default) and
-    apply the int8 gate."""
-    from optkit.verification.task_metrics import compare_outputs, task_metrics
+             threads: int | None = None, providers: tuple[str, ...] = ("cpu",),
+             ) -> tuple[dict[str, Any], float | None, float | None, list[str]]:
+    """Run a trial model over the validation set on each of ``providers`` (default ORT CPU;
+    ``threads``: None = the runtime's default) and judge it as ``optkit verify`` does
+    (:func:`optkit.verification.verify.judge_outputs`: each output by its kind, against the int8
+    gate). With several runtimes the model passes only where it passes on every one: the figures
+    returned are those of the runtime that judged it worst, the failures of each are named with it
+    (one QDQ file runs on different int8 kernels per runtime: a model that passes on ONNX Runtime
+    can miss the gate on OpenVINO by a hair, and the release verifies both)."""
+    from optkit.runtime.registry import make_runner
+    from optkit.verification.output_kinds import detect_kinds
     from optkit.verification.reference import Reference
-    from optkit.runtime.onnxruntime import OnnxRuntimeRunner
-    from optkit.verification.verify import run_artifact
+    from optkit.verification.verify import judge_outputs, run_artifact
 
     ref = Reference(validation.inputs, validation.outputs, validation.labels)
-    with OnnxRuntimeRunner(path, threads=threads) as runner:
-        outs = run_artifact(runner, ref, 32)
-    metrics: dict[str, Any] = {}
-    failures: list[str] = []
-    for name, want in validation.outputs.items():
-        if name not in outs or outs[name].shape != want.shape:
-            failures.append(f"output {name} missing or of another shape")
-            continue
-        metrics[name] = compare_outputs(want, outs[name], threshold)
-    accuracy = drop = None
-    first = next(iter(validation.outputs))
-    if validation.labels is not None and first in outs:
-        accuracy = task_metrics(outs[first], validation.labels, threshold)["accuracy"]
-        drop = None if validation.base_accuracy is None else validation.base_accuracy - accuracy
-    for name, m in metrics.items():
-        prefix = f"{name}: " if len(metrics) > 1 else ""
-        failures += [prefix + f for f in gate.check(m, drop)]
-    return metrics, accuracy, drop, failures
+    kinds = validation.kinds or detect_kinds(validation.outputs)
+    judged = []
+    for provider in providers:
+        with make_runner(path, provider=provider, threads=threads) as runner:
+            outs = run_artifact(runner, ref, 32)
+        j = judge_outputs(validation.outputs, outs, kinds, gate, threshold, validation.labels,
+                          validation.base_accuracy, validation.output_gates)
+        judged.append((provider, j))
+    if len(judged) == 1:
+        j = judged[0][1]
+        return j.outputs, (j.task or {}).get("accuracy"), j.accuracy_drop, j.failures
+
+    def badness(item: Any) -> tuple[int, float, float]:
+        first = next(iter(item[1].outputs.values()), {})
+        return len(item[1].failures), -float(first.get("agreement") or 0.0), float(first.get("mean_abs") or 0.0)
+
+    worst = max(judged, key=badness)[1]
+    failures = [f"{f} [{p}]" for p, j in judged for f in j.failures]
+    return worst.outputs, (worst.task or {}).get("accuracy"), worst.accuracy_drop, failures
 
 
 # -- one trial ---------------------------------------------------------------------------------
@@ -223,6 +256,7 @@ class TrialContext:
     eq_mul_node: str | None = None        # the equalisation's Mul (never quantised)
     threads: int | None = None            # ORT threads of the evaluation (None = ORT's default)
     exclude_op_types: tuple[str, ...] = ()  # the user's --exclude-op-types (kept out of int8)
+    providers: tuple[str, ...] = ("cpu",)  # runtimes every trial is judged on (all must pass)
 
     @property
     def keeps_fp16(self) -> bool:
@@ -301,7 +335,7 @@ def run_trial(ctx: TrialContext, spec: TrialSpec, index: int, work_dir: Path) ->
             if fp16_nodes:
                 save_onnx_atomically(qmodel, path)
     # evaluate
-    metrics, accuracy, drop, failures = evaluate(path, ctx.validation, ctx.gate, ctx.threshold, ctx.threads)
+    metrics, accuracy, drop, failures = evaluate(path, ctx.validation, ctx.gate, ctx.threshold, ctx.threads, ctx.providers)
     return TrialResult(spec, path, metrics, accuracy, drop, failures, mac_breakdown(qmodel),
                        time.perf_counter() - started, quantize_seconds, tuple(fp16_nodes))
 
@@ -663,6 +697,10 @@ def format_row(index: int, t: TrialResult) -> str:
     acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
     agree = "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
     dp = "-" if r["mean_abs_dp"] is None else f"{r['mean_abs_dp']:.4f}"
+    if r.get("sample_cosine_mean") is not None:  # an embedding: cosine, not decisions
+        return (f"trial {index}: {r['name']:<28} cosine min {r['sample_cosine_min']:.4f} mean "
+                f"{r['sample_cosine_mean']:.4f}  int8 MACs {100 * r['int8_mac_share']:5.1f}%  "
+                + ("PASS" if t.passed else "fail: " + "; ".join(t.failures)))
     verdict = "PASS" if t.passed else "fail: " + "; ".join(t.failures)
     fp16 = f" fp16 {100 * r['fp16_mac_share']:.1f}%" if r["fp16_mac_share"] else ""
     return (f"trial {index}: {r['name']:<28} agreement {agree:>8}  mean|dp| {dp:>7}  accuracy {acc:>7}  "

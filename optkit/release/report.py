@@ -128,7 +128,9 @@ def summary_rows(report: VerifyReport) -> list[list[str]]:
         rows.append([
             _group_name(report, idx), r.precision, runtime, size,
             _fmt(_int8_share(f), "pct") if f.get("macs") else "–",
-            _fmt(m.get("agreement"), "pct"), _fmt(m.get("flipped")),
+            # an embedding has no decisions: its mean per-sample cosine stands in for agreement
+            _fmt(m.get("agreement"), "pct") if m.get("agreement") is not None or m.get("kind") != "embedding"
+            else "cos " + _fmt(m.get("sample_cosine_mean"), "cos"), _fmt(m.get("flipped")),
             _fmt(r.task["accuracy"], "pct") if r.task else "–",
             _fmt(r.task["eer"], "pct") if r.task else "–",
             _fmt(lat["p50_ms"], "ms") if lat else "–",
@@ -530,7 +532,7 @@ def _trials_table(search: dict[str, Any]) -> str:
         rows.append([e(str(k)), *cells, mark])
     val = search.get("validation_description") or search.get("validation")
     val_text = val if isinstance(val, str) else json.dumps(val) if val is not None else "–"
-    return (f"<p>int8 search: {len(trials)} trial(s), validated on {e(str(val_text))}.</p>"
+    return (f"<p>int8 search: {len(trials)} trial(s), validated on {e(str(val_text))}.</p>" + _split_text(search)
             + _table(["#", *[c.replace("_", " ") for c in TRIAL_COLUMNS], ""], rows, "trials", raw=True)
             + _search_latency(search.get("latency")) + _recommendation(search.get("recommendation")))
 
@@ -541,6 +543,26 @@ def _recommendation(rec: Any) -> str:
         return ""
     cls = "pass" if rec.get("ship") == "int8" else "fail"
     return f"<p>recommendation: <span class='{cls}'>{e(str(rec['line']))}</span></p>"
+
+
+def _split_text(search: dict[str, Any]) -> str:
+    """The search's validation split (classes per part, warnings) and its outputs' kinds."""
+    from optkit.quantization.split import class_line
+
+    parts = []
+    split = search.get("split")
+    if isinstance(split, dict):
+        by = split.get("stratified_by")
+        seed = split.get("seed")
+        classes = split.get("classes") or {}
+        parts.append(f"Split: samples in content order (sha256), "
+                     + (f"validation drawn at random (seed {seed}), " if seed is not None else "")
+                     + (f"classes by {by}: {class_line(classes)}" if by and classes else "not stratified") + ".")
+        parts += [f"⚠ {w}" for w in split.get("warnings") or []]
+    kinds = search.get("output_kinds")
+    if isinstance(kinds, dict) and kinds:
+        parts.append("Outputs: " + "; ".join(f"{n}: {k.get('kind')} ({k.get('why')})" for n, k in kinds.items()) + ".")
+    return "".join(f"<p class='note'>{e(p)}</p>" for p in parts)
 
 
 def _search_latency(lat: Any) -> str:
@@ -577,6 +599,11 @@ def _search_latency(lat: Any) -> str:
                       "share of plain int8's speed-up kept (min / p50)"], rows, "trials"))
 
 
+def _gate_text(r: ArtifactResult) -> str:
+    """The limits of ``r``'s gate that applied to its outputs' kinds (output_kinds.KIND_LIMITS)."""
+    return ", ".join(f"{k}={v:g}" for k, v in r.applied_gate().items()) or "none"
+
+
 def _result_section(report: VerifyReport, idx: list[int]) -> str:
     from optkit.release.svgplot import error_histogram, scatter
 
@@ -584,16 +611,20 @@ def _result_section(report: VerifyReport, idx: list[int]) -> str:
     r = report.results[i]
     per = _rel(report, i)
     status = '<span class="pass">PASS</span>' if r.passed else '<span class="fail">FAIL</span>'
-    gate = ", ".join(f"{k}={v:g}" for k, v in r.gate.items() if v is not None) or "none"
+    gate = _gate_text(r)
     same = (f"<p class='note'>{len(idx)} artifacts give bit-identical outputs on this runtime; shown once.</p>"
             if len(idx) > 1 else "")
-    rows = [[name, _fmt(m["max_abs"]), _fmt(m["mean_abs"]), _fmt(m["max_rel"]), _fmt(m["cosine"], "cos"),
-             _fmt(m["snr_db"], "db"), _fmt(m["agreement"], "pct"), str(m["flipped"])] for name, m in r.outputs.items()]
+    rows = [[name, e(str(m.get("kind", "–"))), _fmt(m["max_abs"]), _fmt(m["mean_abs"]), _fmt(m["max_rel"]),
+             _fmt(m["cosine"], "cos"),
+             _fmt(m.get("sample_cosine_min"), "cos") + " / " + _fmt(m.get("sample_cosine_mean"), "cos")
+             if m.get("kind") == "embedding" else "–",
+             _fmt(m["snr_db"], "db"), _fmt(m["agreement"], "pct"), _fmt(m["flipped"])] for name, m in r.outputs.items()]
     parts = [f"<h3>{e(_group_name(report, idx))} on {e(per.get('runtime') or str(r.runner.get('runner')))} — {status}</h3>", same,
              f"<p>Ran on: {e(per.get('runtime_text') or str(r.runner))}.<br>Precision: {e(per.get('precision_text') or r.precision)}."
              f"<br>Gate ({e(r.precision)}): {e(gate)}."
              f"{'' if r.accuracy_drop is None else f' Accuracy drop vs PyTorch: {r.accuracy_drop * 100:.2f} points.'}</p>",
-             _table(["output", "max |Δ|", "mean |Δ|", "max rel", "cosine", "SNR dB", "agreement", "flipped"], rows)]
+             _table(["output", "kind", "max |Δ|", "mean |Δ|", "max rel", "cosine", "per-sample cosine (min / mean)",
+                     "SNR dB", "agreement", "flipped"], rows)]
     if r.failures:
         parts.append("<ul class='failures'>" + "".join(f"<li>{e(f)}</li>" for f in r.failures) + "</ul>")
     for what, d in r.data_decisions.items():

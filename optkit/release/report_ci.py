@@ -17,6 +17,8 @@ from optkit.verification.verify import Gate, VerifyReport
 LIMIT_TEXT = {
     "max_abs": "max |diff| <= {:g}", "mean_abs": "mean |diff| <= {:g}", "min_agreement": "decision agreement >= {:.2%}",
     "min_cosine": "cosine >= {:g}", "min_snr_db": "SNR >= {:g} dB", "max_accuracy_drop": "accuracy drop <= {:.2%}",
+    "min_sample_cosine": "worst per-sample cosine >= {:g}", "min_mean_cosine": "mean per-sample cosine >= {:g}",
+    "max_eer_increase": "trial EER increase <= {:.2%}",
 }
 
 
@@ -28,7 +30,7 @@ def junit_cases(report: VerifyReport) -> list[dict[str, Any]]:
     for r in report.results:
         runtime = runtime_label(r.runner)
         cls = Path(r.path).name
-        limits = {k: v for k, v in r.gate.items() if v is not None}
+        limits = r.applied_gate()  # the limits that mean something for its outputs' kinds
         if not limits:
             limits = {"finite": None}
         per_case_time = r.seconds / max(1, len(limits))
@@ -36,7 +38,8 @@ def junit_cases(report: VerifyReport) -> list[dict[str, Any]]:
             gate = Gate() if key == "finite" else Gate(**{key: value})
             fails = []
             for out, m in r.outputs.items():
-                fails += [f"{out}: {f}" if len(r.outputs) > 1 else f for f in gate.check(m, r.accuracy_drop)]
+                fails += [f"{out}: {f}" if len(r.outputs) > 1 else f
+                          for f in gate.check(m, r.accuracy_drop, m.get("kind") or "probability")]
             # a missing output or shape mismatch is no limit's failure but fails every case
             fails += [f for f in r.failures if f.startswith("output ") and ("missing" in f or "shape" in f)]
             text = "outputs finite" if key == "finite" else LIMIT_TEXT.get(key, f"{key} {{}}").format(value)

@@ -47,15 +47,13 @@ import numpy as np
 
 from optkit.common.errors import InputError, OptkitError
 from optkit.serve.settings import ServeSettings
+# what an output is (a probability by its op, or by its values): one implementation, shared with verify
+# and the int8 search
+from optkit.verification.output_kinds import PROBABILITY_OPS, RANGE_SLACK, output_head_op
+from optkit.verification.output_kinds import sigmoid as _sigmoid
 
 WARMUP_CALLS = 3
-# ops that pass a probability through unchanged in value range, walked back from the served output to
-# find the op that computed it (a quantised model puts Q/DQ after the Sigmoid, an fp16 one a Cast)
-PASS_THROUGH_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "CastLike", "Gather",
-                    "Slice", "Transpose", "Expand", "QuantizeLinear", "DequantizeLinear"}
-PROBABILITY_OPS = {"Sigmoid", "Softmax", "QLinearSigmoid", "QLinearSoftmax"}  # the last two: ORT's QOperator int8
 RANGE_CHECK_SAMPLES = 8  # seeded random inputs whose outputs must lie in [0, 1] for an unproven head
-RANGE_SLACK = 1e-3  # fp16/int8 rounding of a sigmoid may land just outside [0, 1]
 
 
 class Overloaded(OptkitError):
@@ -431,33 +429,6 @@ def _warm_up_audio(sample_shape: tuple[int | None, ...]) -> str | None:
         return "audio input needs soundfile and librosa: pip install 'optkit[audio]'"
     features.mfcc_from_audio(np.full(features.WINDOW_SAMPLES, 1e-3, dtype=np.float32), features.SAMPLE_RATE)
     return None
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))  # = 1 / (1 + e^-z), without overflow
-
-
-def output_head_op(path: Path, output: str) -> str | None:
-    """The op that computes ``output`` of an ONNX file, looking through ops that only move or
-    re-encode values (Reshape, Cast, Q/DQ, Gather...); None for an engine, an unreadable graph or an
-    output that is a graph input."""
-    if path.suffix.lower() != ".onnx":
-        return None
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # noqa: BLE001 - the runner loaded it; without its graph we judge by values
-        return None
-    producer = {o: node for node in graph.node for o in node.output}
-    name, seen, last = output, set(), None
-    while name in producer and name not in seen:
-        seen.add(name)
-        node = producer[name]
-        if node.op_type not in PASS_THROUGH_OPS or not node.input:
-            return node.op_type
-        name, last = node.input[0], node.op_type
-    return last  # the walk reached a graph input or a constant
 
 
 def _resolve(p: _Pending, value: Any = None, exc: BaseException | None = None) -> None:

@@ -17,10 +17,11 @@ import numpy as np
 from optkit.model.artifact import Artifact, now_iso
 from optkit.common.versions import tool_versions
 from optkit.common.errors import InputError, OptkitError, RecipeError
-from optkit.verification.comparator import output_metrics, output_problems
+from optkit.verification.comparator import output_problems
 from optkit.common.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.verification.task_metrics import task_metrics
 from optkit.verification.reference import Reference
+from optkit.verification.output_kinds import detect_kinds
 
 
 @dataclass(frozen=True)
@@ -33,32 +34,55 @@ class Gate:
     min_cosine: float | None = None
     min_snr_db: float | None = None
     max_accuracy_drop: float | None = None  # vs the PyTorch reference, when labels exist
+    # embeddings (optkit.verification.output_kinds): cosine of each sample's vector with its reference
+    min_sample_cosine: float | None = None   # the worst sample
+    min_mean_cosine: float | None = None     # the mean over samples
+    max_eer_increase: float | None = None    # EER of same/different-label trials, when labels exist
 
-    def check(self, metrics: dict[str, Any], accuracy_drop: float | None) -> list[str]:
+    def applied(self, kind: str = "probability") -> dict[str, float]:
+        """The limits that are set and mean something for an output of ``kind``."""
+        from optkit.verification.output_kinds import KIND_LIMITS
+
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k in KIND_LIMITS[kind]}
+
+    def check(self, metrics: dict[str, Any], accuracy_drop: float | None, kind: str = "probability") -> list[str]:
+        """Failures of one output's figures (``output_kinds.kind_metrics``) against the limits that
+        apply to its ``kind`` (``output_kinds.KIND_LIMITS``)."""
+        on = self.applied(kind)
         failures = []
         if not metrics.get("finite", True):
             failures.append("outputs contain NaN/Inf")
-        if self.max_abs is not None and not metrics["max_abs"] <= self.max_abs:
-            failures.append(f"max |diff| {metrics['max_abs']:.3g} > {self.max_abs:g}")
-        if self.mean_abs is not None and not metrics["mean_abs"] <= self.mean_abs:
-            failures.append(f"mean |diff| {metrics['mean_abs']:.3g} > {self.mean_abs:g}")
-        if self.min_agreement is not None and not metrics["agreement"] >= self.min_agreement:
+        if "max_abs" in on and not metrics["max_abs"] <= on["max_abs"]:
+            failures.append(f"max |diff| {metrics['max_abs']:.3g} > {on['max_abs']:g}")
+        if "mean_abs" in on and not metrics["mean_abs"] <= on["mean_abs"]:
+            failures.append(f"mean |diff| {metrics['mean_abs']:.3g} > {on['mean_abs']:g}")
+        if "min_agreement" in on and not metrics["agreement"] >= on["min_agreement"]:
             failures.append(
-                f"decision agreement {metrics['agreement']:.2%} < {self.min_agreement:.2%} "
+                f"decision agreement {metrics['agreement']:.2%} < {on['min_agreement']:.2%} "
                 f"({metrics['flipped']} flipped)")
-        if self.min_cosine is not None and not metrics["cosine"] >= self.min_cosine:
-            failures.append(f"cosine {metrics['cosine']:.6f} < {self.min_cosine:g}")
-        if self.min_snr_db is not None and not metrics["snr_db"] >= self.min_snr_db:
-            failures.append(f"SNR {metrics['snr_db']:.1f} dB < {self.min_snr_db:g} dB")
-        if self.max_accuracy_drop is not None and accuracy_drop is not None and not accuracy_drop <= self.max_accuracy_drop:
-            failures.append(f"accuracy drop {accuracy_drop * 100:.2f} points > {self.max_accuracy_drop * 100:.2f}")
+        if "min_cosine" in on and not metrics["cosine"] >= on["min_cosine"]:
+            failures.append(f"cosine {metrics['cosine']:.6f} < {on['min_cosine']:g}")
+        if "min_snr_db" in on and not metrics["snr_db"] >= on["min_snr_db"]:
+            failures.append(f"SNR {metrics['snr_db']:.1f} dB < {on['min_snr_db']:g} dB")
+        if "min_sample_cosine" in on and not metrics["sample_cosine_min"] >= on["min_sample_cosine"]:
+            failures.append(f"worst per-sample cosine {metrics['sample_cosine_min']:.6f} < {on['min_sample_cosine']:g}")
+        if "min_mean_cosine" in on and not metrics["sample_cosine_mean"] >= on["min_mean_cosine"]:
+            failures.append(f"mean per-sample cosine {metrics['sample_cosine_mean']:.6f} < {on['min_mean_cosine']:g}")
+        rise = metrics.get("eer_increase")
+        if "max_eer_increase" in on and rise is not None and not rise <= on["max_eer_increase"]:
+            failures.append(f"trial EER up {rise * 100:.2f} points > {on['max_eer_increase'] * 100:.2f}")
+        if "max_accuracy_drop" in on and accuracy_drop is not None and not accuracy_drop <= on["max_accuracy_drop"]:
+            failures.append(f"accuracy drop {accuracy_drop * 100:.2f} points > {on['max_accuracy_drop'] * 100:.2f}")
         return failures
 
 
+# Each kind of output is checked against the limits that apply to it (output_kinds.KIND_LIMITS):
+# probabilities, logits, frame scores and other outputs by |diff| and decisions, embeddings by cosine.
 DEFAULT_GATES: dict[str, Gate] = {
-    "fp32": Gate(max_abs=1e-4),
-    "fp16": Gate(max_abs=1e-2, min_agreement=0.999),
-    "int8": Gate(mean_abs=1e-2, min_agreement=0.995, max_accuracy_drop=0.005),
+    "fp32": Gate(max_abs=1e-4, min_sample_cosine=0.99999),
+    "fp16": Gate(max_abs=1e-2, min_agreement=0.999, min_sample_cosine=0.999),
+    "int8": Gate(mean_abs=1e-2, min_agreement=0.995, max_accuracy_drop=0.005,
+                 min_sample_cosine=0.95, min_mean_cosine=0.99, max_eer_increase=0.005),
 }
 GATE_KEYS = tuple(f.name for f in dataclasses.fields(Gate))
 
@@ -123,6 +147,14 @@ class ArtifactResult:
     def passed(self) -> bool:
         return not self.failures
 
+    def applied_gate(self) -> dict[str, float]:
+        """The limits of ``gate`` that applied to this result's outputs (by their kinds)."""
+        from optkit.verification.output_kinds import KIND_LIMITS
+
+        kinds = {m.get("kind") or "probability" for m in self.outputs.values()} or {"probability"}
+        applied = {lim for k in kinds for lim in KIND_LIMITS.get(k, ())}
+        return {k: v for k, v in self.gate.items() if v is not None and k in applied}
+
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "values"}
         d["passed"] = self.passed
@@ -146,6 +178,8 @@ class VerifyReport:
     # the release view (optkit.release.view.enrich: artifact facts, latency, groups; optkit.release.regression:
     # the comparison with a previous release), empty when not asked for
     release: dict[str, Any] = field(default_factory=dict)
+    # what each output is and how it was judged: {name: {kind, why, source}} (output_kinds)
+    output_kinds: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gates_passed(self) -> bool:
@@ -167,6 +201,7 @@ class VerifyReport:
             "provider": self.provider,
             "reference": self.reference,
             "reference_task": self.reference_task,
+            "output_kinds": self.output_kinds,
             "versions": self.versions,
             "artifacts": [r.to_json() for r in self.results],
             "skipped": self.skipped,
@@ -231,6 +266,8 @@ def verify_artifacts(
     progress: Any = None,
     executor: Any = None,
     cache_dir: Path | None = None,
+    output_kinds: dict[str, Any] | None = None,
+    output_gates: dict[str, dict[str, Gate]] | None = None,
 ) -> VerifyReport:
     """Verify each artifact against the reference; never raises for a failing gate.
 
@@ -240,6 +277,10 @@ def verify_artifacts(
     ``executor`` computes the outputs: :class:`LocalExecutor` (default, this process) or
     :class:`optkit.pipeline.distributed.RayExecutor` (shards on a Ray cluster); the metrics and gates are
     computed here on the gathered outputs either way, so the report is the same.
+
+    ``output_kinds``: {output: OutputKind} (:func:`optkit.verification.output_kinds.detect_kinds`), else detected from the
+    reference (and ``fp32_model``'s graph); each output is judged by what means something for its
+    kind. ``output_gates``: per-output gates by precision, instead of ``gates`` for that output.
     """
     gates = gates or dict(DEFAULT_GATES)
     executor = executor or LocalExecutor()
@@ -248,13 +289,17 @@ def verify_artifacts(
     from optkit.verification.reference import validate_reference
 
     validate_reference(reference, reference_path or "reference")
-    ref_task = None
     first_out = next(iter(reference.outputs))
-    for note in score_warnings(reference.outputs, threshold):
+    kinds = output_kinds or detect_kinds(reference.outputs, fp32_model)
+    # a value outside [0, 1] in an output taken for a probability (by override): say so
+    for note in score_warnings({n: v for n, v in reference.outputs.items() if kinds[n].kind == "probability"},
+                               threshold):
         if progress:
             progress(f"WARNING: {note}")
-    if reference.labels is not None:
-        ref_task = task_metrics(reference.outputs[first_out], reference.labels, threshold)
+    if progress and output_kinds is None:  # given kinds were said by whoever resolved them
+        for k in kinds.values():
+            progress(k.line(threshold, reference.labels is not None))
+    ref_task = reference_task(reference.outputs, kinds, reference.labels, threshold)
     results: list[ArtifactResult] = []
     for item in artifacts:
         path = Path(item.path if isinstance(item, Artifact) else item)
@@ -267,7 +312,9 @@ def verify_artifacts(
         key = None
         if cache_dir is not None and reference.sha256:
             key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
-                                   localize, localize_samples, fp32_model)
+                                   localize, localize_samples, fp32_model,
+                                   {n: [k.kind, dataclasses.asdict((output_gates or {}).get(n, {}).get(precision, gate))]
+                                    for n, k in kinds.items()})
             hit = _load_cached(cache_dir, key)
             if hit is not None:
                 if progress:
@@ -277,26 +324,19 @@ def verify_artifacts(
         t0 = time.perf_counter()
         outs, runner_info = executor.outputs(path, provider, threads, reference, batch_size)
         seconds = time.perf_counter() - t0
-        failures = output_problems(reference.outputs, outs)
-        per_output = {name: output_metrics(ref_val, outs[name], threshold)
-                      for name, ref_val in reference.outputs.items()
-                      if name in outs and outs[name].shape == ref_val.shape}
-        task = None
-        acc_drop = None
-        if reference.labels is not None and first_out in outs and outs[first_out].shape == reference.outputs[first_out].shape:
-            task = task_metrics(outs[first_out], reference.labels, threshold)
-            acc_drop = ref_task["accuracy"] - task["accuracy"] if ref_task else None
-        for name, m in per_output.items():
-            failures += [f"{name}: {f}" if len(per_output) > 1 else f for f in gate.check(m, acc_drop)]
+        judged = judge_outputs(reference.outputs, outs, kinds, gate, threshold, reference.labels,
+                               ref_task["accuracy"] if ref_task else None,
+                               {n: g[precision] for n, g in (output_gates or {}).items() if precision in g})
         result = ArtifactResult(
             path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
-            outputs=per_output, task=task, accuracy_drop=acc_drop, failures=failures, seconds=seconds,
+            outputs=judged.outputs, task=judged.task, accuracy_drop=judged.accuracy_drop, failures=judged.failures,
+            seconds=seconds,
             values=outs.get(first_out),
             data_decisions={k: v for k, v in (item.extra if isinstance(item, Artifact) else {}).items()
                             if k == "calibration_outliers" and v.get("action") != "none"},
         )
         want_loc = precision == "int8" and path.suffix == ".onnx" and (
-            localize == "always" or (localize == "on-failure" and failures))
+            localize == "always" or (localize == "on-failure" and judged.failures))
         if want_loc:
             result.localization = _localize(fp32_model, path, reference, localize_samples)
         if key is not None:
@@ -306,9 +346,62 @@ def verify_artifacts(
                 "outputs": list(reference.outputs), "meta": reference.meta,
                 "identity": reference.identity()}
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
-                          reference_values=reference.outputs[first_out])
+                          reference_values=reference.outputs[first_out],
+                          output_kinds={n: k.to_json() for n, k in kinds.items()})
     report.execution = executor.describe()
     return report
+
+
+@dataclass
+class Judgement:
+    """The verdict on one set of outputs against their reference (see :func:`judge_outputs`)."""
+
+    outputs: dict[str, dict[str, Any]]  # per output: output_kinds.kind_metrics
+    task: dict[str, Any] | None         # task metrics of the decision output, when labels exist
+    accuracy_drop: float | None
+    failures: list[str]
+
+
+def task_output(kinds: dict[str, Any]) -> str | None:
+    """The output task metrics are taken on: the first with one decision per sample."""
+    from optkit.verification.output_kinds import DECISION_KINDS
+
+    return next((n for n, k in kinds.items() if k.kind in DECISION_KINDS), None)
+
+
+def reference_task(outputs: dict[str, np.ndarray], kinds: dict[str, Any], labels: np.ndarray | None,
+                   threshold: float) -> dict[str, Any] | None:
+    """Task metrics (accuracy, EER, ...) of the reference's decision output, when labels exist."""
+    from optkit.verification.output_kinds import decision_scores
+
+    name = task_output(kinds)
+    if labels is None or name is None:
+        return None
+    return task_metrics(decision_scores(kinds[name].kind, outputs[name], threshold), labels, threshold)
+
+
+def judge_outputs(reference: dict[str, np.ndarray], outs: dict[str, np.ndarray], kinds: dict[str, Any], gate: Gate,
+                  threshold: float, labels: np.ndarray | None = None, reference_accuracy: float | None = None,
+                  output_gates: dict[str, Gate] | None = None) -> Judgement:
+    """Judge ``outs`` against ``reference``: every output by what means something for its kind
+    (:mod:`optkit.verification.output_kinds`) and the gate (``output_gates``: per output, instead of
+    ``gate``); task metrics on the decision output when labels exist. verify and the int8 search's
+    validation both judge here."""
+    from optkit.verification.output_kinds import decision_scores, kind_metrics
+
+    failures = output_problems(reference, outs)
+    per_output = {name: kind_metrics(kinds[name].kind, ref_val, outs[name], threshold, labels)
+                  for name, ref_val in reference.items() if name in outs and outs[name].shape == ref_val.shape}
+    task = drop = None
+    decider = task_output(kinds)
+    if labels is not None and decider in per_output:
+        task = task_metrics(decision_scores(kinds[decider].kind, outs[decider], threshold), labels, threshold)
+        drop = None if reference_accuracy is None else reference_accuracy - task["accuracy"]
+    for name, m in per_output.items():
+        g = (output_gates or {}).get(name, gate)
+        failures += [f"{name}: {f}" if len(per_output) > 1 else f
+                     for f in g.check(m, drop if name == decider else None, kinds[name].kind)]
+    return Judgement(per_output, task, drop, failures)
 
 
 def score_warnings(outputs: dict[str, np.ndarray], threshold: float) -> list[str]:
@@ -366,7 +459,7 @@ def verify_on_providers(artifacts: Sequence[Path | str | Artifact], reference: R
 
 def verification_key(item: Any, path: Path, reference_sha256: str, provider: str, threads: int | None,
                      batch_size: int, threshold: float, gate: Gate, localize: str, localize_samples: int,
-                     fp32_model: Path | None) -> str:
+                     fp32_model: Path | None, outputs: dict[str, Any] | None = None) -> str:
     """Hash of everything a verification result depends on: the artifact's and the reference's
     sha256, the runner (provider, the versions of its runtime, threads, batch), the threshold and
     gate, and the localisation settings with the fp32 model's sha256."""
@@ -384,6 +477,7 @@ def verification_key(item: Any, path: Path, reference_sha256: str, provider: str
         "threads": threads, "batch_size": batch_size, "threshold": threshold,
         "gate": dataclasses.asdict(gate),
         "localize": [localize, localize_samples, artifact_sha256(fp32_model) if fp32_model else None],
+        "outputs": outputs,  # each output's kind and gate
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

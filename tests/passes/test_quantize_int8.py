@@ -19,7 +19,7 @@ from optkit.data.samples import fingerprint  # noqa: E402
 from optkit.common.errors import InputError  # noqa: E402
 from optkit.model.onnx_utils import model_precision  # noqa: E402
 from optkit.passes import get_pass  # noqa: E402
-from optkit.passes.quantize_int8 import QuantizeInt8Config, preprocess  # noqa: E402
+from optkit.passes.quantize_int8 import QuantizeInt8Config, preprocess, resolve_weights  # noqa: E402
 from optkit.verification.reference import load_reference, reference_path_for  # noqa: E402
 
 LIMIT = "8"  # calibration samples used by most tests (fast on 2 cores)
@@ -140,7 +140,9 @@ def test_weights_are_per_channel_int8_on_output_channels(quantized, target):
         assert scale.size == w.shape[0], f"{node.name}: {scale.size} scales for {w.shape[0]} output channels"
         assert (scale > 0).all()
         if w.dtype != np.float32:  # stored quantised (cpu/openvino) rather than fp32 behind Q->DQ
-            assert w.dtype == np.int8
+            # s8, or u8 where --weights auto chose it for this CPU (AVX2 without VNNI)
+            form = resolve_weights("auto", target)[0]
+            assert w.dtype == (np.uint8 if form == "u8" else np.int8)
 
 
 def test_cpu_form_has_unsigned_activations(quantized):
@@ -234,8 +236,9 @@ def test_cli_quantizes_and_reuses_then_invalidates_the_cache(cli_runner, tiny_on
 
 def test_pass_info_and_fingerprint(tiny_onnx, calib_dir, tmp_path):
     step = get_pass("quantize-int8")
+    # gates wide enough that the pass succeeds on any CPU's int8 kernels: this test reads its info
     cfg = step.make_config({"calibration": str(calib_dir), "calibration_limit": 4, "method": "percentile",
-                            "exclude_op_types": "Sigmoid"})
+                            "exclude_op_types": "Sigmoid", "gates": {"mean_abs": 0.5, "min_agreement": 0.0}})
     assert cfg.exclude_op_types == ("Sigmoid",)
     assert step.fingerprint(cfg).startswith(fingerprint(calib_dir) + ":weights=")
     before = step.fingerprint(cfg)
@@ -413,9 +416,11 @@ def test_copying_the_model_elsewhere_hits_the_same_cache(cli_runner, tiny_onnx, 
     assert r.exit_code == 0 and "reused calibration statistics" in r.output
 
 
-def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
-    """The int8 search judges decisions at --threshold (0.5): on raw logits it cannot see a flipped
-    decision, so a "passing" trial means little. The pass says so, and is quiet at --threshold 0."""
+def test_a_logits_model_is_judged_as_logits_like_verify_does(cli_runner, tmp_path):
+    """The int8 search judges a logit output by its decisions at 0 and |Δp| of its sigmoid (as
+    verify does); taken for a probability by override, it would be decided at 0.5 on raw scores,
+    where a flip cannot be seen: the pass warns then, as verify does. All 16 scores are below 0
+    here, so both parts hold one class only: a warning, not an error."""
     from serve_models import build_user_model
 
     path = build_user_model(tmp_path / "logit.onnx", head="logit")
@@ -426,11 +431,15 @@ def test_a_logits_model_is_warned_about_like_verify_does(cli_runner, tmp_path):
         np.save(calib / f"s{i:03d}.npy", rng.standard_normal((3, 8, 8)).astype(np.float32))
     res = quantize_cli(cli_runner, path, tmp_path / "a.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
                        "--calibration-limit", "16")
+    assert res.exit_code == 0, res.output
+    assert "output score: logit (one value per sample over [" in res.output
+    assert "judged by decisions at 0 (sigmoid >= 0.5), |Δp| of sigmoid(logit)" in res.output
+    assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
+    assert "WARNING: the validation part holds one class only (reject, by fp32 decision)" in res.output
+    res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
+                       "--calibration-limit", "16", "--output-kind", "score=probability")
     warnings = [ln for ln in res.output.splitlines() if ln.lstrip().startswith("WARNING:") and "outside [0, 1]" in ln]
     assert warnings and "--threshold 0" in warnings[0], res.output
-    res = quantize_cli(cli_runner, path, tmp_path / "b.int8.onnx", calib, "--no-search", "--latency-rounds", "0",
-                       "--calibration-limit", "16", "--threshold", "0")
-    assert not [ln for ln in res.output.splitlines() if "outside [0, 1]" in ln], res.output
 
 
 # -- the weight form where ORT's int8 kernels saturate (AVX2 without VNNI) -------------------------

@@ -107,7 +107,9 @@ def test_ray_search_keeps_what_the_sequential_search_keeps(ray_local, grouped, t
         assert any("ran in parallel past the chosen one" in n for n in p["notes"]), p["notes"]
         assert not any("in parallel" in n for n in s["notes"])
     else:
-        assert s["chosen"] is None and not any(t["passed"] for t in s["trials"])
+        # whether the first exclusion (trial 4) already passes depends on the CPU's int8 kernels; the
+        # point here is that Ray keeps exactly what the sequential search keeps (above)
+        assert s["chosen"] in (None, 4) and not any(t["passed"] for t in s["trials"][:4])
         if budget == 5:
             assert s["ranking"] and s["trials"][4]["excluded_nodes"] == ["/conv1/Conv"]
         else:

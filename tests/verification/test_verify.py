@@ -150,14 +150,15 @@ def test_parse_gate_option(spec):
     assert getattr(gates[prec], key) == (None if val == "off" else float(val))
 
 
-def test_verify_warns_when_the_reference_outputs_are_not_probabilities(cli_runner, tmp_path):
-    """A logits model: agreement at 0.5 and the |Δp| gates read raw scores as probabilities; verify
-    says so (and how to decide at 0 instead), and stays quiet for a probability output."""
+def test_verify_judges_a_logit_output_at_zero_and_warns_when_it_is_taken_for_a_probability(cli_runner, tmp_path):
+    """A logits model: detected as logits and decided at 0 (|Δp| of the sigmoid); taken for a
+    probability by override, agreement at 0.5 and the |Δp| gates would read raw scores as
+    probabilities: verify says so. A probability output: nothing to warn about."""
     import onnxruntime as ort
 
     from serve_models import build_user_model
 
-    for head, warned in (("logit", True), ("sigmoid", False)):
+    for head, kind in (("logit", "logit"), ("sigmoid", "probability")):
         path = build_user_model(tmp_path / f"{head}.onnx", head=head)
         xs = np.random.default_rng(5).standard_normal((16, 3, 8, 8)).astype(np.float32)
         ys = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": xs})[0]
@@ -165,14 +166,15 @@ def test_verify_warns_when_the_reference_outputs_are_not_probabilities(cli_runne
         save_reference(ref, Reference({"image": xs}, {"score": ys}))
         res = invoke(cli_runner, ["verify", path, "--reference", ref])
         assert res.exit_code == 0, res.output
-        warning = [ln for ln in res.output.splitlines() if ln.startswith("WARNING:")]
-        if warned:
-            assert len(warning) == 1 and "outside [0, 1]" in warning[0] and "--threshold 0" in warning[0], res.output
-        else:
-            assert not warning, res.output
+        assert not [ln for ln in res.output.splitlines() if ln.startswith("WARNING:")], res.output
+        assert f"output score: {kind} (" in res.output, res.output
+    res = invoke(cli_runner, ["verify", tmp_path / "logit.onnx", "--reference", tmp_path / "logit.reference.npz"])
+    assert "output score: logit (one value per sample over [" in res.output
+    assert "judged by decisions at 0 (sigmoid >= 0.5), |Δp| of sigmoid(logit)" in res.output, res.output
     res = invoke(cli_runner, ["verify", tmp_path / "logit.onnx", "--reference", tmp_path / "logit.reference.npz",
-                              "--threshold", "0"])
-    assert res.exit_code == 0 and "WARNING:" not in res.output, res.output  # decided as logits: nothing to warn
+                              "--output-kind", "score=probability"])
+    warning = [ln for ln in res.output.splitlines() if ln.startswith("WARNING:")]
+    assert len(warning) == 1 and "outside [0, 1]" in warning[0] and "--threshold 0" in warning[0], res.output
 
 
 def test_verify_takes_a_comma_separated_provider_list_like_bench(cli_runner, tiny_onnx, tmp_path):
