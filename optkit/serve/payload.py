@@ -166,6 +166,17 @@ def to_model_dtype(arr: np.ndarray, dtype: str) -> np.ndarray:
         return arr.astype(want)
 
 
+def _holds_bool(obj: object) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def from_json(body: bytes, sample_shape: Sequence[int | None], dtype: str, input_name: str | None = None,
               limits: ParseLimits = DEFAULT_LIMITS) -> np.ndarray:
     """A JSON array, or an object holding it under "mfcc", "features", "input" or the model's input name."""
@@ -191,8 +202,8 @@ def from_json(body: bytes, sample_shape: Sequence[int | None], dtype: str, input
         raise RequestRejected("JSON array is ragged (rows of different lengths)", 422) from None
     if arr.dtype.kind not in "fiubO" or arr.size == 0:
         raise RequestRejected("JSON array must hold numbers only", 422)
-    if arr.dtype.kind == "b":
-        raise RequestRejected("JSON array holds booleans, not numbers", 422)
+    if arr.dtype.kind == "b" or ((b"true" in body or b"false" in body) and _holds_bool(obj)):
+        raise RequestRejected("JSON array holds booleans, not numbers", 422)  # numpy would take true for 1
     # JSON has one number type: numbers are converted to the model's dtype (.npy must match it)
     arr = to_model_dtype(fit_shape(arr, sample_shape), dtype)
     return check_values(arr, dtype)

@@ -291,32 +291,18 @@ def test_output_kind_logit_on_a_sigmoid_head_is_refused_unless_forced(tmp_path, 
 
 
 # -- case 10: integer inputs -----------------------------------------------------------------------------
-def build_int_model(path: Path, dtype: str = "int64") -> Path:
-    """ids (batch, 4) of ``dtype`` -> Cast -> MatMul -> Sigmoid -> score (batch, 1)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.array([[0.1], [-0.2], [0.05], [0.01]], np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
-         helper.make_node("MatMul", ["f", "w"], ["z"]),
-         helper.make_node("Sigmoid", ["z"], ["score"])], "ints",
-        [helper.make_tensor_value_info("ids", getattr(TensorProto, dtype.upper()), ["batch", 4])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[numpy_helper.from_array(w, "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
 @pytest.mark.parametrize("dtype, body, reason", [
     ("int64", "[1.5, 2.7, 3, 4]", "holds non-integers"),
     ("int64", "[1e20, 1, 1, 1]", "values must lie in [-9223372036854775808, 9223372036854775807]"),
     ("int64", "[100000000000000000000, 1, 1, 1]", "values must lie in"),
     ("int64", "[-100000000000000000000, 1, 1.5, 1]", "integers only"),
     ("int64", "[1, NaN, 1, 1]", "non-integers"),
+    ("int64", "[true, 1, 1, 1]", "booleans"),
     ("int32", "[2147483648, 1, 1, 1]", "values must lie in [-2147483648, 2147483647]"),
 ])
 def test_integer_inputs_refuse_non_integers_and_out_of_range_values(tmp_path, dtype, body, reason):
+    from serve_models import build_int_model
+
     path = build_int_model(tmp_path / f"{dtype}.onnx", dtype)
     with client_for(path, accept_audio=False) as client:
         r = client.post("/verify", content=body.encode(), headers={"Content-Type": "application/json"})
