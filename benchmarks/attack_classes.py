@@ -593,6 +593,9 @@ def _worker_kill_case(work: Path, model: Path) -> str | None:
 
     copy = Path(shutil.copy(model, work / "M.onnx"))
     with ServerProcess(copy, "cpu", ["--no-audio", "--workers", "2"], startup_timeout=180) as srv:
+        deadline = time.monotonic() + 120
+        while srv.log_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # ready = one worker answered; both must have loaded
         pids = workers(srv.proc.pid)
         copy.unlink()
         os.kill(pids[0], signal.SIGKILL)

@@ -351,6 +351,7 @@ def test_a_dead_worker_is_replaced_and_losing_every_worker_exits_1(tiny_onnx, tm
         return len(_worker_pids(srv.proc.pid))
 
     with ServerProcess(model, extra_args=["--no-audio", "--workers", "2"], startup_timeout=120) as srv:
+        assert wait_for(lambda: srv.log_text().count("Application startup complete") == 2)  # both loaded
         first = _worker_pids(srv.proc.pid)
         assert len(first) == 2
         os.kill(first[0], signal.SIGKILL)
