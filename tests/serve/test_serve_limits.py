@@ -127,6 +127,28 @@ def test_crafted_npy_headers_are_a_4xx(tiny_client, name, body, status, reason):
     still_healthy(client)
 
 
+def test_npy_headers_with_random_bytes_replaced_are_read_or_refused_never_a_crash():
+    """numpy's header reader tokenizes the header text: some mutants raised tokenize.TokenError, a 500
+    (found by benchmarks/attack_classes.py's serve class)."""
+    normal = npy_bytes(SAMPLE[None])
+    head = 10 + int.from_bytes(normal[8:10], "little")
+    rng = np.random.default_rng(22)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(3000):
+        body = bytearray(normal)
+        for pos in rng.integers(0, head, size=int(rng.integers(1, 4))):
+            body[pos] = int(rng.integers(0, 256))
+        try:
+            x = from_npy(bytes(body), TINY_SHAPE, "float32")
+        except RequestRejected as exc:
+            assert exc.status in (400, 422) and "\n" not in str(exc)
+            outcomes["refused"] += 1
+        else:
+            assert x.shape == (1, *TINY_SHAPE) and x.dtype == np.float32
+            outcomes["read"] += 1
+    assert outcomes["refused"] > 2500 and outcomes["read"] > 0
+
+
 def test_inputs_that_make_the_model_output_nan_are_a_422_counted_in_metrics(tiny_client):
     """3e38 is a finite float32, but the model overflows on it: ONNX Runtime answers NaN, which the
     JSON encoder cannot write (a 500 before)."""
