@@ -99,3 +99,29 @@ def build_int_model(path: Path, dtype: str = "int64") -> Path:
         initializer=[numpy_helper.from_array(w, "w")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
+
+
+class FakeVoiceRunner:
+    """A stand-in runner with the voice model's interface (input_mfcc (batch, 1, 40, 241) ->
+    output_wvp (batch, 1)); subclasses define ``infer``."""
+
+    name = "fake"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    @property
+    def inputs(self):
+        from optkit.model.onnx_utils import TensorSpec
+
+        return [TensorSpec("input_mfcc", ("batch", 1, 40, 241), "float32")]
+
+    @property
+    def output_names(self):
+        return ["output_wvp"]
+
+    def describe(self):
+        return {"runner": self.name}

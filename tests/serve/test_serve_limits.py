@@ -22,6 +22,7 @@ pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
 
 from optkit.serve.payload import ParseLimits, RequestRejected, from_json, from_npy  # noqa: E402
 from optkit.serve.settings import resolve_settings  # noqa: E402
+from serve_models import FakeVoiceRunner  # noqa: E402
 
 SAMPLE = np.random.default_rng(5).standard_normal(TINY_SHAPE).astype(np.float32)
 NPY = "application/x-npy"
@@ -165,26 +166,10 @@ def test_inputs_that_make_the_model_output_nan_are_a_422_counted_in_metrics(tiny
     still_healthy(client)
 
 
-class FlakyRunner:
+class FlakyRunner(FakeVoiceRunner):
     """A runner answering 0.25, NaN for an input holding 7, raising RuntimeError for one holding 6."""
 
     name = "flaky"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    @property
-    def inputs(self):
-        from optkit.model.onnx_utils import TensorSpec
-
-        return [TensorSpec("input_mfcc", ("batch", *TINY_SHAPE), "float32")]
-
-    @property
-    def output_names(self):
-        return ["output_wvp"]
 
     def infer(self, feed):
         x = feed["input_mfcc"]
@@ -193,9 +178,6 @@ class FlakyRunner:
         out = np.full((len(x), 1), 0.25, np.float32)
         out[(x == 7).reshape(len(x), -1).any(axis=1)] = np.nan
         return {"output_wvp": out}
-
-    def describe(self):
-        return {"runner": self.name}
 
 
 def test_every_500_is_one_line_and_counted_and_a_nan_refuses_only_its_own_request(tiny_onnx):
