@@ -11,6 +11,10 @@ differs, or exit 0 with a correct result (and a warning where data was changed).
   paths         hostile output paths for simplify / quantize / verify --report-dir / run -o
   recipes       broken or hostile recipes through `run`
   concurrency   two runs into one directory (subprocesses), another recipe into a used directory
+  serve         hostile requests to `optkit serve` on the bundled model (benchmarks/serve_hostile.py's
+                list, fuzzed .npy headers and JSON, integer inputs), --output-kind logit on a
+                Sigmoid head, a killed worker of `--workers 2` whose model file is gone: each
+                request a 4xx with one line (or a correct 200) and the server healthy after it
 
 (kill -9 is benchmarks/kill_runs.py.) Everything runs in a temporary folder; nothing outside it is
 touched (the /proc and /sys cases only try to create files there, which the kernel refuses).
@@ -482,6 +486,137 @@ def concurrency(work: Path) -> None:
     record("concurrency", "another recipe into a used directory", problem, f"another recipe: exit {res.returncode}")
 
 
+def serve(work: Path, fuzz: int = 300) -> None:
+    """Issue 22's service cases, each followed by a health check and a normal request."""
+    import httpx
+
+    from serve_hostile import hostile_requests, npy_bytes
+    from serve_models import build_int_model, build_user_model
+
+    from optkit.serve.server import ServerProcess
+
+    cls = "serve"
+    model = work / "vr.onnx"
+    res = invoke("export", "voice-resnet", "-o", model)
+    if res.exit_code != 0:
+        record(cls, "export the bundled model", f"exit {res.exit_code}: {res.output[-200:]}")
+        return
+    normal = npy_bytes(np.random.default_rng(0).standard_normal((1, 1, 40, 241)).astype(np.float32))
+
+    def check(client: Any, name: str, ctype: str, body: bytes, allowed: tuple[int, ...]) -> None:
+        try:
+            r = client.post("/verify", content=body, headers={"Content-Type": ctype})
+        except httpx.HTTPError as exc:
+            record(cls, name, f"no answer: {type(exc).__name__}")
+            return
+        problem = None
+        if r.status_code not in allowed:
+            problem = f"status {r.status_code}: {r.text[:150]}"
+        elif r.status_code != 200:
+            try:
+                detail = r.json()["detail"]
+            except (ValueError, KeyError):
+                detail = None
+            if not isinstance(detail, str) or "\n" in detail:
+                problem = f"not one line: {r.text[:150]}"
+        if problem is None:
+            ok = client.post("/verify", content=normal, headers={"Content-Type": "application/x-npy"})
+            if client.get("/health").status_code != 200 or ok.status_code != 200:
+                problem = f"server unhealthy after it (normal request: {ok.status_code})"
+        record(cls, name, problem, f"{r.status_code}")
+
+    rng = np.random.default_rng(22)
+    with ServerProcess(model, "cpu", ["--max-queue", "64"], startup_timeout=180) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60, trust_env=False) as client:
+        for case in hostile_requests():
+            check(client, case.name, case.content_type, case.body, case.allowed)
+        head = 10 + int.from_bytes(normal[8:10], "little")
+        for i in range(fuzz):  # .npy headers with random bytes replaced
+            body = bytearray(normal)
+            for pos in rng.integers(0, head, size=int(rng.integers(1, 4))):
+                body[pos] = int(rng.integers(0, 256))
+            check(client, f"npy header mutant {i}", "application/x-npy", bytes(body), (200, 400, 413, 415, 422))
+        for i in range(fuzz // 3):  # JSON of random brackets, numbers and junk
+            parts = rng.choice(["[", "]", "{", "}", "1e308", "-0", ",", ":", '"mfcc"', "NaN", "3e38", " "],
+                               size=int(rng.integers(1, 3000)))
+            check(client, f"JSON junk {i}", "application/json", "".join(parts).encode(), (400, 413, 422))
+        metrics = client.get("/metrics").text
+        fives = [ln for ln in metrics.splitlines() if ln.startswith("optkit_requests_total") and 'status="5' in ln]
+        record(cls, "no 5xx in /metrics after the rest", f"{fives}" if fives else None)
+
+    for dtype in ("int64", "int32"):
+        int_model = build_int_model(work / f"{dtype}.onnx", dtype)
+        with ServerProcess(int_model, "cpu", ["--no-audio"], startup_timeout=120) as srv, \
+                httpx.Client(base_url=srv.url, timeout=30, trust_env=False) as client:
+            normal_ints = b"[1, 2, 3, 4]"
+            for body in ("[1.5, 2.7, 3, 4]", "[1e20, 1, 1, 1]", "[100000000000000000000, 1, 1, 1]", "[1, NaN, 1, 1]",
+                         "[2147483648, 1, 1, 1]", "[-9223372036854775809, 1, 1, 1]", "[true, 1, 1, 1]",
+                         '[1, "2", 3, 4]', "[1, 2, 3]", "[[1, 2], [3, 4]]"):
+                allowed = (200,) if dtype == "int64" and body == "[2147483648, 1, 1, 1]" else (422,)
+                r = client.post("/verify", content=body.encode(), headers={"Content-Type": "application/json"})
+                ok = client.post("/verify", content=normal_ints, headers={"Content-Type": "application/json"})
+                detail = r.json().get("detail", "") if r.status_code != 200 else ""
+                problem = None if (r.status_code in allowed and "\n" not in detail and ok.status_code == 200) \
+                    else f"status {r.status_code}: {r.text[:150]}"
+                record(cls, f"{dtype} input {body}", problem, f"{r.status_code}")
+
+    prob = build_user_model(work / "prob.onnx", head="sigmoid")
+    for args, env in ((["--output-kind", "logit"], {}), ([], {"OUTPUT_KIND": "logit"})):
+        proc = subprocess.run([sys.executable, "-m", "optkit", "serve", str(prob), "--no-audio", "--port", "0", *args],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+                              cwd=work)
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("Error:")]
+        problem = None if (proc.returncode == 1 and len(lines) == 1 and "Sigmoid" in lines[0]
+                           and "Traceback" not in proc.stderr) else f"exit {proc.returncode}: {proc.stderr[-200:]}"
+        record(cls, f"logit on a Sigmoid head ({args or env})", problem, f"serve exit {proc.returncode}")
+
+    record(cls, "kill -9 a worker of --workers 2 after removing the model", _worker_kill_case(work, model),
+           "workers")
+
+
+def _worker_kill_case(work: Path, model: Path) -> str | None:
+    """The healthy worker keeps serving, the service exits 1 once no worker is left."""
+    import signal
+
+    import httpx
+
+    from optkit.serve.server import ServerProcess
+
+    def workers(pid: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+                    found.append(int(child))
+        return found
+
+    copy = Path(shutil.copy(model, work / "M.onnx"))
+    with ServerProcess(copy, "cpu", ["--no-audio", "--workers", "2"], startup_timeout=180) as srv:
+        deadline = time.monotonic() + 120
+        while srv.log_text().count("Application startup complete") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # ready = one worker answered; both must have loaded
+        pids = workers(srv.proc.pid)
+        copy.unlink()
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "left out" not in srv.log_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        codes = [httpx.get(f"{srv.url}/ready", timeout=10, trust_env=False).status_code for _ in range(5)]
+        if codes != [200] * 5 or srv.proc.poll() is not None:
+            return f"healthy worker taken down: /ready {codes}, exit {srv.proc.poll()}"
+        for pid in workers(srv.proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        try:
+            code = srv.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            return "still running with no worker"
+        last = srv.log_text().strip().splitlines()[-1]
+    if code != 1 or not last.startswith("Error:") or "Traceback" in srv.log_text():
+        return f"exit {code}, last line {last[:150]!r}"
+    return None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutants", type=int, default=300)
@@ -501,13 +636,14 @@ def main() -> int:
         "paths": lambda: paths(work / "p"),
         "recipes": lambda: recipes(work / "rc"),
         "concurrency": lambda: concurrency(work / "cc"),
+        "serve": lambda: serve(work / "sv"),
     }
     try:
         for name, fn in classes.items():
             if args.only and name not in args.only:
                 continue
             (work / {"mutants": "m", "calibration": "c", "references": "r", "paths": "p", "recipes": "rc",
-                     "concurrency": "cc"}[name]).mkdir()
+                     "concurrency": "cc", "serve": "sv"}[name]).mkdir()
             t0 = time.monotonic()
             fn()
             r = RESULTS.get(name, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": [], "outcomes": {}})

@@ -19,6 +19,9 @@ import click
               help="What that output is. auto: a probability when a Sigmoid/Softmax computes it, else the model is "
                    "refused if it gives values outside [0, 1]; logit: the service applies a sigmoid. "
                    "Default: $OUTPUT_KIND, else auto.")
+@click.option("--force-output-kind", is_flag=True, default=False,
+              help="Serve --output-kind as given even where the graph says otherwise (logit on an output a "
+                   "Sigmoid/Softmax computes is refused without it; with it, /metadata notes it).")
 @click.option("--model-version", default=None,
               help="Reported with every answer. Default: $MODEL_VERSION, else <artifact stem>@<sha256 prefix>.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -45,21 +48,26 @@ import click
                    "costs little more than one request (a GPU).")
 @click.option("--max-body-kb", type=click.IntRange(min=1), default=8192, show_default=True,
               help="Larger request bodies get 413.")
+@click.option("--max-audio-seconds", type=float, default=None,
+              help="Longer audio gets 413, judged from the file's header before decoding. "
+                   "Default: $MAX_AUDIO_SECONDS, else 60.")
 @click.option("--audio/--no-audio", default=True, show_default=True,
               help="Accept audio (WAV/FLAC uploads -> optkit's MFCC front end); its libraries load at start-up.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (costs throughput on small models).")
-def serve(artifact, provider, threshold, output, output_kind, model_version, host, port, workers, threads, streams,
-          max_queue, max_queue_wait_ms,
-          max_batch, max_wait_ms, max_body_kb, audio, log_level, access_log) -> None:
+def serve(artifact, provider, threshold, output, output_kind, force_output_kind, model_version, host, port, workers,
+          threads, streams, max_queue, max_queue_wait_ms,
+          max_batch, max_wait_ms, max_body_kb, max_audio_seconds, audio, log_level, access_log) -> None:
     """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
 
     The model is loaded once at start-up through optkit's runners: a GPU provider that would
     silently fall back to the CPU is refused, as in `optkit verify`. The environment variables
-    EXECUTION_PROVIDER, DECISION_THRESHOLD, MODEL_VERSION and OUTPUT_KIND (auto, probability,
-    logit) are honoured; flags win.
+    EXECUTION_PROVIDER, DECISION_THRESHOLD, MODEL_VERSION, OUTPUT_KIND (auto, probability,
+    logit) and MAX_AUDIO_SECONDS are honoured; flags win. With --workers N a worker that dies is
+    replaced; one that cannot be replaced leaves the others serving, and the service exits 1 when
+    none is left.
 
     \b
     Examples:
@@ -84,7 +92,8 @@ def serve(artifact, provider, threshold, output, output_kind, model_version, hos
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
                                 threads=threads, streams=streams, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
                                 max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio,
-                                output=output, output_kind=output_kind)
+                                output=output, output_kind=output_kind, max_audio_seconds=max_audio_seconds,
+                                force_output_kind=force_output_kind)
     click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
                f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, streams {streams}, workers {workers})", err=True)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)

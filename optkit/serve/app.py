@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from optkit.common.errors import OptkitError, first_line
 from optkit.common.lazy import lazy_import
-from optkit.serve.inference import InferenceLoop, NotReady, Overloaded
+from optkit.serve.inference import InferenceLoop, NonFiniteOutput, NotReady, Overloaded
 from optkit.serve.prometheus import CONTENT_TYPE, ServeMetrics
 from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
 from optkit.serve.gcfreeze import frozen_gc
@@ -52,12 +52,21 @@ class _StatusCounter:
         path = scope.get("path", "")
         endpoint = path if path in ENDPOINTS else "other"
 
+        started = False
+
         async def counting_send(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.count(endpoint, int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            if not started:  # starlette's outermost middleware answers 500 past this one: counted here
+                self.count(endpoint, 500)
+            raise
 
 
 async def read_body(request: Any, limit: int) -> bytes:
@@ -109,10 +118,11 @@ async def parse_multipart(request: Any, body: bytes, inference: InferenceLoop) -
                 if inference.audio:
                     raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
                                   "as JSON or .npy", 415)
-                return await asyncio.to_thread(from_audio, data, shape, dtype)
+                return await asyncio.to_thread(from_audio, data, shape, dtype, inference.settings.limits)
         text = form.get("mfcc")
         if isinstance(text, str):
-            return await asyncio.to_thread(from_json, text.encode(), shape, dtype, inference.input_name)
+            return await asyncio.to_thread(from_json, text.encode(), shape, dtype, inference.input_name,
+                                           inference.settings.limits)
         raise RequestRejected("multipart upload needs a file field 'audio' (or 'file'), or a field 'mfcc'", 422)
     finally:
         await form.close()
@@ -178,12 +188,18 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
         metrics.rejected.inc()
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
+    @app.exception_handler(NonFiniteOutput)
+    async def non_finite(request: Any, exc: NonFiniteOutput) -> Any:
+        metrics.non_finite.inc()
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
     @app.exception_handler(NotReady)
     async def not_ready(request: Any, exc: NotReady) -> Any:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def internal(request: Any, exc: Exception) -> Any:  # a bug or a runtime failure: one line
+        metrics.internal_errors.inc()  # (the 500 itself is counted by _StatusCounter)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {_one_line(first_line(exc))}"},
                             status_code=500)
 
@@ -232,7 +248,7 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
         elif kind == "npy":  # a header and a copy: cheaper than a thread hop
             x = parse_body(body, ctype, shape, dtype)
         else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
-            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name)
+            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name, settings.limits)
         pred = await inference.predict(x)
         latency_ms = (time.perf_counter() - t0) * 1e3
         metrics.latency.observe(latency_ms / 1e3)
@@ -255,10 +271,38 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     return app
 
 
+class DropStartupTraceback(logging.Filter):
+    """uvicorn logs a failed lifespan's traceback; when the failure is an OptkitError the CLI
+    prints its one line instead."""
+
+    def __init__(self, errors: list[BaseException]):
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.errors and str(record.getMessage()).startswith("Traceback"))
+
+
+class _LoggedErrors(list):
+    """A worker's startup errors: each logged as one line as it is recorded (its traceback dropped)."""
+
+    def append(self, exc: BaseException) -> None:
+        super().append(exc)
+        logging.getLogger("uvicorn.error").error("worker [%d] cannot serve: %s", os.getpid(), exc)
+
+
+def worker_startup_errors() -> list[BaseException]:
+    """The startup_errors list of an app in a worker process (``--workers N``): a model that cannot
+    be loaded there (removed since the service started) is one log line, not a traceback."""
+    errors = _LoggedErrors()
+    logging.getLogger("uvicorn.error").addFilter(DropStartupTraceback(errors))
+    return errors
+
+
 def create_app_from_env() -> Any:
     """Factory for uvicorn worker processes (``optkit serve --workers N``): the settings come in
     the environment variable the CLI sets."""
     text = os.environ.get(ENV_SETTINGS_JSON)
     if not text:
         raise OptkitError(f"{ENV_SETTINGS_JSON} is not set; start the service with optkit serve")
-    return create_app(ServeSettings.from_json(text))
+    return create_app(ServeSettings.from_json(text), startup_errors=worker_startup_errors())

@@ -64,6 +64,10 @@ class Overloaded(OptkitError):
         self.retry_after = retry_after
 
 
+class NonFiniteOutput(OptkitError):
+    """The model's output for a request is NaN or infinite: nothing to decide on (HTTP 422)."""
+
+
 class NotReady(OptkitError):
     """The model is not loaded (yet, or any more: the server is shutting down)."""
 
@@ -282,6 +286,11 @@ class InferenceLoop:
         if self._on_batch is not None:
             self._on_batch(len(batch), took)
         for p, prob in zip(batch, probs):
+            if not math.isfinite(float(prob)):  # e.g. inputs near float32's limit overflow inside the model
+                _resolve(p, exc=NonFiniteOutput(
+                    f"the model's output {self.output_name} for this input is {float(prob)} (not a finite number): "
+                    "the input is outside the range the model computes in"))
+                continue
             _resolve(p, value=Prediction(float(prob), took * 1e3, (started - p.enqueued) * 1e3, len(batch)))
 
     def _infer(self, xs: list[np.ndarray]) -> np.ndarray:
@@ -364,9 +373,16 @@ class InferenceLoop:
         keep values); otherwise judged from its values on seeded random inputs: one outside [0, 1] means
         a raw score, refused unless --output-kind says what it is (deciding at 0.5 on a logit is wrong)."""
         s, name = self.settings, Path(self.settings.artifact).name
+        head = output_head_op(Path(s.artifact), self.output_name)
+        if s.output_kind == "logit" and head in PROBABILITY_OPS:  # a sigmoid of a probability: all near 0.5..0.73
+            said = (f"output {self.output_name} is computed by {head}: it is a probability already, and "
+                    "--output-kind logit applies a second sigmoid to it")
+            if not s.force_output_kind:
+                raise InputError(f"{name}: {said}; serve it with --output-kind auto or probability (or add "
+                                 "--force-output-kind to serve it as a logit anyway)")
+            self.notes.append(f"{said} (--force-output-kind)")
         if s.output_kind != "auto":
             return s.output_kind
-        head = output_head_op(Path(s.artifact), self.output_name)
         if head in PROBABILITY_OPS:
             return "probability"
         origin = f"it is computed by {head}" if head else "its graph cannot be read here"

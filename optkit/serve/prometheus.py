@@ -32,6 +32,12 @@ class ServeMetrics:
                                          buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
         self.rejected = prom.Counter("optkit_rejected", "Requests refused with 503 because the queue was full",
                                      registry=r)
+        self.non_finite = prom.Counter("optkit_non_finite_outputs",
+                                       "Requests refused with 422 because the model's output was NaN or infinite",
+                                       registry=r)
+        self.internal_errors = prom.Counter("optkit_internal_errors",
+                                            "Requests answered 500 by the catch-all handler (also in "
+                                            "optkit_requests_total with status 500)", registry=r)
         depth = prom.Gauge("optkit_queue_depth", "Requests waiting for inference", registry=r)
         depth.set_function(queue_depth)
         running = prom.Gauge("optkit_in_flight", "Requests in the batch being run", registry=r)

@@ -71,18 +71,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class _DropStartupTraceback(logging.Filter):
-    """uvicorn logs a failed lifespan's traceback; when the failure is an OptkitError the CLI
-    prints its one line instead."""
-
-    def __init__(self, errors: list[BaseException]):
-        super().__init__()
-        self.errors = errors
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self.errors and str(record.getMessage()).startswith("Traceback"))
-
-
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
                log_level: str = "info", access_log: bool = False) -> None:
     """Serve until interrupted. A model that cannot be loaded raises its OptkitError."""
@@ -97,16 +85,17 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         # uvicorn starts worker processes from an import string; the settings travel in the environment
         os.environ[ENV_SETTINGS_JSON] = settings.to_json()
         try:
-            uvicorn.run("optkit.serve.app:create_app_from_env", factory=True, workers=workers, **common)
+            run_workers(uvicorn.Config("optkit.serve.app:create_app_from_env", factory=True, workers=workers,
+                                       **common))
         except SystemExit as exc:
             raise _startup_failure(exc) from None
         return
-    from optkit.serve.app import create_app
+    from optkit.serve.app import DropStartupTraceback, create_app
 
     errors: list[BaseException] = []
     app = create_app(settings, startup_errors=errors)
     server = uvicorn.Server(uvicorn.Config(app, **common))
-    log_filter = _DropStartupTraceback(errors)
+    log_filter = DropStartupTraceback(errors)
     logger = logging.getLogger("uvicorn.error")
     logger.addFilter(log_filter)
     try:
@@ -119,6 +108,66 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
         logger.removeFilter(log_filter)
     if errors:
         raise errors[0]
+
+
+def run_workers(config: Any) -> None:
+    """uvicorn's worker processes under optkit's supervisor: a worker that dies is replaced; one
+    that cannot start (its model file gone, say) is left out while the others go on serving, and
+    when no worker is left the service stops with an OptkitError (exit 1), never exit 0.
+
+    uvicorn's own supervisor (0.55) stops every worker, healthy ones included, and returns normally
+    (exit 0) when a replacement fails to start; the rest of its behaviour (signals, health pings,
+    the shared socket) is kept by subclassing it."""
+    sock = config.bind_socket()
+    supervisor = _supervisor_class()(config, sockets=[sock])
+    try:
+        supervisor.run()
+    finally:
+        sock.close()
+    if supervisor.failure:
+        raise OptkitError(supervisor.failure)
+
+
+def _supervisor_class() -> type:
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+    log = logging.getLogger("uvicorn.error")
+
+    class Supervisor(Multiprocess):
+        failure: str | None = None
+
+        def keep_subprocess_alive(self) -> None:
+            if self.should_exit.is_set():
+                return
+            kept, lost = [], 0
+            for process in self.processes:
+                if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                    kept.append(process)
+                    continue
+                process.kill()  # hung, or gone: reap it
+                process.join()
+                if self.should_exit.is_set():
+                    return
+                code = process.exitcode
+                if code == STARTUP_FAILURE:  # it never served: a replacement would fail the same way
+                    log.error("worker [%s] could not start (the reason is logged above)", process.pid)
+                    lost += 1
+                    continue
+                how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                log.warning("worker [%s] died (%s); starting a replacement", process.pid, how)
+                replacement = Process(self.config, self.sockets)
+                replacement.start()
+                kept.append(replacement)
+            self.processes[:] = kept
+            if lost and self.processes:
+                log.error("%d worker(s) left out; %d still serving", lost, len(self.processes))
+            if not self.processes:
+                self.failure = ("every worker has stopped and none could be restarted (the reason is logged above); "
+                                "the service is down")
+                self.should_exit.set()
+
+    return Supervisor
 
 
 def _startup_failure(exc: SystemExit) -> BaseException:
@@ -185,9 +234,10 @@ class ServerProcess:
     def log_text(self) -> str:
         if self._log is None:
             return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
+        # pread: the server writes through the same file offset, so a seek here would make it
+        # overwrite its own log while it is being read
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def __enter__(self) -> "ServerProcess":
         for attempt in range(3):  # a port taken between free_port() and bind: try another

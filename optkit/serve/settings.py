@@ -5,7 +5,11 @@ The reference deployment configures its container with three variables, kept her
 names ``cpu``/``openvino``/``cuda``/``tensorrt`` are accepted too), ``DECISION_THRESHOLD`` and
 ``MODEL_VERSION``; optkit adds ``OUTPUT_KIND`` (``auto``, ``probability`` or ``logit``: what the
 served output is, as ``--output-kind``), so a container serving a logits model needs no changed
-command. A command-line flag wins over its variable.
+command, and ``MAX_AUDIO_SECONDS`` (as ``--max-audio-seconds``). A command-line flag wins over its
+variable.
+
+The limits on what one request may make the server parse (JSON depth and values, audio length) are
+settings too; ``limits`` hands them to ``optkit.serve.payload``.
 """
 from __future__ import annotations
 
@@ -19,11 +23,13 @@ from typing import Any
 
 from optkit.common.errors import InputError
 from optkit.runtime.registry import ENGINE_SUFFIXES, PROVIDERS, supports_streams
+from optkit.serve.payload import DEFAULT_LIMITS, ParseLimits
 
 ENV_PROVIDER = "EXECUTION_PROVIDER"
 ENV_THRESHOLD = "DECISION_THRESHOLD"
 ENV_MODEL_VERSION = "MODEL_VERSION"
 ENV_OUTPUT_KIND = "OUTPUT_KIND"
+ENV_MAX_AUDIO_SECONDS = "MAX_AUDIO_SECONDS"
 # how `optkit serve --workers N` hands the settings to each uvicorn worker process
 ENV_SETTINGS_JSON = "OPTKIT_SERVE_SETTINGS"
 
@@ -64,6 +70,16 @@ def parse_threshold(value: Any, source: str = "threshold") -> float:
     return t
 
 
+def parse_audio_seconds(value: Any, source: str = "max audio seconds") -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{source} {value!r} is not a number") from None
+    if not (math.isfinite(t) and 0.0 < t <= 3600.0):
+        raise InputError(f"{source} must be more than 0 and at most 3600 seconds, got {value!r}")
+    return t
+
+
 def parse_output_kind(value: Any, source: str = "output kind") -> str:
     kind = str(value).strip().lower()
     if kind not in OUTPUT_KINDS:
@@ -93,6 +109,11 @@ class ServeSettings:
     accept_audio: bool = True  # audio bodies -> MFCC (the front end is imported and warmed at load)
     output: str | None = None  # the model output to serve (None: the only one giving one value per sample)
     output_kind: str = "auto"  # one of OUTPUT_KINDS
+    # serve --output-kind as given even where the graph contradicts it (logit on a Sigmoid head: a note)
+    force_output_kind: bool = False
+    max_json_depth: int = DEFAULT_LIMITS.max_json_depth  # deeper JSON bodies get 400
+    max_json_elements: int = DEFAULT_LIMITS.max_json_elements  # JSON bodies with more values get 413
+    max_audio_seconds: float = DEFAULT_LIMITS.max_audio_seconds  # longer audio gets 413, before decoding
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -108,6 +129,11 @@ class ServeSettings:
             raise InputError(f"max wait must be 0 or more milliseconds, got {self.max_wait_ms}")
         if self.max_body_bytes < 1024:
             raise InputError(f"max body size must be at least 1024 bytes, got {self.max_body_bytes}")
+        if self.max_json_depth < 2:
+            raise InputError(f"max JSON depth must be at least 2, got {self.max_json_depth}")
+        if self.max_json_elements < 1:
+            raise InputError(f"max JSON values must be at least 1, got {self.max_json_elements}")
+        parse_audio_seconds(self.max_audio_seconds)
         if self.output_kind not in OUTPUT_KINDS:
             raise InputError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {self.output_kind!r}")
         if self.threads is not None and self.threads < 1:
@@ -129,6 +155,11 @@ class ServeSettings:
     def is_engine(self) -> bool:
         return Path(self.artifact).suffix.lower() in ENGINE_SUFFIXES
 
+    @property
+    def limits(self) -> ParseLimits:
+        return ParseLimits(max_json_depth=self.max_json_depth, max_json_elements=self.max_json_elements,
+                           max_audio_seconds=self.max_audio_seconds)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -139,7 +170,8 @@ class ServeSettings:
 
 def resolve_settings(artifact: str | os.PathLike, provider: str | None = None, threshold: float | None = None,
                      model_version: str | None = None, environ: Mapping[str, str] | None = None,
-                     output_kind: str | None = None, **limits: Any) -> ServeSettings:
+                     output_kind: str | None = None, max_audio_seconds: float | None = None,
+                     **limits: Any) -> ServeSettings:
     """Settings from flags (non-None wins) and the environment variables, then the defaults.
 
     A ``.engine`` file runs on TensorRT; with no provider given anywhere, that is what it gets."""
@@ -163,6 +195,12 @@ def resolve_settings(artifact: str | os.PathLike, provider: str | None = None, t
         kind = parse_output_kind(env[ENV_OUTPUT_KIND], ENV_OUTPUT_KIND)
     else:
         kind = "auto"
+    if max_audio_seconds is not None:
+        audio_s = parse_audio_seconds(max_audio_seconds, "--max-audio-seconds")
+    elif env.get(ENV_MAX_AUDIO_SECONDS, "").strip():
+        audio_s = parse_audio_seconds(env[ENV_MAX_AUDIO_SECONDS], ENV_MAX_AUDIO_SECONDS)
+    else:
+        audio_s = DEFAULT_LIMITS.max_audio_seconds
     settings = ServeSettings(artifact=str(artifact), provider=chosen, threshold=t, model_version=version,
-                             output_kind=kind)
+                             output_kind=kind, max_audio_seconds=audio_s)
     return replace(settings, **{k: v for k, v in limits.items() if v is not None})

@@ -82,3 +82,46 @@ def build_user_model(path: Path, sample_shape: tuple[int, ...] = (3, 8, 8), head
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def build_int_model(path: Path, dtype: str = "int64") -> Path:
+    """An integer-input model: ids (batch, 4) of ``dtype`` -> Cast -> MatMul -> Sigmoid -> score (batch, 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([[0.1], [-0.2], [0.05], [0.01]], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
+         helper.make_node("MatMul", ["f", "w"], ["z"]),
+         helper.make_node("Sigmoid", ["z"], ["score"])], "ints",
+        [helper.make_tensor_value_info("ids", getattr(TensorProto, dtype.upper()), ["batch", 4])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+class FakeVoiceRunner:
+    """A stand-in runner with the voice model's interface (input_mfcc (batch, 1, 40, 241) ->
+    output_wvp (batch, 1)); subclasses define ``infer``."""
+
+    name = "fake"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    @property
+    def inputs(self):
+        from optkit.model.onnx_utils import TensorSpec
+
+        return [TensorSpec("input_mfcc", ("batch", 1, 40, 241), "float32")]
+
+    @property
+    def output_names(self):
+        return ["output_wvp"]
+
+    def describe(self):
+        return {"runner": self.name}

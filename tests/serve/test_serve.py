@@ -19,6 +19,7 @@ pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
 
 from optkit.serve.payload import RequestRejected, body_kind, fit_shape, from_json, from_npy  # noqa: E402
 from optkit.serve.settings import resolve_settings  # noqa: E402
+from serve_models import FakeVoiceRunner  # noqa: E402
 
 
 def npy_bytes(x: np.ndarray) -> bytes:
@@ -277,7 +278,7 @@ def test_micro_batching_needs_a_dynamic_batch_axis(tiny_onnx, tmp_path):
         engine.load()
 
 
-class SlowRunner:
+class SlowRunner(FakeVoiceRunner):
     """A runner whose every call takes ``seconds``: a stand-in for a model too slow for its load."""
 
     name = "slow"
@@ -285,30 +286,11 @@ class SlowRunner:
     def __init__(self, seconds: float):
         self.seconds = seconds
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    @property
-    def inputs(self):
-        from optkit.model.onnx_utils import TensorSpec
-
-        return [TensorSpec("input_mfcc", ("batch", *TINY_SHAPE), "float32")]
-
-    @property
-    def output_names(self):
-        return ["output_wvp"]
-
     def infer(self, feed):
         import time
 
         time.sleep(self.seconds)
         return {"output_wvp": np.full((len(feed["input_mfcc"]), 1), 0.5, np.float32)}
-
-    def describe(self):
-        return {"runner": self.name}
 
 
 class ShapeRecorder(SlowRunner):
