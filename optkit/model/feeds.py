@@ -24,11 +24,17 @@ MAX_DISTINCT_FEEDS = 16
 
 def random_feed(specs: Sequence[TensorSpec], batch: int = 2, seed: int = 0,
                 shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
-    """One seeded random feed; ``shapes`` overrides the shape of named inputs."""
+    """One seeded random feed; ``shapes`` overrides the shape of named inputs. An input with a
+    declared length range gets its minimum length for an even seed and its maximum for an odd one
+    (so two seeded checks cover both extremes)."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in specs:
-        shape = tuple(shapes[spec.name]) if shapes and spec.name in shapes else spec.concrete_shape(batch)
+        length = None
+        if spec.ranges:
+            length = spec.ranges[0][2] if seed % 2 else spec.ranges[0][1]
+        shape = (tuple(shapes[spec.name]) if shapes and spec.name in shapes
+                 else spec.concrete_shape(batch, length=length))
         if np.issubdtype(np.dtype(spec.dtype), np.floating):
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:
