@@ -41,7 +41,12 @@ class Reference:
     inputs_sha256: str | None = None
 
     def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        return len(next(iter(self.inputs.values())))
+
+    @property
+    def mixed_length(self) -> bool:
+        """True when an input is a list of samples of different lengths (optkit.data.ragged)."""
+        return any(isinstance(v, list) for v in self.inputs.values())
 
     def identity(self) -> dict[str, Any]:
         """:func:`reference_identity` of this reference."""
@@ -67,7 +72,12 @@ def save_reference(path: str | os.PathLike, ref: Reference) -> Path:
         arrays["inputs_from"] = np.array(json.dumps(_link(Path(path), ref)))
     else:
         for k, v in ref.inputs.items():
-            arrays[f"input.{k}"] = v
+            if isinstance(v, list):  # mixed lengths: the ragged layout (x concatenated + offsets)
+                from optkit.data.ragged import ragged_arrays
+
+                arrays[f"input.{k}"], arrays[f"offsets.{k}"] = ragged_arrays(v, int(ref.meta.get("time_axis", -1)))
+            else:
+                arrays[f"input.{k}"] = v
     for k, v in ref.outputs.items():
         arrays[f"output.{k}"] = v
     if ref.labels is not None:
@@ -128,12 +138,13 @@ MAX_REFERENCE_BYTES = 16 << 30  # uncompressed; a larger claim is a zip bomb or 
 
 
 def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES,
-                   data: str | os.PathLike | None = None) -> Reference:
+                   data: str | os.PathLike | None = None, mixed_length: bool = False) -> Reference:
     """Read and validate a reference file; every way it can be wrong is one InputError naming it.
 
     ``data``: where the data directory of a linked reference is (default: where it was, relative
     to the reference file, else its recorded absolute path); refused for a reference that holds
-    its inputs."""
+    its inputs. A reference of mixed-length inputs (``offsets.<name>``) is read only with
+    ``mixed_length`` (its inputs are lists of samples)."""
     path = require_file(path, "reference file")
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -155,6 +166,7 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
             labels = z["labels"] if "labels" in files else None
             meta = json.loads(str(z["meta"])) if "meta" in files else {}
             link = json.loads(str(z["inputs_from"])) if "inputs_from" in files else None
+            offsets = {k[len("offsets."):]: z[k] for k in files if k.startswith("offsets.")}
     # np.load reads members lazily: a truncated or corrupted archive fails here as BadZipFile,
     # zlib.error (bad deflate data), a CRC error (BadZipFile) or EOFError.
     except InputError:
@@ -162,6 +174,11 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise InputError(f"{path} is not a readable reference .npz (truncated or corrupted: "
                          f"{type(exc).__name__}: {first_line(exc)})") from exc
+    if offsets:
+        inputs = _mixed_inputs(path, inputs, offsets, meta, mixed_length)
+        from optkit.common.fileio import sha256_file
+
+        return Reference(inputs, outputs, labels, meta, sha256=sha256_file(path))
     inputs_sha256 = None
     if link is not None and not inputs:
         name, arr, inputs_sha256 = _open_link(path, link if isinstance(link, dict) else {}, data)
@@ -180,6 +197,21 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
                     inputs_sha256=inputs_sha256)
     validate_reference(ref, str(path))
     return ref
+
+
+def _mixed_inputs(path: Path, inputs: dict[str, Any], offsets: dict[str, Any], meta: Any,
+                  wanted: bool) -> dict[str, Any]:
+    """The inputs of a mixed-length reference as lists of samples, offsets validated."""
+    from optkit.data.ragged import split_offsets
+
+    axis = int(meta.get("time_axis", -1)) if isinstance(meta, dict) else -1
+    out = {k: split_offsets(v, offsets.get(k, np.array([0, v.shape[axis]])), axis, f"{path}: input {k!r}")
+           for k, v in inputs.items()}
+    if not wanted:
+        lengths = sorted({s.shape[axis] for v in out.values() for s in v})
+        raise InputError(f"{path} holds mixed-length inputs (lengths {lengths[0]}..{lengths[-1]}); verifying "
+                         "them per length is not built yet: verify with a fixed-length reference")
+    return out
 
 
 def validate_reference(ref: Reference, where: str = "reference") -> None:

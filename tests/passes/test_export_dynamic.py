@@ -120,3 +120,48 @@ def test_simplify_checks_a_dynamic_length_model_at_both_extremes(cli_runner, tmp
     res = invoke(cli_runner, ["simplify", out, "-o", tmp_path / "cnn.sim.onnx"])
     assert res.exit_code == 0, res.output
     assert read_dynamic_axes(onnx.load(tmp_path / "cnn.sim.onnx"))[0].max == 300
+
+
+def test_mixed_length_reference_data_is_embedded_and_checked_per_length(cli_runner, tmp_path):
+    """A directory of .npy of different lengths: every sample runs at its own length (no padding),
+    the reference file holds the mixed-length inputs and their outputs, in the data's order."""
+    from optkit.common.errors import InputError
+    from optkit.verification.reference import load_reference
+
+    rng = np.random.default_rng(3)
+    lengths = [40, 25, 40, 90, 25]
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, n in enumerate(lengths):
+        np.save(data / f"u{i}.npy", rng.standard_normal((1, 8, n)).astype(np.float32))
+    out = tmp_path / "cnn.onnx"
+    res = invoke(cli_runner, ["export", f"{MODELS}:gap_cnn", "-o", out, "--input-shape", "1,1,8,50",
+                              "--input-name", "x", "--output-name", "y", "--reference-data", data,
+                              "--dynamic-axis", "x:3", "--length-range", "20:100", "--check-lengths", "20,100"])
+    assert res.exit_code == 0, res.output
+    assert "at lengths 20 (" in res.output and " 25 (" in res.output and " 90 (" in res.output
+    with pytest.raises(InputError, match="mixed-length inputs \\(lengths 25..90\\)"):
+        load_reference(tmp_path / "cnn.reference.npz")
+    ref = load_reference(tmp_path / "cnn.reference.npz", mixed_length=True)
+    xs = ref.inputs["x"]
+    assert [s.shape[-1] for s in xs] == lengths
+    for i, s in enumerate(xs):
+        np.testing.assert_array_equal(s, np.load(data / f"u{i}.npy"))
+        np.testing.assert_allclose(ref.outputs["y"][i], _torch(gap_cnn(), s[None])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: np.savez(d / "r.npz", x=np.zeros((1, 8, 60), np.float32), offsets=np.array([0, 30, 70])),
+     "offsets must run from 0 to the length of 'x' along axis 2 (60)"),
+    (lambda d: np.savez(d / "r.npz", x=np.zeros((1, 8, 60), np.float32), offsets=np.array([0, 10, 60])),
+     "sample 0 has length 10, outside --length-range 20:100"),
+])
+def test_bad_mixed_length_data_one_line_exit_1(cli_runner, tmp_path, make, words):
+    make(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    res = invoke(cli_runner, ["export", f"{MODELS}:gap_cnn", "-o", out / "m.onnx", "--input-shape", "1,1,8,50",
+                              "--input-name", "x", "--output-name", "y", "--reference-data", tmp_path / "r.npz",
+                              "--dynamic-axis", "x:3", "--length-range", "20:100"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and words in res.output, res.output
+    assert listdir_names(out) == set()
