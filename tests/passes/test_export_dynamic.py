@@ -26,11 +26,19 @@ def _torch(model, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(x)).numpy()
 
 
+def _export(cli_runner, model: str, out: Path, shape: str, *args: str):
+    return invoke(cli_runner, ["export", f"{MODELS}:{model}", "-o", out, "--input-shape", shape, "--input-name", "x",
+                               "--output-name", "y", "--reference-samples", "4", *args])
+
+
+def _run_ort(path: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
 def test_gap_cnn_time_and_batch_dynamic_checked_at_lengths(cli_runner, tmp_path):
     out = tmp_path / "cnn.onnx"
-    res = invoke(cli_runner, ["export", f"{MODELS}:gap_cnn", "-o", out, "--input-shape", "1,1,8,50",
-                              "--input-name", "x", "--output-name", "y", "--reference-samples", "4",
-                              "--dynamic-axis", "x:3", "--dynamic-axis", "x:0", "--length-range", "20:300"])
+    res = _export(cli_runner, "gap_cnn", out, "1,1,8,50", "--dynamic-axis", "x:3", "--dynamic-axis", "x:0",
+                  "--length-range", "20:300")
     assert res.exit_code == 0, res.output
     model = onnx.load(out)
     assert _dims(model) == ["batch", 1, 8, "length"]
@@ -42,22 +50,19 @@ def test_gap_cnn_time_and_batch_dynamic_checked_at_lengths(cli_runner, tmp_path)
         assert f" {n} (" in res.output
     # and it really runs at any length inside the range: 3 samples of 123 frames against PyTorch
     x = np.random.default_rng(5).standard_normal((3, 1, 8, 123)).astype(np.float32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, _torch(gap_cnn(), x), atol=1e-5)
+    np.testing.assert_allclose(_run_ort(out, x), _torch(gap_cnn(), x), atol=1e-5)
     assert listdir_names(tmp_path) == {"cnn.onnx", "cnn.reference.npz"}
 
 
 def test_gru_over_frames_given_check_lengths_and_axis_label(cli_runner, tmp_path):
     out = tmp_path / "gru.onnx"
-    res = invoke(cli_runner, ["export", f"{MODELS}:gru_frames", "-o", out, "--input-shape", "1,12,8",
-                              "--input-name", "x", "--output-name", "y", "--reference-samples", "4",
-                              "--dynamic-axis", "x:1=frames", "--length-range", "5:40", "--check-lengths", "5,17,40"])
+    res = _export(cli_runner, "gru_frames", out, "1,12,8", "--dynamic-axis", "x:1=frames", "--length-range", "5:40",
+                  "--check-lengths", "5,17,40")
     assert res.exit_code == 0, res.output
     assert _dims(onnx.load(out)) == ["batch", "frames", 8]
     assert "at lengths 5 (" in res.output and " 17 (" in res.output and " 40 (" in res.output
     x = np.random.default_rng(2).standard_normal((2, 33, 8)).astype(np.float32)
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, _torch(gru_frames(), x), atol=1e-5)
+    np.testing.assert_allclose(_run_ort(out, x), _torch(gru_frames(), x), atol=1e-5)
 
 
 def test_a_model_wrong_at_other_lengths_fails_the_check(cli_runner, tmp_path):
