@@ -94,7 +94,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         if out:
             check_output_path(out)  # fail before a long run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
-    reference = load_reference(reference_path, data=reference_data)
+    reference = load_reference(reference_path, data=reference_data, mixed_length=True)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
     base = prepare_baseline(baseline, reference) if baseline else None
     if fp32_model is None:

@@ -209,8 +209,8 @@ def _mixed_inputs(path: Path, inputs: dict[str, Any], offsets: dict[str, Any], m
            for k, v in inputs.items()}
     if not wanted:
         lengths = sorted({s.shape[axis] for v in out.values() for s in v})
-        raise InputError(f"{path} holds mixed-length inputs (lengths {lengths[0]}..{lengths[-1]}); verifying "
-                         "them per length is not built yet: verify with a fixed-length reference")
+        raise InputError(f"{path} holds mixed-length inputs (lengths {lengths[0]}..{lengths[-1]}); this command "
+                         "reads fixed-length references only (optkit verify reads both)")
     return out
 
 
@@ -226,19 +226,17 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
     for kind, arrays in (("input", ref.inputs), ("output", ref.outputs)):
         for name, arr in arrays.items():
             label = f"{where}: {kind} {name!r}"
+            if isinstance(arr, list):  # mixed lengths: every sample checked as an array of its own
+                for i, sample in enumerate(arr):
+                    _check_array(np.asarray(sample)[None], f"{label} sample {i}")
+                counts.add(len(arr))
+                continue
             if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 raise InputError(f"{label} has dtype {arr.dtype}, not numbers")
             if is_lazy(arr):  # read shard by shard; each shard is checked (finite, shape) as it is read
                 counts.add(len(arr))
                 continue
-            if arr.ndim < 1 or arr.shape[0] == 0:
-                raise InputError(f"{label} has no samples (shape {arr.shape})")
-            if arr.size == 0:
-                raise InputError(f"{label} is empty (shape {arr.shape})")
-            if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
-                bad = int((~np.isfinite(arr)).sum())
-                raise InputError(f"{label} contains {bad} NaN/Inf value(s) of {arr.size}; the reference is unusable "
-                                 "(re-export it from data without NaN/Inf)")
+            _check_array(arr, label)
             counts.add(int(arr.shape[0]))
     if len(counts) != 1:
         raise InputError(f"{where}: inputs and outputs have different sample counts {sorted(counts)}")
@@ -249,6 +247,19 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
             raise InputError(f"{where}: labels have shape {y.shape}, expected ({n},) (one per sample)")
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
             raise InputError(f"{where}: labels have dtype {y.dtype}, expected integers (0/1)")
+
+
+def _check_array(arr: np.ndarray, label: str) -> None:
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"{label} has dtype {arr.dtype}, not numbers")
+    if arr.ndim < 1 or arr.shape[0] == 0:
+        raise InputError(f"{label} has no samples (shape {arr.shape})")
+    if arr.size == 0:
+        raise InputError(f"{label} is empty (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise InputError(f"{label} contains {bad} NaN/Inf value(s) of {arr.size}; the reference is unusable "
+                         "(re-export it from data without NaN/Inf)")
 
 
 # -- reference identity ------------------------------------------------------------------------
@@ -283,11 +294,17 @@ def reference_identity(inputs: dict[str, Any], labels: np.ndarray | None,
         h = InputsHasher()
         for name in sorted(inputs):
             arr = inputs[name]
+            if isinstance(arr, list):  # mixed lengths: each sample's shape and bytes, in order
+                h.start(name, arr[0].dtype, (len(arr),))
+                for sample in arr:
+                    h.update(np.array(sample.shape, np.int64))
+                    h.update(sample)
+                continue
             h.start(name, arr.dtype, arr.shape)
             for rows in (arr.chunks() if is_lazy(arr) else [arr]):
                 h.update(rows)
         inputs_sha256 = h.hexdigest()
-    ident = {"inputs_sha256": inputs_sha256, "samples": int(next(iter(inputs.values())).shape[0]),
+    ident = {"inputs_sha256": inputs_sha256, "samples": len(next(iter(inputs.values()))),
              "labels_sha256": None}
     if labels is not None:
         lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))
