@@ -42,14 +42,16 @@ def random_feed(specs: Sequence[TensorSpec], batch: int = 2, seed: int = 0,
     return feed
 
 
-def batch_shapes(specs: Sequence[TensorSpec], batch: int, label: str = "artifact") -> dict[str, tuple[int, ...]]:
-    """Each input's shape at ``batch``; InputError for a model with another fixed batch."""
+def batch_shapes(specs: Sequence[TensorSpec], batch: int, label: str = "artifact",
+                 length: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Each input's shape at ``batch`` (and ``length`` on an axis with a declared length range);
+    InputError for a model with another fixed batch."""
     shapes = {}
     for spec in specs:
         if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
             raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
                              f"it cannot run batch {batch}")
-        shapes[spec.name] = tuple(spec.concrete_shape(batch, label))
+        shapes[spec.name] = tuple(spec.concrete_shape(batch, label, length=length))
     return shapes
 
 
