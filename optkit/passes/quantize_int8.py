@@ -337,7 +337,7 @@ class QuantizeInt8(Pass):
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         from optkit.quantization import calib_stats
-        from optkit.quantization import int8_search
+        from optkit.quantization import int8_search, mixed_calibration
         from optkit.quantization.calibration import default_op_types
         from optkit.data.samples import fingerprint, screen_outliers
         from optkit.data.source import load_samples
@@ -362,9 +362,14 @@ class QuantizeInt8(Pass):
         if spec.dtype != "float32":
             raise InputError(f"model input {spec.name} is {spec.dtype}; int8 calibration needs a float32 input")
         sample_shape = spec.concrete_shape(1, label=src.path.name)[1:]
-        samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
-                               limit=cfg.calibration_limit)
-        samples, outliers = screen_outliers(samples, cfg.outliers)
+        # a dynamic time axis and data of mixed length: every sample at its own length, never padded
+        mixed = mixed_calibration.load_mixed(cfg.calibration, spec, src.path.name, cfg.calibration_limit)
+        if mixed is not None:
+            samples, outliers = mixed_calibration.screen(mixed, cfg.outliers)
+        else:
+            samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
+                                   limit=cfg.calibration_limit)
+            samples, outliers = screen_outliers(samples, cfg.outliers)
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
@@ -376,6 +381,8 @@ class QuantizeInt8(Pass):
             messages.append(reduced_why)
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
+        if mixed is not None:
+            messages.append(f"calibration data: {mixed.describe()}")
 
         # Validation data: the reference when given, else the last part of the calibration set.
         if cfg.reference:
@@ -392,6 +399,8 @@ class QuantizeInt8(Pass):
             n_val = max(1, int(round(len(samples) * cfg.holdout)))
             calib_x, val_x = samples.x[:-n_val], samples.x[-n_val:]
             val_y = None if samples.y is None else samples.y[-n_val:]
+            if mixed is not None:  # held out across the lengths
+                calib_x, val_x, val_y = mixed_calibration.split_holdout(samples, cfg.holdout)
             validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold)
         messages.append(f"validation: {validation.description}")
         # a logits model judged at a probability threshold: the gate cannot see a flipped decision,
@@ -449,7 +458,8 @@ class QuantizeInt8(Pass):
             elif cfg.search:
                 first = dataclasses.replace(first, name="plain", change="plain int8")
 
-            eq_plan, eq_why = int8_search.plan_equalization(pre_model, spec.name, calib_x)
+            eq_x = calib_x if mixed is None else mixed_calibration.joined(calib_x, mixed.time_axis)
+            eq_plan, eq_why = int8_search.plan_equalization(pre_model, spec.name, eq_x)
             if (cfg.equalize or first.equalized) and eq_plan is None:
                 raise InputError(f"cannot equalise the input: {eq_why}")
             eq_model_path = None
@@ -459,8 +469,8 @@ class QuantizeInt8(Pass):
                 import onnx
 
                 onnx.save(int8_search.apply_equalization(pre_model, eq_plan), str(eq_model_path))
-                eq_stats = calib_stats.array_stats(eq_plan.new_input, calib_x / eq_plan.scale.reshape(
-                    (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
+                eq_stats = calib_stats.array_stats(eq_plan.new_input, eq_x / eq_plan.scale.reshape(
+                    (1, -1) + (1,) * (eq_x.ndim - 2)), stats.hist_cap)
             fp32_mac = mac_breakdown(pre_model)
             fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
             # everything a trial needs, in one picklable object (int8_search.run_trial)
@@ -479,8 +489,9 @@ class QuantizeInt8(Pass):
                 fp32 = eq_model_path if base.spec.equalized else pre
                 n = min(len(validation), 8)
                 say(f"ranking the quantised nodes by the error they add ({base.spec.name}, {n} validation samples)")
-                return int8_search.rank_sensitive_nodes(fp32, base.path, {k: v[:n] for k, v in validation.inputs.items()},
-                                                        fp32_macs)
+                from optkit.verification.lengths import stacked_group
+
+                return int8_search.rank_sensitive_nodes(fp32, base.path, stacked_group(validation.inputs, n), fp32_macs)
 
             say(f"int8 trials (validation: {validation.description}):")
             t_search = time.perf_counter()
@@ -665,7 +676,7 @@ class QuantizeInt8(Pass):
         comparison = Comparison("the int8 model")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(int8_path) as q:
             for i in range(len(x)):
-                feed = {input_name: x[i : i + 1]}
+                feed = {input_name: np.asarray(x[i])[None]}  # one sample (of its own length)
                 comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
         return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
 

@@ -111,7 +111,7 @@ class Validation:
     base_accuracy: float | None = None
 
     def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        return len(next(iter(self.inputs.values())))  # an array, or a list of mixed-length samples
 
 
 def holdout_validation(fp32_path: Path, input_name: str, x: np.ndarray, y: np.ndarray | None,
@@ -157,7 +157,7 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
         v.kind = "reference"
         v.description = f"{len(data)} samples of {Path(path).name} judged against the fp32 model's own outputs"
         return v
-    ref = load_reference(path)
+    ref = load_reference(path, mixed_length=True)  # mixed lengths: lists of samples, run length by length
     base = None
     if ref.labels is not None:
         base = task_metrics(next(iter(ref.outputs.values())), ref.labels, threshold)["accuracy"]

@@ -35,7 +35,7 @@ def length_summary(lengths: np.ndarray) -> dict[str, Any]:
     return {"min": int(lengths.min()), "max": int(lengths.max()), "distinct": int(len(np.unique(lengths)))}
 
 
-def _check_range(specs: Any, lengths: np.ndarray, label: str) -> None:
+def check_range(specs: Any, lengths: np.ndarray, label: str) -> None:
     """A length outside the artifact's declared range is one line naming the range."""
     for spec in specs:
         for _axis, lo, hi in getattr(spec, "ranges", ()) or ():
@@ -47,16 +47,21 @@ def _check_range(specs: Any, lengths: np.ndarray, label: str) -> None:
 
 def run_by_length(runner: Any, reference: Any, batch_size: int) -> dict[str, np.ndarray]:
     """A runner's outputs over a mixed-length reference, in the reference's sample order: each
-    length's samples stacked and run in batches of ``batch_size`` (no padding of the time axis)."""
+    length's samples stacked and run in batches of ``batch_size`` (no padding of the time axis).
+    Samples are grouped by their whole shape, so no time axis needs to be known here."""
     from optkit.model.feeds import reference_batches
 
     label = getattr(runner, "label", runner.path.name)
-    lengths = sample_lengths(reference)
-    _check_range(runner.inputs, lengths, label)
-    n = len(lengths)
+    samples = next(v for v in reference.inputs.values() if isinstance(v, list))
+    shapes = [tuple(s.shape) for s in samples]
+    for spec in runner.inputs:
+        for axis, _lo, _hi in getattr(spec, "ranges", ()) or ():
+            if 0 < axis <= len(shapes[0]):
+                check_range([spec], np.array([sh[axis - 1] for sh in shapes]), label)
+    n = len(shapes)
     out: dict[str, np.ndarray] = {}
-    for length in np.unique(lengths):
-        idx = np.flatnonzero(lengths == length)
+    for shape in sorted(set(shapes)):
+        idx = np.array([i for i, sh in enumerate(shapes) if sh == shape])
         group = {k: np.stack([v[i] for i in idx]) if isinstance(v, list) else np.asarray(v)[idx]
                  for k, v in reference.inputs.items()}
         pos = 0
@@ -66,31 +71,38 @@ def run_by_length(runner: Any, reference: Any, batch_size: int) -> dict[str, np.
                 if k not in out:
                     out[k] = np.empty((n, *v.shape[1:]), v.dtype)
                 elif out[k].shape[1:] != v.shape[1:]:
-                    raise InputError(f"{label}: output {k} has shape {v.shape[1:]} per sample at length {length} "
-                                     f"but {out[k].shape[1:]} at another; per-length verification needs outputs of "
+                    raise InputError(f"{label}: output {k} has shape {v.shape[1:]} per sample for inputs of shape "
+                                     f"{shape} but {out[k].shape[1:]} for others; per-length verification needs outputs of "
                                      "one shape")
                 out[k][idx[pos : pos + take]] = v
             pos += take
     return out
 
 
-def stacked_group(reference: Any, n: int) -> dict[str, np.ndarray]:
-    """Up to ``n`` samples of the most frequent length, stacked (for tools that need one shape)."""
-    lengths = sample_lengths(reference)
-    values, counts = np.unique(lengths, return_counts=True)
-    idx = np.flatnonzero(lengths == values[int(np.argmax(counts))])[:n]
+def stacked_group(inputs: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    """Up to ``n`` samples of the most frequent shape of mixed-length ``inputs`` (lists of samples),
+    stacked (for tools that need one shape: localisation, sensitivity ranking); arrays: the first n."""
+    lists = [v for v in inputs.values() if isinstance(v, list)]
+    if not lists:
+        return {k: v[:n] for k, v in inputs.items()}
+    shapes = [tuple(s.shape) for s in lists[0]]
+    common = max(set(shapes), key=shapes.count)
+    idx = [i for i, sh in enumerate(shapes) if sh == common][:n]
     return {k: np.stack([v[i] for i in idx]) if isinstance(v, list) else np.asarray(v)[idx]
-            for k, v in reference.inputs.items()}
+            for k, v in inputs.items()}
 
 
 def length_buckets(lengths: np.ndarray, max_buckets: int = MAX_BUCKETS) -> list[tuple[int, int]]:
     """(first, last) length of each bucket, from the data: one bucket per distinct length when
-    there are at most ``max_buckets``, else ranges holding about equal numbers of samples (a length
-    never straddles two buckets)."""
+    there are at most ``max_buckets``, else ranges holding about equal numbers of samples, as many
+    as keep :data:`MIN_BUCKET_SAMPLES` in each (at most ``max_buckets``; a length never straddles
+    two buckets)."""
     s = np.sort(np.asarray(lengths, dtype=np.int64))
     distinct = np.unique(s)
     if len(distinct) <= max_buckets:
         return [(int(d), int(d)) for d in distinct]
+    # ranges: no more than leave each bucket MIN_BUCKET_SAMPLES samples when the set allows it
+    max_buckets = max(1, min(max_buckets, len(s) // MIN_BUCKET_SAMPLES))
     ends = sorted({int(c[-1]) for c in np.array_split(s, max_buckets) if len(c)})
     buckets, lo = [], int(s[0])
     for hi in ends:

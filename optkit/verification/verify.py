@@ -449,12 +449,9 @@ def _localize(fp32_model: Path | None, quant_model: Path, reference: Reference, 
     try:
         from optkit.verification.localize import localize_error
 
-        if reference.mixed_length:  # one length's samples: localisation stacks them
-            from optkit.verification.lengths import stacked_group
+        from optkit.verification.lengths import stacked_group
 
-            inputs = stacked_group(reference, n)
-        else:
-            inputs = {k: v[:n] for k, v in reference.inputs.items()}
+        inputs = stacked_group(reference.inputs, n)  # mixed lengths: n samples of one length
         layers = localize_error(Path(fp32_model), quant_model, inputs)
     except OptkitError as exc:
         return {"error": str(exc)}

@@ -132,3 +132,10 @@ def test_length_buckets_are_chosen_from_the_data(lengths):
     assert all(hi < nxt for (_, hi), (nxt, _) in zip(buckets, buckets[1:]))  # no length in two buckets
     if len(np.unique(arr)) > 6:  # ranges of about equal counts
         assert max(counts) <= 2 * len(arr) / len(buckets) or counts[0] == (arr == arr.min()).sum()
+
+
+def test_range_buckets_keep_enough_samples_to_be_judged_when_the_set_allows():
+    arr = np.random.default_rng(2).integers(20, 301, size=64)  # 64 samples of ~60 distinct lengths
+    buckets = length_buckets(arr)
+    assert len(buckets) == 2
+    assert all(((arr >= lo) & (arr <= hi)).sum() >= 30 for lo, hi in buckets)
