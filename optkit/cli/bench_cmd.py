@@ -47,6 +47,12 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 @click.option("--data", type=click.Path(dir_okay=True), default=None,
               help="Inputs from a directory of .npy samples or an .npz (x) instead of seeded random data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--lengths", "lengths_text", default=None, metavar="LIST|MIN:MAX:COUNT",
+              help="Time each length of a model's dynamic time axis, e.g. 100,241,500,1000 or 100:1000:5 (5 "
+                   "lengths from 100 to 1000), all interleaved; adds the slope of latency vs length. Each must lie "
+                   "inside the model's declared --length-range.")
+@click.option("--frames-per-second", type=click.FloatRange(min=0, min_open=True), default=100.0, show_default=True,
+              help="Frames per second of audio on the time axis (the slope's unit: ms per second of audio).")
 @click.option("--ov-precision", type=click.Choice(["f32", "bf16", "f16", "default"]), default=None,
               help="OpenVINO INFERENCE_PRECISION_HINT [default: f32; 'default' = the plugin's choice, "
                    "bf16 on CPUs that have it].")
@@ -54,8 +60,8 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> t
               help="OpenVINO PERFORMANCE_HINT [default: LATENCY].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the results, versions and CPU features to this JSON file.")
-def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, data, seed,
-          ov_precision, ov_hint, json_path) -> None:
+def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, data, seed, lengths_text,
+          frames_per_second, ov_precision, ov_hint, json_path) -> None:
     """Measure latency (min/p50/p90/p99/mean) and throughput of ARTIFACT... .
 
     All artifacts run in one process, interleaved round-robin (one call of each per round), so
@@ -65,6 +71,7 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
     Examples:
       optkit bench model.onnx model.int8.onnx --batch 1,8 --threads 2
       optkit bench model.int8.onnx --provider cpu,openvino --idle-ms 20 --json bench.json
+      optkit bench model.onnx model.int8.onnx --lengths 100,241,500,1000   # a dynamic time axis
     """
     from optkit.runtime import bench as bench_lib
     from optkit.common.fileio import check_output_path, write_json_atomically
@@ -73,8 +80,11 @@ def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, d
         raise click.UsageError("--ov-precision/--ov-hint apply to --provider openvino only")
     if json_path:
         check_output_path(json_path)  # fail before a long run, not after it
+    from optkit.runtime.bench_lengths import parse_lengths
+
+    lengths = parse_lengths(lengths_text) if lengths_text else ()
     cfg = bench_lib.BenchConfig(batches=batches, warmup=warmup, iterations=iterations, idle_ms=idle_ms,
-                                seed=seed, data=data)
+                                seed=seed, data=data, lengths=lengths, frames_per_second=frames_per_second)
     ov_options = {}
     if ov_precision:
         ov_options["precision"] = ov_precision

@@ -94,6 +94,11 @@ def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterab
                 kwargs["is_flag"] = True
         elif o.choices:
             kwargs["type"] = click.Choice([str(c) for c in o.choices])
+        elif base in (tuple, list) and o.multiple:
+            kwargs["multiple"] = True
+            kwargs["callback"] = _repeated(o.check)
+            kwargs["metavar"] = o.metavar
+            kwargs["default"] = None
         elif base in (tuple, list):
             kwargs["callback"] = csv
             kwargs["metavar"] = o.metavar or "A,B"
@@ -108,7 +113,7 @@ def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterab
             kwargs["type"] = click.FloatRange(o.min, o.max) if (o.min is not None or o.max is not None) else float
         if o.metavar and "metavar" not in kwargs:
             kwargs["metavar"] = o.metavar
-        if o.check is not None:
+        if o.check is not None and not o.multiple:
             kwargs["callback"] = _click_check(o.check)
         params.append(click.Option([o.flag, o.name], **kwargs))
     return params
@@ -124,6 +129,17 @@ def _click_check(check: Any) -> Any:
             except InputError as exc:
                 raise click.BadParameter(str(exc)) from None
         return value
+
+    return callback
+
+
+def _repeated(check: Any) -> Any:
+    """A repeatable flag: its values (each may also be a comma list) as one tuple, None when not given."""
+    inner = _click_check(check) if check is not None else (lambda ctx, param, value: value)
+
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        items = tuple(v.strip() for given in value or () for v in str(given).split(",") if v.strip())
+        return inner(ctx, param, items) if items else None
 
     return callback
 

@@ -106,7 +106,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     from optkit.verification.output_kinds import detect_kinds, parse_output_kind_option
 
     overrides = parse_output_kind_option(output_kind)
-    reference = load_reference(reference_path, data=reference_data)
+    reference = load_reference(reference_path, data=reference_data, mixed_length=True)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
     base = prepare_baseline(baseline, reference) if baseline else None
     if fp32_model is None:

@@ -120,6 +120,23 @@ def mfcc_from_audio(y: np.ndarray, sr: int, offset: int | None = None) -> np.nda
     return normalise(frames)
 
 
+def mfcc_natural_length(y: np.ndarray, sr: int, max_frames: int | None = None) -> np.ndarray:
+    """The model input of a whole clip: float32 (1, 40, T) with T = samples // HOP_LENGTH (100 frames
+    per second, the same framing as the fixed window: its 38,560 samples give the 241 frames),
+    normalised the same way. ``max_frames`` caps T: a longer clip keeps its centre. A clip shorter
+    than one analysis window (WIN_LENGTH samples, 25 ms) is refused."""
+    y = to_mono_16k(y, sr)
+    if len(y) < WIN_LENGTH:
+        raise InputError(f"the audio has {len(y)} samples at {SAMPLE_RATE} Hz, shorter than one frame "
+                         f"({WIN_LENGTH} samples, {1000 * WIN_LENGTH // SAMPLE_RATE} ms)")
+    if max_frames is not None and len(y) // HOP_LENGTH > max_frames:
+        keep = max_frames * HOP_LENGTH
+        start = (len(y) - keep) // 2
+        y = y[start : start + keep]
+    n = len(y) // HOP_LENGTH
+    return normalise(mfcc_frames(y)[:, :n])
+
+
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file as float32 (samples, channels) and its sample rate; InputError if unusable."""
     from optkit.common.fileio import require_file

@@ -24,11 +24,17 @@ MAX_DISTINCT_FEEDS = 16
 
 def random_feed(specs: Sequence[TensorSpec], batch: int = 2, seed: int = 0,
                 shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
-    """One seeded random feed; ``shapes`` overrides the shape of named inputs."""
+    """One seeded random feed; ``shapes`` overrides the shape of named inputs. An input with a
+    declared length range gets its minimum length for an even seed and its maximum for an odd one
+    (so two seeded checks cover both extremes)."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in specs:
-        shape = tuple(shapes[spec.name]) if shapes and spec.name in shapes else spec.concrete_shape(batch)
+        length = None
+        if spec.ranges:
+            length = spec.ranges[0][2] if seed % 2 else spec.ranges[0][1]
+        shape = (tuple(shapes[spec.name]) if shapes and spec.name in shapes
+                 else spec.concrete_shape(batch, length=length))
         if np.issubdtype(np.dtype(spec.dtype), np.floating):
             feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:
@@ -36,14 +42,16 @@ def random_feed(specs: Sequence[TensorSpec], batch: int = 2, seed: int = 0,
     return feed
 
 
-def batch_shapes(specs: Sequence[TensorSpec], batch: int, label: str = "artifact") -> dict[str, tuple[int, ...]]:
-    """Each input's shape at ``batch``; InputError for a model with another fixed batch."""
+def batch_shapes(specs: Sequence[TensorSpec], batch: int, label: str = "artifact",
+                 length: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Each input's shape at ``batch`` (and ``length`` on an axis with a declared length range);
+    InputError for a model with another fixed batch."""
     shapes = {}
     for spec in specs:
         if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != batch:
             raise InputError(f"{label}: input {spec.name} has a fixed batch of {spec.shape[0]}; "
                              f"it cannot run batch {batch}")
-        shapes[spec.name] = tuple(spec.concrete_shape(batch, label))
+        shapes[spec.name] = tuple(spec.concrete_shape(batch, label, length=length))
     return shapes
 
 

@@ -112,16 +112,23 @@ class TensorSpec:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: str  # numpy dtype name
+    # (axis, min, max) of each dynamic axis besides the batch with a declared length range
+    # (optkit.model.dynamic: the export's --length-range, kept in the model's metadata)
+    ranges: tuple[tuple[int, int, int], ...] = ()
 
-    def concrete_shape(self, batch: int = 1, label: str = "") -> tuple[int, ...]:
-        """The shape with symbolic/unknown dims replaced: the first by ``batch``, others fail
-        (``label``, e.g. the file name, starts the message)."""
+    def concrete_shape(self, batch: int = 1, label: str = "", length: int | None = None) -> tuple[int, ...]:
+        """The shape with symbolic/unknown dims replaced: the first by ``batch``, an axis with a
+        declared length range by ``length`` (default: the range's minimum), others fail (``label``,
+        e.g. the file name, starts the message)."""
+        declared = {axis: (lo, hi) for axis, lo, hi in self.ranges}
         out = []
         for i, d in enumerate(self.shape):
             if isinstance(d, int) and d > 0:
                 out.append(d)
             elif i == 0:
                 out.append(batch)
+            elif i in declared:
+                out.append(declared[i][0] if length is None else length)
             else:
                 dim = repr(d) if isinstance(d, str) and d else "unnamed"
                 raise InputError(f"{label + ': ' if label else ''}input {self.name} {tuple(self.shape)} has a dynamic "
@@ -151,7 +158,11 @@ def io_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
         return TensorSpec(vi.name, tuple(dims), dtype)
 
     del onnx
-    inputs = [spec(v) for v in model.graph.input if v.name not in inits]
+    from optkit.model.dynamic import input_ranges
+
+    ranges = input_ranges({p.key: p.value for p in model.metadata_props})
+    inputs = [TensorSpec(s.name, s.shape, s.dtype, ranges.get(s.name, ()))
+              for s in (spec(v) for v in model.graph.input if v.name not in inits)]
     outputs = [spec(v) for v in model.graph.output]
     return inputs, outputs
 

@@ -38,6 +38,7 @@ class Option:
     min: float | None
     max: float | None
     check: Any = None              # value -> None, raising InputError when it is not valid
+    multiple: bool = False         # a list option whose CLI flag repeats (--dynamic-axis a:3 --dynamic-axis a:0)
 
     @property
     def required(self) -> bool:
@@ -50,10 +51,10 @@ class Option:
 
 def option(default: Any = MISSING, help: str = "", *, choices: tuple[Any, ...] | None = None, path: bool = False,
            flag: str | None = None, metavar: str | None = None, cli: bool = True,
-           min: float | None = None, max: float | None = None, check: Any = None) -> Any:
+           min: float | None = None, max: float | None = None, check: Any = None, multiple: bool = False) -> Any:
     """A dataclass field with its option description (see the module docstring)."""
     meta = {"optkit": {"help": help, "choices": choices, "path": path, "flag": flag, "metavar": metavar,
-                       "cli": cli, "min": min, "max": max, "check": check}}
+                       "cli": cli, "min": min, "max": max, "check": check, "multiple": multiple}}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -73,7 +74,7 @@ def options(config_cls: type) -> list[Option]:
         flag = m.get("flag") or "--" + f.name.replace("_", "-")
         out.append(Option(f.name, hint, f.default, m.get("help", ""), tuple(choices) if choices else None,
                           bool(m.get("path")), flag, m.get("metavar"), bool(m.get("cli", bool(m))),
-                          m.get("min"), m.get("max"), m.get("check")))
+                          m.get("min"), m.get("max"), m.get("check"), bool(m.get("multiple"))))
     return out
 
 

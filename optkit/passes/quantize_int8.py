@@ -370,7 +370,7 @@ class QuantizeInt8(Pass):
     # -- run ----------------------------------------------------------------------------------
     def run(self, src: Artifact | None, cfg: QuantizeInt8Config, out: PassOutput) -> PassResult:
         from optkit.quantization import calib_stats
-        from optkit.quantization import answer, int8_search, trials
+        from optkit.quantization import answer, int8_search, mixed_calibration, trials
         from optkit.quantization.calibration import default_op_types
         from optkit.data.samples import fingerprint, screen_outliers
         from optkit.data.source import load_samples
@@ -395,9 +395,14 @@ class QuantizeInt8(Pass):
         if spec.dtype != "float32":
             raise InputError(f"model input {spec.name} is {spec.dtype}; int8 calibration needs a float32 input")
         sample_shape = spec.concrete_shape(1, label=src.path.name)[1:]
-        samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
-                               limit=cfg.calibration_limit)
-        samples, outliers = screen_outliers(samples, cfg.outliers)
+        # a dynamic time axis and data of mixed length: every sample at its own length, never padded
+        mixed = mixed_calibration.load_mixed(cfg.calibration, spec, src.path.name, cfg.calibration_limit)
+        if mixed is not None:
+            samples, outliers = mixed_calibration.screen(mixed, cfg.outliers)
+        else:
+            samples = load_samples(cfg.calibration, sample_shape=sample_shape, dtype=spec.dtype,
+                                   limit=cfg.calibration_limit)
+            samples, outliers = screen_outliers(samples, cfg.outliers)
         gate = merge_gates({"int8": dict(cfg.gates or {})}, where="gates")["int8"]
         symmetric = cfg.target == "tensorrt"
         settings = target_settings(cfg.target)
@@ -411,12 +416,33 @@ class QuantizeInt8(Pass):
             messages.append(weights_why)
         if outliers.action != "none":
             messages.append(outliers.message(samples.source))
+        if mixed is not None:
+            messages.append(f"calibration data: {mixed.describe()}")
 
         # Validation data: the reference when given, else a held-out part of the calibration set
         # (quantization.split: content order, seeded, stratified), each output judged by its kind
         kind_overrides, output_gates = _output_settings(cfg, gate)
-        validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg, sample_shape,
-                                                                   kind_overrides)
+        if mixed is None:
+            validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg,
+                                                                       sample_shape, kind_overrides)
+        else:  # mixed lengths: held out across the lengths (every k-th sample); not stratified yet
+            if cfg.reference:
+                validation = int8_search.reference_validation(cfg.reference, cfg.threshold, src.path, spec.name,
+                                                              sample_shape, kind_overrides)
+                if spec.name not in validation.inputs:
+                    raise InputError(f"reference {cfg.reference} has no input {spec.name} "
+                                     f"(it has {', '.join(validation.inputs)})")
+                calib_x = samples.x
+            else:
+                if len(samples) < 2:
+                    raise InputError(f"{len(samples)} calibration sample: at least 2 are needed to hold some out "
+                                     "for validation (or give --reference)")
+                calib_x, val_x, val_y = mixed_calibration.split_holdout(samples, cfg.holdout)
+                validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold,
+                                                            kind_overrides=kind_overrides)
+            split_info = {"seed": None, "stratified_by": None, "across_lengths": True,
+                          "calibration_samples": len(calib_x), "validation_samples": len(validation)}
+            split_lines = []
         unknown = sorted(set(output_gates) - set(validation.outputs))
         if unknown:
             raise InputError(f"outputs.{unknown[0]}.gates: the model has no output {unknown[0]!r} (its outputs: "
@@ -489,7 +515,8 @@ class QuantizeInt8(Pass):
             elif cfg.search:
                 first = dataclasses.replace(first, name="plain", change="plain int8")
 
-            eq_plan, eq_why = int8_search.plan_equalization(pre_model, spec.name, calib_x)
+            eq_x = calib_x if mixed is None else mixed_calibration.joined(calib_x, mixed.time_axis)
+            eq_plan, eq_why = int8_search.plan_equalization(pre_model, spec.name, eq_x)
             if (cfg.equalize or first.equalized) and eq_plan is None:
                 raise InputError(f"cannot equalise the input: {eq_why}")
             eq_model_path = None
@@ -499,8 +526,8 @@ class QuantizeInt8(Pass):
                 import onnx
 
                 onnx.save(int8_search.apply_equalization(pre_model, eq_plan), str(eq_model_path))
-                eq_stats = calib_stats.array_stats(eq_plan.new_input, calib_x / eq_plan.scale.reshape(
-                    (1, -1) + (1,) * (calib_x.ndim - 2)), stats.hist_cap)
+                eq_stats = calib_stats.array_stats(eq_plan.new_input, eq_x / eq_plan.scale.reshape(
+                    (1, -1) + (1,) * (eq_x.ndim - 2)), stats.hist_cap)
             fp32_mac = mac_breakdown(pre_model)
             fp32_macs = {r["name"]: r["macs"] for r in fp32_mac["unquantized_heavy_nodes"]}
             # everything a trial needs, in one picklable object (int8_search.run_trial)
@@ -519,8 +546,9 @@ class QuantizeInt8(Pass):
                 fp32 = eq_model_path if base.spec.equalized else pre
                 n = min(len(validation), 8)
                 say(f"ranking the quantised nodes by the error they add ({base.spec.name}, {n} validation samples)")
-                return int8_search.rank_sensitive_nodes(fp32, base.path, {k: v[:n] for k, v in validation.inputs.items()},
-                                                        fp32_macs)
+                from optkit.verification.lengths import stacked_group
+
+                return int8_search.rank_sensitive_nodes(fp32, base.path, stacked_group(validation.inputs, n), fp32_macs)
 
             say(f"int8 trials (validation: {validation.description}):")
             t_search = time.perf_counter()
@@ -723,7 +751,7 @@ class QuantizeInt8(Pass):
         comparison = Comparison("the int8 model")
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(int8_path) as q:
             for i in range(len(x)):
-                feed = {input_name: x[i : i + 1]}
+                feed = {input_name: np.asarray(x[i])[None]}  # one sample (of its own length)
                 comparison.add(ref.infer(feed), q.infer(feed), where=f"on calibration sample {i}")
         return {"samples": int(len(x)), "max_abs_diff": comparison.max_abs_diff, "rel_error": comparison.rel_error}
 

@@ -125,7 +125,7 @@ class Validation:
     output_gates: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        return len(next(iter(self.inputs.values())))  # an array, or a list of mixed-length samples
 
 
 def run_fp32(fp32_path: Path, input_name: str, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -185,7 +185,7 @@ def reference_validation(path: str, threshold: float, fp32_path: Path | None = N
         v.kind = "reference"
         v.description = f"{len(data)} samples of {Path(path).name} judged against the fp32 model's own outputs"
         return v
-    ref = load_reference(path)
+    ref = load_reference(path, mixed_length=True)  # mixed lengths: lists of samples, run length by length
     kinds = detect_kinds(ref.outputs, fp32_path, kind_overrides)
     task = reference_task(ref.outputs, kinds, ref.labels, threshold)
     return Validation("reference", ref.inputs, ref.outputs, ref.labels,

@@ -174,6 +174,9 @@ def format_table(report: VerifyReport) -> str:
                          f"(try --exclude-nodes {','.join(str(n) for n in names[:3])})")
         elif loc.get("error"):
             lines.append(f"  localisation: {loc['error']}")
+    from optkit.release.report_lengths import length_lines
+
+    lines += length_lines(report)
     reg = report.release.get("regression")
     if reg:
         compared = [p for p in reg["pairs"] if p["status"] == "compared"]
@@ -198,6 +201,8 @@ def report_json(report: VerifyReport) -> dict[str, Any]:
     d["gates_passed"] = report.gates_passed
     d["reference"]["scores"] = compact_scores(report.reference_values)
     d["reference"]["labels"] = rel.get("reference_labels")
+    if report.sample_lengths is not None:  # a mixed-length reference: each sample's length, in order
+        d["reference"]["sample_lengths"] = report.sample_lengths.tolist()
     bench = rel.get("bench") or {}
     # facts once per artifact file (not per runtime), without absolute paths: an artifact's "facts"
     # is its index in this list, so two reports of the same files in different directories agree
@@ -326,13 +331,15 @@ def _task_section(report: VerifyReport) -> str:
                                         report.threshold))
         flips = per.get("flipped_samples") or []
         if flips:
-            frows = [[str(f["index"]), f.get("label", "–"), _fmt(f["reference_score"], "cos"), _fmt(f["score"], "cos"),
+            frows = [[str(f["index"]), *([str(f["length"])] if "length" in f else []), f.get("label", "–"),
+                      _fmt(f["reference_score"], "cos"), _fmt(f["score"], "cos"),
                       "accept" if f["accepts"] else "reject", ("yes" if f.get("correct") else "no") if "correct" in f else "–"]
                      for f in flips[:100]]
+            fhead = ["sample", *(["length"] if "length" in flips[0] else []), "label", "PyTorch score",
+                     "artifact score", "artifact decides", "correct now"]
             more = f"<p>… and {len(flips) - 100} more (all in report.json)</p>" if len(flips) > 100 else ""
             flips_html.append(f"<h4>{e(name)}: {len(flips)} flipped</h4>"
-                              + _table(["sample", "label", "PyTorch score", "artifact score", "artifact decides", "correct now"],
-                                       frows, "flips") + more)
+                              + _table(fhead, frows, "flips") + more)
     body = (_table(["artifact · runtime", "precision", "accuracy", "EER", "EER threshold", f"FAR at {report.threshold:g}",
                     f"FRR at {report.threshold:g}", "flipped vs PyTorch"], rows, tid="task-table")
             + "<div class='plots'>" + det_plot(curves) + "<p class='note'>DET: each curve sweeps the threshold over "
@@ -634,6 +641,9 @@ def _result_section(report: VerifyReport, idx: list[int]) -> str:
     if r.values is not None and report.reference_values is not None and r.values.shape == report.reference_values.shape:
         parts.append("<div class='plots'>" + scatter(report.reference_values, r.values, report.threshold)
                      + error_histogram(r.values.astype(float) - report.reference_values.astype(float)) + "</div>")
+    from optkit.release.report_lengths import length_section
+
+    parts.append(length_section(report, r))
     loc = r.localization
     if loc:
         if loc.get("layers"):

@@ -210,3 +210,39 @@ def _thin(far: Sequence[float], frr: Sequence[float]) -> list[tuple[float, float
             continue
         out.append((a, b))
     return out
+
+
+def error_vs_length(lengths: np.ndarray, err: np.ndarray, width: int = 420, height: int = 220) -> str:
+    """Per-sample max |artifact − PyTorch| against the sample's length (frames), log error scale;
+    the line joins each length's largest error."""
+    pad, floor = 44, 1e-9
+    x = np.asarray(lengths, dtype=float).ravel()
+    y = np.asarray(err, dtype=float).ravel()
+    finite = np.isfinite(y)
+    if not finite.any():
+        return "<p>no finite errors</p>"
+    ly = np.log10(np.clip(np.where(finite, y, y[finite].max()), floor, None))
+    xlo, xhi = float(x.min()), float(x.max())
+    ylo, yhi = float(np.floor(ly.min())), float(np.ceil(ly.max()))
+    if yhi <= ylo:
+        yhi = ylo + 1
+
+    def sx(v: float) -> float:
+        return pad + (v - xlo) / ((xhi - xlo) or 1.0) * (width - pad - 12)
+
+    def sy(v: float) -> float:
+        return height - pad - (v - ylo) / (yhi - ylo) * (height - pad - 12)
+
+    parts = _open("error-vs-length", width, height, "absolute difference against length")
+    parts += [f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="2" fill="#36c" fill-opacity="0.6"/>' for a, b in zip(x, ly)]
+    top = [(float(n), float(ly[x == n].max())) for n in np.unique(x)]
+    parts.append('<polyline fill="none" stroke="#d62728" stroke-width="1.2" points="'
+                 + " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in top) + '"/>')
+    parts += [f'<line x1="{pad}" y1="{height - pad}" x2="{width - 12}" y2="{height - pad}" stroke="#999"/>',
+              f'<line x1="{pad}" y1="12" x2="{pad}" y2="{height - pad}" stroke="#999"/>',
+              _text(pad, height - pad + 12, f"{xlo:g}", 9), _text(width - 12, height - pad + 12, f"{xhi:g}", 9),
+              _text(pad - 4, 16, f"1e{yhi:.0f}", 9, "end"), _text(pad - 4, height - pad, f"1e{ylo:.0f}", 9, "end"),
+              _text(width / 2, height - 6, "length (frames)"),
+              _text(11, height / 2, "max |Δ| (log)", extra=f' transform="rotate(-90 11 {height / 2})"'),
+              *_legend([("largest per length", "#d62728", "line")], width - 150, 24), "</svg>"]
+    return "".join(parts)

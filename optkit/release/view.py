@@ -240,6 +240,10 @@ def enrich(report: Any, reference: Any, *, bench: Any = None, threads: int | Non
                                  "step": (facts.get(r.path) or {}).get("step"), "flipped_samples": [], "det": None}
         if r.values is not None and r.values.shape == ref_scores.shape:
             entry["flipped_samples"] = flipped_samples(ref_scores, r.values, report.threshold, labels)
+            lengths = getattr(report, "sample_lengths", None)
+            if lengths is not None:  # a mixed-length reference: each flipped sample's length
+                for row in entry["flipped_samples"]:
+                    row["length"] = int(lengths[row["index"]])
             if labels is not None:
                 entry["det"] = det_curve(r.values, labels)
         per_result.append(entry)

@@ -43,8 +43,13 @@ class BenchConfig:
     idle_ms: float = 0.0  # untimed sleep before every timed call
     seed: int = 0  # for random inputs
     data: str | None = None  # a sample set (directory of .npy or .npz) instead of random inputs
+    # lengths of the dynamic time axis to time (optkit.runtime.bench_lengths); () = the model's own
+    lengths: tuple[int, ...] = ()
+    frames_per_second: float = 100.0  # frames per second of audio, for the slope of latency vs length
 
     def __post_init__(self) -> None:
+        if self.lengths and self.data is not None:
+            raise InputError("--lengths times seeded random inputs of each length; it does not take --data")
         if not self.batches or any(int(b) < 1 for b in self.batches):
             raise InputError(f"batch sizes must be positive integers, got {self.batches}")
         if self.iterations < 1:
@@ -155,14 +160,14 @@ def interface_note(first: str, others: Sequence[str]) -> str:
 
 # -- inputs ------------------------------------------------------------------------------------
 def make_feeds(specs: Sequence[TensorSpec], batch: int, seed: int = 0, data: str | None = None,
-               label: str = "artifact") -> list[dict[str, np.ndarray]]:
-    """Inputs for one artifact at one batch size: one seeded random feed, or up to 16 distinct
-    batches cut from a sample set (cycled through the rounds)."""
+               label: str = "artifact", length: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Inputs for one artifact at one batch size (and ``length`` of its time axis): one seeded
+    random feed, or up to 16 distinct batches cut from a sample set (cycled through the rounds)."""
     from optkit.model.feeds import batch_shapes, random_feed, sample_feeds
 
     if data is not None:
         return sample_feeds(specs, batch, data, label)
-    return [random_feed(specs, batch, seed, shapes=batch_shapes(specs, batch, label))]
+    return [random_feed(specs, batch, seed, shapes=batch_shapes(specs, batch, label, length))]
 
 
 # -- the benchmark -----------------------------------------------------------------------------
@@ -172,6 +177,7 @@ class BenchResult:
     batch: int
     stats: LatencyStats
     speedup: dict[str, float] | None  # None: the artifact's inputs differ from the first's (no ratio)
+    length: int | None = None  # the time axis' length (bench --lengths), None: the model's own
 
 
 @dataclass
@@ -183,15 +189,18 @@ class BenchReport:
     created: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def result(self, label: str, batch: int) -> BenchResult:
+    def result(self, label: str, batch: int, length: int | None = None) -> BenchResult:
         for r in self.results:
-            if r.label == label and r.batch == batch:
+            if r.label == label and r.batch == batch and r.length == length:
                 return r
         raise KeyError((label, batch))
 
     def to_json(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg["batches"] = list(self.config.batches)
+        cfg["lengths"] = list(self.config.lengths)
+        from optkit.runtime.bench_lengths import length_fits
+
         return {
             "optkit_bench_version": BENCH_FORMAT_VERSION,
             "created": self.created,
@@ -208,6 +217,7 @@ class BenchReport:
                 {
                     "artifact": r.label,
                     "batch": r.batch,
+                    **({"length": r.length} if r.length is not None else {}),
                     "latency_ms": {k: v for k, v in r.stats.to_json().items() if k.endswith("_ms")},
                     "iterations": r.stats.n,
                     "throughput_samples_per_s": round(r.stats.throughput_sps, 3),
@@ -216,6 +226,7 @@ class BenchReport:
                 }
                 for r in self.results
             ],
+            **({"length_fits": length_fits(self)} if self.config.lengths else {}),
             "environment": self.environment,
             "notes": list(self.notes),
         }
@@ -260,22 +271,33 @@ def benchmark(items: Sequence[BenchItem], cfg: BenchConfig, progress: Callable[[
         for batch in cfg.batches:  # a batch size some model cannot run fails before anything is timed
             for item in items:
                 batch_shapes(item.runner.inputs, batch, item.label)
+        if cfg.lengths:  # a length outside an artifact's declared range too
+            from optkit.runtime.bench_lengths import check_lengths
+
+            for item in items:
+                check_lengths(item.label, item.runner.inputs, cfg.lengths)
+        # every (length, artifact) pair is timed in the same interleaved rounds
+        points = [(length, item) for length in (cfg.lengths or (None,)) for item in items]
         for batch in cfg.batches:
-            feeds = [make_feeds(item.runner.inputs, batch, cfg.seed, cfg.data, item.label) for item in items]
+            feeds = [make_feeds(item.runner.inputs, batch, cfg.seed, cfg.data, item.label, length)
+                     for length, item in points]
 
             def caller(runner: Any, runner_feeds: list[dict[str, np.ndarray]]) -> Callable[[int], Any]:
                 return lambda r: runner.infer(runner_feeds[r % len(runner_feeds)])
 
-            calls = [caller(item.runner, f) for item, f in zip(items, feeds)]
-            for item, call in zip(items, calls):  # compile/allocate for this shape outside the timed rounds
+            calls = [caller(item.runner, f) for (_, item), f in zip(points, feeds)]
+            for (length, item), call in zip(points, calls):  # compile/allocate for this shape outside the timed rounds
                 outputs = call(0)
-                if on_first_output is not None:
+                if on_first_output is not None and length is None:
                     on_first_output(item.label, batch, outputs)
-            say(f"batch {batch}: {cfg.warmup} warm-up + {cfg.iterations} timed rounds over {len(items)} artifacts")
+            at = f" at {len(cfg.lengths)} lengths" if cfg.lengths else ""
+            say(f"batch {batch}: {cfg.warmup} warm-up + {cfg.iterations} timed rounds over {len(items)} artifacts{at}")
             times = interleaved_times(calls, cfg.iterations, cfg.warmup, cfg.idle_ms / 1e3, clock, sleep)
             stats = [latency_stats(t, batch) for t in times]
-            for item, s, same in zip(items, stats, comparable):
-                results.append(BenchResult(item.label, batch, s, speedups(stats[0], s) if same else None))
+            for k, ((length, item), s) in enumerate(zip(points, stats)):
+                first = stats[k - k % len(items)]  # the first artifact at the same length
+                same = comparable[k % len(items)]
+                results.append(BenchResult(item.label, batch, s, speedups(first, s) if same else None, length))
         described = [
             {"label": item.label, "artifact": str(item.artifact) if item.artifact else None,
              **_artifact_facts(item.artifact), "runner": item.runner.describe()}

@@ -64,14 +64,21 @@ def table_lines(report: Any) -> list[str]:
     if any(str(i.get("runner", {}).get("runner", "")).startswith("onnxruntime") for i in report.items):
         lines.append("ONNX Runtime intra-op spinning: off (so it does not steal cores from the next artifact).")
     width = max([len("artifact")] + [len(i["label"]) for i in report.items])
-    head = (f"{'artifact':<{width}}  {'batch':>5}  " + "  ".join(f"{h:>9}" for h, _ in _COLUMNS)
-            + f"  {'samples/s':>10}  {'x min':>6}  {'x p50':>6}")
+    by_length = bool(getattr(cfg, "lengths", ()))
+    head = (f"{'artifact':<{width}}  {'batch':>5}  " + ("length  " if by_length else "")
+            + "  ".join(f"{h:>9}" for h, _ in _COLUMNS) + f"  {'samples/s':>10}  {'x min':>6}  {'x p50':>6}")
     for batch in cfg.batches:
         lines += ["", head]
         for r in _rows(report, batch):
-            lines.append(f"{r.label:<{width}}  {batch:>5}  " + "  ".join(f"{get(r):>9.3f}" for _, get in _COLUMNS)
+            lines.append(f"{r.label:<{width}}  {batch:>5}  " + (f"{r.length:>6}  " if by_length else "")
+                         + "  ".join(f"{get(r):>9.3f}" for _, get in _COLUMNS)
                          + f"  {r.stats.throughput_sps:>10.1f}  {_ratio(r, 'min', 6)}  {_ratio(r, 'p50', 6)}")
     lines.append("")
+    if by_length:
+        from optkit.runtime.bench_lengths import fit_lines
+
+        lines += ["Speed-ups compare artifacts at the same length. Latency against length (least squares through "
+                  "the p50s):", *fit_lines(report), ""]
     notes = _interface_notes(report)
     lines += [f"Note: {n}" for n in notes] + ([""] if notes else [])
     for item in report.items:

@@ -267,9 +267,12 @@ class OnnxRuntimeRunner(Runner):
 
     @property
     def inputs(self) -> list[TensorSpec]:
+        from optkit.model.dynamic import input_ranges
+
+        ranges = input_ranges(self.session.get_modelmeta().custom_metadata_map)
         return [
             TensorSpec(i.name, tuple(d if isinstance(d, int) else (d or None) for d in i.shape),
-                       _ORT_TYPES.get(i.type, "float32"))
+                       _ORT_TYPES.get(i.type, "float32"), ranges.get(i.name, ()))
             for i in self.session.get_inputs()
         ]
 

@@ -41,7 +41,12 @@ class Reference:
     inputs_sha256: str | None = None
 
     def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
+        return len(next(iter(self.inputs.values())))
+
+    @property
+    def mixed_length(self) -> bool:
+        """True when an input is a list of samples of different lengths (optkit.data.ragged)."""
+        return any(isinstance(v, list) for v in self.inputs.values())
 
     def identity(self) -> dict[str, Any]:
         """:func:`reference_identity` of this reference."""
@@ -67,7 +72,12 @@ def save_reference(path: str | os.PathLike, ref: Reference) -> Path:
         arrays["inputs_from"] = np.array(json.dumps(_link(Path(path), ref)))
     else:
         for k, v in ref.inputs.items():
-            arrays[f"input.{k}"] = v
+            if isinstance(v, list):  # mixed lengths: the ragged layout (x concatenated + offsets)
+                from optkit.data.ragged import ragged_arrays
+
+                arrays[f"input.{k}"], arrays[f"offsets.{k}"] = ragged_arrays(v, int(ref.meta.get("time_axis", -1)))
+            else:
+                arrays[f"input.{k}"] = v
     for k, v in ref.outputs.items():
         arrays[f"output.{k}"] = v
     if ref.labels is not None:
@@ -128,12 +138,13 @@ MAX_REFERENCE_BYTES = 16 << 30  # uncompressed; a larger claim is a zip bomb or 
 
 
 def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES,
-                   data: str | os.PathLike | None = None) -> Reference:
+                   data: str | os.PathLike | None = None, mixed_length: bool = False) -> Reference:
     """Read and validate a reference file; every way it can be wrong is one InputError naming it.
 
     ``data``: where the data directory of a linked reference is (default: where it was, relative
     to the reference file, else its recorded absolute path); refused for a reference that holds
-    its inputs."""
+    its inputs. A reference of mixed-length inputs (``offsets.<name>``) is read only with
+    ``mixed_length`` (its inputs are lists of samples)."""
     path = require_file(path, "reference file")
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -155,6 +166,7 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
             labels = z["labels"] if "labels" in files else None
             meta = json.loads(str(z["meta"])) if "meta" in files else {}
             link = json.loads(str(z["inputs_from"])) if "inputs_from" in files else None
+            offsets = {k[len("offsets."):]: z[k] for k in files if k.startswith("offsets.")}
     # np.load reads members lazily: a truncated or corrupted archive fails here as BadZipFile,
     # zlib.error (bad deflate data), a CRC error (BadZipFile) or EOFError.
     except InputError:
@@ -162,6 +174,11 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
         raise InputError(f"{path} is not a readable reference .npz (truncated or corrupted: "
                          f"{type(exc).__name__}: {first_line(exc)})") from exc
+    if offsets:
+        inputs = _mixed_inputs(path, inputs, offsets, meta, mixed_length)
+        from optkit.common.fileio import sha256_file
+
+        return Reference(inputs, outputs, labels, meta, sha256=sha256_file(path))
     inputs_sha256 = None
     if link is not None and not inputs:
         name, arr, inputs_sha256 = _open_link(path, link if isinstance(link, dict) else {}, data)
@@ -182,6 +199,21 @@ def load_reference(path: str | os.PathLike, max_bytes: int = MAX_REFERENCE_BYTES
     return ref
 
 
+def _mixed_inputs(path: Path, inputs: dict[str, Any], offsets: dict[str, Any], meta: Any,
+                  wanted: bool) -> dict[str, Any]:
+    """The inputs of a mixed-length reference as lists of samples, offsets validated."""
+    from optkit.data.ragged import split_offsets
+
+    axis = int(meta.get("time_axis", -1)) if isinstance(meta, dict) else -1
+    out = {k: split_offsets(v, offsets.get(k, np.array([0, v.shape[axis]])), axis, f"{path}: input {k!r}")
+           for k, v in inputs.items()}
+    if not wanted:
+        lengths = sorted({s.shape[axis] for v in out.values() for s in v})
+        raise InputError(f"{path} holds mixed-length inputs (lengths {lengths[0]}..{lengths[-1]}); this command "
+                         "reads fixed-length references only (optkit verify reads both)")
+    return out
+
+
 def validate_reference(ref: Reference, where: str = "reference") -> None:
     """A reference must be numeric, finite, non-empty, with one sample count and matching labels.
 
@@ -194,19 +226,17 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
     for kind, arrays in (("input", ref.inputs), ("output", ref.outputs)):
         for name, arr in arrays.items():
             label = f"{where}: {kind} {name!r}"
+            if isinstance(arr, list):  # mixed lengths: every sample checked as an array of its own
+                for i, sample in enumerate(arr):
+                    _check_array(np.asarray(sample)[None], f"{label} sample {i}")
+                counts.add(len(arr))
+                continue
             if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 raise InputError(f"{label} has dtype {arr.dtype}, not numbers")
             if is_lazy(arr):  # read shard by shard; each shard is checked (finite, shape) as it is read
                 counts.add(len(arr))
                 continue
-            if arr.ndim < 1 or arr.shape[0] == 0:
-                raise InputError(f"{label} has no samples (shape {arr.shape})")
-            if arr.size == 0:
-                raise InputError(f"{label} is empty (shape {arr.shape})")
-            if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
-                bad = int((~np.isfinite(arr)).sum())
-                raise InputError(f"{label} contains {bad} NaN/Inf value(s) of {arr.size}; the reference is unusable "
-                                 "(re-export it from data without NaN/Inf)")
+            _check_array(arr, label)
             counts.add(int(arr.shape[0]))
     if len(counts) != 1:
         raise InputError(f"{where}: inputs and outputs have different sample counts {sorted(counts)}")
@@ -217,6 +247,19 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
             raise InputError(f"{where}: labels have shape {y.shape}, expected ({n},) (one per sample)")
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
             raise InputError(f"{where}: labels have dtype {y.dtype}, expected integers (0/1)")
+
+
+def _check_array(arr: np.ndarray, label: str) -> None:
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise InputError(f"{label} has dtype {arr.dtype}, not numbers")
+    if arr.ndim < 1 or arr.shape[0] == 0:
+        raise InputError(f"{label} has no samples (shape {arr.shape})")
+    if arr.size == 0:
+        raise InputError(f"{label} is empty (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise InputError(f"{label} contains {bad} NaN/Inf value(s) of {arr.size}; the reference is unusable "
+                         "(re-export it from data without NaN/Inf)")
 
 
 # -- reference identity ------------------------------------------------------------------------
@@ -251,11 +294,17 @@ def reference_identity(inputs: dict[str, Any], labels: np.ndarray | None,
         h = InputsHasher()
         for name in sorted(inputs):
             arr = inputs[name]
+            if isinstance(arr, list):  # mixed lengths: each sample's shape and bytes, in order
+                h.start(name, arr[0].dtype, (len(arr),))
+                for sample in arr:
+                    h.update(np.array(sample.shape, np.int64))
+                    h.update(sample)
+                continue
             h.start(name, arr.dtype, arr.shape)
             for rows in (arr.chunks() if is_lazy(arr) else [arr]):
                 h.update(rows)
         inputs_sha256 = h.hexdigest()
-    ident = {"inputs_sha256": inputs_sha256, "samples": int(next(iter(inputs.values())).shape[0]),
+    ident = {"inputs_sha256": inputs_sha256, "samples": len(next(iter(inputs.values()))),
              "labels_sha256": None}
     if labels is not None:
         lab = np.ascontiguousarray(np.asarray(labels).astype(np.int64))

@@ -140,6 +140,8 @@ class ArtifactResult:
     # True when the result was taken from the verification cache (same artifact, reference,
     # runtime versions and gates as a run that computed it)
     cached: bool = False
+    # a mixed-length reference: the gate per length bucket (optkit.verification.lengths)
+    per_length: dict[str, Any] | None = None
     # raw outputs of the first output, kept for the plots of the human report (not in JSON)
     values: np.ndarray | None = field(default=None, repr=False)
 
@@ -173,6 +175,8 @@ class VerifyReport:
     # steps of a recipe that did not produce an artifact, with the reason (never "passed")
     skipped: list[dict[str, Any]] = field(default_factory=list)
     reference_values: np.ndarray | None = field(default=None, repr=False)
+    # each sample's length of a mixed-length reference (None: fixed length); not in JSON
+    sample_lengths: np.ndarray | None = field(default=None, repr=False)
     # how the outputs were computed: {"engine": "local"} or the Ray cluster's size
     execution: dict[str, Any] = field(default_factory=lambda: {"engine": "local"})
     # the release view (optkit.release.view.enrich: artifact facts, latency, groups; optkit.release.regression:
@@ -242,6 +246,10 @@ def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str
     """Run a runner over all reference inputs in batches; returns outputs by name."""
     from optkit.model.feeds import reference_batches
 
+    if getattr(reference, "mixed_length", False):
+        from optkit.verification.lengths import run_by_length
+
+        return run_by_length(runner, reference, batch_size)
     label = getattr(runner, "label", runner.path.name)
     chunks: dict[str, list[np.ndarray]] = {}
     for feed, take in reference_batches(runner.inputs, reference.inputs, batch_size, label):
@@ -289,6 +297,11 @@ def verify_artifacts(
     from optkit.verification.reference import validate_reference
 
     validate_reference(reference, reference_path or "reference")
+    from optkit.verification.lengths import bucket_failures, bucket_results, length_summary, sample_lengths
+
+    lengths = sample_lengths(reference)
+    if lengths is not None and not isinstance(executor, LocalExecutor):
+        raise InputError("a mixed-length reference is verified in this process only (no --ray yet)")
     first_out = next(iter(reference.outputs))
     kinds = output_kinds or detect_kinds(reference.outputs, fp32_model)
     # a value outside [0, 1] in an output taken for a probability (by override): say so
@@ -327,11 +340,17 @@ def verify_artifacts(
         judged = judge_outputs(reference.outputs, outs, kinds, gate, threshold, reference.labels,
                                ref_task["accuracy"] if ref_task else None,
                                {n: g[precision] for n, g in (output_gates or {}).items() if precision in g})
+        failures = list(judged.failures)
+        per_length = None
+        if lengths is not None and judged.outputs:
+            buckets = bucket_results(reference.outputs, outs, reference.labels, lengths, gate, threshold)
+            failures += bucket_failures(buckets)
+            per_length = {"time_axis": int(reference.meta.get("time_axis", -1)), "buckets": buckets}
         result = ArtifactResult(
             path=str(path), precision=precision, runner=runner_info, gate=dataclasses.asdict(gate),
-            outputs=judged.outputs, task=judged.task, accuracy_drop=judged.accuracy_drop, failures=judged.failures,
+            outputs=judged.outputs, task=judged.task, accuracy_drop=judged.accuracy_drop, failures=failures,
             seconds=seconds,
-            values=outs.get(first_out),
+            values=outs.get(first_out), per_length=per_length,
             data_decisions={k: v for k, v in (item.extra if isinstance(item, Artifact) else {}).items()
                             if k == "calibration_outliers" and v.get("action") != "none"},
         )
@@ -345,8 +364,10 @@ def verify_artifacts(
     ref_info = {"path": reference_path, "sha256": reference.sha256, "samples": len(reference), "labels": reference.labels is not None,
                 "outputs": list(reference.outputs), "meta": reference.meta,
                 "identity": reference.identity()}
+    if lengths is not None:
+        ref_info["lengths"] = length_summary(lengths)
     report = VerifyReport(ref_info, threshold, provider, results, reference_task=ref_task,
-                          reference_values=reference.outputs[first_out],
+                          reference_values=reference.outputs[first_out], sample_lengths=lengths,
                           output_kinds={n: k.to_json() for n, k in kinds.items()})
     report.execution = executor.describe()
     return report
@@ -523,7 +544,9 @@ def _localize(fp32_model: Path | None, quant_model: Path, reference: Reference, 
     try:
         from optkit.verification.localize import localize_error
 
-        inputs = {k: v[:n] for k, v in reference.inputs.items()}
+        from optkit.verification.lengths import stacked_group
+
+        inputs = stacked_group(reference.inputs, n)  # mixed lengths: n samples of one length
         layers = localize_error(Path(fp32_model), quant_model, inputs)
     except OptkitError as exc:
         return {"error": str(exc)}
