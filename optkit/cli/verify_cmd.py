@@ -49,10 +49,14 @@ from optkit.runtime.registry import PROVIDERS
               metavar="DIR/NAME", help="When verification passes, write the next version of model NAME in the model "
               "repository DIR (the artifact, its side files, manifest.json and this report), ready for `optkit serve "
               "--model-repository DIR`. One ARTIFACT only.")
+@click.option("--loadtest-json", "loadtest_json", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A capacity result (optkit loadtest --slo-p99 MS --target-rps N --json FILE): the report "
+                   "shows its rows (rate under the SLO, nodes needed, the machine), marking the ones whose "
+                   "artifact is in this report.")
 @ci_output_options
 def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, report_dir, fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
-           junit_path, summary_path, export_to):
+           loadtest_json, junit_path, summary_path, export_to):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
 
     Per artifact and output: max/mean absolute error, max relative error, cosine similarity,
@@ -99,6 +103,11 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     for out in (junit_path, summary_path):
         if out:
             check_output_path(out)  # fail before a long run, not after it
+    capacity = None
+    if loadtest_json:
+        from optkit.release.capacity import load_capacity
+
+        capacity = load_capacity(loadtest_json)  # a bad file fails before the run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
     reference = load_reference(reference_path, data=reference_data)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
@@ -123,6 +132,11 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         bench_cfg = BenchConfig(warmup=5, iterations=bench_iterations)
     release_view(report, reference, bench=bench_cfg, threads=threads, baseline=base, limits=limits,
                  progress=lambda msg: click.echo(msg, err=True))
+    if capacity is not None:
+        from optkit.release.capacity import attach
+
+        shas = {f.get("sha256") for f in (report.release.get("facts") or {}).values()} - {None}
+        report.release["capacity"] = attach(capacity, shas)
     click.echo(format_table(report))
     if report_dir:
         j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))

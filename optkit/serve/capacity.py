@@ -381,4 +381,4 @@ def capacity_json(rows: Sequence[CapacityRow], cfg: CapacityConfig, machine: dic
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "slo_p99_ms": cfg.slo_p99_ms, "target_rps": cfg.target_rps, "headroom": cfg.headroom,
             "config": asdict(cfg), "method": METHOD, "formula": "ceil(target_rps / max_rate * (1 + headroom))",
-            "machine": machine, "rows": [row(r) for r in rows]}
+            "machine": machine, "machine_text": machine_line(machine), "rows": [row(r) for r in rows]}

@@ -230,3 +230,47 @@ def test_capacity_of_a_real_server_on_loopback(cli_runner, tmp_path):
     assert row["nodes_needed"] == math.ceil(100 * 1.3 / row["max_rate"])
     assert "nodes = ceil(target / max rate x (1 + headroom))" in result.output
     assert "measured on: " in result.output
+
+
+def test_release_report_shows_the_capacity_rows_of_a_loadtest_json(cli_runner, tiny_onnx, tmp_path):
+    """verify --loadtest-json: the capacity rows in the table, report.json and report.html, the
+    row of this report's artifact (same sha256) marked as this release's."""
+    from optkit.model.artifact import artifact_identity
+
+    cfg = cap.CapacityConfig(slo_p99_ms=50, target_rps=1000)
+    mine = cap.CapacityRow(str(tiny_onnx), "cpu", search=cap.CapacitySearch(135.0, True, "confirmed"),
+                           server={"precision": "fp32", "sha256": artifact_identity(tiny_onnx)["sha256"]})
+    other = cap.CapacityRow("other.onnx", "openvino", search=cap.CapacitySearch(60.0, False, "budget"),
+                            server={"precision": "int8", "sha256": "0" * 64})
+    machine = {"cpu_model": "Test CPU", "usable_cpus": 2, "logical_cpus": 2, "int8_acceleration": "none"}
+    cj = tmp_path / "capacity.json"
+    cj.write_text(json.dumps(cap.capacity_json([mine, other], cfg, machine)))
+    ref = tiny_onnx.with_name("tiny.reference.npz")
+    result = invoke(cli_runner, ["verify", tiny_onnx, "--reference", ref, "--loadtest-json", cj,
+                                 "--report-dir", tmp_path / "rep"])
+    assert result.exit_code == 0, result.output
+    out = result.output.splitlines()
+    i = out.index("Capacity at p99 <= 50 ms for 1000 requests/s with 30% headroom (capacity.json, "
+                  f"{json.loads(cj.read_text())['created']})")
+    assert out[i + 2].split() == ["tiny.onnx", "cpu", "-", "fp32", "135", "-", "10", "yes"]
+    assert out[i + 3].split() == ["other.onnx", "openvino", "-", "int8", "60?", "-", "22", "no"]
+    assert out[i + 4].startswith("measured on: Test CPU")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [(r["artifact"], r["nodes_needed"], r["in_release"]) for r in report["capacity"]["rows"]] == [
+        ("tiny.onnx", 10, True), ("other.onnx", 22, False)]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert 'id="capacity"' in page and "<td>other.onnx</td>" in page
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"optkit_loadtest_version": 1, "rows": []}', "not a capacity result"),
+    ('{"optkit_capacity_version": 9, "rows": []}', "capacity format 9"),
+])
+def test_verify_refuses_a_bad_loadtest_json_before_running(cli_runner, tiny_onnx, tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = invoke(cli_runner, ["verify", tiny_onnx, "--reference", tiny_onnx.with_name("tiny.reference.npz"),
+                                 "--loadtest-json", bad])
+    assert result.exit_code == 1 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
