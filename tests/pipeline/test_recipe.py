@@ -201,3 +201,15 @@ def test_parse_export_target_keeps_colons_that_belong_to_the_path():
     assert parse_export_target("models/voice", ["int8"]) == ("models/voice", None)
     assert parse_export_target("C:/models/voice", ["int8"]) == ("C:/models/voice", None)
     assert parse_export_target("a:b/voice", ["int8"]) == ("a:b/voice", None)
+
+
+def test_run_export_of_a_step_that_was_not_verified_is_an_error_with_the_reason(cli_runner, tmp_path):
+    text = RECIPE.format(model=f"{MODELS}:tiny_voice", check_runs=1).replace("verify:\n",
+                                                                              "verify:\n  artifacts: [fold]\n")
+    recipe = write_recipe(tmp_path, text)
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out",
+                              "--export-to-repository", f"{tmp_path / 'models' / 'voice'}:simplify"])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1] == ("Error: --export-to-repository: step 'simplify' has no verified "
+                                                   "artifact (it is not in verify.artifacts)")
+    assert not (tmp_path / "models" / "voice").exists() or not list((tmp_path / "models" / "voice").iterdir())
