@@ -346,16 +346,16 @@ def table_lines(rows: Sequence[CapacityRow], cfg: CapacityConfig, machine: dict[
             continue
         s, n = r.search, r.nodes(cfg)
         rate = "-" if s.rate <= 0 else f"{s.rate:.4g}" + ("+" if s.lower_bound else "" if s.confirmed else "?")
-        lines.append(f"{head}{str(r.server.get('precision', '?')):<9}  {rate:>10}  {lt._f(s.p99_ms):>7}  "
+        lines.append(f"{head}{r.server.get('precision', '?')!s:<9}  {rate:>10}  {lt._f(s.p99_ms):>7}  "
                      f"{len(s.trials):>5}  {('-' if n is None else str(n)):>5}")
     lines.append("")
     for r in rows:
         if r.search is not None:
             lines.append(f"{r.key}: {answer_text(cfg.target_rps, r.search.rate, cfg.headroom, r.search.confirmed)}"
                          f"; {r.search.stopped}")
-    lines += ["nodes = ceil(target / max rate x (1 + headroom)); '?' = not confirmed by a repeat (budget spent), "
-              "'+' = a lower bound (passed at --max-rate, or no failing rate "
-              "found close above it within the steps): the service may take more", machine_line(machine)]
+    lines += [("nodes = ceil(target / max rate x (1 + headroom)); '?' = not confirmed by a repeat (budget spent), "
+               "'+' = a lower bound (passed at --max-rate, or no failing rate found close above it within the "
+               "steps): the service may take more"), machine_line(machine)]
     return lines
 
 

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from conftest import invoke
+
 from optkit.common.errors import InputError
 from optkit.serve import capacity as cap
 from optkit.serve.loadtest import StepResult
@@ -181,7 +182,6 @@ def test_capacity_table_ranks_by_nodes_and_names_the_machine():
     machine = {"cpu_model": "Test CPU", "usable_cpus": 2, "logical_cpus": 4, "physical_cores": 2,
                "int8_acceleration": "AVX512-VNNI", "gpu": {"available": False, "reason": "x"}, "load_average": [3.5]}
     lines = cap.table_lines(rows, cfg, machine)
-    body = "\n".join(lines)
     table = [ln.split() for ln in lines[2:7]]
     assert table[1][:6] == ["b.onnx", "openvino", "int8", "400", "-", "0"] and table[1][-1] == "4"
     assert table[2][0] == "a.onnx" and table[2][-1] == "13"
