@@ -274,3 +274,25 @@ def test_verify_refuses_a_bad_loadtest_json_before_running(cli_runner, tiny_onnx
                                  "--loadtest-json", bad])
     assert result.exit_code == 1 and message in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_capacity_of_a_running_url_names_its_artifact_and_runtime(cli_runner, tiny_onnx, tmp_path):
+    pytest.importorskip("fastapi", reason="optkit[serve] is not installed")
+    from optkit.serve.server import ServerProcess
+
+    out = tmp_path / "capacity.json"
+    with ServerProcess(tiny_onnx, extra_args=["--no-audio"], startup_timeout=90) as srv:
+        result = invoke(cli_runner, ["loadtest", srv.url, "--slo-p99", "1000", "--target-rps", "50",
+                                     "--start-rate", "5", "--max-rate", "20", "--max-trials", "3",
+                                     "--step-seconds", "0.5", "--json", out])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["artifact"], row["provider"], row["error"]) == ("tiny.onnx", "cpu", None)
+    # 3 steps (on a quiet machine: 5/s, 10/s, then the last one confirms the best passing rate, a
+    # lower bound); a busy machine may fail a step, so only what holds either way is asserted
+    assert len(row["trials"]) == 3 and row["trials"][0]["rate"] == 5
+    if row["max_rate"]:
+        assert row["nodes_needed"] == math.ceil(50 * 1.3 / row["max_rate"])
+        assert row["max_rate"] in [t["rate"] for t in row["trials"] if t["passed"]]
+    else:
+        assert row["nodes_needed"] is None
