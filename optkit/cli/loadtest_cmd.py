@@ -37,11 +37,29 @@ from optkit.cli.common import echo_lines
 @click.option("--half-rate", is_flag=True,
               help="After the ramp, send at half the sustained rate (the median step's QPS; open loop) and "
                    "report p99 there.")
+@click.option("--slo-p99", "slo_p99", type=float, default=None, metavar="MS",
+              help="Capacity mode (with --target-rps): find the highest request rate whose p99 stays under MS "
+                   "(open-loop fixed-rate steps, bisection, a confirming repeat) and the nodes that load needs. "
+                   "Replaces the ramp.")
+@click.option("--target-rps", "target_rps", type=float, default=None, metavar="N",
+              help="Capacity mode: the load to carry; nodes needed = ceil(N / rate x (1 + headroom)).")
+@click.option("--headroom", type=float, default=0.3, show_default=True,
+              help="Capacity mode: spare share per node (0.3 = each node runs at most ~77 % of its rate).")
+@click.option("--start-rate", type=float, default=None, metavar="RPS",
+              help="Capacity mode: first rate tried (default: half the rate of one back-to-back user).")
+@click.option("--max-rate", type=float, default=1000.0, show_default=True,
+              help="Capacity mode: highest rate tried; a service passing there is reported as at least this.")
+@click.option("--tolerance", type=float, default=0.05, show_default=True,
+              help="Capacity mode: bisection stops when passing and failing rates are this close (relative).")
+@click.option("--max-trials", type=int, default=12, show_default=True,
+              help="Capacity mode: fixed-rate steps per row at most (bracket + bisection + confirmation).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
-def loadtest(targets, compare, providers, serve_args, variants, interleave, start, step, step_seconds, max_concurrency, timeout, payload,
-             keep_going, half_rate, json_path, html_path) -> None:
+@click.pass_context
+def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave, start, step, step_seconds,
+             max_concurrency, timeout, payload, keep_going, half_rate, slo_p99, target_rps, headroom, start_rate,
+             max_rate, tolerance, max_trials, json_path, html_path) -> None:
     """Raise the load on URL (an optkit serve instance on this machine) step by step until requests
     time out or fail; report per step QPS, min/p50/p90/p99 latency, 503s, errors, dropped
     connections and timeouts, then the minimum latency and the saturation QPS.
@@ -56,6 +74,11 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
       optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --json compare.json
       optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
       optkit loadtest --compare model.int8.onnx --variant '' --variant '--max-batch 8' --variant '--streams 2' --interleave
+
+    \b
+    Capacity (how many nodes a load needs at a latency):
+      optkit loadtest http://127.0.0.1:8000 --slo-p99 50 --target-rps 2000 --json capacity.json
+      optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --slo-p99 50 --target-rps 2000
     """
     from optkit.serve import loadtest as lt
     from optkit.common.fileio import check_output_path, write_json_atomically, write_text_atomically
@@ -67,24 +90,22 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
         raise click.UsageError("give one URL, or --compare with artifacts")
     if not compare and (serve_args or providers != ("cpu",) or interleave or variants):
         raise click.UsageError("--provider, --serve-arg, --variant and --interleave apply to --compare only")
+    if compare:
+        _prepare_compare(targets, variants)
+    if slo_p99 is not None or target_rps is not None:
+        _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload,
+                  dict(slo_p99_ms=slo_p99, target_rps=target_rps, headroom=headroom, start_rate=start_rate,
+                       max_rate=max_rate, tolerance=tolerance, max_trials=max_trials), json_path)
+        return
+    given = [n for n in ("headroom", "start_rate", "max_rate", "tolerance", "max_trials")
+             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--{given[0].replace('_', '-')} needs --slo-p99 and --target-rps")
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=max_concurrency, step_seconds=step_seconds,
                         timeout=timeout, keep_going=keep_going, half_rate_check=half_rate)
     body = lt.payload_from_file(payload) if payload else None
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if compare:
-        import signal
-
-        from optkit.common.fileio import require_file
-
-        def interrupted(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt  # so the servers this command started are stopped on the way out
-
-        signal.signal(signal.SIGTERM, interrupted)
-
-        for art in targets:
-            require_file(art, "artifact")
-        for text in variants:
-            lt.parse_variant(text)  # a bad quote is one line before any server starts
         rows = lt.compare_services(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
                           interleave=interleave, variants=variants or ("",))
         if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
@@ -116,3 +137,56 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
     if html_path:
         write_text_atomically(html_path, lt.render_html([(report.url, report)]))
         click.echo(f"wrote {html_path}")
+
+
+def _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload, opts,
+              json_path) -> None:  # noqa: ANN001
+    """--slo-p99 / --target-rps: the capacity search on the URL or on each --compare row."""
+    from optkit.common.errors import InputError
+    from optkit.common.fileio import write_json_atomically
+    from optkit.serve import capacity as cap
+    from optkit.serve import loadtest as lt
+
+    if opts["slo_p99_ms"] is None or opts["target_rps"] is None:
+        raise InputError("--slo-p99 and --target-rps go together (the latency to keep and the load to carry)")
+    ramp_only = [n for n in ("start", "step", "max_concurrency", "keep_going", "half_rate", "interleave", "html_path")
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if ramp_only:
+        flag = {"max_concurrency": "--max", "html_path": "--html"}.get(ramp_only[0], "--" + ramp_only[0].replace("_", "-"))
+        raise click.UsageError(f"{flag} belongs to the ramp; with --slo-p99 the load is open-loop fixed-rate steps")
+    cfg = cap.CapacityConfig(step_seconds=step_seconds, timeout=timeout, **opts)
+    body = lt.payload_from_file(payload) if payload else None
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if compare:
+        machine = cap.machine_facts()
+        rows = cap.capacity_services(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
+                                     variants=variants or ("",))
+        if not any(r.search for r in rows):
+            raise InputError(f"no server started: {'; '.join(f'{r.key}: {r.error}' for r in rows)}")
+    else:
+        machine = cap.machine_facts()
+        search, server = cap.capacity_at_url(targets[0], cfg, body, say)
+        rows = [cap.CapacityRow(str(server.get("artifact", targets[0])), str(server.get("provider_requested", "?")),
+                                search=search, server=server)]
+    echo_lines(cap.table_lines(rows, cfg, machine))
+    if json_path:
+        write_json_atomically(json_path, cap.capacity_json(rows, cfg, machine))
+        click.echo(f"wrote {json_path}")
+
+
+def _prepare_compare(targets, variants) -> None:  # noqa: ANN001
+    """Before any server starts: the artifacts exist, the variants parse (one line each), and a
+    SIGTERM stops the servers this command starts on the way out."""
+    import signal
+
+    from optkit.common.fileio import require_file
+    from optkit.serve import loadtest as lt
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    for art in targets:
+        require_file(art, "artifact")
+    for text in variants:
+        lt.parse_variant(text)

@@ -1,11 +1,23 @@
-"""``optkit serve``: the voice-verification service for one artifact (FastAPI on uvicorn)."""
+"""``optkit serve``: the voice-verification service for one artifact, or for a model repository
+(FastAPI on uvicorn)."""
 from __future__ import annotations
 
 import click
 
 
 @click.command("serve")
-@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.argument("artifact", type=click.Path(dir_okay=False), required=False)
+@click.option("--model-repository", "repository", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Serve every model under DIR/<name>/<version>/ instead of one ARTIFACT: only versions whose "
+                   "report.json passed verification for this runtime, the newest answering by default; new "
+                   "versions are picked up while serving.")
+@click.option("--allow-unverified", is_flag=True,
+              help="With --model-repository: also serve versions without a passing report.json (marked "
+                   "verified=false in metadata and metrics).")
+@click.option("--keep-versions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --model-repository: the newest N servable versions of each model stay loaded.")
+@click.option("--poll-interval", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="With --model-repository: seconds between scans of DIR (0: only POST /v2/repository/index).")
 @click.option("--provider", default=None,
               help="cpu (ONNX Runtime), openvino, cuda or tensorrt (ONNX Runtime EPs); ONNX Runtime names "
                    "such as CUDAExecutionProvider work too. Default: $EXECUTION_PROVIDER, else cpu "
@@ -57,10 +69,13 @@ import click
               default="info", show_default=True)
 @click.option("--access-log/--no-access-log", default=False, show_default=True,
               help="One log line per request (costs throughput on small models).")
-def serve(artifact, provider, threshold, output, output_kind, force_output_kind, model_version, host, port, workers,
-          threads, streams, max_queue, max_queue_wait_ms,
-          max_batch, max_wait_ms, max_body_kb, max_audio_seconds, audio, log_level, access_log) -> None:
-    """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics.
+def serve(artifact, repository, allow_unverified, keep_versions, poll_interval, provider, threshold, output,
+          output_kind, force_output_kind, model_version, host, port, workers, threads, streams, max_queue,
+          max_queue_wait_ms, max_batch, max_wait_ms, max_body_kb, max_audio_seconds, audio, log_level,
+          access_log) -> None:
+    """Serve ARTIFACT (.onnx or .engine) over HTTP: POST /verify, GET /health, /ready, /metadata, /metrics,
+    and the Open Inference Protocol (V2) and TF Serving REST routes (model name: the file stem).
+    With --model-repository DIR, serve the verified versions of every model in DIR (V2, TF Serving).
 
     The model is loaded once at start-up through optkit's runners: a GPU provider that would
     silently fall back to the CPU is refused, as in `optkit verify`. The environment variables
@@ -79,6 +94,8 @@ def serve(artifact, provider, threshold, output, output_kind, force_output_kind,
       OUTPUT_KIND=logit optkit serve my_logits_model.onnx
       curl -s -H 'Content-Type: application/x-npy' --data-binary @sample.npy http://127.0.0.1:8000/verify
       curl -s -F audio=@clip.wav http://127.0.0.1:8000/verify
+      optkit serve --model-repository models/ --keep-versions 2
+      curl -s http://127.0.0.1:8000/v2/models/voice
     """
     import os
 
@@ -86,7 +103,20 @@ def serve(artifact, provider, threshold, output, output_kind, force_output_kind,
     from optkit.serve.server import run_server
     from optkit.serve.settings import resolve_settings
 
-    require_file(artifact, "artifact")
+    if (artifact is None) == (repository is None):
+        raise click.UsageError("give one ARTIFACT or --model-repository DIR")
+    if repository is None and (allow_unverified or keep_versions != 1 or poll_interval != 2.0):
+        raise click.UsageError("--allow-unverified, --keep-versions and --poll-interval need --model-repository")
+    if repository is not None:
+        from optkit.common.errors import InputError
+
+        if not os.path.isdir(repository):
+            raise InputError(f"model repository {repository} is not a directory")
+        if workers > 1:
+            raise click.UsageError("--model-repository runs one worker (its versions load and unload in it)")
+        artifact = repository
+    else:
+        require_file(artifact, "artifact")
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
@@ -94,6 +124,12 @@ def serve(artifact, provider, threshold, output, output_kind, force_output_kind,
                                 max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio,
                                 output=output, output_kind=output_kind, max_audio_seconds=max_audio_seconds,
                                 force_output_kind=force_output_kind)
+    app = None
+    if repository is not None:
+        from optkit.serve.repository_app import create_repository_app
+
+        app = create_repository_app(settings, repository, allow_unverified=allow_unverified,
+                                    keep_versions=keep_versions, poll_s=poll_interval)
     click.echo(f"serving {artifact} on http://{host}:{port} (provider {settings.provider}, threshold "
                f"{settings.threshold:g}, queue {max_queue}, batch {max_batch}, streams {streams}, workers {workers})", err=True)
-    run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level, access_log=access_log, app=app)

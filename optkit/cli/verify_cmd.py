@@ -48,11 +48,19 @@ from optkit.runtime.registry import PROVIDERS
 @click.option("--max-regression", "max_regression", multiple=True, metavar="LIMIT=VALUE",
               help="Regression limit vs --baseline (repeatable): decision_changes (default 0.2%), accuracy_drop "
                    "(default 0.2%, i.e. points), p50_latency / min_latency (opt-in, e.g. 10%); 'off' disables.")
+@click.option("--export-to-repository", "export_to", type=click.Path(file_okay=False, readable=False),
+              metavar="DIR/NAME", help="When verification passes, write the next version of model NAME in the model "
+              "repository DIR (the artifact, its side files, manifest.json and this report), ready for `optkit serve "
+              "--model-repository DIR`. One ARTIFACT only.")
+@click.option("--loadtest-json", "loadtest_json", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A capacity result (optkit loadtest --slo-p99 MS --target-rps N --json FILE): the report "
+                   "shows its rows (rate under the SLO, nodes needed, the machine), marking the ones whose "
+                   "artifact is in this report.")
 @ci_output_options
 def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, output_kind, report_dir,
            fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
-           junit_path, summary_path):
+           loadtest_json, junit_path, summary_path, export_to):
     """Run every ARTIFACT on the reference inputs and compare with the PyTorch outputs.
 
     Per artifact and output: max/mean absolute error, max relative error, cosine similarity,
@@ -97,11 +105,18 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     if max_regression and not baseline:
         raise click.UsageError("--max-regression needs --baseline")
     paths = [require_file(a, "artifact") for a in artifacts]
+    if export_to and len(paths) != 1:
+        raise click.UsageError("--export-to-repository takes one ARTIFACT (a version directory holds one)")
     if report_dir:
         check_output_dir(report_dir, "report directory")  # created only when the reports are written
     for out in (junit_path, summary_path):
         if out:
             check_output_path(out)  # fail before a long run, not after it
+    capacity = None
+    if loadtest_json:
+        from optkit.release.capacity import load_capacity
+
+        capacity = load_capacity(loadtest_json)  # a bad file fails before the run, not after it
     gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
     from optkit.verification.output_kinds import detect_kinds, parse_output_kind_option
 
@@ -132,13 +147,25 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         bench_cfg = BenchConfig(warmup=5, iterations=bench_iterations)
     release_view(report, reference, bench=bench_cfg, threads=threads, baseline=base, limits=limits,
                  progress=lambda msg: click.echo(msg, err=True))
+    if capacity is not None:
+        from optkit.release.capacity import attach
+
+        shas = {f.get("sha256") for f in (report.release.get("facts") or {}).values()} - {None}
+        report.release["capacity"] = attach(capacity, shas)
     click.echo(format_table(report))
     if report_dir:
         j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))
         click.echo(f"wrote {j} and {h}")
     write_ci_files(report, junit_path, summary_path)
     if not report.passed:
+        if export_to:
+            click.echo(f"not exported to {export_to}: verification failed", err=True)
         raise VerificationFailed(failure_line(report))
+    if export_to:
+        from optkit.serve.repository import export_version
+
+        dest = export_version(export_to, paths[0], lambda d: write_reports(report, d))
+        click.echo(f"exported {paths[0].name} as {dest}")
 
 
 def write_ci_files(report, junit_path, summary_path) -> None:  # noqa: ANN001

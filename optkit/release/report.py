@@ -186,6 +186,10 @@ def format_table(report: VerifyReport) -> str:
                      f"(limits: {reg['limits_text']})")
         lines += [f"REGRESSION {m}" for m in regression_failures(reg)]
         lines += [f"  note: {n}" for n in reg.get("notes", [])]
+    if report.release.get("capacity"):
+        from optkit.release.capacity import lines as capacity_lines
+
+        lines += capacity_lines(report.release["capacity"])
     return "\n".join(lines)
 
 
@@ -222,6 +226,7 @@ def report_json(report: VerifyReport) -> dict[str, Any]:
     d["groups"] = rel.get("groups")
     d["bench"] = bench.get("run") if bench and "run" in bench else (bench or None)
     d["regression"] = rel.get("regression")
+    d["capacity"] = rel.get("capacity")
     return json_safe(d)
 
 
@@ -432,6 +437,21 @@ def _latency_section(report: VerifyReport) -> str:
               f"CPU: {e(str(cpu.get('model', '?')))}"
               f"{f' ({e(feats)})' if feats else ''}.</p>")
     return _details("Latency (interleaved benchmark)", body, open_=False, sid="latency")
+
+
+def _capacity_section(report: VerifyReport) -> str:
+    cap = report.release.get("capacity")
+    if not cap:
+        return ""
+    from optkit.release.capacity import heading, table
+
+    head, rows = table(cap)
+    body = (_table(head, rows, tid="capacity-table")
+            + "<p class='note'>Highest request rate whose p99 kept the SLO (open-loop fixed-rate steps, bisection, "
+              "confirmed by a repeat; '?' not confirmed, '+' a lower bound); nodes = ceil(target / rate × (1 + "
+              f"headroom)); 'this release': the served artifact's sha256 is one of this report's. "
+              f"{e(cap.get('machine_text') or '')}</p>")
+    return _details(e(heading(cap)), body, open_=True, sid="capacity")
 
 
 def _mac_bar(share: dict[str, float], width: int = 300) -> str:
@@ -695,6 +715,7 @@ agreement/flipped: decisions at threshold {report.threshold:g} compared with PyT
 {_task_section(report)}
 {_regression_section(report)}
 {_latency_section(report)}
+{_capacity_section(report)}
 {_details(f"Artifacts: size, MACs, lineage ({len(facts)})", art_sections, sid="artifacts") if facts else ""}
 {_details(f"Results per artifact and runtime ({len(groups(report))})", results, sid="results")}
 <p class='note'>Created {e(report.created)}; provider(s) {e(report.provider)}; versions: {e(', '.join(f'{k} {v}' for k, v in report.versions.items()))}.</p>

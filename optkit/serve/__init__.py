@@ -12,6 +12,10 @@ The server is a thin shell over optkit's runners, the way the CLI is a thin shel
 - ``payload.py``   request bodies -> one validated model input (MFCC JSON, raw .npy, WAV upload).
 - ``prometheus.py`` Prometheus metrics of one app (its own registry).
 - ``app.py``       ``create_app(settings)``: the FastAPI app (lifespan hook loads the inference loop).
+- ``protocols.py`` / ``protocol_routes.py``  the Open Inference Protocol (V2) and TF Serving REST
+                   APIs: bodies (pure numpy) and routes, over one artifact or a repository.
+- ``repository.py`` / ``repository_app.py``  ``optkit serve --model-repository DIR``: numbered
+                   versions, only verified ones served, picked up while serving, bounded memory.
 - ``server.py``    running it on uvicorn, starting a server process on loopback (tests,
                    ``optkit loadtest --compare``).
 - ``gcfreeze.py``  ``frozen_gc``: no full garbage collection inside timed work (service, load steps).

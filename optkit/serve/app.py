@@ -9,7 +9,9 @@ startup event), on a worker thread so a long model load never blocks the event l
 - ``GET /health``   liveness: the process answers;
 - ``GET /ready``    readiness: 200 once the model is loaded, 503 before and while shutting down;
 - ``GET /metadata`` artifact sha256, precision, the provider actually in use, manifest entry;
-- ``GET /metrics``  Prometheus text format.
+- ``GET /metrics``  Prometheus text format;
+- the Open Inference Protocol (V2) and TF Serving REST routes (``serve.protocol_routes``), the
+  artifact being model ``<file stem>``, version 1.
 """
 # No "from __future__ import annotations": FastAPI reads the endpoints' annotations (fastapi.Request),
 # which are evaluated here, inside create_app, where fastapi is imported lazily.
@@ -25,6 +27,7 @@ from optkit.common.errors import OptkitError, first_line
 from optkit.common.lazy import lazy_import
 from optkit.serve.inference import InferenceLoop, NonFiniteOutput, NotReady, Overloaded
 from optkit.serve.prometheus import CONTENT_TYPE, ServeMetrics
+from optkit.serve.protocol_routes import SingleModel, add_protocol_routes, endpoint_label
 from optkit.serve.payload import RequestRejected, body_kind, from_audio, from_json, from_npy, parse_body
 from optkit.serve.gcfreeze import frozen_gc
 from optkit.serve.settings import ENV_SETTINGS_JSON, ServeSettings
@@ -50,7 +53,7 @@ class _StatusCounter:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        endpoint = path if path in ENDPOINTS else "other"
+        endpoint = path if path in ENDPOINTS else endpoint_label(path)
 
         started = False
 
@@ -268,6 +271,8 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
             headers={"Server-Timing": f"total;dur={latency_ms:.3f}, inference;dur={pred.inference_ms:.3f}"},
         )
 
+    single = SingleModel(settings.artifact, lambda: holder["inference"])
+    add_protocol_routes(app, lambda: single, metrics, settings.threshold, settings.max_body_bytes, read_body)
     return app
 
 

@@ -546,6 +546,22 @@ def parse_variant(text: str) -> list[str]:
         raise InputError(f"serving variant {text!r}: {exc}") from None
 
 
+def plan_rows(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], serve_args: Sequence[str] = (),
+              variants: Sequence[str] = ("",)) -> tuple[list[CompareRow], dict[str, list[str]]]:
+    """The rows of a --compare run (artifact x provider x serving variant; an engine runs on
+    TensorRT only) and each row's optkit serve flags, by row key."""
+    parsed = {v: parse_variant(v) for v in dict.fromkeys(variants or ("",))}
+    plan: list[CompareRow] = []
+    args: dict[str, list[str]] = {}
+    for art in artifacts:
+        for provider in (["tensorrt"] if Path(art).suffix.lower() in (".engine", ".plan", ".trt") else providers):
+            for flags in parsed.values():
+                row = CompareRow(str(art), provider, None, variant=" ".join(flags))
+                plan.append(row)
+                args[row.key] = [*serve_args, *flags]
+    return plan, args
+
+
 def compare_services(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
             serve_args: Sequence[str] = (), payload: Payload | None = None,
             progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
@@ -561,15 +577,7 @@ def compare_services(artifacts: Sequence[str | os.PathLike], providers: Sequence
 
     say = progress or (lambda msg: None)
     env = _environment()
-    parsed = {v: parse_variant(v) for v in dict.fromkeys(variants or ("",))}
-    plan: list[CompareRow] = []
-    args: dict[str, list[str]] = {}  # each row's optkit serve flags, by row key
-    for art in artifacts:
-        for provider in (["tensorrt"] if Path(art).suffix.lower() in (".engine", ".plan", ".trt") else providers):
-            for text, flags in parsed.items():
-                row = CompareRow(str(art), provider, None, variant=" ".join(flags))
-                plan.append(row)
-                args[row.key] = [*serve_args, *flags]
+    plan, args = plan_rows(artifacts, providers, serve_args, variants)
     if interleave:
         return _compare_interleaved(plan, args, cfg, payload, say, startup_timeout, env)
     for row in plan:

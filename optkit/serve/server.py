@@ -72,8 +72,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-               log_level: str = "info", access_log: bool = False) -> None:
-    """Serve until interrupted. A model that cannot be loaded raises its OptkitError."""
+               log_level: str = "info", access_log: bool = False, app: Any = None) -> None:
+    """Serve until interrupted. A model that cannot be loaded raises its OptkitError. ``app``: an app
+    already built (a model repository's), served with one worker instead of ``create_app(settings)``."""
     uvicorn = lazy_import("uvicorn", extra="serve")
     check_port(host, port)  # before loading anything; uvicorn would exit 3 (optkit's "gate failed")
     common: dict[str, Any] = dict(host=host, port=port, log_level=log_level, access_log=access_log,
@@ -93,7 +94,7 @@ def run_server(settings: ServeSettings, host: str = "127.0.0.1", port: int = 800
     from optkit.serve.app import DropStartupTraceback, create_app
 
     errors: list[BaseException] = []
-    app = create_app(settings, startup_errors=errors)
+    app = app if app is not None else create_app(settings, startup_errors=errors)
     server = uvicorn.Server(uvicorn.Config(app, **common))
     log_filter = DropStartupTraceback(errors)
     logger = logging.getLogger("uvicorn.error")
@@ -204,13 +205,18 @@ def check_loads(settings: ServeSettings) -> None:
 class ServerProcess:
     """``optkit serve ARTIFACT`` in a child process on 127.0.0.1 and a free port, ready when the
     context is entered (``/ready`` answered 200), stopped (SIGTERM, then SIGKILL) when it is left.
+    ``artifact`` None: no ARTIFACT argument (``extra_args`` name a ``--model-repository``); with
+    ``wait_ready=False`` the context is entered once ``/health`` answers (an empty repository).
 
     The load generator then runs in this process, the server in its own: they do not share an
     interpreter or a GIL, as in production."""
 
     def __init__(self, artifact: str | os.PathLike, provider: str | None = None, extra_args: Sequence[str] = (),
-                 startup_timeout: float = 120.0, env: dict[str, str] | None = None, nice: int = 0):
-        self.artifact = Path(artifact)
+                 startup_timeout: float = 120.0, env: dict[str, str] | None = None, nice: int = 0,
+                 wait_ready: bool = True):
+        self.artifact = Path(artifact) if artifact is not None else Path("model-repository")
+        self._args = [str(artifact)] if artifact is not None else []
+        self.wait_ready = wait_ready
         self.provider = provider
         self.extra_args = [str(a) for a in extra_args]
         self.startup_timeout = startup_timeout
@@ -225,7 +231,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "optkit", "serve", str(self.artifact), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "optkit", "serve", *self._args, "--host", "127.0.0.1",
                "--port", str(self.port), *self.extra_args]
         if self.provider:
             cmd += ["--provider", self.provider]
@@ -250,7 +256,7 @@ class ServerProcess:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                if get_json(f"{self.url}/ready", timeout=2.0)[0] == 200:
+                if get_json(f"{self.url}/{'ready' if self.wait_ready else 'health'}", timeout=2.0)[0] == 200:
                     return self
                 time.sleep(0.1)
             text = self.log_text()

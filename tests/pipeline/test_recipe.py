@@ -167,3 +167,57 @@ def test_default_recipe_found_from_another_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./recipes here: the source tree's recipe beside the package
     root = Path(__file__).resolve().parents[2]
     assert default_recipe_path() == root / "recipes" / "voice_verification.yaml"
+
+
+def test_run_exports_the_last_verified_step_or_a_chosen_one_to_a_model_repository(cli_runner, tmp_path):
+    from optkit.serve.repository import check_verified
+
+    recipe = write_recipe(tmp_path)
+    out, repo = tmp_path / "out", tmp_path / "models"
+    res = invoke(cli_runner, ["run", recipe, "-o", out, "--export-to-repository", repo / "voice"])
+    assert res.exit_code == 0, res.output
+    assert f"exported fold.onnx as {repo / 'voice' / '1'}" in res.output  # the last verified step
+    v1 = repo / "voice" / "1"
+    assert {"fold.onnx", "manifest.json", "report.json", "report.html"} <= {p.name for p in v1.iterdir()}
+    assert check_verified(v1 / "fold.onnx", "cpu") == ""  # servable as it is
+    res = invoke(cli_runner, ["run", recipe, "-o", out, "--export-to-repository", f"{repo / 'voice'}:simplify"])
+    assert res.exit_code == 0, res.output
+    assert "0 ran, 3 cached" in res.output and f"exported simplify.onnx as {repo / 'voice' / '2'}" in res.output
+    assert check_verified(repo / "voice" / "2" / "simplify.onnx", "cpu") == ""
+
+
+@pytest.mark.parametrize("target, code, message", [
+    ("{repo}/voice:nosuch", 1, "Error: --export-to-repository: 'nosuch' is not a step of this recipe (export, "
+                               "simplify, fold)"),
+    ("{repo}/bad name", 1, "Error: --export-to-repository: 'bad name' is not a model name"),
+])
+def test_run_export_target_is_checked_before_the_run(cli_runner, tmp_path, target, code, message):
+    recipe = write_recipe(tmp_path)
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out",
+                              "--export-to-repository", target.format(repo=tmp_path / "models")])
+    assert res.exit_code == code and res.output.strip().splitlines()[-1].startswith(message), res.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "models").exists()
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out", "--no-verify",
+                              "--export-to-repository", tmp_path / "models" / "voice"])
+    assert res.exit_code == 2 and "need verification" in res.output
+
+
+def test_parse_export_target_keeps_colons_that_belong_to_the_path():
+    from optkit.cli.run_cmd import parse_export_target
+
+    assert parse_export_target("models/voice:int8", ["int8"]) == ("models/voice", "int8")
+    assert parse_export_target("models/voice", ["int8"]) == ("models/voice", None)
+    assert parse_export_target("C:/models/voice", ["int8"]) == ("C:/models/voice", None)
+    assert parse_export_target("a:b/voice", ["int8"]) == ("a:b/voice", None)
+
+
+def test_run_export_of_a_step_that_was_not_verified_is_an_error_with_the_reason(cli_runner, tmp_path):
+    text = RECIPE.format(model=f"{MODELS}:tiny_voice", check_runs=1).replace("verify:\n",
+                                                                              "verify:\n  artifacts: [fold]\n")
+    recipe = write_recipe(tmp_path, text)
+    res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out",
+                              "--export-to-repository", f"{tmp_path / 'models' / 'voice'}:simplify"])
+    assert res.exit_code == 1, res.output
+    assert res.output.strip().splitlines()[-1] == ("Error: --export-to-repository: step 'simplify' has no verified "
+                                                   "artifact (it is not in verify.artifacts)")
+    assert not (tmp_path / "models" / "voice").exists() or not list((tmp_path / "models" / "voice").iterdir())

@@ -225,3 +225,25 @@ def test_loadtest_variant_with_a_bad_quote_is_one_line(cli_runner, tiny_onnx):
     assert result.exit_code == 1 and "serving variant" in result.output and "Traceback" not in result.output
     result = invoke(cli_runner, ["loadtest", "http://127.0.0.1:9", "--variant", "--streams 2"])
     assert result.exit_code == 2 and "--compare only" in result.output
+
+
+def test_one_artifact_server_speaks_v2_and_tf_serving_as_model_file_stem(tiny_server):
+    import onnxruntime as ort
+
+    srv, model = tiny_server
+    x = np.random.default_rng(5).standard_normal((2, *TINY_SHAPE)).astype(np.float32)
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input_mfcc": x})[0].ravel()
+    with httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as client:
+        body = {"id": "q1", "inputs": [{"name": "input_mfcc", "shape": list(x.shape), "datatype": "FP32",
+                                        "data": x.ravel().tolist()}]}
+        r = client.post("/v2/models/tiny/infer", json=body)
+        assert r.status_code == 200 and r.json()["id"] == "q1"
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        np.testing.assert_allclose(out["output_wvp"]["data"], want, atol=1e-6)
+        assert out["accepted"]["data"] == [bool(p >= 0.9) for p in want]  # the server's threshold
+        r = client.post("/v1/models/tiny/versions/1:predict", json={"instances": x.tolist()})
+        np.testing.assert_allclose(np.ravel(r.json()["predictions"]), want, atol=1e-6)
+        assert client.post("/v1/models/tiny/versions/2:predict", json={}).status_code == 404
+        assert client.get("/v2/models/other").status_code == 404
+        assert client.get("/v2/nothing/here").json() == {"error": "Not Found"}
+        assert client.get("/nothing").json() == {"detail": "Not Found"}  # outside the protocols: FastAPI's shape

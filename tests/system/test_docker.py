@@ -53,6 +53,10 @@ def test_image_contract(kind):
     assert final.startswith("runtime\n") and "COPY --from=bundle --chown=10001 /bundle/ /models/" in final
     assert "${MODEL_DIR}" not in final
     assert re.search(r'optkit serve \\"\$OPTKIT_ARTIFACT\\" --host 0\.0\.0\.0', text)
+    if kind == "cpu":  # a model repository (a volume or a build argument) instead of the bundled artifact
+        assert re.search(r"^ARG MODEL_REPOSITORY=$", text, re.M)
+        assert "OPTKIT_MODEL_REPOSITORY=${MODEL_REPOSITORY}" in text
+        assert re.search(r'optkit serve --model-repository \\"\$OPTKIT_MODEL_REPOSITORY\\"', text)
     base = re.search(r"^ARG BASE_IMAGE=(\S+)", text, re.M).group(1)
     if kind == "cpu":
         assert base.startswith("python:3.11-slim") and '".[serve,openvino,audio]"' in text
@@ -85,3 +89,11 @@ def test_image_bundle_step_copies_external_data_and_manifest(kind, tmp_path):
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data"]
+
+
+def test_smoke_test_exercises_the_v2_and_tf_serving_routes():
+    text = (ROOT / "docker" / "smoke_test.sh").read_text()
+    for route in ("/v2/health/ready", "/v2/models/${name}", "/v2/models/${name}/infer",
+                  "/v1/models/${name}:predict", "/v2/models/no-such-model/infer"):
+        assert route in text, route
+    subprocess.run(["bash", "-n", str(ROOT / "docker" / "smoke_test.sh")], check=True)  # it parses
