@@ -130,9 +130,9 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
     kinds = detect_kinds(reference.outputs, Path(fp32_model) if fp32_model else (paths[0] if paths else None), overrides)
-    for k in kinds.values():
-        click.echo(k.line(threshold, reference.labels is not None), err=True)
-    with executor_for(ray_address, ray_workers, shards) as executor:
+    with executor_for(ray_address, ray_workers, shards) as executor:  # a cluster that is not there: one line first
+        for k in kinds.values():
+            click.echo(k.line(threshold, reference.labels is not None), err=True)
         report = verify_on_providers(
             paths, reference, providers, reference_path=str(reference_path), threshold=threshold,
             gates=gates, batch_size=batch_size, threads=threads, localize=localize,
