@@ -7,6 +7,7 @@ exist, and per-precision gates; failing quantised models get per-layer error loc
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,28 @@ def merge_gates(overrides: dict[str, dict[str, Any]] | None, where: str = "gates
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise RecipeError(f"{where}.{precision}.{k}: expected a number or null, got {v!r}")
             clean[k] = None if v is None else float(v)
+            if v is not None:
+                check_gate_value(k, clean[k], f"{where}.{precision}.{k}")
         gates[precision] = dataclasses.replace(gates[precision], **clean)
     return gates
+
+
+# The range of each limit: errors and drops are >= 0, agreement is a share, cosine a cosine.
+GATE_RANGES: dict[str, tuple[float, float]] = {
+    "max_abs": (0.0, math.inf), "mean_abs": (0.0, math.inf), "min_agreement": (0.0, 1.0),
+    "min_cosine": (-1.0, 1.0), "min_snr_db": (-math.inf, math.inf), "max_accuracy_drop": (0.0, 1.0),
+}
+
+
+def check_gate_value(limit: str, value: float, where: str) -> None:
+    """A gate limit is finite and in its range: a NaN limit passes or fails everything silently."""
+    lo, hi = GATE_RANGES.get(limit, (-math.inf, math.inf))
+    if not math.isfinite(value):
+        raise RecipeError(f"{where}: {value} is not a finite number (use 'off' to disable a limit)")
+    if not lo <= value <= hi:
+        shown = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"at least {lo:g}"
+        raise RecipeError(f"{where}: {value:g} is out of range; it must be {shown}"
+                          + (" (a share: 0.99 = 99 %)" if hi == 1.0 else ""))
 
 
 def parse_gate_option(values: Sequence[str]) -> dict[str, dict[str, Any]]:
