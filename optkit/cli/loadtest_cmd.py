@@ -75,6 +75,10 @@ def loadtest(targets, compare, providers, serve_args, variants, interleave, star
         raise click.UsageError("give one URL, or --compare with artifacts")
     if not compare and (serve_args or providers != ("cpu",) or interleave or variants):
         raise click.UsageError("--provider, --serve-arg, --variant and --interleave apply to --compare only")
+    if compare:
+        lt.check_serve_args(serve_args)
+    else:
+        lt.target_url(targets[0])  # one line for a URL that is not one, before anything else
     cfg = lt.RampConfig(start=start, step=step, max_concurrency=max_concurrency, step_seconds=step_seconds,
                         timeout=timeout, keep_going=keep_going, half_rate_check=half_rate)
     body = lt.payload_from_file(payload) if payload else None

@@ -154,8 +154,13 @@ class AtomicFiles:
         self.files.clear()
 
     def write_text(self, path: str | os.PathLike, text: str) -> Path:
-        """Write ``text`` to the temporary file of ``path``; returns ``path``."""
-        self.add(path).write_text(text, encoding="utf-8")
+        """Write ``text`` to the temporary file of ``path``; returns ``path``. A full disk is one line
+        naming the file (the caller's ``with`` then removes every temporary file)."""
+        tmp = self.add(path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"could not write {path}: {exc.strerror or exc}") from exc
         return Path(path)
 
     def write_json(self, path: str | os.PathLike, obj: Any) -> Path:
@@ -247,7 +252,7 @@ def check_utf8_name(path: str | os.PathLike, what: str = "file") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        shown = os.fsencode(text).decode("ascii", "backslashreplace")
         raise InputError(f"{what} name {shown} is not valid UTF-8; rename the file") from None
 
 

@@ -224,6 +224,24 @@ def check_artifact_graph(path: Path) -> None:
         raise InputError(f"{path}: not a valid ONNX model ({exc})") from exc
 
 
+def check_reference_fits(path: Path, reference: Reference, where: str) -> None:
+    """The reference's outputs are outputs of the model, with the model's fixed per-sample shape: a
+    reference made for another model is an input error (exit 1), not a failed gate (exit 3)."""
+    from optkit.model.onnx_utils import io_specs, load_onnx
+
+    _, outs = io_specs(load_onnx(path, load_weights=False))
+    shapes = {o.name: o.shape for o in outs}
+    for name, arr in reference.outputs.items():
+        if name not in shapes:
+            raise InputError(f"{where}: output {name!r} is not an output of {path.name} (its outputs: "
+                             f"{', '.join(shapes) or 'none'}); was the reference made for another model?")
+        dims, got = shapes[name], np.shape(arr)
+        if len(dims) == len(got) and any(isinstance(d, int) and d > 0 and d != g
+                                          for d, g in zip(dims[1:], got[1:])):
+            raise InputError(f"{where}: output {name!r} has per-sample shape {tuple(got[1:])}, but {path.name} "
+                             f"gives {tuple(dims[1:])}; was the reference made for another model?")
+
+
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
     """Run a runner over all reference inputs in batches; returns outputs by name."""
     from optkit.model.feeds import reference_batches
@@ -285,6 +303,7 @@ def verify_artifacts(
         gate = gates.get(precision, gates["fp32"])
         if path.suffix.lower() == ".onnx":
             check_artifact_graph(path)
+            check_reference_fits(path, reference, reference_path or "reference")
         key = None
         if cache_dir is not None and reference.sha256:
             key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
