@@ -34,6 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+sys.path.insert(0, str(ROOT / "tests" / "system"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from click.testing import CliRunner  # noqa: E402
@@ -482,6 +484,37 @@ def concurrency(work: Path) -> None:
     record("concurrency", "another recipe into a used directory", problem, f"another recipe: exit {res.returncode}")
 
 
+ISSUE22 = ("output_options", "disk_full", "weights", "lut", "baselines", "references22", "thresholds",
+           "loadtest_urls")
+
+
+def issue22(name: str, work: Path) -> None:
+    """One of issue 22's classes (benchmarks/attack_files.py), on the tiny model."""
+    import attack_files as af
+
+    cwd = os.getcwd()
+    t = af.Tally(name, invoke, one_clean_line, record)
+    model, ref, _ = tiny(work)
+    d = work / "w"
+    d.mkdir()
+    try:
+        if name == "output_options":
+            af.output_options(t, d, model, ref)
+        elif name == "disk_full":
+            t.invoke("weights", "xor", "-o", work / "xor.weights.json")
+            af.disk_full(t, d, model, ref, work / "xor.weights.json")
+        elif name == "weights":
+            af.weights(t, d)
+        elif name == "lut":
+            af.lut(t, d, model)
+        elif name in ("baselines", "references22", "thresholds"):
+            getattr(af, name)(t, d, model, ref)
+        else:
+            af.loadtest_urls(t, d, model)
+    finally:
+        os.chdir(cwd)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutants", type=int, default=300)
@@ -501,13 +534,15 @@ def main() -> int:
         "paths": lambda: paths(work / "p"),
         "recipes": lambda: recipes(work / "rc"),
         "concurrency": lambda: concurrency(work / "cc"),
+        # issue 22 (benchmarks/attack_files.py)
+        **{name: (lambda name=name: issue22(name, work / name)) for name in ISSUE22},
     }
     try:
         for name, fn in classes.items():
             if args.only and name not in args.only:
                 continue
             (work / {"mutants": "m", "calibration": "c", "references": "r", "paths": "p", "recipes": "rc",
-                     "concurrency": "cc"}[name]).mkdir()
+                     "concurrency": "cc"}.get(name, name)).mkdir()
             t0 = time.monotonic()
             fn()
             r = RESULTS.get(name, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": [], "outcomes": {}})

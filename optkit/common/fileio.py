@@ -278,7 +278,7 @@ def check_io(outputs: typing.Iterable[Output], inputs: typing.Iterable[Input] = 
             raise InputError(f"{out.what} {out.path}: expected a {' or '.join(out.kinds)} file name")
         for inp in inputs:
             if same_file(out.path, inp.path):
-                raise InputError(f"{out.what} {out.path} is the {inp.what} {inp.path}; it would be "
+                raise InputError(f"{out.what} {out.path} is the input {inp.what} {inp.path}; it would be "
                                  "overwritten: choose another file")
             if (inp.path.is_dir() and _inside(out.path, inp.path)
                     and (inp.reads is None or name.endswith(inp.reads))):
