@@ -49,12 +49,25 @@ class Tally:
     def __init__(self, cls: str, invoke: Callable[..., Any], one_clean_line: Callable[[Any], str | None],
                  record: Callable[..., None]):
         self.cls, self.invoke, self.one_clean_line, self.record = cls, invoke, one_clean_line, record
+        self.pristine: Path | None = None  # a copy of the work folder to restore after a case changed it
+
+    def keep(self, d: Path) -> None:
+        """Remember ``d`` as it is now (without links/, which the cases recreate)."""
+        self.pristine = d.parent / (d.name + ".pristine")
+        shutil.rmtree(self.pristine, ignore_errors=True)
+        shutil.copytree(d, self.pristine, symlinks=True, ignore=shutil.ignore_patterns("links"))
+
+    def restore(self, d: Path) -> None:
+        for p in list(d.iterdir()):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if self.pristine is not None:
+            shutil.copytree(self.pristine, d, symlinks=True, dirs_exist_ok=True)
 
     def refused(self, case: str, d: Path, args: list[Any], words: tuple[str, ...] = ()) -> None:
         before = snapshot(d)
         res = self.invoke(*args)
         problem = self.one_clean_line(res)
-        if problem is None and res.exit_code != 1:
+        if problem is None and res.exit_code not in (1, 2):  # 2: a usage error, also one line
             problem = f"exit {res.exit_code}: {res.output.strip().splitlines()[-1][:160] if res.output.strip() else ''}"
         if problem is None:
             line = next((ln for ln in res.output.splitlines() if ln.startswith("Error:")), "")
@@ -66,13 +79,18 @@ class Tally:
             changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
             problem = f"files changed: {changed[:5]}"
         self.record(self.cls, case, problem, f"exit {res.exit_code}")
-        # put the folder back for the next case whatever happened
-        for k in sorted(set(after) - set(before), reverse=True):
-            p = d / k
-            if p.is_symlink() or p.is_file():
-                p.unlink()
-            elif p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
+        # put the folder back for the next case whatever happened: a destroyed input would make
+        # every later case fail for the wrong reason (and count as clean)
+        if after != before:
+            if self.pristine is not None:
+                self.restore(d)
+            else:
+                for k in sorted(set(after) - set(before), reverse=True):
+                    p = d / k
+                    if p.is_symlink() or p.is_file():
+                        p.unlink()
+                    elif p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
 
     def works(self, case: str, args: list[Any], expect: list[Path]) -> None:
         res = self.invoke(*args)
@@ -118,6 +136,10 @@ def output_options(t: Tally, work: Path, model: Path, ref: Path) -> None:
     (d / "data.npz").write_bytes(b"data the user keeps")
     (d / "weights.pt").write_bytes(b"state dict")
     os.chdir(d)
+    (d / "wts.onnx").write_bytes(b"weights")
+    (d / "cal.onnx").write_bytes(b"calibration the recipe reads")
+    shutil.copy(Path(__file__).resolve().parent.parent / "calibration_data" / "xor.npz", d / "xor.npz")
+    t.keep(d)
     # command -> (base argv, {input flag: file}, [output flags])
     commands: dict[str, tuple[list[str], dict[str, str], list[str]]] = {
         "verify": (["verify", "m.onnx", "--reference", "m.reference.npz", "--baseline", "rel1/report.json"],
@@ -148,7 +170,8 @@ def output_options(t: Tally, work: Path, model: Path, ref: Path) -> None:
             if cmd in ("export", "simplify", "fold", "quantize --int8", "quantize --fp16") and out != "-o":
                 needs_o = ["-o", "o.onnx"]
             for flag, target in inputs.items():
-                for how, name in _spellings(d, target).items():
+                for how in ("direct", "symlink", "hardlink", "dotdot"):
+                    name = _spellings(d, target)[how]
                     t.refused(f"{cmd} {out} = {flag} ({how})", d,
                               [*base, *[a for a in others if a not in needs_o], *needs_o, out, name])
             for o in outs:
@@ -171,7 +194,6 @@ def output_options(t: Tally, work: Path, model: Path, ref: Path) -> None:
                                                            "calib"])
     t.refused("features -o into an input's directory", d, ["features", "p.json", "-o", "."])
     # recipe step outputs over files the recipe reads
-    shutil.copy(Path(__file__).resolve().parent.parent / "calibration_data" / "xor.npz", d / "xor.npz")
     recipe_cases = {
         "output: the reference data": ("reference_data: xor.npz\n", "xor.npz"),
         "output: the recipe itself": ("", "r.yaml"),
@@ -180,14 +202,13 @@ def output_options(t: Tally, work: Path, model: Path, ref: Path) -> None:
         "output: a .npz": ("", "x.npz"),
         "output: a .engine for simplify": ("", "x.engine"),
     }
-    (d / "wts.onnx").write_bytes(b"weights")
-    (d / "cal.onnx").write_bytes(b"calibration the recipe reads")
     for case, (top, out) in recipe_cases.items():
         extra = ("  - pass: quantize-int8\n    input: export\n    params: {calibration: cal.onnx}\n"
                  if "calibration" in case else "")
         (d / "r.yaml").write_text(f"name: r\nmodel: xor\n{top}steps:\n  - pass: export\n"
                                   "    params: {input_shape: [1, 2], input_name: x, output_name: y}\n"
                                   f"  - pass: simplify\n    output: {out}\n{extra}")
+        t.keep(d)  # with this r.yaml
         t.refused(f"run: {case}", d, ["run", "r.yaml", "-o", "."])
     # control: the same commands with distinct outputs work
     t.works("control: lut table and page", [*LUT, "-o", "ok.json"], [d / "ok.json", d / "ok.html"])
@@ -452,23 +473,26 @@ def baselines(t: Tally, work: Path, model: Path, ref: Path) -> None:
         cases[f"{n - k} of {n} scores"] = edit(lambda doc, k=k: a0(doc).__setitem__("scores", a0(doc)["scores"][:-k]))
     cases[f"{n + 1} scores"] = edit(lambda doc: a0(doc)["scores"].append(0.5))
     cases["scores empty"] = edit(lambda doc: a0(doc).__setitem__("scores", []))
+    # every value below has a type the field cannot have (a score may be null: a non-finite output)
     for v in (None, "0.5", {"a": 1}, 3, True):
         cases[f"scores = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("scores", v))
-        cases[f"a score = {v!r}"] = edit(lambda doc, v=v: a0(doc)["scores"].__setitem__(0, v)) if v is not None \
-            else None
-        cases[f"path = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("path", v))
-        cases[f"precision = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("precision", v))
+        cases[f"a score = {v!r}"] = edit(lambda doc, v=v: a0(doc)["scores"].__setitem__(0, v)) \
+            if not isinstance(v, (type(None), int)) or isinstance(v, bool) else None
+        cases[f"path = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("path", v)) if v != "0.5" else None
+        cases[f"precision = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("precision", v)) \
+            if v != "0.5" else None
         cases[f"runner = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("runner", v))
         cases[f"threshold = {v!r}"] = edit(lambda doc, v=v: doc.__setitem__("threshold", v)) if v != 3 else None
-        cases[f"task = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("task", v)) if v is not None else None
+        cases[f"task = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("task", v)) \
+            if not isinstance(v, (type(None), dict)) else None
         cases[f"task.accuracy = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("task", {"accuracy": v})) \
             if v not in (None, 3) else None
         cases[f"identity.samples = {v!r}"] = edit(lambda doc, v=v: doc["reference"]["identity"].__setitem__("samples", v))
         cases[f"artifacts = {v!r}"] = edit(lambda doc, v=v: doc.__setitem__("artifacts", v))
         cases[f"reference = {v!r}"] = edit(lambda doc, v=v: doc.__setitem__("reference", v))
         cases[f"an artifact = {v!r}"] = edit(lambda doc, v=v: doc["artifacts"].__setitem__(0, v))
-        cases[f"latency = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("latency", v)) if v is not None \
-            else None
+        cases[f"latency = {v!r}"] = edit(lambda doc, v=v: a0(doc).__setitem__("latency", v)) \
+            if not isinstance(v, (type(None), dict)) else None
     cases["identity.samples 0"] = edit(lambda doc: doc["reference"]["identity"].__setitem__("samples", 0))
     cases["latency p50 0"] = edit(lambda doc: a0(doc).__setitem__("latency", {"p50_ms": 0, "min_ms": 1}))
     text = json.dumps(good)
@@ -498,6 +522,14 @@ def baselines(t: Tally, work: Path, model: Path, ref: Path) -> None:
         t.refused(case, d, ["verify", model, "--reference", ref, "--baseline", "base", "--report-dir", "rel2",
                             "--junit", "j.xml"], ("baseline",))
     t.refused("baseline directory without report.json", d, ["verify", model, "--reference", ref, "--baseline", "rel2"])
+    for case, fn in {"an artifact path named 0.5": lambda doc: a0(doc).__setitem__("path", "0.5"),
+                     "an extra task key": lambda doc: a0(doc).__setitem__("task", None),
+                     "a logit score 3": lambda doc: a0(doc)["scores"].__setitem__(0, 3.0)}.items():
+        (d / "tol").mkdir(exist_ok=True)
+        (d / "tol" / "report.json").write_text(edit(fn))
+        res = t.invoke("verify", model, "--reference", ref, "--baseline", "tol")
+        problem = t.one_clean_line(res) or (None if res.exit_code in (0, 3) else f"exit {res.exit_code}")
+        t.record(t.cls, f"valid variant: {case} (compared, exit 0 or 3)", problem, f"exit {res.exit_code}")
     t.works("control: the release itself as baseline", ["verify", model, "--reference", ref, "--baseline", "rel1",
                                                          "--report-dir", "relok"], [d / "relok" / "report.json"])
 

@@ -540,6 +540,8 @@ def target_url(url: str) -> str:
 
     from optkit.serve.server import require_loopback_url
 
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):  # urllib keeps them; aiohttp fails deep inside
+        raise InputError(f"{url!r} is not a valid URL (it contains white space or a control character)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
