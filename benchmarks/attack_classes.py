@@ -38,6 +38,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+sys.path.insert(0, str(ROOT / "tests" / "system"))
+sys.path.insert(0, str(ROOT / "tests"))  # conftest (test_fuzz imports it)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from click.testing import CliRunner  # noqa: E402
@@ -617,6 +620,37 @@ def _worker_kill_case(work: Path, model: Path) -> str | None:
     return None
 
 
+ISSUE22 = ("output_options", "disk_full", "weights", "lut", "baselines", "references22", "thresholds",
+           "loadtest_urls")
+
+
+def issue22(name: str, work: Path) -> None:
+    """One of issue 22's classes (benchmarks/attack_files.py), on the tiny model."""
+    import attack_files as af
+
+    cwd = os.getcwd()
+    t = af.Tally(name, invoke, one_clean_line, record)
+    model, ref, _ = tiny(work)
+    d = work / "w"
+    d.mkdir()
+    try:
+        if name == "output_options":
+            af.output_options(t, d, model, ref)
+        elif name == "disk_full":
+            t.invoke("weights", "xor", "-o", work / "xor.weights.json")
+            af.disk_full(t, d, model, ref, work / "xor.weights.json")
+        elif name == "weights":
+            af.weights(t, d)
+        elif name == "lut":
+            af.lut(t, d, model)
+        elif name in ("baselines", "references22", "thresholds"):
+            getattr(af, name)(t, d, model, ref)
+        else:
+            af.loadtest_urls(t, d, model)
+    finally:
+        os.chdir(cwd)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutants", type=int, default=300)
@@ -637,13 +671,15 @@ def main() -> int:
         "recipes": lambda: recipes(work / "rc"),
         "concurrency": lambda: concurrency(work / "cc"),
         "serve": lambda: serve(work / "sv"),
+        # issue 22 (benchmarks/attack_files.py)
+        **{name: (lambda name=name: issue22(name, work / name)) for name in ISSUE22},
     }
     try:
         for name, fn in classes.items():
             if args.only and name not in args.only:
                 continue
             (work / {"mutants": "m", "calibration": "c", "references": "r", "paths": "p", "recipes": "rc",
-                     "concurrency": "cc", "serve": "sv"}[name]).mkdir()
+                     "concurrency": "cc", "serve": "sv"}.get(name, name)).mkdir()
             t0 = time.monotonic()
             fn()
             r = RESULTS.get(name, {"tried": 0, "clean": 0, "bad": 0, "bad_cases": [], "outcomes": {}})

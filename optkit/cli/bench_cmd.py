@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import csv_option, echo_lines
+from optkit.cli.declared import command, input_argument, input_option, output_option
 
 
 def _providers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -29,8 +30,8 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> t
     return tuple(dict.fromkeys(batches))
 
 
-@click.command("bench")
-@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT...")
+@command("bench")
+@input_argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT...")
 @click.option("--provider", "providers", default="cpu", callback=_providers, show_default=True,
               help="Runtime(s) for ONNX artifacts, comma-separated: cpu (ONNX Runtime), openvino, "
                    "cuda, tensorrt (ONNX Runtime EPs). .engine files always run on TensorRT.")
@@ -44,7 +45,7 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> t
               help="Timed interleaved rounds per batch size.")
 @click.option("--idle-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Untimed sleep before each timed call, mimicking requests arriving one at a time.")
-@click.option("--data", type=click.Path(dir_okay=True), default=None,
+@input_option("--data", type=click.Path(dir_okay=True), default=None,
               help="Inputs from a directory of .npy samples or an .npz (x) instead of seeded random data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--lengths", "lengths_text", default=None, metavar="LIST|MIN:MAX:COUNT",
@@ -58,7 +59,7 @@ def _batches(ctx: click.Context, param: click.Parameter, value: str | None) -> t
                    "bf16 on CPUs that have it].")
 @click.option("--ov-hint", type=click.Choice(["LATENCY", "THROUGHPUT", "none"], case_sensitive=False), default=None,
               help="OpenVINO PERFORMANCE_HINT [default: LATENCY].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+@output_option("--json", "json_path", type=click.Path(dir_okay=False), default=None, kinds=(".json",),
               help="Also write the results, versions and CPU features to this JSON file.")
 def bench(artifacts, providers, batches, threads, warmup, iterations, idle_ms, data, seed, lengths_text,
           frames_per_second, ov_precision, ov_hint, json_path) -> None:

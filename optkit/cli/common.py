@@ -16,6 +16,30 @@ def parse_shape(value: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+class FiniteFloat(click.ParamType):
+    """A float that is a real number: ``nan``, ``inf`` and ``-inf`` are input errors, one line and
+    exit 1 (a NaN decision threshold makes every comparison false and the gates still "pass")."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        import math
+
+        from optkit.common.errors import InputError
+
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(f):
+            flag = param.opts[0] if param is not None and param.opts else "value"
+            raise InputError(f"{flag} {value}: expected a finite number")
+        return f
+
+
+FINITE = FiniteFloat()
+
+
 def shape_option(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     return parse_shape(value)
 
@@ -51,7 +75,12 @@ def echo_lines(lines: list[str]) -> None:
 
 def ci_output_options(command):  # noqa: ANN001, ANN201
     """--junit FILE and --summary FILE (verify and run): the CI views of the verification report."""
-    command = click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
-                           help="Write a short Markdown summary (for a pull-request comment).")(command)
-    return click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
-                        help="Write JUnit XML: one test case per artifact x runtime x gate.")(command)
+    from optkit.cli.declared import output_option
+
+    command = output_option("--summary", "summary_path", type=click.Path(dir_okay=False), kinds=SUMMARY_KINDS,
+                            help="Write a short Markdown summary (for a pull-request comment).")(command)
+    return output_option("--junit", "junit_path", type=click.Path(dir_okay=False), kinds=(".xml",),
+                         help="Write JUnit XML: one test case per artifact x runtime x gate.")(command)
+
+
+SUMMARY_KINDS = (".md", ".markdown", ".txt")

@@ -6,12 +6,26 @@ from pathlib import Path
 import click
 
 from optkit.cli.common import config_from_cli
+from optkit.cli.declared import input_argument, output_option
 from optkit.cli.options import click_options, pass_command
 
 
+def _with_sidecar(output: Path, params: dict) -> list[Path]:
+    from optkit.runtime.engine_meta import sidecar_path
+
+    return [Path(output), sidecar_path(output)]
+
+
+def _engine_kinds() -> tuple[str, ...]:
+    from optkit.model.artifact import ENGINE_SUFFIXES
+
+    return tuple(ENGINE_SUFFIXES)
+
+
 @pass_command("build-engine")
-@click.argument("onnx_model", type=click.Path(path_type=Path, dir_okay=True))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+@input_argument("onnx_model", type=click.Path(path_type=Path, dir_okay=True))
+@output_option("-o", "--output", required=True, type=click.Path(path_type=Path), kinds=_engine_kinds(),
+               files=_with_sidecar,
               help="Engine file to write (e.g. model.engine); OUTPUT.json gets the build metadata.")
 @click_options("optkit.passes.build_engine:BuildEngineConfig")
 def build_engine(onnx_model: Path, output: Path, **params: object) -> None:

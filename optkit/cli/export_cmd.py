@@ -3,12 +3,14 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
+from optkit.cli.declared import input_argument, output_option
 from optkit.cli.options import click_options, pass_command
 
 
 @pass_command(short_help="Export a PyTorch model to ONNX and write its reference outputs.")
-@click.argument("model")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@input_argument("model", files=lambda v, _: model_source_files(v))
+@output_option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.",
+               kinds=(".onnx",), files=lambda v, _: with_reference(v))
 @click_options("optkit.passes.export:ExportConfig")
 def export(model, output, **params):
     """Export MODEL to ONNX with the TorchScript exporter, check it, and save the reference.
@@ -28,3 +30,20 @@ def export(model, output, **params):
     p, cfg = config_from_cli("export", {**params, "model": model})
     result = p(None, cfg, Path(output))
     echo_lines(result.messages)
+
+
+def model_source_files(spec: str) -> list:
+    """MODEL's file when it is path/file.py:callable (a zoo name or a module reads no named file)."""
+    from pathlib import Path
+
+    file, _, attr = spec.rpartition(":")
+    return [Path(file)] if attr and file.endswith(".py") else []
+
+
+def with_reference(output: str) -> list:
+    """export's -o writes the model and, beside it, its reference."""
+    from pathlib import Path
+
+    from optkit.verification.reference import reference_path_for
+
+    return [Path(output), reference_path_for(output)]

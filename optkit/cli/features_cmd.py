@@ -2,10 +2,19 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.declared import command, input_argument, output_option
 
-@click.command(short_help="Compute the voice model's MFCC input from audio files.")
-@click.argument("audio", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False, readable=False),
+
+def _feature_files(out_dir: str, params: dict) -> list:
+    """-o DIR gets one <name>.npy per AUDIO file."""
+    from pathlib import Path
+
+    return [Path(out_dir) / f"{Path(a).stem}.npy" for a in params.get("audio") or ()]
+
+
+@command(short_help="Compute the voice model's MFCC input from audio files.")
+@input_argument("audio", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@output_option("-o", "--output-dir", files=_feature_files, required=True, type=click.Path(file_okay=False, readable=False),
               help="Folder for one <name>.npy per input (created if missing).")
 def features(audio, output_dir):
     """Turn each AUDIO file (WAV, FLAC, OGG, ...) into the voice model's input: a float32 array

@@ -3,6 +3,7 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import config_from_cli, echo_lines
+from optkit.cli.declared import input_argument, output_option
 from optkit.cli.options import click_options, pass_command
 
 
@@ -24,8 +25,9 @@ def _rewrite_command(name: str, config_cls: str, short_help: str, doc: str) -> c
     """The command of a graph rewrite pass: INPUT -o OUTPUT plus the options of its config."""
 
     @pass_command(name, short_help=short_help, help=doc)
-    @click.argument("input", type=click.Path(dir_okay=False))
-    @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+    @input_argument("input", type=click.Path(dir_okay=False))
+    @output_option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.",
+                   kinds=(".onnx",))
     @click_options(config_cls)
     def command(input, output, **params):
         _run_pass(name, input, output, params)

@@ -5,10 +5,18 @@ import click
 
 from optkit.cli.bench_cmd import _providers
 from optkit.cli.common import echo_lines
+from optkit.cli.declared import InputArgument, command, input_option, output_option
 
 
-@click.command("loadtest")
-@click.argument("targets", nargs=-1, required=True, metavar="URL | --compare ARTIFACT...")
+def _compared(target: str, params: dict) -> list:
+    """TARGETS are artifacts (read) with --compare, else a URL (no file)."""
+    from pathlib import Path
+
+    return [Path(target)] if params.get("compare") else []
+
+
+@command("loadtest")
+@click.argument("targets", nargs=-1, cls=InputArgument, files=_compared, required=True, metavar="URL | --compare ARTIFACT...")
 @click.option("--compare", is_flag=True,
               help="TARGETS are artifacts: serve each on 127.0.0.1 in turn (optkit serve) and ramp it.")
 @click.option("--provider", "providers", default="cpu", callback=_providers, show_default=True,
@@ -30,7 +38,7 @@ from optkit.cli.common import echo_lines
               help="Highest concurrency tried.")
 @click.option("--timeout", type=click.FloatRange(min=0.01, max=600), default=10.0, show_default=True,
               help="Seconds after which a request counts as timed out.")
-@click.option("--payload", type=click.Path(dir_okay=False), default=None,
+@input_option("--payload", type=click.Path(dir_okay=False), default=None,
               help="Request body: .npy, .json or audio (.wav/.flac/.ogg). Default: seeded random features "
                    "shaped like the served model's input (from GET /metadata).")
 @click.option("--keep-going", is_flag=True, help="Go on to --max after steps with failures (default: stop there).")
@@ -53,8 +61,8 @@ from optkit.cli.common import echo_lines
               help="Capacity mode: bisection stops when passing and failing rates are this close (relative).")
 @click.option("--max-trials", type=int, default=12, show_default=True,
               help="Capacity mode: fixed-rate steps per row at most (bracket + bisection + confirmation).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+@output_option("--json", "json_path", type=click.Path(dir_okay=False), default=None, kinds=(".json",), help="Write results as JSON.")
+@output_option("--html", "html_path", type=click.Path(dir_okay=False), default=None, kinds=(".html", ".htm"),
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
 @click.pass_context
 def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave, start, step, step_seconds,
@@ -92,6 +100,9 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
         raise click.UsageError("--provider, --serve-arg, --variant and --interleave apply to --compare only")
     if compare:
         _prepare_compare(targets, variants)
+        lt.check_serve_args(serve_args)
+    else:
+        lt.target_url(targets[0])  # one line for a URL that is not one, before anything else
     if slo_p99 is not None or target_rps is not None:
         _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload,
                   dict(slo_p99_ms=slo_p99, target_rps=target_rps, headroom=headroom, start_rate=start_rate,

@@ -2,21 +2,32 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.common import FINITE
+from optkit.cli.declared import command, input_option, output_option, report_files
 
-@click.command(short_help="Activation lookup tables: build, measure, plot, or put into an ONNX model.")
+
+def _lut_files(output: str, params: dict) -> list:
+    """-o FILE.json also writes FILE.html unless --html names the page; with --apply, the model."""
+    from pathlib import Path
+
+    page = [] if params.get("html_path") or params.get("apply_to") else [Path(output).with_suffix(".html")]
+    return [Path(output), *page]
+
+
+@command(short_help="Activation lookup tables: build, measure, plot, or put into an ONNX model.")
 @click.option("--activation", required=True, metavar="NAME", help="sigmoid, tanh, relu, gelu or silu.")
 @click.option("--x-min", required=True, metavar="X", help="First table key (a number or a fraction).")
 @click.option("--x-max", required=True, metavar="X", help="End of the range the table covers.")
 @click.option("--delta", required=True, metavar="D", help="Step between keys, e.g. 0.0625 or 1/16.")
 @click.option("--interp", type=click.Choice(["nearest", "linear"]), default="linear", show_default=True,
               help="How a value between two keys is looked up.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@output_option("-o", "--output", type=click.Path(dir_okay=False), kinds=(".json", ".onnx"), files=_lut_files,
               help="The table as JSON; with --apply, the rewritten ONNX model.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+@output_option("--html", "html_path", type=click.Path(dir_okay=False), kinds=(".html", ".htm"),
               help="Error-vs-delta page (default with -o FILE.json: FILE.html).")
-@click.option("--apply", "apply_to", type=click.Path(dir_okay=False), metavar="MODEL.onnx",
+@input_option("--apply", "apply_to", type=click.Path(dir_okay=False), metavar="MODEL.onnx",
               help="Replace MODEL's activation nodes by the table lookup and verify the result.")
-@click.option("--reference", "reference_path", type=click.Path(dir_okay=False),
+@input_option("--reference", "reference_path", type=click.Path(dir_okay=False),
               help="With --apply: inputs to verify on (e.g. MODEL's .reference.npz); default: seeded random inputs.")
 @click.option("--samples", default=256, show_default=True, type=click.IntRange(1),
               help="With --apply and no --reference: number of random N(0, 1) inputs.")
@@ -25,8 +36,8 @@ import click
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="With --apply: override the gate (default for the rewritten fp32 model: max |Δ| <= 1e-3, "
                    "agreement >= 99.9%), e.g. fp32.max_abs=1e-4.")
-@click.option("--threshold", default=0.5, show_default=True, type=float, help="With --apply: decision threshold.")
-@click.option("--report-dir", type=click.Path(file_okay=False), help="With --apply: write report.json and report.html here.")
+@click.option("--threshold", default=0.5, show_default=True, type=FINITE, help="With --apply: decision threshold.")
+@output_option("--report-dir", type=click.Path(file_okay=False), files=report_files, help="With --apply: write report.json and report.html here.")
 def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, reference_path, samples, provider,
         gate_opts, threshold, report_dir):
     """Quantise an activation function into a lookup table keyed from X-MIN to X-MAX in steps of DELTA.
@@ -53,7 +64,7 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
 
     from optkit.lesson import lut as lutlib
     from optkit.cli.common import echo_lines
-    from optkit.common.fileio import check_output_path, write_text_atomically
+    from optkit.common.fileio import AtomicFiles, check_output_path
 
     spec = lutlib.LutSpec(activation.strip().lower(), lutlib.parse_number(x_min), lutlib.parse_number(x_max),
                           lutlib.parse_number(delta), interp)
@@ -81,14 +92,16 @@ def lut(activation, x_min, x_max, delta, interp, output, html_path, apply_to, re
                                   providers=[p.strip() for p in provider.split(",") if p.strip()],
                                   gate_opts=gate_opts, threshold=threshold, report_dir=report_dir,
                                   echo=click.echo)
-    if json_text is not None:
-        write_text_atomically(output, json_text)
-        click.echo(f"wrote {output}")
     if html_path is None and output and not apply_to:
         html_path = str(Path(output).with_suffix(".html"))
-    if html_path:
-        write_text_atomically(html_path, lutlib.render_html(spec, metrics, lutlib.delta_sweep(spec)))
-        click.echo(f"wrote {html_path}")
+    with AtomicFiles() as files:  # the table and its page appear together or not at all
+        if json_text is not None:
+            files.write_text(output, json_text)
+        if html_path:
+            files.write_text(html_path, lutlib.render_html(spec, metrics, lutlib.delta_sweep(spec)))
+    for path in (output if json_text is not None else None, html_path):
+        if path:
+            click.echo(f"wrote {path}")
     if apply_to and not report.passed:
         from optkit.common.errors import VerificationFailed
 

@@ -28,9 +28,9 @@ def click_options(config: str, help_prefix: str = "", exclude: typing.Iterable[s
 
 
 def _pass_command_class() -> Any:
-    import click
+    from optkit.cli.declared import CheckedCommand
 
-    class PassCommand(click.Command):
+    class PassCommand(CheckedCommand):
         """A click command whose pass options (:func:`click_options`) are built on first use."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -63,6 +63,8 @@ def pass_command(name: str | None = None, **attrs: Any) -> Any:
 def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterable[str] = ()) -> list[Any]:
     """One click.Option per CLI option of ``config_cls``."""
     import click
+
+    from optkit.cli.declared import InputOption, OutputOption
 
     excluded = set(exclude)
 
@@ -115,7 +117,12 @@ def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterab
             kwargs["metavar"] = o.metavar
         if o.check is not None and not o.multiple:
             kwargs["callback"] = _click_check(o.check)
-        params.append(click.Option([o.flag, o.name], **kwargs))
+        if o.output:
+            params.append(OutputOption([o.flag, o.name], **kwargs))
+        elif o.path:
+            params.append(InputOption([o.flag, o.name], **kwargs))
+        else:
+            params.append(click.Option([o.flag, o.name], **kwargs))
     return params
 
 
@@ -170,7 +177,7 @@ def reference_markdown() -> str:
                                                      ",".join(map(str, o.default)) if isinstance(o.default, tuple)
                                                      else str(o.default))
             choices = ", ".join(map(str, o.choices)) if o.choices else ""
-            text = o.help + (" (a path)" if o.path else "")
+            text = o.help + (" (a file it writes)" if o.output else " (a path)" if o.path else "")
             lines.append(f"| `{o.name}` | {f'`{o.flag}`' if o.cli else '-'} | {default} | {choices} | {text} |")
         lines.append("")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from optkit.passes.config import config_class, flag_for, options
 
 # every int8/fp16 option comes from the pass configs (optkit.passes.config): type, default, help, choices
 from optkit.cli.options import click_options, pass_command
+from optkit.cli.declared import input_argument, output_option
 INT8 = "optkit.passes.quantize_int8:QuantizeInt8Config"
 FP16 = "optkit.passes.quantize_fp16:QuantizeFp16Config"
 
@@ -29,8 +30,9 @@ def _flag(name: str) -> str:
 
 
 @pass_command("quantize", context_settings={"max_content_width": 100})
-@click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
+@input_argument("model", type=click.Path(dir_okay=True, path_type=Path))
+@output_option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .onnx file.",
+               kinds=(".onnx",))
 @click.option("--int8", "int8", is_flag=True, help="Static int8 QDQ quantisation (needs --calibration).")
 @click.option("--fp16", "fp16", is_flag=True, help="fp16 weights and activations (fp32 inputs/outputs by default).")
 @click_options(INT8, help_prefix="int8: ")

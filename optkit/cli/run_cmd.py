@@ -3,18 +3,26 @@ from __future__ import annotations
 import click
 
 from optkit.cli.common import ci_output_options
+from optkit.cli.declared import baseline_files, command, input_argument, input_option, output_option
 
 
-@click.command(short_help="Run a recipe: the whole chain, cached, verified, with a manifest.")
-@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out_dir", default="optkit-out", show_default=True, type=click.Path(file_okay=False, readable=False),
+def _run_files(out_dir: str, params: dict) -> list:
+    """What `optkit run` itself writes into -o (the steps' files are checked by the recipe)."""
+    from pathlib import Path
+
+    return [Path(out_dir) / n for n in ("manifest.json", "report.json", "report.html")]
+
+
+@command(short_help="Run a recipe: the whole chain, cached, verified, with a manifest.")
+@input_argument("recipe", required=False, type=click.Path(dir_okay=False))
+@output_option("-o", "--output", "out_dir", files=_run_files, default="optkit-out", show_default=True, type=click.Path(file_okay=False, readable=False),
               help="Output directory (artifacts, manifest.json, report.json, report.html).")
 @click.option("--force", is_flag=True, help="Re-run every step even when the cache is valid.")
 @click.option("--no-verify", is_flag=True, help="Build the artifacts without verifying them.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Verify on Ray (overrides the recipe's `ray:`): no ADDRESS = a local Ray instance; 'auto', "
                    "'ray://HOST:PORT' or 'HOST:PORT' = an existing cluster. Needs optkit[ray].")
-@click.option("--baseline", type=click.Path(), metavar="PREVIOUS",
+@input_option("--baseline", type=click.Path(), metavar="PREVIOUS", files=baseline_files,
               help="A previous release's report.json or output directory to compare with (overrides the "
                    "recipe's verify: baseline:); a regression exits 3.")
 @click.option("--export-to-repository", "export_to", metavar="DIR/NAME[:STEP]",
@@ -50,7 +58,7 @@ def run(recipe, out_dir, force, no_verify, ray_address, baseline, export_to, jun
     import time
     from pathlib import Path
 
-    from optkit.cli.verify_cmd import failure_line, write_ci_files
+    from optkit.cli.verify_cmd import failure_line, write_all
     from optkit.common.errors import VerificationFailed
     from optkit.common.fileio import check_output_path
     from optkit.pipeline.recipe import default_recipe_path, load_recipe, run_recipe
@@ -83,7 +91,7 @@ def run(recipe, out_dir, force, no_verify, ray_address, baseline, export_to, jun
         click.echo(format_table(outcome.report))
         j, h = outcome.report_paths
         click.echo(f"manifest: {Path(out_dir) / 'manifest.json'}; report: {j}, {h}")
-        write_ci_files(outcome.report, junit_path, summary_path)
+        write_all(outcome.report, None, junit_path, summary_path)
     click.echo(f"done in {time.perf_counter() - t0:.1f} s")
     if outcome.report is not None and not outcome.report.passed:
         if export:

@@ -3,30 +3,33 @@ from __future__ import annotations
 import click
 
 from optkit.cli.bench_cmd import _providers
-from optkit.cli.common import ci_output_options
+from optkit.cli.common import FINITE, ci_output_options
+from optkit.cli.declared import (baseline_files, command, input_argument, input_option, output_option,
+                                 report_files)
 from optkit.common.defaults import BATCH_SIZE, DECISION_THRESHOLD
 from optkit.runtime.registry import PROVIDERS
 
 
-@click.command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
+@command(short_help="Compare artifacts with the PyTorch reference; exit 3 if a gate fails.")
+@input_argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@input_option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
               help="<model>.reference.npz written by `optkit export`.")
-@click.option("--reference-data", "reference_data", type=click.Path(file_okay=False),
+@input_option("--reference-data", "reference_data", type=click.Path(file_okay=False),
               help="Where the data directory of a reference that links its inputs is (export --reference-inputs "
                    "link), when it is not where it was when the reference was made. Read shard by shard.")
 @click.option("--provider", "providers", default="cpu", show_default=True, callback=_providers,
               help=f"Runtime(s) for .onnx artifacts, comma-separated: {', '.join(PROVIDERS)} (.engine files "
                    "always use TensorRT, verified once).")
-@click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=float, help="Decision threshold.")
+@click.option("--threshold", default=DECISION_THRESHOLD, show_default=True, type=FINITE, help="Decision threshold.")
 @click.option("--gate", "gate_opts", multiple=True, metavar="PREC.LIMIT=VALUE",
               help="Override a gate, e.g. int8.min_agreement=0.99 or fp32.max_abs=1e-3 (repeatable; "
                    "'off' disables a limit).")
 @click.option("--output-kind", "output_kind", multiple=True, metavar="NAME=KIND",
               help="What output NAME is, instead of the detected kind (repeatable): probability, logit, "
                    "embedding, frames or other; each kind is judged by what means something for it.")
-@click.option("--report-dir", type=click.Path(file_okay=False, readable=False), help="Write report.json and report.html here.")
-@click.option("--fp32-model", type=click.Path(dir_okay=False),
+@output_option("--report-dir", type=click.Path(file_okay=False, readable=False), files=report_files,
+               help="Write report.json and report.html here.")
+@input_option("--fp32-model", type=click.Path(dir_okay=False),
               help="fp32 model the int8 artifacts were made from (for per-layer error localisation).")
 @click.option("--localize", type=click.Choice(["on-failure", "always", "never"]), default="on-failure",
               show_default=True, help="When to localise int8 error per layer.")
@@ -42,7 +45,7 @@ from optkit.runtime.registry import PROVIDERS
               help="Also time every artifact (min/p50, one interleaved run) and report the speed-up over fp32.")
 @click.option("--bench-iterations", default=50, show_default=True, type=click.IntRange(1),
               help="Timed rounds of --bench (after 5 warm-up rounds).")
-@click.option("--baseline", type=click.Path(), metavar="PREVIOUS",
+@input_option("--baseline", type=click.Path(), metavar="PREVIOUS", files=baseline_files,
               help="A previous release's report.json (or its output directory): compare each artifact with its "
                    "counterpart there and gate on regressions (exit 3).")
 @click.option("--max-regression", "max_regression", multiple=True, metavar="LIMIT=VALUE",
@@ -94,9 +97,9 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     from pathlib import Path
 
     from optkit.common.errors import VerificationFailed
-    from optkit.common.fileio import check_output_dir, check_output_path, ensure_output_dir, require_file
+    from optkit.common.fileio import check_output_dir, check_output_path, require_file
     from optkit.verification.reference import load_reference
-    from optkit.release.report import format_table, write_reports
+    from optkit.release.report import format_table
     from optkit.pipeline.distributed import executor_for
     from optkit.release.regression import make_limits, parse_max_regression, prepare_baseline
     from optkit.release.view import release_view
@@ -153,28 +156,50 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         shas = {f.get("sha256") for f in (report.release.get("facts") or {}).values()} - {None}
         report.release["capacity"] = attach(capacity, shas)
     click.echo(format_table(report))
-    if report_dir:
-        j, h = write_reports(report, ensure_output_dir(report_dir, "report directory"))
-        click.echo(f"wrote {j} and {h}")
-    write_ci_files(report, junit_path, summary_path)
+    write_all(report, report_dir, junit_path, summary_path)
     if not report.passed:
         if export_to:
             click.echo(f"not exported to {export_to}: verification failed", err=True)
         raise VerificationFailed(failure_line(report))
     if export_to:
+        from optkit.release.report import write_reports
         from optkit.serve.repository import export_version
 
         dest = export_version(export_to, paths[0], lambda d: write_reports(report, d))
         click.echo(f"exported {paths[0].name} as {dest}")
 
 
-def write_ci_files(report, junit_path, summary_path) -> None:  # noqa: ANN001
+def write_all(report, report_dir, junit_path, summary_path) -> None:  # noqa: ANN001
+    """report.json, report.html, the JUnit XML and the summary appear together or not at all (a full
+    disk leaves none of them, nor a report directory this run created)."""
+    from pathlib import Path
+
+    from optkit.common.fileio import AtomicFiles, ensure_output_dir
+    from optkit.release.report import write_reports
+
+    made = report_dir is not None and not Path(report_dir).exists()
+    wrote = []
+    try:
+        with AtomicFiles() as files:
+            if report_dir:
+                wrote += write_reports(report, ensure_output_dir(report_dir, "report directory"), files)
+            wrote += write_ci_files(report, junit_path, summary_path, files)
+    except BaseException:
+        if made:
+            import contextlib
+
+            with contextlib.suppress(OSError):
+                Path(report_dir).rmdir()  # only if empty
+        raise
+    for path in wrote:
+        click.echo(f"wrote {path}")
+
+
+def write_ci_files(report, junit_path, summary_path, files) -> list:  # noqa: ANN001
     from optkit.release.report_ci import write_junit, write_summary
 
-    if junit_path:
-        click.echo(f"wrote {write_junit(report, junit_path)}")
-    if summary_path:
-        click.echo(f"wrote {write_summary(report, summary_path)}")
+    return ([write_junit(report, junit_path, files)] if junit_path else []) + \
+        ([write_summary(report, summary_path, files)] if summary_path else [])
 
 
 def failure_line(report) -> str:  # noqa: ANN001

@@ -2,17 +2,26 @@ from __future__ import annotations
 
 import click
 
+from optkit.cli.declared import command, input_argument, input_option, output_option
 
-@click.command(short_help="Dense weights as JSON (three layouts), and JSON back to ONNX.")
-@click.argument("model", required=False)
+
+def _model_files(model: str, params: dict) -> list:
+    from optkit.cli.export_cmd import model_source_files
+    from pathlib import Path
+
+    return [Path(model)] if model.lower().endswith(".onnx") else model_source_files(model)
+
+
+@command(short_help="Dense weights as JSON (three layouts), and JSON back to ONNX.")
+@input_argument("model", required=False, files=_model_files)
 @click.option("--layout", type=click.Choice(["by-layer", "list", "augmented"]), default="by-layer",
               show_default=True, help="JSON layout (each has a JSON Schema in optkit/lesson/schemas/).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
+@output_option("-o", "--output", type=click.Path(dir_okay=False), kinds=(".json", ".onnx"),
               help="Output file: .json for weights (default: print them), .onnx with --load.")
-@click.option("--load", "load_path", type=click.Path(dir_okay=False),
+@input_option("--load", "load_path", type=click.Path(dir_okay=False),
               help="Read a weights file (validated against its schema) instead of a model; "
                    "-o M.onnx rebuilds the model, -o F.json rewrites it in --layout.")
-@click.option("--weights", "state_dict", type=click.Path(exists=True, dir_okay=False),
+@input_option("--weights", "state_dict", type=click.Path(exists=True, dir_okay=False),
               help="state_dict to load into a PyTorch MODEL.")
 @click.option("--input-name", default="x", show_default=True, help="ONNX input name for a PyTorch MODEL.")
 @click.option("--output-name", default="y", show_default=True, help="ONNX output name for a PyTorch MODEL.")

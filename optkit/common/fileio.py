@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,29 @@ class AtomicFiles:
                 tmp.unlink()
         self.files.clear()
 
+    def write_text(self, path: str | os.PathLike, text: str) -> Path:
+        """Write ``text`` to the temporary file of ``path``; returns ``path``. A full disk is one line
+        naming the file (the caller's ``with`` then removes every temporary file)."""
+        tmp = self.add(path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"could not write {path}: {exc.strerror or exc}") from exc
+        return Path(path)
+
+    def write_json(self, path: str | os.PathLike, obj: Any) -> Path:
+        return self.write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+    # ``with AtomicFiles() as files:`` every file appears at the end of the block, or none does.
+    def __enter__(self) -> AtomicFiles:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -200,3 +224,67 @@ def require_file(path: str | os.PathLike, what: str = "file") -> Path:
     if not os.access(path, os.R_OK):
         raise InputError(f"{what} {path} is not readable")
     return path
+
+
+# -- the files a command reads and writes, checked together ---------------------------------------
+class Input(typing.NamedTuple):
+    """A file (or directory) a command reads. ``what`` names it the way the user gave it (a flag,
+    an argument, a recipe key). For a directory, ``reads`` are the suffixes of the files read in
+    it (an output with one of them inside it is refused); None = every file in it."""
+
+    what: str
+    path: Path
+    reads: tuple[str, ...] | None = None
+
+
+class Output(typing.NamedTuple):
+    """A file a command writes; ``kinds`` are the name endings the writer accepts (empty: any)."""
+
+    what: str
+    path: Path
+    kinds: tuple[str, ...] = ()
+
+
+def check_utf8_name(path: str | os.PathLike, what: str = "file") -> None:
+    """A name that is not valid UTF-8 (Python keeps its bytes as surrogates) is refused with one
+    line: ONNX Runtime, JSON and XML writers would each fail differently, deep inside."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("ascii", "backslashreplace")
+        raise InputError(f"{what} name {shown} is not valid UTF-8; rename the file") from None
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_io(outputs: typing.Iterable[Output], inputs: typing.Iterable[Input] = ()) -> None:
+    """THE check of a command's (or a recipe step's) files before anything is read or written:
+    every name is valid UTF-8, every output has a name its writer accepts, no output is one of the
+    inputs (through symlinks, hard links and ``..``) or lies in an input directory where it would
+    be read, and no two outputs are one file. Raises InputError with one line."""
+    outputs, inputs = list(outputs), list(inputs)
+    for item in [*inputs, *outputs]:
+        check_utf8_name(item.path, item.what)
+    for out in outputs:
+        name = out.path.name.lower()
+        if out.kinds and not name.endswith(tuple(k.lower() for k in out.kinds)):
+            raise InputError(f"{out.what} {out.path}: expected a {' or '.join(out.kinds)} file name")
+        for inp in inputs:
+            if same_file(out.path, inp.path):
+                raise InputError(f"{out.what} {out.path} is the input {inp.what} {inp.path}; it would be "
+                                 "overwritten: choose another file")
+            if (inp.path.is_dir() and _inside(out.path, inp.path)
+                    and (inp.reads is None or name.endswith(inp.reads))):
+                raise InputError(f"{out.what} {out.path} is inside the {inp.what} directory {inp.path}, "
+                                 "where it would be read as input: choose another place")
+    for i, a in enumerate(outputs):
+        for b in outputs[i + 1:]:
+            if same_file(a.path, b.path):
+                raise InputError(f"{a.what} and {b.what} both name {b.path}; give each its own file")

@@ -244,6 +244,7 @@ def to_json(net: DenseNet, layout: str) -> dict[str, Any]:
         "input": net.input_name, "output": net.output_name, "opset": net.opset,
         "activations": [lay.activation for lay in net.layers],
         "onnx_ops": [lay.onnx_op for lay in net.layers],
+        "shapes": [list(lay.shape) for lay in net.layers],
         "layers": layers,
     }
     validate(doc, where="generated weights")  # the schemas describe what optkit writes
@@ -297,6 +298,8 @@ def validate(doc: Any, where: str = "weights file") -> str:
     if error is not None:
         raise InputError(f"{where}: {_path_str(error.absolute_path)}: {error.message} "
                          f"(schema {schema_path(layout).name})")
+    if doc["input"] == doc["output"]:
+        raise InputError(f"{where}: 'input' and 'output' are both {doc['input']!r}; an ONNX graph needs two names")
     _check_shapes(doc, where)
     return layout
 
@@ -319,10 +322,11 @@ def _layer_items(doc: dict[str, Any]) -> list[tuple[str, str, Any]]:
 def _check_shapes(doc: dict[str, Any], where: str) -> None:
     items = _layer_items(doc)
     n = len(items)
-    for key in ("activations", "onnx_ops"):
+    for key in ("activations", "onnx_ops", "shapes"):
         if key in doc and len(doc[key]) != n:
             raise InputError(f"{where}: '{key}' has {len(doc[key])} entries for {n} layers")
     prev_out = None
+    len_done = 0
     for name, path, value in items:
         if doc["layout"] == "augmented":
             rows, cols = _rows(value, f"{where}: {path}")
@@ -335,7 +339,12 @@ def _check_shapes(doc: dict[str, Any], where: str) -> None:
                                  f"{fan_out} ([[b1], [b2], ...]), one per unit")
         if prev_out is not None and fan_in != prev_out:
             raise InputError(f"{where}: {path} has {fan_in} inputs but the previous layer has {prev_out} units")
+        if "shapes" in doc and [fan_in, fan_out] != list(doc["shapes"][len_done]):
+            raise InputError(f"{where}: {path} is {fan_in} x {fan_out} (in x out) but 'shapes' says "
+                             f"{doc['shapes'][len_done][0]} x {doc['shapes'][len_done][1]}: a row or column is "
+                             "missing or extra")
         prev_out = fan_out
+        len_done += 1
 
 
 def _f32(m: list[list[float]], where: str) -> np.ndarray:
@@ -375,10 +384,21 @@ def load(path: str | os.PathLike) -> DenseNet:
     def no_constants(token: str) -> Any:
         raise ValueError(f"{token} is not a JSON number")
 
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in seen:  # json keeps the last one silently: another network than the file shows
+                raise ValueError(f"key {k!r} appears twice in one object")
+            seen[k] = v
+        return seen
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants)
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constants,
+                         object_pairs_hook=no_duplicates)
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
+    except RecursionError:
+        raise InputError(f"{path}: not a weights file (JSON nested too deeply)") from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     return from_json(doc, where=str(path))

@@ -45,7 +45,7 @@ class BuildEngineConfig:
                                check=parse_batch)
     workspace: str = option("1G", "TensorRT workspace memory limit (512M, 1G, 2GiB, or bytes).", check=parse_size)
     timing_cache: str | None = option(None, "Timing cache file: loaded if it exists, saved after the build "
-                                      "(speeds up rebuilds).", path=True)
+                                      "(speeds up rebuilds).", path=True, output=True)
     calibration: str | None = option(None, "Calibration samples (dir of .npy or .npz) for precision int8 from an "
                                      "fp32 model.", path=True)
     opt_level: int = option(3, "Builder optimization level (0 fastest build ... 5 most tactics).", min=0, max=5)

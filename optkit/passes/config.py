@@ -39,6 +39,7 @@ class Option:
     max: float | None
     check: Any = None              # value -> None, raising InputError when it is not valid
     multiple: bool = False         # a list option whose CLI flag repeats (--dynamic-axis a:3 --dynamic-axis a:0)
+    output: bool = False           # a file the pass writes (besides its -o): checked against its inputs
 
     @property
     def required(self) -> bool:
@@ -51,10 +52,13 @@ class Option:
 
 def option(default: Any = MISSING, help: str = "", *, choices: tuple[Any, ...] | None = None, path: bool = False,
            flag: str | None = None, metavar: str | None = None, cli: bool = True,
-           min: float | None = None, max: float | None = None, check: Any = None, multiple: bool = False) -> Any:
-    """A dataclass field with its option description (see the module docstring)."""
+           min: float | None = None, max: float | None = None, check: Any = None, multiple: bool = False,
+           output: bool = False) -> Any:
+    """A dataclass field with its option description (see the module docstring). ``path``: a file
+    or directory the pass reads; ``output`` (with ``path``): a file it writes, which the CLI and the
+    recipe check against every input and output (``optkit.common.fileio.check_io``)."""
     meta = {"optkit": {"help": help, "choices": choices, "path": path, "flag": flag, "metavar": metavar,
-                       "cli": cli, "min": min, "max": max, "check": check, "multiple": multiple}}
+                       "cli": cli, "min": min, "max": max, "check": check, "multiple": multiple, "output": output}}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -74,7 +78,8 @@ def options(config_cls: type) -> list[Option]:
         flag = m.get("flag") or "--" + f.name.replace("_", "-")
         out.append(Option(f.name, hint, f.default, m.get("help", ""), tuple(choices) if choices else None,
                           bool(m.get("path")), flag, m.get("metavar"), bool(m.get("cli", bool(m))),
-                          m.get("min"), m.get("max"), m.get("check"), bool(m.get("multiple"))))
+                          m.get("min"), m.get("max"), m.get("check"), bool(m.get("multiple")),
+                          bool(m.get("output"))))
     return out
 
 
@@ -102,6 +107,11 @@ def check_values(cfg: Any) -> None:
 
 def path_params(config_cls: type) -> set[str]:
     return {o.name for o in options(config_cls) if o.path}
+
+
+def output_params(config_cls: type) -> set[str]:
+    """The path parameters that name a file the pass writes."""
+    return {o.name for o in options(config_cls) if o.path and o.output}
 
 
 def flag_for(config_classes: typing.Iterable[type | str], param: str) -> str:

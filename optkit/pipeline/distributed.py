@@ -60,7 +60,8 @@ def ray_session(address: str | None = LOCAL, num_cpus: int | None = None) -> Ite
     else:
         kwargs["address"] = address
     try:
-        ray.init(**kwargs)
+        with _ray_logs_kept_out():
+            ray.init(**kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = "a local Ray instance" if local else f"the Ray cluster at {address!r}"
         hint = ("" if local else
@@ -85,11 +86,52 @@ def _require_reachable(address: str, timeout: float = 5.0) -> None:
     if not sep or not port.isdigit():
         raise InputError(f"Ray cluster address {address!r} is not 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            reply = _http2_probe(conn, timeout)
     except OSError as exc:
         raise InputError(f"could not connect to the Ray cluster at {address!r}: nothing answers at "
                          f"{host}:{port} ({exc.strerror or exc}); is the cluster running (ray status)?") from exc
+    if reply and not (len(reply) >= 9 and reply[3] == 0x04):  # anything but an HTTP/2 SETTINGS frame
+        status = reply.split(b"\n", 1)[0].decode("latin-1").strip()[:40]
+        raise InputError(f"could not connect to the Ray cluster at {address!r}: {host}:{port} answers, but not "
+                         f"as Ray's gRPC port does (it said {status!r}); is that the "
+                         "dashboard's port? (the cluster address is the head's GCS port, 6379 by default)")
+
+
+def _http2_probe(conn: Any, timeout: float) -> bytes:
+    """What the server at ``conn`` says to an HTTP/2 connection preface and an empty SETTINGS frame
+    (RFC 9113 3.4): Ray's GCS and client server speak gRPC, so they answer with a SETTINGS frame; a web
+    server answers "HTTP/1.1 400" or a page. ray.init would instead retry for ~20 s, printing its C++ warnings.
+    No library does this one exchange without a gRPC stub of Ray's own service, hence the 10 lines."""
+    import socket
+
+    conn.settimeout(min(timeout, 2.0))
+    try:
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        return conn.recv(64)
+    except (socket.timeout, OSError):
+        return b""
+
+
+@contextlib.contextmanager
+def _ray_logs_kept_out() -> Iterator[None]:
+    """Ray's C++ core writes its warnings (connection retries, ...) straight to file descriptor 2;
+    they go to a temporary file instead, shown only with OPTKIT_DEBUG=1. An error is still one line."""
+    import sys
+    import tempfile
+
+    if os.environ.get("OPTKIT_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _line(exc: BaseException) -> str:

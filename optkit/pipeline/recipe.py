@@ -403,6 +403,7 @@ def run_recipe(recipe: Recipe, out_dir: str | Path, *, force: bool = False,
     from optkit.common.fileio import ensure_output_dir
     from optkit.common.workspace import clean_partial_files, clean_stale_work_dirs, output_lock
 
+    recipe_checks.check_recipe_files(recipe, out_dir)  # before anything is created or run
     out_dir = ensure_output_dir(out_dir)
     with output_lock(out_dir, wait=wait):
         for p in clean_partial_files(out_dir):

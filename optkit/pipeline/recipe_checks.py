@@ -89,7 +89,81 @@ def check_step_outputs(steps: list[Any], where: str) -> None:
                 raise RecipeError(f"{where} line {step.line or '?'}: step {step.name} would write {f}, "
                                   f"{rel}; give it another output name")
             owner[f] = step
+        if step.output is not None:
+            check_output_kind(step, where)  # after the checks above, whose messages say more
         main_output[step.name] = out
+
+
+def output_kinds(pass_name: str) -> tuple[str, ...]:
+    """The name endings a pass's output may have: what optkit later reads it as."""
+    from optkit.model.artifact import ENGINE_SUFFIXES
+    from optkit.passes import get_pass
+
+    return tuple(ENGINE_SUFFIXES) if get_pass(pass_name).kind == "engine" else (".onnx",)
+
+
+def check_output_kind(step: Any, where: str) -> None:
+    """``output: model.npz`` fails at load time, not when verify cannot read it after every step ran."""
+    kinds = output_kinds(step.pass_name)
+    if not step.output.lower().endswith(kinds):
+        raise RecipeError(f"{where} line {step.line or '?'}: step {step.name}: output {step.output!r} must end "
+                          f"with {' or '.join(kinds)} (a {step.pass_name} step writes "
+                          f"{'an engine' if kinds[0] != '.onnx' else 'an ONNX model'})")
+
+
+def recipe_inputs(recipe: Any) -> list[Any]:
+    """Every file a recipe reads: the recipe itself, the model's .py file, and every path parameter of
+    every step that is not an output (weights, reference data, calibration data, references), and
+    verify.baseline (a report.json or the directory holding one)."""
+    from pathlib import Path
+
+    from optkit.common.fileio import Input
+    from optkit.passes import get_pass
+    from optkit.passes.config import output_params, path_params
+
+    inputs = [Input("recipe", Path(recipe.path))]
+    file, _, attr = recipe.model.rpartition(":")
+    if attr and file.endswith(".py"):
+        inputs.append(Input("model", Path(file)))
+    for step in recipe.steps:
+        cls = get_pass(step.pass_name).config_cls
+        for key in sorted(path_params(cls) - output_params(cls)):
+            if isinstance(step.params.get(key), str) and step.params[key]:
+                inputs.append(Input(f"step {step.name}: {key}", Path(step.params[key])))
+    baseline = (recipe.verify or {}).get("baseline")
+    if isinstance(baseline, str) and baseline:
+        inputs.append(Input("verify.baseline", Path(baseline)))
+        if Path(baseline).is_dir():
+            inputs.append(Input("verify.baseline", Path(baseline) / "report.json"))
+    return inputs
+
+
+def check_recipe_files(recipe: Any, out_dir: Any) -> None:
+    """Before any step runs: no file a step writes into ``out_dir`` (nor an output path parameter such
+    as a timing cache) is a file the recipe reads - its data, its weights, the recipe itself."""
+    from pathlib import Path
+
+    from optkit.common.fileio import Output, check_io
+    from optkit.passes import get_pass
+    from optkit.passes.config import output_params
+
+    outputs = [Output(f"{n} of `optkit run`", Path(out_dir) / n) for n in ("manifest.json", "report.json",
+                                                                          "report.html")]
+    for step in recipe.steps:
+        p = get_pass(step.pass_name)
+        out = step.output or f"{step.name}{p.output_suffix}"
+        outputs += [Output(f"step {step.name}: output", Path(out_dir) / f) for f in step_files(step.pass_name, out)]
+        for key in sorted(output_params(p.config_cls)):
+            if isinstance(step.params.get(key), str) and step.params[key]:
+                outputs.append(Output(f"step {step.name}: {key}", Path(step.params[key])))
+    try:
+        check_io(outputs, recipe_inputs(recipe))
+    except Exception as exc:  # InputError -> a recipe error naming the recipe
+        from optkit.common.errors import InputError
+
+        if not isinstance(exc, InputError):
+            raise
+        raise RecipeError(f"{Path(recipe.path).name}: {exc}") from None
 
 
 def check_verify_values(verify: dict[str, Any], where: str, key_lines: dict[str, int]) -> None:

@@ -106,16 +106,72 @@ def load_baseline(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if not p.is_file():
         raise InputError(f"baseline {path}: no report.json there (give a previous report.json or output directory)")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise InputError(f"baseline {p} is not a readable report.json (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"baseline {p} is not a readable report.json ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
         raise InputError(f"baseline {p} is not an optkit report.json (no artifacts list)")
-    ident = (data.get("reference") or {}).get("identity")
-    if not ident or not all("scores" in a for a in data["artifacts"]):
+    ident = (data.get("reference") or {}).get("identity") if isinstance(data.get("reference"), dict) else None
+    if not ident or not all(isinstance(a, dict) and "scores" in a for a in data["artifacts"]):
         raise InputError(f"baseline {p} has no reference identity or per-sample scores (written by an older "
                          "optkit); verify that release again to make a baseline")
+    check_baseline_schema(data, p)
     return p, data
+
+
+def _no_constant(name: str) -> Any:
+    # optkit writes non-finite numbers as null; NaN/Infinity in a report.json were put there by hand
+    raise ValueError(f"{name} is not a number a report.json holds")
+
+
+# The parts of a report.json that the regression gate reads (everything else is only shown).
+BASELINE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["artifacts", "reference", "threshold"],
+    "properties": {
+        "threshold": {"type": "number"},
+        "reference": {"type": "object", "required": ["identity"], "properties": {"identity": {
+            "type": "object", "required": ["inputs_sha256", "samples"],
+            "properties": {"inputs_sha256": {"type": "string"}, "samples": {"type": "integer", "minimum": 1},
+                           "labels_sha256": {"type": ["string", "null"]}}}}},
+        "artifacts": {"type": "array", "items": {
+            "type": "object", "required": ["path", "precision", "runner", "scores"],
+            "properties": {
+                "path": {"type": "string", "minLength": 1},
+                "precision": {"type": "string"},
+                "runner": {"type": "object"},
+                "step": {"type": ["string", "null"]},
+                "sha256": {"type": ["string", "null"]},
+                "scores": {"type": "array", "minItems": 1, "items": {"type": ["number", "null"]}},
+                "outputs": {"type": "object", "additionalProperties": {"type": "object"}},
+                "task": {"type": ["object", "null"], "properties": {
+                    k: {"type": ["number", "null"]} for k in ("accuracy", "eer", "far", "frr")}},
+                "latency": {"type": ["object", "null"], "properties": {
+                    k: {"type": ["number", "null"], "exclusiveMinimum": 0} for k in ("min_ms", "p50_ms")}},
+            }}},
+    },
+}
+
+
+def check_baseline_schema(data: dict[str, Any], p: Path) -> None:
+    """A baseline is schema-checked like a reference: one line naming the first bad field."""
+    from optkit.common.lazy import lazy_import
+
+    jsonschema = lazy_import("jsonschema", extra="core")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(BASELINE_SCHEMA).iter_errors(data))
+    if error is not None:
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error.absolute_path).lstrip(".")
+        raise InputError(f"baseline {p} is not a valid report.json: {where or 'top level'}: {error.message[:200]}")
+    samples = data["reference"]["identity"]["samples"]
+    labelled = data["reference"]["identity"].get("labels_sha256") is not None
+    for i, a in enumerate(data["artifacts"]):
+        if len(a["scores"]) % samples:
+            raise InputError(f"baseline {p}: artifacts[{i}] has {len(a['scores'])} scores for {samples} reference "
+                             "samples; the file is truncated or edited")
+        if labelled and not isinstance((a.get("task") or {}).get("accuracy"), (int, float)):
+            raise InputError(f"baseline {p}: artifacts[{i}] has no task accuracy although its reference is labelled")
 
 
 def check_same_reference(current: dict[str, Any], baseline: dict[str, Any], where: str) -> None:

@@ -9,6 +9,7 @@ search trials), each result (metrics and plots), skipped steps. Plots are inline
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from optkit.common.fileio import write_json_atomically, write_text_atomically
+from optkit.common.fileio import AtomicFiles
 from optkit.verification.verify import ArtifactResult, VerifyReport
 
 e = html.escape
@@ -230,11 +231,13 @@ def report_json(report: VerifyReport) -> dict[str, Any]:
     return json_safe(d)
 
 
-def write_reports(report: VerifyReport, out_dir: str | Path) -> tuple[Path, Path]:
+def write_reports(report: VerifyReport, out_dir: str | Path, files: AtomicFiles | None = None) -> tuple[Path, Path]:
+    """report.json and report.html, which appear together or not at all (with ``files``: when the
+    caller commits them, with its other outputs)."""
     out_dir = Path(out_dir)
-    data = report_json(report)
-    j = write_json_atomically(out_dir / "report.json", data)
-    h = write_text_atomically(out_dir / "report.html", render_html(report))
+    with contextlib.nullcontext(files) if files is not None else AtomicFiles() as f:
+        j = f.write_json(out_dir / "report.json", report_json(report))
+        h = f.write_text(out_dir / "report.html", render_html(report))
     return j, h
 
 

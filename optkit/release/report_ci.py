@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from optkit.common.fileio import write_text_atomically
+from optkit.common.fileio import AtomicFiles, write_text_atomically
 from optkit.verification.verify import Gate, VerifyReport
 
 LIMIT_TEXT = {
@@ -126,10 +126,14 @@ def summary_markdown(report: VerifyReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_junit(report: VerifyReport, path: str | Path) -> Path:
+def write_junit(report: VerifyReport, path: str | Path, files: AtomicFiles | None = None) -> Path:
+    if files is not None:
+        return files.write_text(path, junit_xml(report))
     return write_text_atomically(Path(path), junit_xml(report))
 
 
-def write_summary(report: VerifyReport, path: str | Path) -> Path:
+def write_summary(report: VerifyReport, path: str | Path, files: AtomicFiles | None = None) -> Path:
+    if files is not None:
+        return files.write_text(path, summary_markdown(report))
     return write_text_atomically(Path(path), summary_markdown(report))
 

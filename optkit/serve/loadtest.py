@@ -432,9 +432,7 @@ def fetch_metadata(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
 def run_ramp(base_url: str, cfg: RampConfig, payload: Payload | None = None,
              progress: Callable[[str], None] | None = None, environment: dict[str, Any] | None = None) -> LoadReport:
     """The whole load test against ``base_url`` (loopback only): warm-up, ramp, optional half-rate step."""
-    from optkit.serve.server import require_loopback_url
-
-    base_url = require_loopback_url(base_url)
+    base_url = target_url(base_url)
     say = progress or (lambda msg: None)
     server = fetch_metadata(base_url)
     payload = payload or payload_for_server(server)
@@ -473,11 +471,10 @@ def run_interleaved_ramps(base_urls: dict[str, str], cfg: RampConfig, payload: P
     the first, then on the second, ..., then c + step on the first. Only one server is loaded at a
     time, and slow drifts of a shared machine's load hit every server alike, so their ratios stay fair
     (the servers' own idle threads sleep: ONNX Runtime's spinning is off)."""
-    from optkit.serve.server import require_loopback_url
 
     say = progress or (lambda msg: None)
     env = environment if environment is not None else _environment()
-    urls = {label: require_loopback_url(url) for label, url in base_urls.items()}
+    urls = {label: target_url(url) for label, url in base_urls.items()}
     servers = {label: fetch_metadata(url) for label, url in urls.items()}
     payloads = {label: payload or payload_for_server(servers[label]) for label in urls}
     for label, url in urls.items():
@@ -536,12 +533,42 @@ class CompareRow:
         return f"{Path(self.artifact).name} [{self.provider}]" + (f" {self.variant}" if self.variant else "")
 
 
+def target_url(url: str) -> str:
+    """A URL the load generator may target, or one InputError line: http(s), a loopback host, a
+    port that is a number in range (urllib raises ValueError for ``:notaport``, ``[::1``)."""
+    from urllib.parse import urlsplit
+
+    from optkit.serve.server import require_loopback_url
+
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):  # urllib keeps them; aiohttp fails deep inside
+        raise InputError(f"{url!r} is not a valid URL (it contains white space or a control character)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError as exc:
+        raise InputError(f"{url!r} is not a valid URL ({exc})") from None
+    return require_loopback_url(url)
+
+
+# compare_services picks the address and port of the servers it starts; flags that change them
+# would serve on another interface than the 127.0.0.1 that compare promises.
+RESERVED_SERVE_FLAGS = ("--host", "--port")
+
+
+def check_serve_args(args: Sequence[str], what: str = "--serve-arg") -> list[str]:
+    for a in args:
+        flag = a.split("=", 1)[0]
+        if flag in RESERVED_SERVE_FLAGS:
+            raise InputError(f"{what} {a}: --compare serves on 127.0.0.1 on a port it picks; {flag} cannot be set")
+    return list(args)
+
+
 def parse_variant(text: str) -> list[str]:
     """A serving variant's flags, split like a shell command ("--max-batch 8 --streams 2")."""
     import shlex
 
     try:
-        return shlex.split(text)
+        return check_serve_args(shlex.split(text), "--variant")
     except ValueError as exc:
         raise InputError(f"serving variant {text!r}: {exc}") from None
 

@@ -247,6 +247,10 @@ def validate_reference(ref: Reference, where: str = "reference") -> None:
             raise InputError(f"{where}: labels have shape {y.shape}, expected ({n},) (one per sample)")
         if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
             raise InputError(f"{where}: labels have dtype {y.dtype}, expected integers (0/1)")
+        bad = np.setdiff1d(np.unique(y.astype(np.int64)), [0, 1])
+        if bad.size:
+            raise InputError(f"{where}: labels must be 0 or 1 (two classes: rejected/accepted), found "
+                             f"{', '.join(map(str, bad[:5].tolist()))}")
 
 
 def _check_array(arr: np.ndarray, label: str) -> None:

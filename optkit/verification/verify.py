@@ -7,6 +7,7 @@ exist, and per-precision gates; failing quantised models get per-layer error loc
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,8 +104,28 @@ def merge_gates(overrides: dict[str, dict[str, Any]] | None, where: str = "gates
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise RecipeError(f"{where}.{precision}.{k}: expected a number or null, got {v!r}")
             clean[k] = None if v is None else float(v)
+            if v is not None:
+                check_gate_value(k, clean[k], f"{where}.{precision}.{k}")
         gates[precision] = dataclasses.replace(gates[precision], **clean)
     return gates
+
+
+# The range of each limit: errors and drops are >= 0, agreement is a share, cosine a cosine.
+GATE_RANGES: dict[str, tuple[float, float]] = {
+    "max_abs": (0.0, math.inf), "mean_abs": (0.0, math.inf), "min_agreement": (0.0, 1.0),
+    "min_cosine": (-1.0, 1.0), "min_snr_db": (-math.inf, math.inf), "max_accuracy_drop": (0.0, 1.0),
+}
+
+
+def check_gate_value(limit: str, value: float, where: str) -> None:
+    """A gate limit is finite and in its range: a NaN limit passes or fails everything silently."""
+    lo, hi = GATE_RANGES.get(limit, (-math.inf, math.inf))
+    if not math.isfinite(value):
+        raise RecipeError(f"{where}: {value} is not a finite number (use 'off' to disable a limit)")
+    if not lo <= value <= hi:
+        shown = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"at least {lo:g}"
+        raise RecipeError(f"{where}: {value:g} is out of range; it must be {shown}"
+                          + (" (a share: 0.99 = 99 %)" if hi == 1.0 else ""))
 
 
 def parse_gate_option(values: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -242,6 +263,24 @@ def check_artifact_graph(path: Path) -> None:
         raise InputError(f"{path}: not a valid ONNX model ({exc})") from exc
 
 
+def check_reference_fits(path: Path, reference: Reference, where: str) -> None:
+    """The reference's outputs are outputs of the model, with the model's fixed per-sample shape: a
+    reference made for another model is an input error (exit 1), not a failed gate (exit 3)."""
+    from optkit.model.onnx_utils import io_specs, load_onnx
+
+    _, outs = io_specs(load_onnx(path, load_weights=False))
+    shapes = {o.name: o.shape for o in outs}
+    for name, arr in reference.outputs.items():
+        if name not in shapes:
+            raise InputError(f"{where}: output {name!r} is not an output of {path.name} (its outputs: "
+                             f"{', '.join(shapes) or 'none'}); was the reference made for another model?")
+        dims, got = shapes[name], np.shape(arr)
+        if len(dims) == len(got) and any(isinstance(d, int) and d > 0 and d != g
+                                          for d, g in zip(dims[1:], got[1:])):
+            raise InputError(f"{where}: output {name!r} has per-sample shape {tuple(got[1:])}, but {path.name} "
+                             f"gives {tuple(dims[1:])}; was the reference made for another model?")
+
+
 def run_artifact(runner: Any, reference: Reference, batch_size: int) -> dict[str, np.ndarray]:
     """Run a runner over all reference inputs in batches; returns outputs by name."""
     from optkit.model.feeds import reference_batches
@@ -322,6 +361,7 @@ def verify_artifacts(
         gate = gates.get(precision, gates["fp32"])
         if path.suffix.lower() == ".onnx":
             check_artifact_graph(path)
+            check_reference_fits(path, reference, reference_path or "reference")
         key = None
         if cache_dir is not None and reference.sha256:
             key = verification_key(item, path, reference.sha256, provider, threads, batch_size, threshold, gate,
