@@ -17,7 +17,7 @@ def _with_sidecar(output: Path, params: dict) -> list[Path]:
 
 
 def _engine_kinds() -> tuple[str, ...]:
-    from optkit.model.artifact import ENGINE_SUFFIXES
+    from optkit.model.kinds import ENGINE_SUFFIXES
 
     return tuple(ENGINE_SUFFIXES)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from optkit.common.errors import InputError
 from optkit.common.fileio import sha256_file, write_json_atomically
+from optkit.model.kinds import ENGINE_SUFFIXES, ONNX_SUFFIXES, artifact_kind, is_engine  # noqa: F401
 
 MANIFEST_VERSION = 1
 
@@ -199,24 +200,6 @@ def copy_bundle(model_dir: str | os.PathLike, artifact: str, dest: str | os.Path
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-ONNX_SUFFIXES = (".onnx",)
-
-
-def artifact_kind(path: str | Path) -> str:
-    """What a file is, by its name: "onnx" or "engine" (a TensorRT engine)."""
-    suffix = Path(path).suffix.lower()
-    if suffix in ENGINE_SUFFIXES:
-        return "engine"
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    raise InputError(f"{path}: unknown artifact type (expected .onnx or .engine)")
-
-
-def is_engine(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in ENGINE_SUFFIXES
 
 
 def guess_kind(path: Path) -> str:

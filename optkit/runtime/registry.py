@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from optkit.common.errors import InputError
-from optkit.model.artifact import ENGINE_SUFFIXES, artifact_kind, is_engine  # noqa: F401 - kinds are the artifact's
+from optkit.model.kinds import ENGINE_SUFFIXES, artifact_kind, is_engine  # noqa: F401 - a file's kind, by name
 
 
 
