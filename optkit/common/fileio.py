@@ -287,4 +287,5 @@ def check_io(outputs: typing.Iterable[Output], inputs: typing.Iterable[Input] = 
     for i, a in enumerate(outputs):
         for b in outputs[i + 1:]:
             if same_file(a.path, b.path):
-                raise InputError(f"{a.what} and {b.what} both name {b.path}; give each its own file")
+                who = f"two outputs ({a.what})" if a.what == b.what else f"{a.what} and {b.what}"
+                raise InputError(f"{who} both write {b.path}; give each its own file")

@@ -248,7 +248,9 @@ def test_bad_inputs(cli_runner, tiny_onnx, tmp_path):
     assert r.exit_code == 1 and "no node named nope" in r.output
     r = fp16_cli(cli_runner, tiny_onnx, tmp_path / "missing_dir" / "o.onnx")
     assert r.exit_code == 1 and "does not exist" in r.output
-    r = fp16_cli(cli_runner, tiny_onnx, out, "--calibration", tmp_path)
+    calib = tmp_path / "calib"  # a directory that does not hold the output (that alone is exit 1)
+    calib.mkdir()
+    r = fp16_cli(cli_runner, tiny_onnx, out, "--calibration", calib)
     assert r.exit_code == 2 and "--calibration cannot be used with --fp16" in r.output
     r = fp16_cli(cli_runner, tiny_onnx, out, "--overflow", "ignore")
     assert r.exit_code == 2
