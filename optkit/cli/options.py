@@ -98,7 +98,7 @@ def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterab
             kwargs["type"] = click.Choice([str(c) for c in o.choices])
         elif base in (tuple, list) and o.multiple:
             kwargs["multiple"] = True
-            kwargs["callback"] = _repeated(o.check)
+            kwargs["callback"] = _repeated(o.check, o.split)
             kwargs["metavar"] = o.metavar
             kwargs["default"] = None
         elif base in (tuple, list):
@@ -140,12 +140,14 @@ def _click_check(check: Any) -> Any:
     return callback
 
 
-def _repeated(check: Any) -> Any:
-    """A repeatable flag: its values (each may also be a comma list) as one tuple, None when not given."""
+def _repeated(check: Any, split: bool = True) -> Any:
+    """A repeatable flag: its values (each may also be a comma list unless ``split`` is False) as one
+    tuple, None when not given."""
     inner = _click_check(check) if check is not None else (lambda ctx, param, value: value)
 
     def callback(ctx: Any, param: Any, value: Any) -> Any:
-        items = tuple(v.strip() for given in value or () for v in str(given).split(",") if v.strip())
+        items = tuple(v.strip() for given in value or () for v in (str(given).split(",") if split else [str(given)])
+                      if v.strip())
         return inner(ctx, param, items) if items else None
 
     return callback

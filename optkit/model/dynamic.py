@@ -28,6 +28,7 @@ class DynamicAxis:
     label: str                     # the dim_param written into the graph
     min: int | None = None         # the declared length range (None for the batch axis)
     max: int | None = None
+    opt: int | None = None         # the export length (TensorRT's default profile tunes for it)
 
     @property
     def is_batch(self) -> bool:

@@ -29,8 +29,12 @@ from optkit.quantization.qdq_form import tensorrt_qdq_problems
 from optkit.runtime.tensorrt_build import (  # noqa: F401 - re-exported: the CLI and tests use them from here
     DEFAULT_BATCH,
     build_serialized,
+    check_profiles,
+    declared_lengths,
+    describe_profiles,
     format_parser_error,
     input_profiles,
+    optimization_profiles,
     parse_batch,
     parse_size,
 )
@@ -43,6 +47,12 @@ class BuildEngineConfig:
     batch: str | None = option(None, "Optimization profile for the batch axis, MIN:OPT:MAX (or N). Default 1:1:8 "
                                "(dynamic batch), or the model's static batch.", metavar="MIN:OPT:MAX",
                                check=parse_batch)
+    profiles: tuple[str, ...] = option(
+        (), "One TensorRT optimization profile: NAME:MIN,OPT,MAX with shapes like 1x1x40x241, e.g. "
+        "input_mfcc:1x1x40x100,1x1x40x241,1x1x40x400 (repeatable: one profile each; the engine runs a length "
+        "with the first profile that holds it). Default: one profile from the model's declared length range "
+        "(min, the export length, max) and --batch.", flag="--profile", metavar="NAME:MIN,OPT,MAX", multiple=True,
+        split=False, check=check_profiles)
     workspace: str = option("1G", "TensorRT workspace memory limit (512M, 1G, 2GiB, or bytes).", check=parse_size)
     timing_cache: str | None = option(None, "Timing cache file: loaded if it exists, saved after the build "
                                       "(speeds up rebuilds).", path=True, output=True)
@@ -106,7 +116,7 @@ class BuildEngine(Pass):
         src_path = require_file(src.path, "ONNX model")
         model = load_onnx(src_path)
         inputs, _ = io_specs(model)
-        input_profiles(inputs, cfg.batch)
+        model_profiles(model, inputs, cfg)
         src_precision = model_precision(model)
         wanted = cfg.precision or src_precision
         if wanted != src_precision and src_precision != "fp32":
@@ -151,7 +161,7 @@ class BuildEngine(Pass):
         origin = out.origin or src
         model = load_onnx(src.path)
         inputs, _ = io_specs(model)
-        profiles = input_profiles(inputs, cfg.batch)
+        profiles = model_profiles(model, inputs, cfg)
         precision = model_precision(model)
         del model
         trt, device = gpu.require_tensorrt_gpu()
@@ -201,6 +211,8 @@ class BuildEngine(Pass):
                         f"(compute {device.get('compute_capability')}), TensorRT {built.tensorrt_version}, "
                         f"batch {profiles[0]['min'][0]}:{profiles[0]['opt'][0]}:{profiles[0]['max'][0]}, "
                         f"{elapsed:.1f} s")
+        if cfg.profiles or any(p["min"][1:] != p["max"][1:] for p in profiles):
+            messages.append(f"optimization profiles: {describe_profiles(profiles)}")
         messages += [f"TensorRT warning: {w}" for w in built.warnings]
         return PassResult(messages=messages, info={"build_seconds": round(elapsed, 1), "sidecar": meta},
                           precision=precision, versions={"tensorrt": built.tensorrt_version},
@@ -210,6 +222,13 @@ class BuildEngine(Pass):
 
     def check(self, src: Artifact | None, cfg: BuildEngineConfig, written: Path, result: PassResult) -> None:
         self_check(written, result.check_inputs, cfg.version_compatible)
+
+
+def model_profiles(model: Any, inputs: list[Any], cfg: BuildEngineConfig) -> list[dict[str, Any]]:
+    """The engine's optimization profiles (flat entries with a "profile" index) for ``model``."""
+    from optkit.model.dynamic import read_dynamic_axes
+
+    return optimization_profiles(inputs, cfg.batch, cfg.profiles, declared_lengths(read_dynamic_axes(model)))
 
 
 def self_check(engine_path: Path, profiles: list[dict[str, Any]], version_compatible: bool = False) -> None:
@@ -222,6 +241,7 @@ def self_check(engine_path: Path, profiles: list[dict[str, Any]], version_compat
     try:
         with runner:
             names = {s.name for s in runner.inputs}
+            profiles = [p for p in profiles if int(p.get("profile", 0)) == 0]  # the runner starts on profile 0
             missing = [p["input"] for p in profiles if p["input"] not in names]
             if missing:
                 raise PassFailed(f"the built engine lacks the model inputs {', '.join(missing)}")

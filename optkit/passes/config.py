@@ -40,6 +40,7 @@ class Option:
     check: Any = None              # value -> None, raising InputError when it is not valid
     multiple: bool = False         # a list option whose CLI flag repeats (--dynamic-axis a:3 --dynamic-axis a:0)
     output: bool = False           # a file the pass writes (besides its -o): checked against its inputs
+    split: bool = True             # with multiple: each repeated value may also be a comma list
 
     @property
     def required(self) -> bool:
@@ -53,12 +54,14 @@ class Option:
 def option(default: Any = MISSING, help: str = "", *, choices: tuple[Any, ...] | None = None, path: bool = False,
            flag: str | None = None, metavar: str | None = None, cli: bool = True,
            min: float | None = None, max: float | None = None, check: Any = None, multiple: bool = False,
-           output: bool = False) -> Any:
+           output: bool = False, split: bool = True) -> Any:
     """A dataclass field with its option description (see the module docstring). ``path``: a file
     or directory the pass reads; ``output`` (with ``path``): a file it writes, which the CLI and the
-    recipe check against every input and output (``optkit.common.fileio.check_io``)."""
+    recipe check against every input and output (``optkit.common.fileio.check_io``). ``split=False``
+    (with ``multiple``): a repeated value is taken whole, commas included (``--profile``)."""
     meta = {"optkit": {"help": help, "choices": choices, "path": path, "flag": flag, "metavar": metavar,
-                       "cli": cli, "min": min, "max": max, "check": check, "multiple": multiple, "output": output}}
+                       "cli": cli, "min": min, "max": max, "check": check, "multiple": multiple, "output": output,
+                       "split": split}}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -79,7 +82,7 @@ def options(config_cls: type) -> list[Option]:
         out.append(Option(f.name, hint, f.default, m.get("help", ""), tuple(choices) if choices else None,
                           bool(m.get("path")), flag, m.get("metavar"), bool(m.get("cli", bool(m))),
                           m.get("min"), m.get("max"), m.get("check"), bool(m.get("multiple")),
-                          bool(m.get("output"))))
+                          bool(m.get("output")), bool(m.get("split", True))))
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +252,8 @@ def _resolve_axes(cfg: ExportConfig, output_rank: int) -> list[Any]:
         if a.tensor == cfg.input_name and not a.contains(cfg.input_shape[a.axis]):
             raise InputError(f"--input-shape {','.join(map(str, cfg.input_shape))}: length {cfg.input_shape[a.axis]} "
                              f"of axis {a.axis} is outside --length-range {a.min}:{a.max}")
-    return axes
+    return [replace(a, opt=cfg.input_shape[a.axis]) if a.tensor == cfg.input_name and not a.is_batch else a
+            for a in axes]
 
 
 def _torch_at_lengths(torch: Any, model: Any, cfg: ExportConfig, axes: list[Any]) -> dict[int, tuple[Any, Any]]:

@@ -66,12 +66,16 @@ class OverflowScan:
 
 def scan_overflow(model: Any, model_path: Path, x: np.ndarray, input_name: str, margin: float,
                   work: Path) -> OverflowScan:
-    """Find activations and initializers the fp16 model could not hold, and the nodes touching them."""
+    """Find activations and initializers the fp16 model could not hold, and the nodes touching them.
+    ``x``: one array (N, *shape), or a list of samples of mixed length (a dynamic time axis)."""
     numpy_helper = lazy_import("onnx.numpy_helper")
-    ranges = calibration.calibrate(model_path, x, input_name, method="minmax", chunk_size=max(1, len(x)),
-                                   work_dir=work, op_types=[], progress=False)
+    if isinstance(x, list):
+        absmax = _absmax_by_sample(model_path, x, input_name)
+    else:
+        ranges = calibration.calibrate(model_path, x, input_name, method="minmax", chunk_size=max(1, len(x)),
+                                       work_dir=work, op_types=[], progress=False)
+        absmax = calibration.tensor_absmax(ranges)
     limit = FP16_MAX / margin
-    absmax = calibration.tensor_absmax(ranges)
     tensors = {name: m for name, m in absmax.items() if not np.isfinite(m) or m > limit}
     initializers: dict[str, float] = {}
     for init in model.graph.initializer:
@@ -85,6 +89,20 @@ def scan_overflow(model: Any, model_path: Path, x: np.ndarray, input_name: str, 
     touched = set(tensors) | set(initializers)
     block = [n.name for n in model.graph.node if touched & (set(n.input) | set(n.output))]
     return OverflowScan(tensors, initializers, block, max(absmax.values(), default=0.0))
+
+
+def _absmax_by_sample(model_path: Path, x: list[np.ndarray], input_name: str) -> dict[str, float]:
+    """Largest |x| of every activation over samples of mixed length. ONNX Runtime's calibrators
+    stack the per-batch outputs, so they cannot take different lengths; optkit's statistics run
+    one sample at a time (calib_stats.collect_stats) and keep per-tensor min/max."""
+    from optkit.quantization.calib_stats import collect_stats, tensors_to_calibrate
+
+    # every float tensor (op_types=[]), found like ORT's calibrator does: on the shape-inferred graph
+    inferred = lazy_import("onnx").shape_inference.infer_shapes(load_onnx(model_path))
+    stats = collect_stats(model_path, x, input_name, names=tensors_to_calibrate(inferred, []), derive_relu=False,
+                          check_finite=False, progress=False)
+    return {name: float(max(abs(lo), abs(hi))) for name, lo, hi in zip(stats.names, stats.mins, stats.maxs)
+            if lo <= hi}  # a tensor no sample reached keeps +inf/-inf: skipped
 
 
 def _describe(items: dict[str, float], limit: int = 8) -> str:
@@ -109,6 +127,7 @@ class QuantizeFp16(Pass):
         float16 = lazy_import("onnxconverter_common.float16")
         from optkit.data.samples import random_samples
         from optkit.data.source import load_samples
+        from optkit.quantization import mixed_calibration
 
         assert src is not None
         model = load_onnx(src.path)
@@ -125,7 +144,12 @@ class QuantizeFp16(Pass):
                              "float32 input")
         spec = inputs[0]
         sample_shape = spec.concrete_shape(1, src.path.name)[1:]
-        if cfg.check_data:
+        # a dynamic time axis and check data of mixed length: each sample at its own length
+        mixed = mixed_calibration.load_mixed(cfg.check_data, spec, src.path.name, cfg.check_samples) \
+            if cfg.check_data else None
+        if mixed is not None:
+            samples = mixed
+        elif cfg.check_data:
             samples = load_samples(cfg.check_data, sample_shape=sample_shape, dtype=spec.dtype,
                                    limit=cfg.check_samples)
         else:
@@ -190,7 +214,7 @@ class QuantizeFp16(Pass):
         result.info["check"] = check
 
     @staticmethod
-    def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: np.ndarray, source: str) -> dict[str, Any]:
+    def _check_outputs(fp32_path: Path, fp16_path: Path, input_name: str, x: Any, source: str) -> dict[str, Any]:
         from optkit.verification.comparator import Comparison
         from optkit.runtime.onnxruntime import OnnxRuntimeRunner
 
@@ -199,7 +223,7 @@ class QuantizeFp16(Pass):
         with OnnxRuntimeRunner(fp32_path) as ref, OnnxRuntimeRunner(fp16_path) as half:
             half_dtype = next((s.dtype for s in half.inputs if s.name == input_name), "float32")
             for i in range(len(x)):
-                feed = {input_name: x[i : i + 1]}
+                feed = {input_name: np.asarray(x[i])[None]}  # one sample; lengths may differ (a list)
                 with np.errstate(over="ignore"):  # an input beyond fp16 becomes inf: reported below
                     half_feed = {input_name: feed[input_name].astype(half_dtype)}
                 comparison.add(ref.infer(feed), half.infer(half_feed), where=f"on {source} input {i}")

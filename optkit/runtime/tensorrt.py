@@ -42,6 +42,27 @@ def check_shape_in_profile(name: str, shape: tuple[int, ...], profile: tuple[Any
             raise InputError(f"input {name}: shape {tuple(shape)} is outside the engine's profile {lo}..{hi}")
 
 
+def choose_profile(shapes: dict[str, tuple[int, ...]], profiles: list[dict[str, tuple[Any, Any, Any]]]) -> int:
+    """The index of the first optimization profile whose min..max holds every shape in ``shapes``
+    (``profiles``: per profile {input: (min, opt, max)}); InputError naming the profiles if none does."""
+    for k, prof in enumerate(profiles):
+        try:
+            for name, shape in shapes.items():
+                check_shape_in_profile(name, shape, prof.get(name))
+        except InputError:
+            continue
+        return k
+    if len(profiles) == 1:  # its own message (the batch hint)
+        for name, shape in shapes.items():
+            check_shape_in_profile(name, shape, profiles[0].get(name))
+    given = ", ".join(f"{n} {tuple(s)}" for n, s in shapes.items())
+    listed = "; ".join(
+        f"{k}: " + ", ".join(f"{n} {'x'.join(map(str, lo))}..{'x'.join(map(str, hi))}" for n, (lo, _, hi) in p.items())
+        for k, p in enumerate(profiles))
+    raise InputError(f"{given} is outside every optimization profile of the engine ({listed}); rebuild with "
+                     "optkit build-engine --profile NAME:MIN,OPT,MAX covering it")
+
+
 def current_environment(trt: Any, device: dict[str, Any]) -> dict[str, Any]:
     return {
         "tensorrt_version": str(trt.__version__),
@@ -65,6 +86,7 @@ class TensorRTRunner(Runner):
         self._trt: Any = None
         self._runner: Any = None
         self._device: dict[str, Any] = {}
+        self._profile_index = 0  # the execution context's optimization profile (TensorRT starts on 0)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def activate(self) -> None:
@@ -114,6 +136,7 @@ class TensorRTRunner(Runner):
 
         backend = lazy_import("polygraphy.backend.trt", extra="core")
         self._runner = backend.TrtRunner(engine)
+        self._profile_index = 0
         try:
             self._runner.activate()
         except Exception as exc:  # PolygraphyException, CUDA errors
@@ -151,12 +174,21 @@ class TensorRTRunner(Runner):
     def output_names(self) -> list[str]:
         return self._io_names(False)
 
-    def profile(self, name: str) -> tuple[Any, Any, Any] | None:
+    def profile(self, name: str, index: int = 0) -> tuple[Any, Any, Any] | None:
         try:
-            shapes = self.engine.get_tensor_profile_shape(name, 0)
+            shapes = self.engine.get_tensor_profile_shape(name, index)
         except Exception:  # noqa: BLE001 - static engines may have no profile
             return None
         return tuple(tuple(s) for s in shapes) if shapes else None
+
+    def profiles(self, names: list[str]) -> list[dict[str, tuple[Any, Any, Any]]]:
+        """Per optimization profile of the engine, {input: (min, opt, max)} of ``names``."""
+        count = int(getattr(self.engine, "num_optimization_profiles", 1) or 1)
+        out = []
+        for k in range(count):
+            entry = {n: p for n in names if (p := self.profile(n, k)) is not None}
+            out.append(entry)
+        return out
 
     # -- inference ---------------------------------------------------------------------------
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -169,8 +201,19 @@ class TensorRTRunner(Runner):
             arr = np.ascontiguousarray(feed[name])
             if arr.dtype != np.dtype(spec.dtype):
                 raise InputError(f"input {name}: dtype {arr.dtype} given, the engine expects {spec.dtype}")
-            check_shape_in_profile(name, tuple(arr.shape), self.profile(name) if None in spec.shape else None)
             prepared[name] = arr
+        dynamic = [name for name, spec in specs.items() if None in spec.shape]
+        if dynamic:
+            # the first profile whose min..max holds these shapes (e.g. this length); TensorRT runs
+            # a shape only under a profile that contains it (docs/tensorrt.md, several profiles)
+            index = choose_profile({n: tuple(prepared[n].shape) for n in dynamic}, self.profiles(dynamic))
+            if index != self._profile_index:
+                try:
+                    self._runner.set_profile(index)  # context.set_optimization_profile_async
+                except Exception as exc:  # PolygraphyException
+                    raise InputError(f"TensorRT could not switch {self.path.name} to optimization profile {index}: "
+                                     f"{' '.join(str(exc).split())}") from exc
+                self._profile_index = index
         try:
             outs = self._runner.infer(prepared)
         except Exception as exc:  # PolygraphyException, CUDA errors

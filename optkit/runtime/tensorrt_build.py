@@ -58,11 +58,14 @@ def parse_batch(text: str | int) -> tuple[int, int, int]:
     return lo, opt, hi
 
 
-def input_profiles(inputs: list[Any], batch: str | None) -> list[dict[str, Any]]:
+def input_profiles(inputs: list[Any], batch: str | None,
+                   lengths: dict[str, dict[int, tuple[int, int, int]]] | None = None) -> list[dict[str, Any]]:
     """One profile entry per model input: ``{"input", "min", "opt", "max"}`` (lists of ints).
 
-    A dynamic first axis is the batch axis; other dynamic axes are refused (optkit's models
-    are fixed-size MFCC windows). A static batch must match the requested range.
+    A dynamic first axis is the batch axis. Another dynamic axis needs a declared length range
+    (``lengths``: {input: {axis: (min, opt, max)}}, from the model's metadata, see
+    :func:`declared_lengths`), which becomes its min/opt/max; others are refused. A static batch
+    must match the requested range.
     """
     if not inputs:
         raise InputError("the model has no inputs")
@@ -71,12 +74,16 @@ def input_profiles(inputs: list[Any], batch: str | None) -> list[dict[str, Any]]
     for spec in inputs:
         if not spec.shape:
             raise InputError(f"input {spec.name} has no shape (a scalar or unknown rank); TensorRT needs ranks")
-        rest = []
+        declared = (lengths or {}).get(spec.name, {})
+        rest: list[tuple[int, int, int]] = []
         for i, d in enumerate(spec.shape[1:], start=1):
-            if not isinstance(d, int) or d <= 0:
-                raise InputError(f"input {spec.name} has a dynamic dimension {i} ({d}); only the batch axis "
-                                 "(dimension 0) may be dynamic: export with a fixed input shape")
-            rest.append(d)
+            if isinstance(d, int) and d > 0:
+                rest.append((d, d, d))
+            elif i in declared:
+                rest.append(declared[i])
+            else:
+                raise InputError(f"input {spec.name} has a dynamic dimension {i} ({d}) without a declared length "
+                                 "range; export it with --dynamic-axis NAME:AXIS --length-range MIN:MAX, or fixed")
         first = spec.shape[0]
         if isinstance(first, int) and first > 0:
             if requested is not None and requested != (first, first, first):
@@ -88,8 +95,92 @@ def input_profiles(inputs: list[Any], batch: str | None) -> list[dict[str, Any]]
             lo = opt = hi = first
         else:
             lo, opt, hi = requested or DEFAULT_BATCH
-        profiles.append({"input": spec.name, "min": [lo, *rest], "opt": [opt, *rest], "max": [hi, *rest]})
+        profiles.append({"input": spec.name, "min": [lo, *(r[0] for r in rest)], "opt": [opt, *(r[1] for r in rest)],
+                         "max": [hi, *(r[2] for r in rest)]})
     return profiles
+
+
+def declared_lengths(axes: list[Any]) -> dict[str, dict[int, tuple[int, int, int]]]:
+    """{input: {axis: (min, opt, max)}} of the model's declared dynamic axes besides the batch
+    (optkit.model.dynamic.DynamicAxis): min/max the length range, opt the export length (the
+    range's minimum where the model does not record it)."""
+    out: dict[str, dict[int, tuple[int, int, int]]] = {}
+    for a in axes:
+        if a.is_batch or a.min is None:
+            continue
+        hi = int(a.max if a.max is not None else a.min)
+        opt = getattr(a, "opt", None)
+        opt = int(opt) if opt is not None and a.min <= opt <= hi else int(a.min)
+        out.setdefault(a.tensor, {})[a.axis] = (int(a.min), opt, hi)
+    return out
+
+
+def parse_profile(text: str) -> tuple[str, list[int], list[int], list[int]]:
+    """``NAME:MIN,OPT,MAX`` with each shape ``1x1x40x100`` -> (name, min, opt, max)."""
+    name, sep, shapes = str(text).strip().rpartition(":")
+    parts = shapes.split(",")
+    example = "input_mfcc:1x1x40x100,1x1x40x241,1x1x40x400"
+    if not sep or not name or len(parts) != 3:
+        raise InputError(f"profile {text!r} is not NAME:MIN,OPT,MAX with shapes like 1x1x40x241 (e.g. {example})")
+    try:
+        lo, opt, hi = ([int(d) for d in p.strip().lower().split("x")] for p in parts)
+    except ValueError:
+        raise InputError(f"profile {text!r}: shapes are integers joined by x (e.g. {example})") from None
+    if not len(lo) == len(opt) == len(hi):
+        raise InputError(f"profile {text!r}: MIN, OPT and MAX have different ranks")
+    for i, (a, b, c) in enumerate(zip(lo, opt, hi)):
+        if a < 1 or not a <= b <= c:
+            raise InputError(f"profile {text!r}: dimension {i} needs 1 <= MIN <= OPT <= MAX (got {a}, {b}, {c})")
+    return name.strip(), lo, opt, hi
+
+
+def check_profiles(values: Any) -> None:
+    """The config check of ``--profile`` (each value parses)."""
+    for v in values:
+        parse_profile(v)
+
+
+def optimization_profiles(inputs: list[Any], batch: str | None, values: Any = (),
+                          lengths: dict[str, dict[int, tuple[int, int, int]]] | None = None) -> list[dict[str, Any]]:
+    """The engine's optimization profiles as a flat list of entries ``{"profile", "input", "min",
+    "opt", "max"}``: without ``values`` one profile (:func:`input_profiles`); else one profile per
+    ``--profile`` value, whose input takes the given shapes (static dimensions must match, a
+    declared length must stay inside the model's range) and the other inputs their defaults."""
+    defaults = input_profiles(inputs, batch, lengths)
+    if not values:
+        return [{"profile": 0, **p} for p in defaults]
+    specs = {s.name: s for s in inputs}
+    out = []
+    for k, text in enumerate(values):
+        name, lo, opt, hi = parse_profile(text)
+        spec = specs.get(name)
+        if spec is None:
+            raise InputError(f"profile {text!r}: the model has no input {name!r} (its inputs: {', '.join(specs)})")
+        if len(lo) != len(spec.shape):
+            raise InputError(f"profile {text!r}: input {name} has rank {len(spec.shape)} {tuple(spec.shape)}, "
+                             f"the profile's shapes rank {len(lo)}")
+        declared = (lengths or {}).get(name, {})
+        for i, d in enumerate(spec.shape):
+            if isinstance(d, int) and d > 0 and not lo[i] == opt[i] == hi[i] == d:
+                raise InputError(f"profile {text!r}: dimension {i} of {name} is fixed at {d}")
+            if i in declared and (lo[i] < declared[i][0] or hi[i] > declared[i][2]):
+                raise InputError(f"profile {text!r}: dimension {i} of {name} ({lo[i]}..{hi[i]}) leaves the model's "
+                                 f"declared length range {declared[i][0]}..{declared[i][2]}")
+        for p in defaults:
+            if p["input"] == name:
+                out.append({"profile": k, "input": name, "min": lo, "opt": opt, "max": hi})
+            else:
+                out.append({"profile": k, **p})
+    return out
+
+
+def describe_profiles(profiles: list[dict[str, Any]]) -> str:
+    """'0: input_mfcc 1x1x40x100..1x1x40x400 (opt 1x1x40x241); 1: ...' for messages."""
+    def shape(s: list[int]) -> str:
+        return "x".join(map(str, s))
+
+    return "; ".join(f"{p.get('profile', 0)}: {p['input']} {shape(p['min'])}..{shape(p['max'])} (opt {shape(p['opt'])})"
+                     for p in profiles)
 
 
 def _call(obj: Any, name: str) -> Any:
@@ -195,13 +286,18 @@ def build_serialized(trt: Any, onnx_path: Path, profiles: list[dict[str, Any]], 
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
 
-    for p in profiles:
-        if p["min"] == p["max"] and network_input_is_static(network, p["input"]):
+    # One TensorRT optimization profile per "profile" index (docs/tensorrt.md: several profiles).
+    for index in sorted({int(p.get("profile", 0)) for p in profiles}):
+        entries = [p for p in profiles if int(p.get("profile", 0)) == index
+                   and not (p["min"] == p["max"] and network_input_is_static(network, p["input"]))]
+        if not entries:
             continue
         profile = builder.create_optimization_profile()
-        profile.set_shape(p["input"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
+        for p in entries:
+            profile.set_shape(p["input"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
         if config.add_optimization_profile(profile) < 0:
-            raise PassFailed(f"TensorRT refused the optimization profile for {p['input']}: "
+            raise PassFailed(f"TensorRT refused optimization profile {index} "
+                             f"({', '.join(p['input'] for p in entries)}): "
                              + (" | ".join(logger.errors) or "no details"))
 
     plan = builder.build_serialized_network(network, config)

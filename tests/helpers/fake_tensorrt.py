@@ -28,6 +28,9 @@ class Record:
     deserialized: bytes | None = None
     engine_host_code_allowed: bool = False
     onnx_precision: str | None = None
+    profile_count: int = 0                # optimization profiles added (add_optimization_profile)
+    profile_switches: list[int] = field(default_factory=list)  # FakeTrtRunner.set_profile calls
+    inferred_shapes: list[dict[str, tuple[int, ...]]] = field(default_factory=list)
 
 
 @dataclass
@@ -209,9 +212,11 @@ def make_fake_tensorrt(
             return self.cache
 
         def add_optimization_profile(self, profile: Profile) -> int:
+            index = rec.profile_count
+            rec.profile_count += 1
             for name, s in profile.shapes.items():
-                rec.profiles.append({"input": name, **s})
-            return len(rec.profiles) - 1
+                rec.profiles.append({"profile": index, "input": name, **s})
+            return index
 
     class Builder:
         def __init__(self, logger: Any):
@@ -250,7 +255,7 @@ def make_fake_tensorrt(
             return object()
 
     for name, obj in dict(
-        ILogger=ILogger, NetworkDefinitionCreationFlag=NetFlag, BuilderFlag=BuilderFlag,
+        nptype=lambda dtype: "float32", ILogger=ILogger, NetworkDefinitionCreationFlag=NetFlag, BuilderFlag=BuilderFlag,
         MemoryPoolType=MemoryPoolType, HardwareCompatibilityLevel=HardwareCompatibilityLevel,
         OnnxParserFlag=OnnxParserFlag, ErrorCode=ErrorCode, TensorIOMode=TensorIOMode, OnnxParser=OnnxParser,
         Builder=Builder, Runtime=Runtime,
@@ -271,3 +276,54 @@ def install(monkeypatch: Any, trt: types.ModuleType, device: dict[str, Any] | No
 
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr(gpu, "cuda_device", lambda index=0: dict(device or FAKE_DEVICE))
+
+
+class FakeEngine:
+    """The engine queries the TensorRT runner makes (tensor-name API, optimization profiles):
+    ``io``: {name: (mode "INPUT"/"OUTPUT", shape with -1 for dynamic)}; ``profiles``: per
+    profile {input: (min, opt, max)}."""
+
+    def __init__(self, trt: types.ModuleType, io: dict[str, tuple[str, tuple[int, ...]]],
+                 profiles: list[dict[str, tuple[Any, Any, Any]]]):
+        self.trt, self.io, self._profiles = trt, io, profiles
+        self.num_io_tensors = len(io)
+        self.num_optimization_profiles = len(profiles)
+
+    def get_tensor_name(self, i: int) -> str:
+        return list(self.io)[i]
+
+    def get_tensor_mode(self, name: str) -> Any:
+        return getattr(self.trt.TensorIOMode, self.io[name][0])
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.io[name][1]
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float32"
+
+    def get_tensor_profile_shape(self, name: str, index: int) -> Any:
+        return [tuple(s) for s in self._profiles[index][name]]
+
+
+class FakeTrtRunner:
+    """Polygraphy's TrtRunner as the TensorRT runner uses it: records set_profile and the shapes run;
+    a shape outside the active profile fails as TensorRT's set_input_shape would."""
+
+    def __init__(self, engine: FakeEngine, rec: Record):
+        self.engine, self.rec, self.active_profile = engine, rec, 0
+
+    def set_profile(self, index: int) -> None:
+        self.rec.profile_switches.append(index)
+        self.active_profile = index
+
+    def infer(self, feed: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        for name, arr in feed.items():
+            lo, _, hi = self.engine.get_tensor_profile_shape(name, self.active_profile)
+            if not all(a <= d <= b for a, d, b in zip(lo, arr.shape, hi)):
+                raise RuntimeError(f"set_input_shape({name}, {arr.shape}) outside profile {self.active_profile}")
+        self.rec.inferred_shapes.append({n: tuple(a.shape) for n, a in feed.items()})
+        first = next(iter(feed.values()))
+        return {n: np.full((first.shape[0], 1), float(self.active_profile), dtype=np.float32)
+                for n, (mode, _) in self.engine.io.items() if mode == "OUTPUT"}

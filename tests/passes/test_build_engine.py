@@ -323,7 +323,7 @@ def test_fake_build_wires_flags_profiles_cache_and_sidecar(cli_runner, tiny_onnx
     assert out.read_bytes() == b"FAKE-PLAN" and fake_build.checked == [b"FAKE-PLAN"]
     assert rec.network_flags == 1 << 5  # STRONGLY_TYPED bit only
     assert rec.pool_limits == {"WORKSPACE": 512 << 20} and rec.opt_level == 5
-    assert rec.profiles == [{"input": "input_mfcc", "min": [2, 1, 40, 241], "opt": [4, 1, 40, 241],
+    assert rec.profiles == [{"profile": 0, "input": "input_mfcc", "min": [2, 1, 40, 241], "opt": [4, 1, 40, 241],
                              "max": [16, 1, 40, 241]}]
     assert "FP16" not in rec.builder_flags and "INT8" not in rec.builder_flags
     assert rec.timing_cache_in == b"OLD" and cache.read_bytes() == b"CACHE:OLD"
@@ -496,3 +496,94 @@ def test_self_check_deserializes_the_new_engine(tiny_onnx, tmp_path, monkeypatch
         step(Artifact.from_file(tiny_onnx), step.make_config({"version_compatible": True}), out_dir / "m.engine")
     assert rec.deserialized == b"FAKE-PLAN" and rec.engine_host_code_allowed is True
     assert listdir_names(out_dir) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# optimization profiles for a dynamic time axis (issue 23 step 6)
+
+def _timed_model(path: Path, length_range=(100, 1000), opt=241) -> Path:
+    """input_mfcc (batch, 1, 40, length) -> mean, with the declared length range in its metadata."""
+    from optkit.model.dynamic import DynamicAxis, write_dynamic_axes
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input_mfcc"], ["output_wvp"], axes=[1, 2, 3], keepdims=0)], "g",
+        [helper.make_tensor_value_info("input_mfcc", TensorProto.FLOAT, ["batch", 1, 40, "length"])],
+        [helper.make_tensor_value_info("output_wvp", TensorProto.FLOAT, ["batch"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    write_dynamic_axes(model, [DynamicAxis("input_mfcc", 3, "length", *length_range, opt=opt)])
+    onnx.save(model, path)
+    return path
+
+
+def test_default_profile_from_declared_range(tmp_path):
+    from optkit.model.dynamic import read_dynamic_axes
+    from optkit.model.onnx_utils import io_specs
+
+    model = onnx.load(_timed_model(tmp_path / "t.onnx"))
+    inputs, _ = io_specs(model)
+    lengths = be.declared_lengths(read_dynamic_axes(model))
+    assert lengths == {"input_mfcc": {3: (100, 241, 1000)}}
+    assert be.optimization_profiles(inputs, "1:2:4", (), lengths) == [
+        {"profile": 0, "input": "input_mfcc", "min": [1, 1, 40, 100], "opt": [2, 1, 40, 241], "max": [4, 1, 40, 1000]}]
+    # without a declared range the time axis is refused, naming the way out
+    with pytest.raises(InputError, match="dynamic dimension 3 .* without a declared length range"):
+        be.optimization_profiles(inputs, None, (), {})
+
+
+def test_explicit_profiles_one_each(tmp_path):
+    from optkit.model.dynamic import read_dynamic_axes
+    from optkit.model.onnx_utils import io_specs
+
+    model = onnx.load(_timed_model(tmp_path / "t.onnx"))
+    inputs, _ = io_specs(model)
+    lengths = be.declared_lengths(read_dynamic_axes(model))
+    got = be.optimization_profiles(inputs, None, ("input_mfcc:1x1x40x100,1x1x40x241,1x1x40x400",
+                                                  "input_mfcc:1x1x40x401,4x1x40x600,8x1x40x1000"), lengths)
+    assert [(p["profile"], p["min"][3], p["opt"][3], p["max"][3]) for p in got] == [(0, 100, 241, 400),
+                                                                                   (1, 401, 600, 1000)]
+    assert got[1]["max"][0] == 8
+    for bad, message in [("input_mfcc:1x1x40x50,1x1x40x241,1x1x40x400", "leaves the model's declared length range"),
+                         ("input_mfcc:1x2x40x100,1x2x40x241,1x2x40x400", "dimension 1 of input_mfcc is fixed at 1"),
+                         ("nope:1x1x40x100,1x1x40x241,1x1x40x400", "no input 'nope'"),
+                         ("input_mfcc:1x40x100,1x40x241,1x40x400", "rank 4"),
+                         ("input_mfcc:1x1x40x300,1x1x40x241,1x1x40x400", "MIN <= OPT <= MAX"),
+                         ("input_mfcc:1x1x40x100,1x1x40x241", "NAME:MIN,OPT,MAX"),
+                         ("input_mfcc:1x1x40xa,1x1x40x241,1x1x40x400", "integers joined by x")]:
+        with pytest.raises(InputError, match=message):
+            be.optimization_profiles(inputs, None, (bad,), lengths)
+
+
+def test_fake_build_several_profiles_recorded_in_sidecar(cli_runner, tmp_path, fake_build):
+    trt, rec = fake_build()
+    src = _timed_model(tmp_path / "t.onnx")
+    out = tmp_path / "t.engine"
+    res = invoke(cli_runner, ["build-engine", src, "-o", out, "--profile", "input_mfcc:1x1x40x100,1x1x40x241,1x1x40x400",
+                              "--profile", "input_mfcc:1x1x40x401,1x1x40x700,8x1x40x1000"])
+    assert res.exit_code == 0, res.output
+    assert rec.profile_count == 2
+    assert [(p["profile"], p["min"], p["opt"], p["max"]) for p in rec.profiles] == [
+        (0, [1, 1, 40, 100], [1, 1, 40, 241], [1, 1, 40, 400]),
+        (1, [1, 1, 40, 401], [1, 1, 40, 700], [8, 1, 40, 1000])]
+    meta = json.loads((tmp_path / "t.engine.json").read_text())
+    assert meta["profiles"] == rec.profiles
+    assert "optimization profiles: 0: input_mfcc 1x1x40x100..1x1x40x400" in res.output
+
+
+def test_fake_build_default_profile_spans_declared_range(cli_runner, tmp_path, fake_build):
+    trt, rec = fake_build()
+    src = _timed_model(tmp_path / "t.onnx", length_range=(120, 900), opt=300)
+    res = invoke(cli_runner, ["build-engine", src, "-o", tmp_path / "t.engine", "--batch", "1:1:4"])
+    assert res.exit_code == 0, res.output
+    assert rec.profiles == [{"profile": 0, "input": "input_mfcc", "min": [1, 1, 40, 120], "opt": [1, 1, 40, 300],
+                             "max": [4, 1, 40, 900]}]
+
+
+def test_bad_profile_is_one_line_and_nothing_written(cli_runner, tmp_path, fake_build):
+    fake_build()
+    src = _timed_model(tmp_path / "t.onnx")
+    before = set(os.listdir(tmp_path))
+    res = invoke(cli_runner, ["build-engine", src, "-o", tmp_path / "t.engine",
+                              "--profile", "input_mfcc:1x1x40x10,1x1x40x241,1x1x40x400"])
+    assert res.exit_code == 1
+    assert "leaves the model's declared length range 100..1000" in _one_line_error(res)
+    assert set(os.listdir(tmp_path)) == before

@@ -43,7 +43,7 @@ def test_gap_cnn_time_and_batch_dynamic_checked_at_lengths(cli_runner, tmp_path)
     model = onnx.load(out)
     assert _dims(model) == ["batch", 1, 8, "length"]
     [axis] = read_dynamic_axes(model)
-    assert (axis.tensor, axis.axis, axis.min, axis.max) == ("x", 3, 20, 300)
+    assert (axis.tensor, axis.axis, axis.min, axis.max, axis.opt) == ("x", 3, 20, 300, 50)  # opt: the export length
     # checked at the extremes, the export length and three between
     assert "ONNX Runtime matches PyTorch at lengths 20 (" in res.output
     for n in (50, 90, 160, 230, 300):

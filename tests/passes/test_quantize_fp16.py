@@ -319,3 +319,53 @@ def test_nodes_to_fp16_converts_only_the_named_nodes():
     run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
     ref, got = run(model), run(converted)
     assert np.abs(got - ref).max() < 1e-2 * np.abs(ref).max() and not np.array_equal(got, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# mixed-length check data (a dynamic time axis): optkit's per-sample statistics, no stacking
+
+def _timed_sum_model(path: Path) -> Path:
+    """x (N, 1, 8, length) -> sum over time * 200 -> Abs -> * 1e-4: |big| = 200 * length for ones,
+    beyond 65504 / 2 from length 164; the declared length range 10..500 in the metadata."""
+    from optkit.model.dynamic import DynamicAxis, write_dynamic_axes
+
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["sum"], name="time_sum", keepdims=0),
+             helper.make_node("Mul", ["sum", "c"], ["big"], name="scale_up"),
+             helper.make_node("Abs", ["big"], ["big_abs"], name="abs"),
+             helper.make_node("Mul", ["big_abs", "s"], ["y"], name="scale_down")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, "length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 8])],
+        [numpy_helper.from_array(np.array([3], np.int64), "axes"), numpy_helper.from_array(np.array(200, np.float32), "c"),
+         numpy_helper.from_array(np.array(1e-4, np.float32), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_dynamic_axes(model, [DynamicAxis("x", 3, "length", 10, 500, opt=20)])
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("lengths, overflow", [((20, 30, 400), True), ((20, 30, 40), False)])
+def test_mixed_length_check_data_uses_every_length(cli_runner, tmp_path, monkeypatch, lengths, overflow):
+    from optkit.data.ragged import write_ragged
+    from optkit.quantization import calibration
+
+    def stacking(*args, **kwargs):  # ONNX Runtime's calibrator stacks samples: not for mixed lengths
+        raise AssertionError("the min/max calibrator ran on mixed-length data")
+
+    monkeypatch.setattr(calibration, "calibrate", stacking)
+    model = _timed_sum_model(tmp_path / "timed.onnx")
+    data = tmp_path / "mixed.npz"
+    write_ragged(data, [np.ones((1, 8, n), np.float32) for n in lengths], time_axis=-1)
+    out = tmp_path / "timed.fp16.onnx"
+    r = fp16_cli(cli_runner, model, out, "--check-data", data)
+    assert r.exit_code == 0, r.output
+    if overflow:  # only the 400-frame sample reaches 200 * 400 = 8e4
+        assert "big (max |x| 8e+04)" in r.output
+        assert "kept in fp32 because of fp16 overflow: 3 nodes (scale_up, abs, scale_down)" in r.output
+    else:
+        assert "every activation within the fp16 range (largest |x| 8e+03)" in r.output
+    assert "fp16 vs fp32 on 3 check inputs" in r.output
+    for n in lengths:  # the converted model holds every length of the check data
+        x = np.ones((1, 1, 8, n), np.float32)
+        np.testing.assert_allclose(run_ort(out, x), run_ort(model, x), rtol=1e-2)

@@ -266,3 +266,42 @@ def test_describe_reports_sidecar_fields(engine_file):
     assert d["runner"] == "tensorrt" and d["precision"] == "fp16"
     assert d["built_with_tensorrt"] == "10.9.0.34" and d["built_on_gpu"] == "NVIDIA H100 80GB HBM3"
     assert np.array(d["profiles"][0]["max"]).tolist() == [8, 4]
+
+
+# ---------------------------------------------------------------------------------------------
+# several optimization profiles: the runner picks the first that holds the input's length
+
+def _profiled_runner(tmp_path):
+    import fake_tensorrt
+
+    trt, rec = fake_tensorrt.make_fake_tensorrt()
+    profiles = [{"x": ((1, 1, 40, 100), (1, 1, 40, 241), (4, 1, 40, 400))},
+                {"x": ((1, 1, 40, 300), (1, 1, 40, 700), (4, 1, 40, 1000))}]
+    engine = fake_tensorrt.FakeEngine(trt, {"x": ("INPUT", (-1, 1, 40, -1)), "y": ("OUTPUT", (-1, 1))}, profiles)
+    runner = TensorRTRunner(tmp_path / "m.engine")
+    runner._trt, runner.engine = trt, engine
+    runner._runner = fake_tensorrt.FakeTrtRunner(engine, rec)
+    return runner, rec
+
+
+def test_runner_picks_profile_per_length(tmp_path):
+    from optkit.runtime.tensorrt import choose_profile
+
+    runner, rec = _profiled_runner(tmp_path)
+    assert runner.profiles(["x"])[1]["x"][2] == (4, 1, 40, 1000)
+    for length, expected in [(241, 0), (350, 0), (500, 1), (1000, 1), (100, 0)]:
+        y = runner.infer({"x": np.zeros((2, 1, 40, length), np.float32)})["y"]
+        assert float(y[0, 0]) == expected, length  # the fake's output is the active profile
+    assert rec.profile_switches == [1, 0]  # switched only when the length needed another profile
+    assert [s["x"][3] for s in rec.inferred_shapes] == [241, 350, 500, 1000, 100]
+    assert choose_profile({"x": (1, 1, 40, 350)}, runner.profiles(["x"])) == 0
+
+
+def test_length_outside_every_profile_is_one_line(tmp_path):
+    runner, rec = _profiled_runner(tmp_path)
+    with pytest.raises(InputError) as err:
+        runner.infer({"x": np.zeros((1, 1, 40, 1200), np.float32)})
+    message = str(err.value)
+    assert "\n" not in message and "outside every optimization profile" in message
+    assert "0: x 1x1x40x100..4x1x40x400; 1: x 1x1x40x300..4x1x40x1000" in message
+    assert rec.inferred_shapes == [] and rec.profile_switches == []
