@@ -191,3 +191,43 @@ def test_a_dynamic_axis_without_a_declared_range_is_refused(dynamic_onnx, tmp_pa
                                          r"without a declared length range \(axis 3\); re-export it with "
                                          r"--dynamic-axis input_mfcc:AXIS --length-range MIN:MAX"):
         engine.load()
+
+
+def test_audio_becomes_mfccs_of_its_natural_length_capped_at_the_range(tmp_path):
+    """The GAP CNN on the MFCC front end's 40 coefficients, lengths 100..300 frames: a 2 s clip is
+    200 frames, answered as ONNX Runtime answers those features; a 5 s clip keeps its centre 300
+    frames; a 0.5 s clip (50 frames) is a 422 naming the range."""
+    import soundfile as sf
+
+    from click.testing import CliRunner
+
+    from optkit.data import features
+    from optkit.serve.app import create_app
+    from fastapi.testclient import TestClient
+
+    out = tmp_path / "mfcc.onnx"
+    res = invoke(CliRunner(), ["export", f"{MODELS}:gap_cnn", "-o", out, "--input-shape", "1,1,40,241",
+                               "--input-name", "input_mfcc", "--output-name", "output_wvp", "--reference-samples", "2",
+                               "--dynamic-axis", "input_mfcc:3", "--dynamic-axis", "input_mfcc:0",
+                               "--length-range", "100:300"])
+    assert res.exit_code == 0, res.output
+    rng = np.random.default_rng(3)
+
+    def wav(seconds: float) -> tuple[bytes, np.ndarray]:
+        y = (0.1 * rng.standard_normal(int(seconds * features.SAMPLE_RATE))).astype(np.float32)
+        buf = io.BytesIO()
+        sf.write(buf, y, features.SAMPLE_RATE, format="WAV", subtype="FLOAT")
+        return buf.getvalue(), y
+
+    with TestClient(create_app(resolve_settings(out, environ={}))) as client:
+        assert client.get("/metadata").json()["audio_input"] == "on"
+        for seconds, frames in ((2.0, 200), (5.0, 300)):
+            body, y = wav(seconds)
+            x = features.mfcc_natural_length(y, features.SAMPLE_RATE, 300)
+            assert x.shape == (1, 40, frames)
+            r = client.post("/verify", content=body, headers={"content-type": "audio/wav"})
+            assert r.status_code == 200, r.text
+            assert r.json()["probability"] == pytest.approx(ort_answer(out, x), abs=1e-5)
+        r = client.post("/verify", content=wav(0.5)[0], headers={"content-type": "audio/wav"})
+        assert r.status_code == 422
+        assert r.json()["detail"] == "input length 50 (axis 3) is outside the model's length range 100..300"
