@@ -8,7 +8,8 @@ startup event), on a worker thread so a long model load never blocks the event l
                     503 + Retry-After when the queue is full);
 - ``GET /health``   liveness: the process answers;
 - ``GET /ready``    readiness: 200 once the model is loaded, 503 before and while shutting down;
-- ``GET /metadata`` artifact sha256, precision, the provider actually in use, manifest entry;
+- ``GET /metadata`` artifact sha256, precision, the provider actually in use, manifest entry, the
+                    input's length range on a dynamic time axis (``input.length_ranges``);
 - ``GET /metrics``  Prometheus text format;
 - the Open Inference Protocol (V2) and TF Serving REST routes (``serve.protocol_routes``), the
   artifact being model ``<file stem>``, version 1.
@@ -121,7 +122,8 @@ async def parse_multipart(request: Any, body: bytes, inference: InferenceLoop) -
                 if inference.audio:
                     raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
                                   "as JSON or .npy", 415)
-                return await asyncio.to_thread(from_audio, data, shape, dtype, inference.settings.limits)
+                return await asyncio.to_thread(from_audio, data, shape, dtype, inference.settings.limits,
+                                               inference.audio_max_frames)
         text = form.get("mfcc")
         if isinstance(text, str):
             return await asyncio.to_thread(from_json, text.encode(), shape, dtype, inference.input_name,
@@ -251,7 +253,8 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
         elif kind == "npy":  # a header and a copy: cheaper than a thread hop
             x = parse_body(body, ctype, shape, dtype)
         else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
-            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name, settings.limits)
+            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name, settings.limits,
+                                        inference.audio_max_frames)
         pred = await inference.predict(x)
         latency_ms = (time.perf_counter() - t0) * 1e3
         metrics.latency.observe(latency_ms / 1e3)

@@ -28,6 +28,14 @@ Why this shape:
   and TensorRT providers; TensorRT engines: ``per_shape`` in the runner registry) get batches
   padded to a few sizes (powers of two up to ``max_batch``), all compiled during warm-up; ONNX
   Runtime on the CPU runs each batch at its own size.
+- Any length: a model exported with a dynamic time axis (``optkit export --dynamic-axis
+  input_mfcc:3 --length-range 100:1000``) is served at every length inside the range it declares
+  (``optkit.model.dynamic``, read through ``TensorSpec.ranges``); a request outside it is refused
+  (422, naming the range) before it is queued. A micro-batch holds requests of one sample shape
+  only (never padded: padding changes a model's answer unless proven otherwise): the thread takes
+  the oldest waiting request and then the waiting requests of its shape, leaving the others in
+  their order, so the oldest request always goes next and no length starves (Triton's dynamic
+  batcher merges identical shapes only too).
 
 Python's asyncio/threading primitives do the queueing; no library offers a bounded, batching
 hand-off from an event loop to one thread that owns a runner, so this is written here.
@@ -123,6 +131,8 @@ class InferenceLoop:
         self.batches_run = 0
         self.expired = 0  # requests refused after waiting longer than max_queue_wait_ms
         self.audio: str | None = None  # why audio input is off, or None when it is on
+        # {sample axis: (min, max)} of each dynamic axis besides the batch (from the model's declared range)
+        self.length_ranges: dict[int, tuple[int, int]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -141,7 +151,7 @@ class InferenceLoop:
             self._buckets = batch_buckets(s.max_batch) if s.max_batch > 1 else [1]
             self._warm_up()
             self.output_kind = self._decide_output_kind()
-            self.audio = (_warm_up_audio(self.sample_shape) if s.accept_audio
+            self.audio = (_warm_up_audio(self.sample_shape, self.audio_max_frames) if s.accept_audio
                           else "audio input is switched off (--no-audio)")
         except BaseException as exc:
             runner.__exit__(None, None, None)
@@ -189,6 +199,7 @@ class InferenceLoop:
     # -- requests ----------------------------------------------------------------------------
     def submit(self, x: np.ndarray) -> asyncio.Future:
         """Queue one batch-of-one input; call from the event loop. Raises Overloaded/NotReady."""
+        self.check_lengths(x)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._cond:
@@ -202,6 +213,28 @@ class InferenceLoop:
             self._waiting.append(_Pending(x, fut, loop, time.perf_counter()))
             self._cond.notify()
         return fut
+
+    def check_lengths(self, x: np.ndarray) -> None:
+        """RequestRejected (422) when a batch-of-one input's length on a dynamic axis is outside the
+        model's declared range."""
+        for axis, (lo, hi) in self.length_ranges.items():
+            n = int(x.shape[axis + 1])
+            if not lo <= n <= hi:
+                from optkit.serve.payload import RequestRejected
+
+                raise RequestRejected(f"input length {n} (axis {axis + 1}) is outside the model's length range "
+                                      f"{lo}..{hi}", 422)
+
+    @property
+    def audio_max_frames(self) -> int | None:
+        """The longest MFCC an audio upload becomes on a model with a dynamic time (last) axis, else None
+        (a fixed model takes the fixed window)."""
+        last = len(self.sample_shape) - 1
+        return self.length_ranges[last][1] if last in self.length_ranges else None
+
+    def warm_shape(self) -> tuple[int, ...]:
+        """A concrete sample shape: the middle of the range on each dynamic axis."""
+        return tuple((sum(self.length_ranges[i]) // 2) if d is None else d for i, d in enumerate(self.sample_shape))
 
     async def predict(self, x: np.ndarray) -> Prediction:
         return await self.submit(x)
@@ -237,8 +270,7 @@ class InferenceLoop:
             if s.max_batch > 1:
                 deadline = time.perf_counter() + s.max_wait_ms / 1e3
                 while len(batch) < s.max_batch:
-                    if self._waiting:
-                        batch.append(self._waiting.popleft())
+                    if self._pull_same_shape_locked(batch):
                         continue
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0 or self._closed:
@@ -246,6 +278,26 @@ class InferenceLoop:
                     self._cond.wait(remaining)
             self._in_flight += len(batch)
             return batch
+
+    def _pull_same_shape_locked(self, batch: list[_Pending]) -> bool:
+        """Move waiting requests shaped like ``batch[0]`` into ``batch`` (up to max_batch), keeping the
+        others in their order; whether any moved (caller holds the lock)."""
+        shape, limit = batch[0].x.shape, self.settings.max_batch
+        if not self._waiting:
+            return False
+        if self._waiting[0].x.shape == shape and len(self._waiting) <= limit - len(batch) and \
+                all(p.x.shape == shape for p in self._waiting):  # one length waiting (a fixed model): no scan
+            batch.extend(self._waiting)
+            self._waiting.clear()
+            return True
+        before, kept = len(batch), collections.deque()
+        while self._waiting and len(batch) < limit:
+            p = self._waiting.popleft()
+            (batch if p.x.shape == shape else kept).append(p)
+        kept.extend(self._waiting)
+        self._waiting.clear()
+        self._waiting.extend(kept)
+        return len(batch) > before
 
     def _expire_locked(self) -> None:
         """Refuse (503) the requests that have waited longer than max_queue_wait_ms (caller holds the lock)."""
@@ -325,9 +377,14 @@ class InferenceLoop:
             raise InputError(f"{Path(self.settings.artifact).name}: micro-batching needs a dynamic batch axis; input "
                              f"{spec.name} has a fixed batch of {batch_dim} (re-export with a dynamic batch, or serve "
                              "with --max-batch 1)")
-        if None in self.sample_shape:
+        declared = {axis - 1: (int(lo), int(hi)) for axis, lo, hi in (getattr(spec, "ranges", ()) or ()) if axis >= 1}
+        unranged = [i + 1 for i, d in enumerate(self.sample_shape) if d is None and i not in declared]
+        if unranged:
             raise InputError(f"{Path(self.settings.artifact).name}: input {spec.name} has dynamic dimensions besides "
-                             f"the batch {tuple(spec.shape)}; the service needs a fixed sample shape")
+                             f"the batch {tuple(spec.shape)} without a declared length range (axis "
+                             f"{', '.join(map(str, unranged))}); re-export it with --dynamic-axis "
+                             f"{spec.name}:AXIS --length-range MIN:MAX, or with a fixed sample shape")
+        self.length_ranges = {i: declared[i] for i, d in enumerate(self.sample_shape) if d is None}
         names = list(runner.output_names)
         if self.settings.output is not None:
             if self.settings.output not in names:
@@ -341,7 +398,7 @@ class InferenceLoop:
         """Run every batch size the service will use (OpenVINO compiles per shape), and check that the
         model gives one probability per sample."""
         for size in self._buckets:
-            x = np.zeros((size, *self.sample_shape), dtype=self.input_dtype)
+            x = np.zeros((size, *self.warm_shape()), dtype=self.input_dtype)
             for _ in range(WARMUP_CALLS):
                 t0 = time.perf_counter()
                 outs = self.runner.infer({self.input_name: x})
@@ -418,7 +475,9 @@ class InferenceLoop:
             "provider_requested": self.settings.provider,
             "provider_in_use": _provider_in_use(desc),
             "runner": desc,
-            "input": {"name": self.input_name, "shape": [None, *self.sample_shape], "dtype": self.input_dtype},
+            "input": {"name": self.input_name, "shape": [None, *self.sample_shape], "dtype": self.input_dtype,
+                      "length_ranges": [{"axis": i + 1, "min": lo, "max": hi}
+                                        for i, (lo, hi) in sorted(self.length_ranges.items())]},
             "output": self.output_name,
             "output_kind": self.output_kind,
             "notes": list(self.notes),
@@ -429,7 +488,7 @@ class InferenceLoop:
         }
 
 
-def _warm_up_audio(sample_shape: tuple[int | None, ...]) -> str | None:
+def _warm_up_audio(sample_shape: tuple[int | None, ...], max_frames: int | None = None) -> str | None:
     """Import and run the MFCC front end once, so the first audio request does not pay for importing
     librosa/scipy and numba's compilation (seconds). Returns why audio is off, or None."""
     from optkit.data import features
@@ -443,7 +502,11 @@ def _warm_up_audio(sample_shape: tuple[int | None, ...]) -> str | None:
                 "optkit's front end")
     if not (is_available("soundfile") and is_available("librosa")):
         return "audio input needs soundfile and librosa: pip install 'optkit[audio]'"
-    features.mfcc_from_audio(np.full(features.WINDOW_SAMPLES, 1e-3, dtype=np.float32), features.SAMPLE_RATE)
+    clip = np.full(features.WINDOW_SAMPLES, 1e-3, dtype=np.float32)
+    if max_frames is None:
+        features.mfcc_from_audio(clip, features.SAMPLE_RATE)
+    else:  # a dynamic time axis: the clip's natural length
+        features.mfcc_natural_length(clip, features.SAMPLE_RATE, max_frames)
     return None
 
 

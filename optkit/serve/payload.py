@@ -11,7 +11,8 @@ bytes when the type is missing or generic):
   the front end the bundled model was trained with.
 
 Accepted shapes are the model's per-sample shape (``(1, 40, 241)``), the same with a leading batch
-of 1, or without the leading channel of 1 (``(40, 241)``). Everything else is a 4xx with a
+of 1, or without the leading channel of 1 (``(40, 241)``); on a model with a dynamic time axis any
+length fits here (the inference loop checks it against the model's declared range). Everything else is a 4xx with a
 one-line reason: 400 undecodable, 413 too large, 415 unknown type, 422 wrong shape/dtype/NaN.
 
 Parsing is bounded before any work proportional to what a body *claims* (ParseLimits): JSON nesting
@@ -296,8 +297,10 @@ def decode_bounded(data: bytes, limits: ParseLimits) -> tuple[np.ndarray, int]:
 
 
 def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str,
-               limits: ParseLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode audio bytes (WAV, FLAC, OGG...) and compute the bundled model's MFCC features."""
+               limits: ParseLimits = DEFAULT_LIMITS, max_frames: int | None = None) -> np.ndarray:
+    """Decode audio bytes (WAV, FLAC, OGG...) and compute the bundled model's MFCC features: the
+    fixed window, or (``max_frames`` given: a model with a dynamic time axis) the clip's natural
+    length capped at ``max_frames`` frames."""
     from optkit.data import features
     from optkit.common.lazy import lazy_import
 
@@ -313,7 +316,8 @@ def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str,
     if y.shape[0] == 0:
         raise RequestRejected("the audio contains no samples", 422)
     try:
-        x = features.mfcc_from_audio(y, int(sr))
+        x = (features.mfcc_from_audio(y, int(sr)) if max_frames is None
+             else features.mfcc_natural_length(y, int(sr), max_frames))
     except InputError as exc:
         raise RequestRejected(f"unusable audio: {exc}", 422) from None
     try:
@@ -326,8 +330,8 @@ def from_audio(data: bytes, sample_shape: Sequence[int | None], dtype: str,
 
 def parse_body(body: bytes, content_type: str | None, sample_shape: Sequence[int | None],
                dtype: str = "float32", input_name: str | None = None,
-               limits: ParseLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """One non-multipart request body -> a batch-of-one model input."""
+               limits: ParseLimits = DEFAULT_LIMITS, max_frames: int | None = None) -> np.ndarray:
+    """One non-multipart request body -> a batch-of-one model input (``max_frames``: see from_audio)."""
     if not body:
         raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
     kind = body_kind(content_type, body)
@@ -336,5 +340,5 @@ def parse_body(body: bytes, content_type: str | None, sample_shape: Sequence[int
     if kind == "npy":
         return from_npy(body, sample_shape, dtype)
     if kind == "audio":
-        return from_audio(body, sample_shape, dtype, limits)
+        return from_audio(body, sample_shape, dtype, limits, max_frames)
     raise RequestRejected("multipart bodies are parsed by the app", 400)  # pragma: no cover - app routes them

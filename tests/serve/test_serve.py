@@ -226,7 +226,8 @@ def test_metadata_reports_the_artifact_the_provider_in_use_and_the_manifest_entr
     assert md["sha256"] == sha256_file(model) and md["precision"] == "fp32"
     assert md["provider_in_use"] == "CPUExecutionProvider"
     assert md["manifest"]["step"] == "export" and md["manifest"]["artifact"]["sha256"] == md["sha256"]
-    assert md["input"] == {"name": "input_mfcc", "shape": [None, *TINY_SHAPE], "dtype": "float32"}
+    assert md["input"] == {"name": "input_mfcc", "shape": [None, *TINY_SHAPE], "dtype": "float32",
+                           "length_ranges": []}  # a fixed sample shape
     assert client.get("/health").json() == {"status": "ok"}
     assert client.get("/ready").json()["ready"] is True
 
