@@ -119,6 +119,11 @@ def serve(artifact, repository, allow_unverified, keep_versions, poll_interval, 
         require_file(artifact, "artifact")
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    from optkit.common.fileio import check_utf8_name
+
+    for name, what in ((artifact, "artifact"), (repository, "model repository")):
+        if name is not None:
+            check_utf8_name(name, what)  # one line, not ONNX Runtime's constructor error
     settings = resolve_settings(artifact, provider=provider, threshold=threshold, model_version=model_version,
                                 threads=threads, streams=streams, max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms,
                                 max_batch=max_batch, max_wait_ms=max_wait_ms, max_body_bytes=max_body_kb * 1024, accept_audio=audio,

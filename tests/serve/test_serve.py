@@ -816,3 +816,16 @@ def test_broken_npy_bodies_are_refused_in_one_line(body, reason):
     with pytest.raises(RequestRejected, match=reason.replace("(", r"\(")) as e:
         from_npy(body(buf.getvalue()), TINY_SHAPE, "float32")
     assert e.value.status == 400 and "\n" not in str(e.value)
+
+
+def test_serve_refuses_a_non_utf8_artifact_name_in_one_line(cli_runner, tiny_onnx, tmp_path):
+    import os
+    import shutil
+
+    odd = tmp_path / os.fsdecode(b"m\xff.onnx")  # a name whose bytes are not UTF-8
+    shutil.copy(tiny_onnx, odd)
+    res = cli_runner.invoke(__import__("optkit.cli", fromlist=["cli"]).cli, ["serve", str(odd), "--port", "0"])
+    assert res.exit_code == 1
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(lines) == 1 and "not valid UTF-8" in lines[0] and "\\xff" in lines[0]
+    assert "Traceback" not in res.output
