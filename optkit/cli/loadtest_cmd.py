@@ -41,6 +41,12 @@ def _compared(target: str, params: dict) -> list:
 @input_option("--payload", type=click.Path(dir_okay=False), default=None,
               help="Request body: .npy, .json or audio (.wav/.flac/.ogg). Default: seeded random features "
                    "shaped like the served model's input (from GET /metadata).")
+@click.option("--lengths", "lengths_text", default=None, metavar="N,N,...",
+              help="A model with a dynamic time axis: draw each request's length from these (seeded), e.g. "
+                   "100,241,600; each checked against the server's length range; latency also per length.")
+@input_option("--lengths-file", type=click.Path(dir_okay=False), default=None,
+              help="Like --lengths, one length a line (e.g. a real set's lengths: repeats weight the draw).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --lengths draw and bodies.")
 @click.option("--keep-going", is_flag=True, help="Go on to --max after steps with failures (default: stop there).")
 @click.option("--half-rate", is_flag=True,
               help="After the ramp, send at half the sustained rate (the median step's QPS; open loop) and "
@@ -66,7 +72,7 @@ def _compared(target: str, params: dict) -> list:
               help="Write a self-contained HTML page with the plots (latency and QPS vs load).")
 @click.pass_context
 def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave, start, step, step_seconds,
-             max_concurrency, timeout, payload, keep_going, half_rate, slo_p99, target_rps, headroom, start_rate,
+             max_concurrency, timeout, payload, lengths_text, lengths_file, seed, keep_going, half_rate, slo_p99, target_rps, headroom, start_rate,
              max_rate, tolerance, max_trials, json_path, html_path) -> None:
     """Raise the load on URL (an optkit serve instance on this machine) step by step until requests
     time out or fail; report per step QPS, min/p50/p90/p99 latency, 503s, errors, dropped
@@ -79,6 +85,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
     Examples:
       optkit loadtest http://127.0.0.1:8000 --max 16 --step-seconds 5 --html load.html
       optkit loadtest http://127.0.0.1:8000 --payload sample.npy --half-rate --json load.json
+      optkit loadtest http://127.0.0.1:8000 --lengths 100,241,600 --max 8 --json lengths.json
       optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --json compare.json
       optkit loadtest --compare model.onnx model.int8.onnx --interleave --max 4 --step-seconds 10
       optkit loadtest --compare model.int8.onnx --variant '' --variant '--max-batch 8' --variant '--streams 2' --interleave
@@ -103,6 +110,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
         lt.check_serve_args(serve_args)
     else:
         lt.target_url(targets[0])  # one line for a URL that is not one, before anything else
+    lengths = _lengths(lengths_text, lengths_file, compare, payload, slo_p99 is not None or target_rps is not None)
     if slo_p99 is not None or target_rps is not None:
         _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload,
                   dict(slo_p99_ms=slo_p99, target_rps=target_rps, headroom=headroom, start_rate=start_rate,
@@ -140,7 +148,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
             write_text_atomically(html_path, page)
             click.echo(f"wrote {html_path}")
         return
-    report = lt.run_ramp(targets[0], cfg, body, progress=say)
+    report = lt.run_ramp(targets[0], cfg, body, progress=say, lengths=lengths, seed=seed)
     echo_lines(report.table_lines())
     if json_path:
         write_json_atomically(json_path, report.to_json())
@@ -183,6 +191,20 @@ def _capacity(ctx, targets, compare, providers, serve_args, variants, step_secon
     if json_path:
         write_json_atomically(json_path, cap.capacity_json(rows, cfg, machine))
         click.echo(f"wrote {json_path}")
+
+
+def _lengths(text, path, compare, payload, capacity) -> list[int] | None:  # noqa: ANN001
+    """--lengths / --lengths-file, refused where they do not apply (one line each)."""
+    from optkit.common.errors import InputError
+    from optkit.serve import loadtest as lt
+
+    if text is None and path is None:
+        return None
+    for given, what in ((text is not None and path is not None, "--lengths-file"), (compare, "--compare"),
+                        (payload, "--payload"), (capacity, "--slo-p99/--target-rps")):
+        if given:
+            raise InputError(f"--lengths/--lengths-file cannot go with {what} (they apply to the ramp of one URL)")
+    return lt.parse_lengths(text) if text is not None else lt.read_lengths_file(path)
 
 
 def _prepare_compare(targets, variants) -> None:  # noqa: ANN001

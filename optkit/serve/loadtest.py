@@ -74,6 +74,44 @@ class Payload:
     body: bytes
     content_type: str
     description: str
+    length: int | None = None  # the time-axis length of a --lengths body
+
+
+class LengthMix:
+    """Requests of several lengths (``--lengths``): each request's body is drawn from ``lengths`` (a
+    list, so a real set's lengths weight themselves) by a seeded generator, one body per distinct
+    length; every answer is also recorded under its length, over the whole run."""
+
+    def __init__(self, payloads: dict[int, Payload], lengths: Sequence[int], seed: int = 0) -> None:
+        self.payloads = payloads
+        self.lengths = [int(n) for n in lengths]
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.latencies: dict[int, list[float]] = {n: [] for n in sorted(payloads)}
+        self.sent = {n: 0 for n in sorted(payloads)}
+        self.failed = {n: 0 for n in sorted(payloads)}
+        self.description = (f"seeded random .npy of {len(payloads)} lengths drawn from {len(self.lengths)} "
+                            f"(seed {seed}): {', '.join(str(n) for n in sorted(payloads))}")
+
+    def draw(self) -> Payload:
+        return self.payloads[self.lengths[int(self.rng.integers(len(self.lengths)))]]
+
+    def record(self, length: int, kind: str, latency: float) -> None:
+        self.sent[length] += 1
+        if kind == "ok":
+            self.latencies[length].append(latency)
+        else:
+            self.failed[length] += 1
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for n, lat in self.latencies.items():
+            ms = np.asarray(lat, dtype=np.float64) * 1e3
+            out.append({"length": n, "count": int(ms.size), "sent": self.sent[n], "failed": self.failed[n],
+                        "min_ms": _r(ms.min()) if ms.size else None,
+                        "p50_ms": _r(np.percentile(ms, 50)) if ms.size else None,
+                        "p99_ms": _r(np.percentile(ms, 99)) if ms.size else None})
+        return out
 
 
 @dataclass
@@ -119,6 +157,7 @@ class LoadReport:
     environment: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     half_rate: StepResult | None = None
+    lengths: LengthMix | None = None  # --lengths: latency per length beside the overall rows
 
     @property
     def ramp(self) -> list[StepResult]:
@@ -182,6 +221,7 @@ class LoadReport:
             "summary": self.summary(),
             "steps": [_step_json(s) for s in self.steps],
             "half_rate_step": _step_json(self.half_rate) if self.half_rate else None,
+            **({"per_length": self.lengths.rows()} if self.lengths else {}),
             "server": self.server,
             "environment": self.environment,
         }
@@ -206,6 +246,11 @@ class LoadReport:
         t = self.totals()
         lines.append(f"totals: {t['sent']} sent, {t['ok']} answered, {t['shed']} shed with 503, {t['status_500']} "
                      f"answered 500, {t['errors']} other errors, {t['dropped']} dropped, {t['timeouts']} timed out")
+        if self.lengths:
+            lines += ["", "per length (every step):",
+                      f"{'length':>8}  {'sent':>6}  {'ok':>6}  {'failed':>6}  {'min ms':>8}  {'p50 ms':>8}  {'p99 ms':>8}"]
+            lines += [f"{r['length']:>8}  {r['sent']:>6}  {r['count']:>6}  {r['failed']:>6}  {_f(r['min_ms']):>8}  "
+                      f"{_f(r['p50_ms']):>8}  {_f(r['p99_ms']):>8}" for r in self.lengths.rows()]
         return lines
 
 
@@ -270,6 +315,66 @@ def payload_for_server(metadata: dict[str, Any], seed: int = 0) -> Payload:
     return random_payload((1, *shape[1:]), str(spec.get("dtype", "float32")), seed)
 
 
+def parse_lengths(text: str) -> list[int]:
+    """``--lengths 100,241,600``: positive whole numbers, comma-separated."""
+    try:
+        out = [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise InputError(f"--lengths {text!r}: give whole numbers separated by commas, e.g. 100,241,600") from None
+    if not out or min(out) < 1:
+        raise InputError(f"--lengths {text!r}: give positive whole numbers separated by commas, e.g. 100,241,600")
+    return out
+
+
+def read_lengths_file(path: str | os.PathLike) -> list[int]:
+    """``--lengths-file``: one positive whole number a line (blank lines and ``#`` comments skipped)."""
+    from optkit.common.fileio import require_file
+
+    p = require_file(path, "lengths file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: cannot read it as text ({exc})") from None
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not line.isdigit() or int(line) < 1:
+            raise InputError(f"{p}:{i}: {line!r} is not a positive whole number (one length a line)")
+        out.append(int(line))
+    if not out:
+        raise InputError(f"{p}: no lengths in it (one positive whole number a line)")
+    return out
+
+
+def length_mix(metadata: dict[str, Any], lengths: Sequence[int], seed: int = 0) -> LengthMix:
+    """Bodies for each distinct length (seeded random .npy of the served model's sample shape with the
+    time axis at that length), every length checked against ``/metadata`` ``input.length_ranges``."""
+    spec = metadata.get("input") or {}
+    shape = list(spec.get("shape") or [])
+    ranges = spec.get("length_ranges") or []
+    if not shape or not ranges:
+        raise InputError("the server's model has no dynamic length axis (no input.length_ranges in /metadata); "
+                         "--lengths needs one")
+    if len(ranges) != 1:
+        raise InputError(f"the server's model has {len(ranges)} dynamic length axes; --lengths sets one")
+    axis, lo, hi = int(ranges[0]["axis"]), int(ranges[0]["min"]), int(ranges[0]["max"])
+    outside = sorted({n for n in lengths if not lo <= n <= hi})
+    if outside:
+        raise InputError(f"length {', '.join(map(str, outside))} is outside the served model's length range "
+                         f"{lo}..{hi} (axis {axis})")
+    dims = [1, *shape[1:]]
+    payloads = {}
+    for n in sorted(set(lengths)):
+        dims[axis] = n
+        if any(d is None for d in dims):
+            raise InputError(f"the server reported another dynamic dimension besides axis {axis}: {shape}")
+        p = random_payload(dims, str(spec.get("dtype", "float32")), seed + n)
+        payloads[n] = Payload(p.body, p.content_type, p.description, length=n)
+    return LengthMix(payloads, lengths, seed)
+
+
 # -- running -------------------------------------------------------------------------------------
 class _Recorder:
     def __init__(self) -> None:
@@ -277,9 +382,11 @@ class _Recorder:
         self.server_ms: list[float] = []
         self.status: dict[str, int] = {}
         self.shed = self.errors = self.dropped = self.timeouts = self.sent = 0
+        self.last_latency = 0.0
 
     def add(self, kind: str, status: int | None, latency: float, server_ms: float | None = None) -> None:
         self.sent += 1
+        self.last_latency = latency
         if status is not None:
             self.status[str(status)] = self.status.get(str(status), 0) + 1
         if kind == "ok":
@@ -310,7 +417,16 @@ class _Recorder:
         )
 
 
-async def _one_request(session: Any, url: str, payload: Payload, timeout: float, rec: _Recorder) -> str:
+async def _one_request(session: Any, url: str, source: Payload | LengthMix, timeout: float, rec: _Recorder) -> str:
+    if isinstance(source, LengthMix):
+        payload = source.draw()
+        kind = await _send(session, url, payload, timeout, rec)
+        source.record(int(payload.length or 0), kind, rec.last_latency)
+        return kind
+    return await _send(session, url, source, timeout, rec)
+
+
+async def _send(session: Any, url: str, payload: Payload, timeout: float, rec: _Recorder) -> str:
     aiohttp = lazy_import("aiohttp", extra="serve")
     headers = {"Content-Type": payload.content_type}
 
@@ -350,14 +466,14 @@ def _client(concurrency: int, timeout: float) -> Any:
                                  timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
 
 
-async def closed_loop_step(url: str, payload: Payload, concurrency: int, seconds: float, timeout: float) -> StepResult:
+async def closed_loop_step(url: str, payload: Payload | LengthMix, concurrency: int, seconds: float, timeout: float) -> StepResult:
     """``concurrency`` users sending back-to-back for ``seconds`` (each request bounded by ``timeout``)."""
     rec = _Recorder()
     with frozen_gc():  # no generator gen-2 pause recorded against the server
         return await _closed_loop(url, payload, concurrency, seconds, timeout, rec)
 
 
-async def _closed_loop(url: str, payload: Payload, concurrency: int, seconds: float, timeout: float,
+async def _closed_loop(url: str, payload: Payload | LengthMix, concurrency: int, seconds: float, timeout: float,
                        rec: _Recorder) -> StepResult:
     async with _client(concurrency, timeout) as client:
         loop = asyncio.get_running_loop()
@@ -375,7 +491,7 @@ async def _closed_loop(url: str, payload: Payload, concurrency: int, seconds: fl
     return rec.result(concurrency, None, duration)
 
 
-async def open_loop_step(url: str, payload: Payload, rate: float, seconds: float, timeout: float,
+async def open_loop_step(url: str, payload: Payload | LengthMix, rate: float, seconds: float, timeout: float,
                          max_outstanding: int = 256) -> StepResult:
     """Requests started at a fixed rate (evenly spaced) for ``seconds``, whatever the answers do."""
     if not (rate > 0 and math.isfinite(rate)):
@@ -385,7 +501,7 @@ async def open_loop_step(url: str, payload: Payload, rate: float, seconds: float
         return await _open_loop(url, payload, rate, seconds, timeout, max_outstanding, rec)
 
 
-async def _open_loop(url: str, payload: Payload, rate: float, seconds: float, timeout: float, max_outstanding: int,
+async def _open_loop(url: str, payload: Payload | LengthMix, rate: float, seconds: float, timeout: float, max_outstanding: int,
                      rec: _Recorder) -> StepResult:
     n = max(1, int(rate * seconds))
     async with _client(max_outstanding, timeout) as client:
@@ -402,10 +518,12 @@ async def _open_loop(url: str, payload: Payload, rate: float, seconds: float, ti
     return rec.result(None, rate, duration)
 
 
-async def _warm_up(url: str, payload: Payload, timeout: float) -> None:
+async def _warm_up(url: str, source: Payload | LengthMix, timeout: float) -> None:
     aiohttp = lazy_import("aiohttp", extra="serve")
+    bodies = list(source.payloads.values()) if isinstance(source, LengthMix) else [source]
     async with _client(1, timeout) as session:
-        for _ in range(WARMUP_REQUESTS):
+        for i in range(max(WARMUP_REQUESTS, len(bodies))):
+            payload = bodies[i % len(bodies)]
             try:
                 async with session.post(url, data=payload.body, headers={"Content-Type": payload.content_type},
                                         allow_redirects=False) as r:
@@ -430,12 +548,16 @@ def fetch_metadata(base_url: str, timeout: float = 10.0) -> dict[str, Any]:
 
 
 def run_ramp(base_url: str, cfg: RampConfig, payload: Payload | None = None,
-             progress: Callable[[str], None] | None = None, environment: dict[str, Any] | None = None) -> LoadReport:
-    """The whole load test against ``base_url`` (loopback only): warm-up, ramp, optional half-rate step."""
+             progress: Callable[[str], None] | None = None, environment: dict[str, Any] | None = None,
+             lengths: Sequence[int] | None = None, seed: int = 0) -> LoadReport:
+    """The whole load test against ``base_url`` (loopback only): warm-up, ramp, optional half-rate step.
+    ``lengths``: each request's time-axis length drawn from this list (seeded), checked against the
+    served model's range before anything is sent; the report then has latency per length too."""
     base_url = target_url(base_url)
     say = progress or (lambda msg: None)
     server = fetch_metadata(base_url)
-    payload = payload or payload_for_server(server)
+    mix = length_mix(server, lengths, seed) if lengths else None
+    payload = mix or payload or payload_for_server(server)
     url = f"{base_url}/verify"
     asyncio.run(_warm_up(url, payload, cfg.timeout))
     steps: list[StepResult] = []
@@ -456,7 +578,7 @@ def run_ramp(base_url: str, cfg: RampConfig, payload: Payload | None = None,
             break
     report = LoadReport(base_url, payload.description, cfg, steps, stopped, server,
                         environment if environment is not None else _environment(),
-                        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), lengths=mix)
     if cfg.half_rate_check and report.sustained_qps > 0:
         rate = report.sustained_qps / 2
         say(f"half the sustained rate: {rate:.2f} requests/s for {cfg.step_seconds:g} s")
