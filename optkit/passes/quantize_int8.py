@@ -427,11 +427,7 @@ class QuantizeInt8(Pass):
                                                                        sample_shape, kind_overrides)
         else:  # mixed lengths: held out across the lengths (every k-th sample); not stratified yet
             if cfg.reference:
-                validation = int8_search.reference_validation(cfg.reference, cfg.threshold, src.path, spec.name,
-                                                              sample_shape, kind_overrides)
-                if spec.name not in validation.inputs:
-                    raise InputError(f"reference {cfg.reference} has no input {spec.name} "
-                                     f"(it has {', '.join(validation.inputs)})")
+                validation = _reference_validation(cfg, src.path, spec.name, sample_shape, kind_overrides)
                 calib_x = samples.x
             else:
                 if len(samples) < 2:
@@ -769,6 +765,19 @@ def _output_settings(cfg: QuantizeInt8Config, gate: Any) -> tuple[dict[str, str]
     return kinds, per_output
 
 
+def _reference_validation(cfg: QuantizeInt8Config, fp32: Path, input_name: str, sample_shape: tuple[int, ...],
+                          kind_overrides: dict[str, str]) -> Any:
+    """The ``--reference`` validation set, refused in one line when it lacks the model's input."""
+    from optkit.quantization import int8_search
+
+    validation = int8_search.reference_validation(cfg.reference, cfg.threshold, fp32, input_name, sample_shape,
+                                                  kind_overrides)
+    if input_name not in validation.inputs:
+        raise InputError(f"reference {cfg.reference} has no input {input_name} "
+                         f"(it has {', '.join(validation.inputs)})")
+    return validation
+
+
 def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Config,
                 sample_shape: tuple[int, ...], kind_overrides: dict[str, str]
                 ) -> tuple[Any, np.ndarray, dict[str, Any], list[str]]:
@@ -796,11 +805,7 @@ def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Conf
         return None, None
 
     if cfg.reference:
-        validation = int8_search.reference_validation(cfg.reference, cfg.threshold, fp32, input_name, sample_shape,
-                                                      kind_overrides)
-        if input_name not in validation.inputs:
-            raise InputError(f"reference {cfg.reference} has no input {input_name} "
-                             f"(it has {', '.join(validation.inputs)})")
+        validation = _reference_validation(cfg, fp32, input_name, sample_shape, kind_overrides)
         s_cal, by_cal = strata(outputs, y)
         s_val, by_val = strata(validation.outputs, validation.labels)
         by = by_val or by_cal
