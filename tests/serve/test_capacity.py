@@ -20,7 +20,8 @@ def fake_step(rate: float, p99_ms: float, answered_share: float = 1.0, shed: int
     duration = sent / (rate * answered_share) + p99_ms / 1e3  # the schedule (stretched when not kept) + the tail
     return StepResult(concurrency=None, offered_rate=rate, duration_s=duration, sent=sent, ok=sent - shed, shed=shed,
                       errors=0, dropped=0, timeouts=0, status_counts={"200": sent - shed}, qps=(sent - shed) / duration,
-                      min_ms=1.0, p50_ms=p99_ms / 2, p90_ms=p99_ms, p99_ms=p99_ms, max_ms=p99_ms)
+                      min_ms=1.0, p50_ms=p99_ms / 2, p90_ms=p99_ms, p99_ms=p99_ms, max_ms=p99_ms,
+                      p99_all_ms=p99_ms if shed <= 0.01 * sent else math.inf)
 
 
 class KneeService:
@@ -108,11 +109,34 @@ def test_passing_at_the_ceiling_is_reported_as_at_least():
     assert [t.rate for t in s.trials] == [30.0, 60.0, 100.0, 100.0]
 
 
+def test_a_few_failures_within_the_one_percent_a_p99_allows_do_not_fail_a_step():
+    ok, why = cap.judge(fake_step(100, 5.0, shed=3), 100, 50)  # 3 of 500
+    assert ok and why == "p99 5.00 ms <= 50 ms; 3 shed with 503, within the 1 % a p99 allows"
+    ok, why = cap.judge(fake_step(100, 70.0, shed=3), 100, 50)
+    assert not ok and why.startswith("p99 70.00 ms > 50 ms; 3 shed")
+
+
+def test_the_p99_over_every_request_counts_a_failed_one_as_infinitely_slow():
+    from optkit.serve.loadtest import _Recorder
+
+    rec = _Recorder()
+    for i in range(198):
+        rec.add("ok", 200, (i + 1) / 1000)  # 1 .. 198 ms
+    rec.add("shed", 503, 0.001)
+    rec.add("ok", 200, 0.5)
+    r = rec.result(None, 100.0, 2.0)
+    assert r.sent == 200 and r.failed == 1
+    assert r.p99_all_ms == pytest.approx(198.0)  # 2 slowest of 200 are the shed one and the 500 ms one
+    rec.add("timeout", None, 10.0)
+    rec.add("dropped", None, 0.0)
+    assert rec.result(None, 100.0, 2.0).p99_all_ms == math.inf  # 3 of 202 failed: more than 1 %
+
+
 def test_a_step_that_does_not_keep_the_rate_or_sheds_fails_even_with_low_p99():
     ok, why = cap.judge(fake_step(100, 5.0, answered_share=0.8), 100, 50)
     assert not ok and why == "answered 80/s of 100/s offered"
-    ok, why = cap.judge(fake_step(100, 5.0, shed=3), 100, 50)
-    assert not ok and why == "3 shed with 503"
+    ok, why = cap.judge(fake_step(100, 5.0, shed=6), 100, 50)
+    assert not ok and why == "6 shed with 503 (1.2% of 500: a p99 allows 1 %)"
     assert cap.judge(fake_step(100, 50.0), 100, 50) == (True, "p99 50.00 ms <= 50 ms")
 
 
@@ -224,9 +248,11 @@ def test_capacity_of_a_real_server_on_loopback(cli_runner, tmp_path):
     assert 1 <= len(row["trials"]) <= 9
     assert any(not t["passed"] for t in row["trials"])  # it found a failing rate
     for t in row["trials"]:
-        assert t["passed"] == (t["failed"] == 0 and t["p99_ms"] is not None and t["p99_ms"] <= 2000
-                               and t["why"].startswith("p99 "))
-        assert t["passed"] or t["why"].endswith("with 503") or t["why"].startswith(("answered", "p99"))
+        if t["passed"]:  # at most 1 % failed (a p99 allows that), and the answered ones in time
+            assert t["failed"] <= 0.01 * t["sent"] and t["p99_ms"] <= 2000 and t["why"].startswith("p99 ")
+        else:
+            assert (t["why"].endswith("a p99 allows 1 %)") and t["failed"] > 0.01 * t["sent"]
+                    or t["why"].startswith(("answered", "p99")))
     assert row["nodes_needed"] == math.ceil(100 * 1.3 / row["max_rate"])
     assert "nodes = ceil(target / max rate x (1 + headroom))" in result.output
     assert "measured on: " in result.output
