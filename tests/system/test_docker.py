@@ -97,3 +97,27 @@ def test_smoke_test_exercises_the_v2_and_tf_serving_routes():
                   "/v1/models/${name}:predict", "/v2/models/no-such-model/infer"):
         assert route in text, route
     subprocess.run(["bash", "-n", str(ROOT / "docker" / "smoke_test.sh")], check=True)  # it parses
+
+
+@pytest.mark.parametrize("kind", sorted(DOCKERFILES))
+def test_every_python_snippet_in_the_dockerfile_imports_what_exists(kind):
+    """The images run ``python3 -c "..."`` steps against the installed package (the numba warm-up,
+    the bundle step, the healthcheck); a module that moved breaks the build only where a daemon
+    runs. Every optkit name those snippets import must exist here. (The layout change had left the
+    warm-up importing ``optkit.features``, which no longer exists.)"""
+    import ast
+    import importlib
+
+    text = DOCKERFILES[kind].read_text().replace("\\\n", " ")
+    snippets = re.findall(r'python3 -c "((?:[^"\\]|\\.)*)"', text)
+    assert len(snippets) >= 2, snippets  # the warm-up and the bundle step at least
+    checked = 0
+    for code in snippets:
+        for node in ast.walk(ast.parse(code.replace('\\"', '"'))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "optkit":
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}"), \
+                        f"{kind}: from {node.module} import {alias.name}"
+                    checked += 1
+    assert checked >= 2
