@@ -27,6 +27,19 @@ rendered by one task (a local process, or a Ray task on any node; the driver wri
 gets back, each shard atomically) and its bytes depend only on the seed and the shard's clips, so
 the same seed gives byte-identical shards whatever the number of workers. Nothing else is written
 in this mode (no train data, no calib/, no val.npz).
+
+Utterances of natural length (variable-length speech, a model exported with a dynamic time axis):
+
+    python calibration_data/make_data.py --natural-length build/val_natural.npz --n-val 256
+
+renders the validation split's clips at their own length instead of the 2.41 s window: MFCCs of
+the whole clip (``features.mfcc_natural_length``, 100 frames per second), a clip longer than
+``--max-seconds`` (6) keeping its centre, one shorter than ``--min-seconds`` (1) completed with
+zeros at the end (the fixed window's rule), so every length is in 100..600 frames. It writes one
+ragged ``.npz`` (``optkit.data.ragged``: ``x`` (1, 40, sum of lengths), ``offsets``, ``time_axis``,
+``y`` labels), which ``optkit export --reference-data``, ``quantize --int8 --calibration`` and
+``verify`` read. The lengths come from the sentences, voices and tempos the seed draws: the same
+seed gives the same samples whatever the number of workers. Nothing else is written in this mode.
 """
 from __future__ import annotations
 
@@ -148,6 +161,38 @@ def render_shard(specs: list[ClipSpec]) -> bytes:
                        group=np.array([s.group for s in specs]))
 
 
+def natural_length_clip(spec: ClipSpec, min_seconds: float, max_seconds: float) -> np.ndarray:
+    """One clip's MFCCs at its natural length, cut to ``max_seconds`` (centre) and completed to
+    ``min_seconds`` (zeros at the end): float32 (1, 40, T), 100 frames per second."""
+    y = render_clip(spec)
+    need = int(round(min_seconds * features.SAMPLE_RATE))
+    if y.size < need:
+        y = np.concatenate([y, np.zeros(need - y.size, np.float32)])
+    return features.mfcc_natural_length(y, features.SAMPLE_RATE,
+                                         max_frames=int(round(max_seconds * features.SAMPLE_RATE)) // features.HOP_LENGTH)
+
+
+def _natural_job(args: tuple[ClipSpec, float, float]) -> np.ndarray:
+    return natural_length_clip(*args)
+
+
+def render_natural_length(specs: list[ClipSpec], out: Path, jobs: int, min_seconds: float,
+                          max_seconds: float) -> list[int]:
+    """``specs`` at their natural lengths into one ragged .npz (with labels); returns the lengths."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from optkit.data.ragged import write_ragged
+
+    work = [(s, min_seconds, max_seconds) for s in specs]
+    if jobs == 1:
+        clips = [_natural_job(w) for w in work]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+            clips = list(pool.map(_natural_job, work))  # in spec order, whatever finishes first
+    write_ragged(out, clips, time_axis=-1, y=np.array([s.label for s in specs], dtype=np.int64))
+    return [int(c.shape[-1]) for c in clips]
+
+
 def _shard_name(i: int) -> str:
     return f"val-{i:05d}.npz"
 
@@ -223,7 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                     help="with --val-shards: render the shards as Ray tasks (no ADDRESS: a local Ray instance; "
                          "'auto' or ray://HOST:PORT: a cluster)")
+    ap.add_argument("--natural-length", type=Path, metavar="FILE.npz",
+                    help="render only the validation split (--n-val clips) at natural length (1-6 s) into one "
+                         "ragged .npz")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="with --natural-length: shorter clips padded to this")
+    ap.add_argument("--max-seconds", type=float, default=6.0, help="with --natural-length: longer clips cut to this")
     args = ap.parse_args(argv)
+    if args.natural_length is not None and (args.val_shards is not None or args.ray is not None):
+        ap.error("--natural-length goes without --val-shards and --ray")
+    if args.natural_length is not None and args.natural_length.suffix != ".npz":
+        ap.error("--natural-length writes a ragged .npz: give a FILE.npz")
+    if not 0.1 <= args.min_seconds <= args.max_seconds:
+        ap.error("need 0.1 <= --min-seconds <= --max-seconds")
     if args.ray is not None and args.val_shards is None:
         ap.error("--ray renders --val-shards only")
     if args.shard_size < 1 or args.jobs < 1 or args.n_val < 1:
@@ -245,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     for split in ["train", "holdout", "val", "calib"]:
         rng = np.random.default_rng([args.seed, SPLIT_IDS[split]])
         specs[split] = plan_split(split, sizes[split], pools[split], rng, args.seed)
+    if args.natural_length is not None:
+        lengths = render_natural_length(specs["val"], args.natural_length, args.jobs, args.min_seconds,
+                                        args.max_seconds)
+        print(f"natural length: {len(lengths)} clips of {min(lengths)}..{max(lengths)} frames "
+              f"({len(set(lengths))} distinct) in {args.natural_length}, {time.time() - t0:.0f} s", flush=True)
+        return 0
     if args.val_shards is not None:
         n = _render_val_shards(specs["val"], args.val_shards, args.shard_size, args.jobs, args.ray, t0)
         print(f"val shards: {len(specs['val'])} clips in {n} shards in {args.val_shards}, "

@@ -43,7 +43,8 @@ def _compared(target: str, params: dict) -> list:
                    "shaped like the served model's input (from GET /metadata).")
 @click.option("--lengths", "lengths_text", default=None, metavar="N,N,...",
               help="A model with a dynamic time axis: draw each request's length from these (seeded), e.g. "
-                   "100,241,600; each checked against the server's length range; latency also per length.")
+                   "100,241,600; each checked against the server's length range; latency also per length. With "
+                   "--compare and --slo-p99 too: every row (and capacity step) gets the same seeded draw.")
 @input_option("--lengths-file", type=click.Path(dir_okay=False), default=None,
               help="Like --lengths, one length a line (e.g. a real set's lengths: repeats weight the draw).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --lengths draw and bodies.")
@@ -94,6 +95,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
     Capacity (how many nodes a load needs at a latency):
       optkit loadtest http://127.0.0.1:8000 --slo-p99 50 --target-rps 2000 --json capacity.json
       optkit loadtest --compare model.onnx model.int8.onnx --provider cpu,openvino --slo-p99 50 --target-rps 2000
+      optkit loadtest --compare dyn.onnx dyn.int8.onnx --lengths-file lengths.txt --slo-p99 50 --target-rps 500
     """
     from optkit.serve import loadtest as lt
     from optkit.common.fileio import check_output_path, write_json_atomically, write_text_atomically
@@ -110,11 +112,11 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
         lt.check_serve_args(serve_args)
     else:
         lt.target_url(targets[0])  # one line for a URL that is not one, before anything else
-    lengths = _lengths(lengths_text, lengths_file, compare, payload, slo_p99 is not None or target_rps is not None)
+    lengths = _lengths(lengths_text, lengths_file, payload)
     if slo_p99 is not None or target_rps is not None:
         _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload,
                   dict(slo_p99_ms=slo_p99, target_rps=target_rps, headroom=headroom, start_rate=start_rate,
-                       max_rate=max_rate, tolerance=tolerance, max_trials=max_trials), json_path)
+                       max_rate=max_rate, tolerance=tolerance, max_trials=max_trials), json_path, lengths, seed)
         return
     given = [n for n in ("headroom", "start_rate", "max_rate", "tolerance", "max_trials")
              if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
@@ -126,7 +128,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if compare:
         rows = lt.compare_services(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
-                          interleave=interleave, variants=variants or ("",))
+                          interleave=interleave, variants=variants or ("",), lengths=lengths, seed=seed)
         if not any(row.report for row in rows):  # nothing measured: a failure, not a table of "not run"
             from optkit.common.errors import InputError
 
@@ -159,7 +161,7 @@ def loadtest(ctx, targets, compare, providers, serve_args, variants, interleave,
 
 
 def _capacity(ctx, targets, compare, providers, serve_args, variants, step_seconds, timeout, payload, opts,
-              json_path) -> None:  # noqa: ANN001
+              json_path, lengths, seed) -> None:  # noqa: ANN001
     """--slo-p99 / --target-rps: the capacity search on the URL or on each --compare row."""
     from optkit.common.errors import InputError
     from optkit.common.fileio import write_json_atomically
@@ -179,12 +181,12 @@ def _capacity(ctx, targets, compare, providers, serve_args, variants, step_secon
     if compare:
         machine = cap.machine_facts()
         rows = cap.capacity_services(targets, providers, cfg, serve_args=serve_args, payload=body, progress=say,
-                                     variants=variants or ("",))
+                                     variants=variants or ("",), lengths=lengths, seed=seed)
         if not any(r.search for r in rows):
             raise InputError(f"no server started: {'; '.join(f'{r.key}: {r.error}' for r in rows)}")
     else:
         machine = cap.machine_facts()
-        search, server = cap.capacity_at_url(targets[0], cfg, body, say)
+        search, server = cap.capacity_at_url(targets[0], cfg, body, say, lengths, seed)
         rows = [cap.CapacityRow(str(server.get("artifact", targets[0])), str(server.get("provider_requested", "?")),
                                 search=search, server=server)]
     echo_lines(cap.table_lines(rows, cfg, machine))
@@ -193,17 +195,17 @@ def _capacity(ctx, targets, compare, providers, serve_args, variants, step_secon
         click.echo(f"wrote {json_path}")
 
 
-def _lengths(text, path, compare, payload, capacity) -> list[int] | None:  # noqa: ANN001
-    """--lengths / --lengths-file, refused where they do not apply (one line each)."""
+def _lengths(text, path, payload) -> list[int] | None:  # noqa: ANN001
+    """--lengths / --lengths-file (with --compare and the capacity mode too: the same seeded draw for
+    every row and step), refused together or with --payload (one line each)."""
     from optkit.common.errors import InputError
     from optkit.serve import loadtest as lt
 
     if text is None and path is None:
         return None
-    for given, what in ((text is not None and path is not None, "--lengths-file"), (compare, "--compare"),
-                        (payload, "--payload"), (capacity, "--slo-p99/--target-rps")):
+    for given, what in ((text is not None and path is not None, "--lengths-file"), (payload, "--payload")):
         if given:
-            raise InputError(f"--lengths/--lengths-file cannot go with {what} (they apply to the ramp of one URL)")
+            raise InputError(f"--lengths/--lengths-file cannot go with {what} (the lengths make the request bodies)")
     return lt.parse_lengths(text) if text is not None else lt.read_lengths_file(path)
 
 

@@ -422,23 +422,9 @@ class QuantizeInt8(Pass):
         # Validation data: the reference when given, else a held-out part of the calibration set
         # (quantization.split: content order, seeded, stratified), each output judged by its kind
         kind_overrides, output_gates = _output_settings(cfg, gate)
-        if mixed is None:
-            validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg,
-                                                                       sample_shape, kind_overrides)
-        else:  # mixed lengths: held out across the lengths (every k-th sample); not stratified yet
-            if cfg.reference:
-                validation = _reference_validation(cfg, src.path, spec.name, sample_shape, kind_overrides)
-                calib_x = samples.x
-            else:
-                if len(samples) < 2:
-                    raise InputError(f"{len(samples)} calibration sample: at least 2 are needed to hold some out "
-                                     "for validation (or give --reference)")
-                calib_x, val_x, val_y = mixed_calibration.split_holdout(samples, cfg.holdout)
-                validation = int8_search.holdout_validation(src.path, spec.name, val_x, val_y, cfg.threshold,
-                                                            kind_overrides=kind_overrides)
-            split_info = {"seed": None, "stratified_by": None, "across_lengths": True,
-                          "calibration_samples": len(calib_x), "validation_samples": len(validation)}
-            split_lines = []
+        # (mixed lengths: a list of samples, stratified by length bucket too, every one at its own length)
+        validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg,
+                                                                   sample_shape, kind_overrides)
         unknown = sorted(set(output_gates) - set(validation.outputs))
         if unknown:
             raise InputError(f"outputs.{unknown[0]}.gates: the model has no output {unknown[0]!r} (its outputs: "
@@ -783,15 +769,17 @@ def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Conf
                 ) -> tuple[Any, np.ndarray, dict[str, Any], list[str]]:
     """(validation, calibration samples, the split's facts, lines to print). Samples are taken in
     content order (quantization.split), so the same samples in any file order give the same
-    split, statistics, trials and model bytes."""
+    split, statistics, trials and model bytes. A mixed-length set (``samples.x`` a list of
+    samples at their own lengths) stays a list, and its split is stratified by length bucket too."""
     from optkit.quantization import int8_search
     from optkit.quantization.split import (class_line, content_order, count_classes, one_class_warnings,
-                                           stratified_split)
+                                           split_by_length, stratified_split)
     from optkit.verification.output_kinds import decisions, detect_kinds
     from optkit.verification.verify import task_output
 
     order = content_order(samples.x, samples.y)
-    x = np.asarray(samples.x)[order]
+    ragged = isinstance(samples.x, list)
+    x = [samples.x[i] for i in order] if ragged else np.asarray(samples.x)[order]
     y = None if samples.y is None else np.asarray(samples.y)[order]
     outputs = int8_search.run_fp32(fp32, input_name, x)  # the fp32 model's own outputs on every sample
     kinds = detect_kinds(outputs, fp32, kind_overrides)
@@ -824,12 +812,20 @@ def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Conf
         raise InputError(f"{len(x)} calibration sample: at least 2 are needed to hold some out for "
                          "validation (or give --reference)")
     s, by = strata(outputs, y)
-    sp = stratified_split(len(x), cfg.holdout, s, by)
+    if ragged:
+        axis = samples.time_axis
+        sp = split_by_length(np.array([a.shape[axis] for a in x]), cfg.holdout, s, by)
+    else:
+        sp = stratified_split(len(x), cfg.holdout, s, by)
     v = sp.validation
-    validation = int8_search.holdout_validation(fp32, input_name, x[v], None if y is None else y[v], cfg.threshold,
+
+    def take(idx: np.ndarray) -> Any:
+        return [x[i] for i in idx] if ragged else x[idx]
+
+    validation = int8_search.holdout_validation(fp32, input_name, take(v), None if y is None else y[v], cfg.threshold,
                                                 outputs={k: o[v] for k, o in outputs.items()},
                                                 kind_overrides=kind_overrides)
-    return validation, x[sp.calibration], sp.to_json(), [f"split: {sp.describe()}"] + [
+    return validation, take(sp.calibration), sp.to_json(), [f"split: {sp.describe()}"] + [
         f"WARNING: {w}" for w in sp.warnings]
 
 

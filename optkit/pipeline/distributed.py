@@ -315,7 +315,11 @@ class RayExecutor:
         bounds = shard_bounds(len(samples), 1, self.shards or 4 * self.workers)
         from optkit.data.source import is_lazy
 
+        # a list is a mixed-length set (quantization.mixed_calibration): samples of their own
+        # lengths, shipped as lists (an array of them cannot exist; StatsCollector takes either)
         shard_refs = (_shard_rows(ray, input_name, samples, bounds) if is_lazy(samples) else
+                      [ray.put([np.ascontiguousarray(s) for s in samples[a:b]]) for a, b in bounds]
+                      if isinstance(samples, list) else
                       [ray.put(np.ascontiguousarray(samples[a:b])) for a, b in bounds])
         cls = _make_stats_actor_class(ray)
         with self._actors(lambda: cls.remote(input_name, options), len(bounds), model_path) as actors:
@@ -511,7 +515,8 @@ def _make_stats_actor_class(ray: Any) -> Any:
             return os.getpid()
 
         def run(self, files_box: list[Any], samples: Any, chunk_size: int) -> dict[str, np.ndarray]:
-            """``samples``: an array, or ``(data_box, name, (start, stop))`` rows to read here."""
+            """``samples``: an array, a list of samples of mixed lengths, or ``(data_box, name, (start,
+            stop))`` rows to read here."""
             if isinstance(samples, tuple):
                 data_box, _, (a, b) = samples
                 samples = _node_source(ray, data_box).array().view(a, b)

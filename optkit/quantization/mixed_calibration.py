@@ -7,8 +7,9 @@ ragged ``.npz`` (``optkit.data.ragged``). The samples stay a list of arrays of t
 - statistics: :class:`optkit.quantization.calib_stats.StatsCollector` runs one sample at a time and
   merges per-tensor histograms, so it takes any length as it is (ONNX Runtime's own histogram
   calibrators stack per-batch outputs and fail on mixed lengths);
-- validation: held-out samples are spread over the set (every k-th), so every length is represented,
-  and trials run them length by length (``optkit.verification.lengths.run_by_length``), the gate
+- validation: the held-out samples are a seeded split stratified by class and length bucket
+  (``optkit.quantization.split.split_by_length``), so every length bucket is in both parts where it
+  can be, and trials run them length by length (``optkit.verification.lengths.run_by_length``), the gate
   meaning what it means on fixed-length data;
 - the outlier screen and the input equalisation look at every frame of every sample (the samples
   joined along the time axis: the same values, one array).
@@ -81,14 +82,3 @@ def screen(mixed: MixedSamples, policy: str) -> tuple[MixedSamples, Any]:
         lo, hi = decision.bounds
         mixed = replace(mixed, x=[np.clip(s, lo, hi) for s in mixed.x])
     return mixed, decision
-
-
-def split_holdout(mixed: MixedSamples, share: float) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
-    """(calibration, validation, validation labels): every k-th sample held out, so the validation
-    set spans the lengths of the data rather than its last files."""
-    n = len(mixed)
-    n_val = max(1, int(round(n * share)))
-    val = set(np.linspace(0, n - 1, n_val).round().astype(int).tolist())
-    calib = [s for i, s in enumerate(mixed.x) if i not in val]
-    held = sorted(val)
-    return calib, [mixed.x[i] for i in held], None if mixed.y is None else mixed.y[held]

@@ -11,6 +11,10 @@ whatever their file names or load order.
   label where labels exist, else by the fp32 model's own decision at the threshold (for an output
   with one decision per sample). Each class with at least two samples has samples in both parts,
   so a folder sorted by speaker cannot put every target sample on one side.
+- A mixed-length set (a dynamic time axis) is stratified by length bucket too
+  (:func:`split_by_length`): the strata are class x length bucket, so every bucket with at least two
+  samples of a class has samples of it in both parts, and the trials are validated over every
+  length the calibration saw.
 - Counts per class of each part are reported; a part with one class only is a warning (its
   decision agreement cannot see a flip towards the missing class), never an error.
 
@@ -51,17 +55,20 @@ class Split:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)   # part -> class -> samples
     warnings: list[str] = field(default_factory=list)
     seed: int = SPLIT_SEED
+    lengths: dict[str, dict[str, int]] = field(default_factory=dict)  # part -> length bucket -> samples
 
     def describe(self) -> str:
         n, v = len(self.calibration), len(self.validation)
-        if self.by is None:
+        by = [b for b in (self.by, "length bucket" if self.lengths else None) if b]
+        if not by:
             return f"{v} of {n + v} samples held out for validation at random (seed {self.seed}; not stratified)"
         return (f"{v} of {n + v} samples held out for validation at random (seed {self.seed}), stratified by "
-                f"{self.by}: {class_line(self.counts)}")
+                f"{' and '.join(by)}: " + "; ".join(x for x in (class_line(self.counts), class_line(self.lengths)) if x))
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "stratified_by": self.by, "calibration_samples": int(len(self.calibration)),
                 "validation_samples": int(len(self.validation)), "classes": self.counts,
+                **({"length_buckets": self.lengths} if self.lengths else {}),
                 "warnings": list(self.warnings), "order": "sha256 of each sample's bytes"}
 
 
@@ -142,11 +149,44 @@ def stratified_split(n: int, holdout: float, strata: np.ndarray | None, by: str 
     v = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
     c = np.setdiff1d(np.arange(n), v)
     sp = Split(c.astype(np.int64), v.astype(np.int64), by)
+    _count_classes(sp, strata, by)
+    return sp
+
+
+def _count_classes(sp: Split, strata: np.ndarray | None, by: str | None) -> None:
     if strata is not None and by is not None:
         s = np.asarray(strata)
         names = class_names(s, by)
         sp.classes = list(names.values())
         sp.counts = {part: {names[val_]: int(np.sum(s[idx] == val_)) for val_ in names}
-                     for part, idx in (("calibration", c), ("validation", v))}
+                     for part, idx in (("calibration", sp.calibration), ("validation", sp.validation))}
         sp.warnings = one_class_warnings(sp.counts, by)
+
+
+def split_by_length(lengths: np.ndarray, holdout: float, strata: np.ndarray | None, by: str | None,
+                    seed: int = SPLIT_SEED) -> Split:
+    """:func:`stratified_split` of a mixed-length set over class x length bucket. The buckets are
+    verify's (``verification.lengths.length_buckets``: one per distinct length, or ranges of about
+    equal counts) with at least ``ceil(1 / holdout)`` samples each where the set allows, so each can
+    give the validation part one. A bucket with no class of two samples stays in calibration (a
+    warning)."""
+    import math
+
+    from optkit.verification.lengths import bucket_label, length_buckets
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    buckets = length_buckets(lengths, min_samples=max(2, math.ceil(1 / holdout)) if holdout > 0 else 2)
+    bucket = np.searchsorted(np.array([hi for _, hi in buckets]), lengths)
+    cls = np.zeros(len(lengths), np.int64) if strata is None or by is None else \
+        np.unique(np.asarray(strata), return_inverse=True)[1].astype(np.int64)
+    sp = stratified_split(len(lengths), holdout, cls * len(buckets) + bucket, "class x length", seed)
+    sp.by, sp.counts, sp.classes = by, {}, []
+    _count_classes(sp, strata, by)
+    labels = [bucket_label(lo, hi) for lo, hi in buckets]
+    sp.lengths = {part: {labels[i]: int(np.sum(bucket[idx] == i)) for i in range(len(buckets))}
+                  for part, idx in (("calibration", sp.calibration), ("validation", sp.validation))}
+    missing = [lab for lab in labels if not sp.lengths["validation"][lab]]
+    if missing:
+        sp.warnings.append(f"length bucket{'s' if len(missing) > 1 else ''} {', '.join(missing)}: too few "
+                           "samples of one class to hold one out; calibrated on, not validated")
     return sp

@@ -114,10 +114,11 @@ class Trial:
     passed: bool
     why: str
     step: lt.StepResult | None = None
+    lengths: lt.LengthMix | None = None  # --lengths: what this step answered per length
 
     def to_json(self) -> dict[str, Any]:
         s = self.step
-        return {"rate": round(self.rate, 4), "purpose": self.purpose, "passed": self.passed, "why": self.why,
+        return {**({"per_length": self.lengths.rows()} if self.lengths else {}),"rate": round(self.rate, 4), "purpose": self.purpose, "passed": self.passed, "why": self.why,
                 "p99_ms": None if s is None or s.p99_ms is None else round(s.p99_ms, 3),
                 "p50_ms": None if s is None or s.p50_ms is None else round(s.p50_ms, 3),
                 "answered_qps": None if s is None else round(s.qps, 3), "sent": None if s is None else s.sent,
@@ -134,12 +135,22 @@ class CapacitySearch:
     # step budget ended): the service may take more, so the node count may be high, never low
     lower_bound: bool = False
     start_rate: float | None = None
+    lengths: lt.LengthMix | None = None  # --lengths: the mix every step drew from (the same seeded sequence)
 
     @property
     def p99_ms(self) -> float | None:
         """p99 of the last passing step at the answered rate."""
+        at = self._at_rate()
+        return at.step.p99_ms if at else None
+
+    def per_length(self) -> list[dict[str, Any]] | None:
+        """Latency per length (bucket) of the last passing step at the answered rate."""
+        at = self._at_rate()
+        return at.lengths.rows() if at and at.lengths else None
+
+    def _at_rate(self) -> Trial | None:
         at = [t for t in self.trials if t.passed and t.rate == self.rate and t.step is not None]
-        return at[-1].step.p99_ms if at else None
+        return at[-1] if at else None
 
 
 def judge(step: lt.StepResult, rate: float, slo_p99_ms: float) -> tuple[bool, str]:
@@ -172,11 +183,13 @@ def judge(step: lt.StepResult, rate: float, slo_p99_ms: float) -> tuple[bool, st
     return True, f"p99 {p99:.2f} ms <= {slo_p99_ms:g} ms{also}"
 
 
-def find_capacity(measure: Callable[[float], lt.StepResult], cfg: CapacityConfig, start_rate: float,
+def find_capacity(measure: Callable[[float], lt.StepResult | tuple[lt.StepResult, lt.LengthMix]],
+                  cfg: CapacityConfig, start_rate: float,
                   progress: Callable[[str], None] | None = None,
                   clock: Callable[[], float] = time.monotonic) -> CapacitySearch:
     """The highest rate ``measure(rate)`` keeps p99 <= the SLO at (see the module docstring).
-    Bounded by ``cfg.max_trials`` measurements and ``cfg.max_seconds``."""
+    Bounded by ``cfg.max_trials`` measurements and ``cfg.max_seconds``. ``measure`` returns the
+    step, or the step and the length mix it drew from (kept with the trial)."""
     say = progress or (lambda msg: None)
     started = clock()
     trials: list[Trial] = []
@@ -185,9 +198,9 @@ def find_capacity(measure: Callable[[float], lt.StepResult], cfg: CapacityConfig
     start_rate = min(max(start_rate, cfg.min_rate), cfg.max_rate)
 
     def trial(rate: float, purpose: str) -> bool:
-        step = measure(rate)
+        step, mix = measured if isinstance(measured := measure(rate), tuple) else (measured, None)
         ok, why = judge(step, rate, cfg.slo_p99_ms)
-        trials.append(Trial(rate, purpose, ok, why, step))
+        trials.append(Trial(rate, purpose, ok, why, step, mix))
         say(f"{purpose} {len(trials)}/{cfg.max_trials}: {rate:.4g} requests/s: {'pass' if ok else 'FAIL'} ({why})")
         return ok
 
@@ -281,36 +294,47 @@ class CapacityRow:
 
 
 def capacity_at_url(base_url: str, cfg: CapacityConfig, payload: lt.Payload | None = None,
-                    progress: Callable[[str], None] | None = None) -> tuple[CapacitySearch, dict[str, Any]]:
+                    progress: Callable[[str], None] | None = None, lengths: Sequence[int] | None = None,
+                    seed: int = 0) -> tuple[CapacitySearch, dict[str, Any]]:
     """The capacity search against a running service (loopback only): warm-up, the start-rate probe
-    (unless ``cfg.start_rate``), the search. Returns the search and the service's /metadata."""
+    (unless ``cfg.start_rate``), the search. Returns the search and the service's /metadata.
+    ``lengths``: each request's length drawn from this list (``loadtest.length_mix``, checked against
+    the served range first); every step restarts the same seeded sequence, so steps differ in rate only."""
     from optkit.serve.server import require_loopback_url
 
     base_url = require_loopback_url(base_url)
     say = progress or (lambda msg: None)
     server = lt.fetch_metadata(base_url)
-    payload = payload or lt.payload_for_server(server)
+    mix = lt.length_mix(server, lengths, seed) if lengths else None
+    body = mix or payload or lt.payload_for_server(server)
     url = f"{base_url}/verify"
-    asyncio.run(lt._warm_up(url, payload, cfg.timeout))
+    asyncio.run(lt._warm_up(url, body, cfg.timeout))
     start = cfg.start_rate
     if start is None:
-        probe = asyncio.run(lt.closed_loop_step(url, payload, 1, min(PROBE_SECONDS, cfg.step_seconds), cfg.timeout))
+        probe = asyncio.run(lt.closed_loop_step(url, mix.fresh() if mix else body, 1,
+                                                min(PROBE_SECONDS, cfg.step_seconds), cfg.timeout))
         start = max(cfg.min_rate, probe.qps / 2)
         say(f"one back-to-back user: {probe.qps:.4g} requests/s; starting at {start:.4g}/s")
 
-    def measure(rate: float) -> lt.StepResult:
-        return asyncio.run(lt.open_loop_step(url, payload, rate, cfg.step_seconds, cfg.timeout))
+    def measure(rate: float) -> lt.StepResult | tuple[lt.StepResult, lt.LengthMix]:
+        if mix is None:
+            return asyncio.run(lt.open_loop_step(url, body, rate, cfg.step_seconds, cfg.timeout))
+        drawn = mix.fresh()
+        return asyncio.run(lt.open_loop_step(url, drawn, rate, cfg.step_seconds, cfg.timeout)), drawn
 
-    return find_capacity(measure, cfg, start, say), server
+    search = find_capacity(measure, cfg, start, say)
+    search.lengths = mix
+    return search, server
 
 
 def capacity_services(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: CapacityConfig,
                       serve_args: Sequence[str] = (), payload: lt.Payload | None = None,
                       progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
-                      variants: Sequence[str] = ("",)) -> list[CapacityRow]:
+                      variants: Sequence[str] = ("",), lengths: Sequence[int] | None = None,
+                      seed: int = 0) -> list[CapacityRow]:
     """``optkit serve`` on 127.0.0.1 for each artifact, provider and serving variant in turn (the
     rows of ``loadtest --compare``), the capacity search on each, ranked by nodes needed (fewest
-    first; rows without an answer last)."""
+    first; rows without an answer last). ``lengths``: the same seeded length draw on every row."""
     from optkit.serve.server import ServerProcess
 
     say = progress or (lambda msg: None)
@@ -320,7 +344,8 @@ def capacity_services(artifacts: Sequence[str | os.PathLike], providers: Sequenc
         say(f"serving {row.key}")
         try:
             with ServerProcess(row.artifact, row.provider, args[p.key], startup_timeout=startup_timeout) as srv:
-                row.search, row.server = capacity_at_url(srv.url, cfg, payload, lambda m, k=row.key: say(f"{k}: {m}"))
+                row.search, row.server = capacity_at_url(srv.url, cfg, payload, lambda m, k=row.key: say(f"{k}: {m}"),
+                                                         lengths, seed)
         except OptkitError as exc:
             say(f"{row.key}: {exc}")
             row.error = " ".join(str(exc).split())
@@ -347,7 +372,8 @@ def table_lines(rows: Sequence[CapacityRow], cfg: CapacityConfig, machine: dict[
     width = max([len("artifact")] + [len(Path(r.artifact).name) for r in rows])
     variants = any(r.variant for r in rows)
     vwidth = max([len("serving")] + [len(r.variant or "-") for r in rows])
-    lines = [header_line(cfg), "",
+    mix = next((r.search.lengths for r in rows if r.search and r.search.lengths), None)
+    lines = [header_line(cfg), *([mix.mix_line() + " (every step restarts this seeded sequence)"] if mix else []), "",
              f"{'artifact':<{width}}  {'provider':<9}  " + (f"{'serving':<{vwidth}}  " if variants else "")
              + f"{'precision':<9}  {'max rate/s':>10}  {'p99 ms':>7}  {'steps':>5}  {'nodes':>5}"]
     for r in rows:
@@ -365,6 +391,10 @@ def table_lines(rows: Sequence[CapacityRow], cfg: CapacityConfig, machine: dict[
         if r.search is not None:
             lines.append(f"{r.key}: {answer_text(cfg.target_rps, r.search.rate, cfg.headroom, r.search.confirmed)}"
                          f"; {r.search.stopped}")
+    mixes = [(r.key, t.lengths) for r in rows if r.search and (t := r.search._at_rate()) and t.lengths]
+    lines += lt.per_length_lines(mixes, "the last passing step at the max rate", with_mix=False)
+    if mixes:
+        lines.append("")
     lines += [("nodes = ceil(target / max rate x (1 + headroom)); '?' = not confirmed by a repeat (budget spent), "
                "'+' = a lower bound (passed at --max-rate, or no failing rate found close above it within the "
                "steps): the service may take more"), machine_line(machine)]
@@ -387,6 +417,8 @@ def capacity_json(rows: Sequence[CapacityRow], cfg: CapacityConfig, machine: dic
                 "answer": None if s is None else answer_text(cfg.target_rps, s.rate, cfg.headroom, s.confirmed),
                 "stopped": None if s is None else s.stopped,
                 "start_rate": None if s is None or s.start_rate is None else round(s.start_rate, 4),
+                **({"length_mix": s.lengths.mix_json(), "per_length_at_rate": s.per_length()}
+                   if s is not None and s.lengths else {}),
                 "trials": [] if s is None else [t.to_json() for t in s.trials]}
 
     return {"optkit_capacity_version": CAPACITY_FORMAT_VERSION,

@@ -77,41 +77,100 @@ class Payload:
     length: int | None = None  # the time-axis length of a --lengths body
 
 
+MAX_LENGTH_ROWS = 12  # more distinct lengths than this (e.g. a real set's): rows per length bucket
+LENGTH_BUCKETS = 6
+
+
 class LengthMix:
     """Requests of several lengths (``--lengths``): each request's body is drawn from ``lengths`` (a
     list, so a real set's lengths weight themselves) by a seeded generator, one body per distinct
-    length; every answer is also recorded under its length, over the whole run."""
+    length; every answer is also recorded under its length (or, beyond ``MAX_LENGTH_ROWS`` distinct
+    lengths, its length bucket: ``LENGTH_BUCKETS`` equal-width ranges), over the whole run."""
 
     def __init__(self, payloads: dict[int, Payload], lengths: Sequence[int], seed: int = 0) -> None:
         self.payloads = payloads
         self.lengths = [int(n) for n in lengths]
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        self.latencies: dict[int, list[float]] = {n: [] for n in sorted(payloads)}
-        self.sent = {n: 0 for n in sorted(payloads)}
-        self.failed = {n: 0 for n in sorted(payloads)}
+        self.buckets = length_buckets(sorted(payloads))
+        self.bucket_of = {n: i for i, (lo, hi) in enumerate(self.buckets) for n in payloads if lo <= n <= hi}
+        self.latencies: list[list[float]] = [[] for _ in self.buckets]
+        self.sent = [0] * len(self.buckets)
+        self.failed = [0] * len(self.buckets)
         self.description = (f"seeded random .npy of {len(payloads)} lengths drawn from {len(self.lengths)} "
-                            f"(seed {seed}): {', '.join(str(n) for n in sorted(payloads))}")
+                            f"(seed {seed}): {_lengths_text(sorted(payloads))}")
+
+    def fresh(self) -> LengthMix:
+        """The same bodies and list with the generator restarted and nothing recorded: every row of a
+        --compare, every step of a capacity search, gets the same seeded sequence of lengths."""
+        return LengthMix(self.payloads, self.lengths, self.seed)
 
     def draw(self) -> Payload:
         return self.payloads[self.lengths[int(self.rng.integers(len(self.lengths)))]]
 
     def record(self, length: int, kind: str, latency: float) -> None:
-        self.sent[length] += 1
+        i = self.bucket_of[length]
+        self.sent[i] += 1
         if kind == "ok":
-            self.latencies[length].append(latency)
+            self.latencies[i].append(latency)
         else:
-            self.failed[length] += 1
+            self.failed[i] += 1
+
+    def mix_json(self) -> dict[str, Any]:
+        """Which length mix ran: how many lengths it drew from, the seed, mean and share per row."""
+        n = len(self.lengths)
+        share = [sum(1 for v in self.lengths if lo <= v <= hi) / n for lo, hi in self.buckets]
+        return {"drawn_from": n, "distinct": len(self.payloads), "seed": self.seed,
+                "mean_length": round(sum(self.lengths) / n, 3),
+                "rows": [{"length": lo, "max_length": hi, "share": round(w, 4)}
+                         for (lo, hi), w in zip(self.buckets, share)]}
+
+    def mix_line(self) -> str:
+        m = self.mix_json()
+        share = ", ".join(f"{_bucket_text(r['length'], r['max_length'])}: {r['share']:.0%}" for r in m["rows"])
+        return (f"length mix: {m['distinct']} lengths drawn (seed {self.seed}) from a list of {m['drawn_from']}, "
+                f"mean {m['mean_length']:g}; share {share}")
 
     def rows(self) -> list[dict[str, Any]]:
         out = []
-        for n, lat in self.latencies.items():
+        for (lo, hi), lat, sent, failed in zip(self.buckets, self.latencies, self.sent, self.failed):
             ms = np.asarray(lat, dtype=np.float64) * 1e3
-            out.append({"length": n, "count": int(ms.size), "sent": self.sent[n], "failed": self.failed[n],
+            out.append({"length": lo, "max_length": hi, "count": int(ms.size), "sent": sent, "failed": failed,
                         "min_ms": _r(ms.min()) if ms.size else None,
                         "p50_ms": _r(np.percentile(ms, 50)) if ms.size else None,
                         "p99_ms": _r(np.percentile(ms, 99)) if ms.size else None})
         return out
+
+    def table_lines(self, title: str = "per length (every step):") -> list[str]:
+        lines = ["", title, f"{'length':>9}  {'sent':>6}  {'ok':>6}  {'failed':>6}  {'min ms':>8}  {'p50 ms':>8}  "
+                 f"{'p99 ms':>8}"]
+        return lines + [f"{_bucket_text(r['length'], r['max_length']):>9}  {r['sent']:>6}  {r['count']:>6}  "
+                        f"{r['failed']:>6}  {_f(r['min_ms']):>8}  {_f(r['p50_ms']):>8}  {_f(r['p99_ms']):>8}"
+                        for r in self.rows()]
+
+
+def length_buckets(distinct: Sequence[int]) -> list[tuple[int, int]]:
+    """One (lo, hi) row per distinct length, or ``LENGTH_BUCKETS`` equal-width ranges over them
+    (empty ones dropped) when there are more than ``MAX_LENGTH_ROWS``."""
+    if len(distinct) <= MAX_LENGTH_ROWS:
+        return [(n, n) for n in distinct]
+    edges = np.linspace(distinct[0], distinct[-1], LENGTH_BUCKETS + 1)
+    out = []
+    for i in range(LENGTH_BUCKETS):
+        inside = [n for n in distinct if (edges[i] <= n < edges[i + 1]) or (i == LENGTH_BUCKETS - 1 and n == distinct[-1])]
+        if inside:
+            out.append((inside[0], inside[-1]))
+    return out
+
+
+def _bucket_text(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _lengths_text(distinct: Sequence[int]) -> str:
+    if len(distinct) <= MAX_LENGTH_ROWS:
+        return ", ".join(map(str, distinct))
+    return f"{distinct[0]}..{distinct[-1]}"
 
 
 @dataclass
@@ -224,7 +283,7 @@ class LoadReport:
             "summary": self.summary(),
             "steps": [_step_json(s) for s in self.steps],
             "half_rate_step": _step_json(self.half_rate) if self.half_rate else None,
-            **({"per_length": self.lengths.rows()} if self.lengths else {}),
+            **({"per_length": self.lengths.rows(), "length_mix": self.lengths.mix_json()} if self.lengths else {}),
             "server": self.server,
             "environment": self.environment,
         }
@@ -237,8 +296,15 @@ class LoadReport:
             lines.append(f"{s.load:>9}  {s.sent:>6}  {s.ok:>6}  {s.qps:>8.2f}  {_f(s.min_ms):>8}  {_f(s.p50_ms):>8}  "
                          f"{_f(s.p90_ms):>8}  {_f(s.p99_ms):>8}  {s.shed:>5}  {s.errors:>6}  {s.dropped:>7}  "
                          f"{s.timeouts:>8}")
+        lines += ["", *self.summary_lines()]
+        if self.lengths:
+            lines += [*self.lengths.table_lines(), self.lengths.mix_line()]
+        return lines
+
+    def summary_lines(self) -> list[str]:
+        """The summary under the table: minimum latency, saturation, half-rate step, totals."""
         sm = self.summary()
-        lines += ["", f"minimum latency {_f(self.min_latency_ms)} ms; saturation {self.saturation_qps:.2f} QPS at "
+        lines = [f"minimum latency {_f(self.min_latency_ms)} ms; saturation {self.saturation_qps:.2f} QPS at "
                       f"concurrency {sm['saturation_concurrency']} (sustained, median of the steps: "
                       f"{self.sustained_qps:.2f}); stopped: {self.stopped_because}"]
         if "half_rate" in sm:
@@ -249,11 +315,6 @@ class LoadReport:
         t = self.totals()
         lines.append(f"totals: {t['sent']} sent, {t['ok']} answered, {t['shed']} shed with 503, {t['status_500']} "
                      f"answered 500, {t['errors']} other errors, {t['dropped']} dropped, {t['timeouts']} timed out")
-        if self.lengths:
-            lines += ["", "per length (every step):",
-                      f"{'length':>8}  {'sent':>6}  {'ok':>6}  {'failed':>6}  {'min ms':>8}  {'p50 ms':>8}  {'p99 ms':>8}"]
-            lines += [f"{r['length']:>8}  {r['sent']:>6}  {r['count']:>6}  {r['failed']:>6}  {_f(r['min_ms']):>8}  "
-                      f"{_f(r['p50_ms']):>8}  {_f(r['p99_ms']):>8}" for r in self.lengths.rows()]
         return lines
 
 
@@ -600,17 +661,20 @@ def run_ramp(base_url: str, cfg: RampConfig, payload: Payload | None = None,
 
 def run_interleaved_ramps(base_urls: dict[str, str], cfg: RampConfig, payload: Payload | None = None,
                           progress: Callable[[str], None] | None = None,
-                          environment: dict[str, Any] | None = None) -> dict[str, LoadReport]:
+                          environment: dict[str, Any] | None = None, lengths: Sequence[int] | None = None,
+                          seed: int = 0) -> dict[str, LoadReport]:
     """The ramp of :func:`run_ramp` on several servers at once, step by step in turn: concurrency c on
     the first, then on the second, ..., then c + step on the first. Only one server is loaded at a
     time, and slow drifts of a shared machine's load hit every server alike, so their ratios stay fair
-    (the servers' own idle threads sleep: ONNX Runtime's spinning is off)."""
+    (the servers' own idle threads sleep: ONNX Runtime's spinning is off). ``lengths``: as in
+    :func:`run_ramp`, the same seeded draw for every server."""
 
     say = progress or (lambda msg: None)
     env = environment if environment is not None else _environment()
     urls = {label: target_url(url) for label, url in base_urls.items()}
     servers = {label: fetch_metadata(url) for label, url in urls.items()}
-    payloads = {label: payload or payload_for_server(servers[label]) for label in urls}
+    mixes = {label: length_mix(md, lengths, seed) for label, md in servers.items()} if lengths else {}
+    payloads = {label: mixes.get(label) or payload or payload_for_server(servers[label]) for label in urls}
     for label, url in urls.items():
         asyncio.run(_warm_up(f"{url}/verify", payloads[label], cfg.timeout))
     steps: dict[str, list[StepResult]] = {label: [] for label in urls}
@@ -631,7 +695,7 @@ def run_interleaved_ramps(base_urls: dict[str, str], cfg: RampConfig, payload: P
             break
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     reports = {label: LoadReport(urls[label], payloads[label].description, cfg, steps[label], stopped[label],
-                                 servers[label], env, created) for label in urls}
+                                 servers[label], env, created, lengths=mixes.get(label)) for label in urls}
     if cfg.half_rate_check:
         for label, rep in reports.items():
             if rep.sustained_qps > 0:
@@ -726,26 +790,29 @@ def plan_rows(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], 
 def compare_services(artifacts: Sequence[str | os.PathLike], providers: Sequence[str], cfg: RampConfig,
             serve_args: Sequence[str] = (), payload: Payload | None = None,
             progress: Callable[[str], None] | None = None, startup_timeout: float = 300.0,
-            interleave: bool = False, variants: Sequence[str] = ("",)) -> list[CompareRow]:
+            interleave: bool = False, variants: Sequence[str] = ("",), lengths: Sequence[int] | None = None,
+            seed: int = 0) -> list[CompareRow]:
     """Start ``optkit serve`` on 127.0.0.1 for each artifact, provider and serving variant in turn,
     ramp each, stop it. A server that cannot start (e.g. a GPU provider absent here) is a row with
     its reason. ``serve_args`` go to every server; each of ``variants`` (flags in one string, ""
     for none) adds its own, one row per variant: e.g. none vs ``--max-batch 8`` vs ``--streams 2``.
 
     ``interleave``: start every server first, then ramp them step by step in turn
-    (:func:`run_interleaved_ramps`), so a shared machine's load drifts hit all of them alike."""
+    (:func:`run_interleaved_ramps`), so a shared machine's load drifts hit all of them alike.
+    ``lengths`` (a model with a dynamic time axis): every row draws its requests' lengths from this
+    list with the same ``seed``, so each row's n-th request has the same length."""
     from optkit.serve.server import ServerProcess
 
     say = progress or (lambda msg: None)
     env = _environment()
     plan, args = plan_rows(artifacts, providers, serve_args, variants)
     if interleave:
-        return _compare_interleaved(plan, args, cfg, payload, say, startup_timeout, env)
+        return _compare_interleaved(plan, args, cfg, payload, say, startup_timeout, env, lengths, seed)
     for row in plan:
         say(f"serving {row.key}")
         try:
             with ServerProcess(row.artifact, row.provider, args[row.key], startup_timeout=startup_timeout) as srv:
-                row.report = run_ramp(srv.url, cfg, payload, progress, environment=env)
+                row.report = run_ramp(srv.url, cfg, payload, progress, environment=env, lengths=lengths, seed=seed)
         except OptkitError as exc:
             say(f"{row.key}: {exc}")
             row.error = " ".join(str(exc).split())
@@ -754,7 +821,7 @@ def compare_services(artifacts: Sequence[str | os.PathLike], providers: Sequence
 
 def _compare_interleaved(plan: list[CompareRow], args: dict[str, list[str]], cfg: RampConfig,
                          payload: Payload | None, say: Callable[[str], None], startup_timeout: float,
-                         env: dict[str, Any]) -> list[CompareRow]:
+                         env: dict[str, Any], lengths: Sequence[int] | None = None, seed: int = 0) -> list[CompareRow]:
     import contextlib
 
     from optkit.serve.server import ServerProcess
@@ -770,7 +837,7 @@ def _compare_interleaved(plan: list[CompareRow], args: dict[str, list[str]], cfg
                 row.error = " ".join(str(exc).split())
                 continue
             urls[row.key] = srv.url
-        reports = run_interleaved_ramps(urls, cfg, payload, say, env) if urls else {}
+        reports = run_interleaved_ramps(urls, cfg, payload, say, env, lengths, seed) if urls else {}
     for row in plan:
         row.report = reports.get(row.key, row.report)
     return plan
@@ -812,7 +879,21 @@ def compare_lines(rows: Sequence[CompareRow]) -> list[str]:
         lines.append(f"{name:<{width}}  {r.provider:<9}  {vcol}{str(rep.server.get('precision', '?')):<9}  "
                      f"{_f(rep.min_latency_ms):>8}  {rep.saturation_qps:>9.2f}  {ratio:>5.2f}x  "
                      f"{(sat.concurrency if sat else '-'):>4}  {t['status_500']:>4}  {t['dropped']:>7}  {t['timeouts']:>8}")
-    return lines
+    return lines + per_length_lines([(r.key, r.report.lengths) for r in rows if r.report and r.report.lengths])
+
+
+def per_length_lines(mixes: Sequence[tuple[str, LengthMix]], what: str = "every step",
+                     with_mix: bool = True) -> list[str]:
+    """p99 per length (bucket) of several rows side by side, with the mix they drew from."""
+    if not mixes:
+        return []
+    heads = [_bucket_text(lo, hi) for lo, hi in mixes[0][1].buckets]
+    width = max(len(k) for k, _ in mixes)
+    lines = ["", f"p99 ms per length ({what}; the same seeded draw in every row):",
+             f"{'':<{width}}  " + "  ".join(f"{h:>9}" for h in heads)]
+    for key, mix in mixes:
+        lines.append(f"{key:<{width}}  " + "  ".join(f"{_f(r['p99_ms']):>9}" for r in mix.rows()))
+    return lines + ([mixes[0][1].mix_line()] if with_mix else [])
 
 
 # -- HTML ------------------------------------------------------------------------------------------
@@ -873,11 +954,25 @@ def _report_section(rep: LoadReport, title: str) -> str:
     srv = rep.server
     facts = (f"{html.escape(str(srv.get('artifact', '?')))} · {html.escape(str(srv.get('precision', '?')))} · "
              f"{html.escape(str(srv.get('provider_in_use', '?')))} · sha256 {html.escape(str(srv.get('sha256', ''))[:16])}…")
-    summary = "<br>".join(html.escape(line) for line in rep.table_lines()[-3:])
+    summary = "<br>".join(html.escape(line) for line in rep.summary_lines())
     return (f"<h2>{html.escape(title)}</h2><p>{facts}</p><p>{summary}</p>"
             f"<div class='plots'>{lat}{qps}</div>"
             "<table><tr><th>load</th><th>sent</th><th>ok</th><th>QPS</th><th>min ms</th><th>p50 ms</th><th>p90 ms</th>"
-            f"<th>p99 ms</th><th>503</th><th>errors</th><th>dropped</th><th>timeouts</th></tr>{rows}</table>")
+            f"<th>p99 ms</th><th>503</th><th>errors</th><th>dropped</th><th>timeouts</th></tr>{rows}</table>"
+            + (_lengths_section(rep.lengths) if rep.lengths else ""))
+
+
+def _lengths_section(mix: LengthMix) -> str:
+    """Latency per length (bucket) over every step: a plot against the length and the table."""
+    data = mix.rows()
+    plot = _svg_lines({k: [(r["length"], r[f"{k}_ms"]) for r in data] for k in ("min", "p50", "p99")},
+                      "request length (lowest of its row)", "latency ms")
+    rows = "".join(f"<tr><td>{html.escape(_bucket_text(r['length'], r['max_length']))}</td><td>{r['sent']}</td>"
+                   f"<td>{r['count']}</td><td>{r['failed']}</td><td>{_f(r['min_ms'])}</td><td>{_f(r['p50_ms'])}</td>"
+                   f"<td>{_f(r['p99_ms'])}</td></tr>" for r in data)
+    return (f"<h3>Per length (every step)</h3><p>{html.escape(mix.mix_line())}</p><div class='plots'>{plot}</div>"
+            "<table class='per-length'><tr><th>length</th><th>sent</th><th>ok</th><th>failed</th><th>min ms</th>"
+            f"<th>p50 ms</th><th>p99 ms</th></tr>{rows}</table>")
 
 
 _STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse;margin:1em 0}"

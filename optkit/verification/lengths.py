@@ -92,17 +92,18 @@ def stacked_group(inputs: dict[str, Any], n: int) -> dict[str, np.ndarray]:
             for k, v in inputs.items()}
 
 
-def length_buckets(lengths: np.ndarray, max_buckets: int = MAX_BUCKETS) -> list[tuple[int, int]]:
+def length_buckets(lengths: np.ndarray, max_buckets: int = MAX_BUCKETS,
+                   min_samples: int = MIN_BUCKET_SAMPLES) -> list[tuple[int, int]]:
     """(first, last) length of each bucket, from the data: one bucket per distinct length when
     there are at most ``max_buckets``, else ranges holding about equal numbers of samples, as many
-    as keep :data:`MIN_BUCKET_SAMPLES` in each (at most ``max_buckets``; a length never straddles
-    two buckets)."""
+    as keep ``min_samples`` (:data:`MIN_BUCKET_SAMPLES`) in each (at most ``max_buckets``; a length
+    never straddles two buckets)."""
     s = np.sort(np.asarray(lengths, dtype=np.int64))
     distinct = np.unique(s)
     if len(distinct) <= max_buckets:
         return [(int(d), int(d)) for d in distinct]
-    # ranges: no more than leave each bucket MIN_BUCKET_SAMPLES samples when the set allows it
-    max_buckets = max(1, min(max_buckets, len(s) // MIN_BUCKET_SAMPLES))
+    # ranges: no more than leave each bucket min_samples samples when the set allows it
+    max_buckets = max(1, min(max_buckets, len(s) // max(1, min_samples)))
     ends = sorted({int(c[-1]) for c in np.array_split(s, max_buckets) if len(c)})
     buckets, lo = [], int(s[0])
     for hi in ends:

@@ -1,6 +1,6 @@
 """quantize --int8 with mixed-length calibration data (a model with a dynamic time axis): statistics
-over every sample at its own length (no padding), validation held out across the lengths and judged
-length by length, and one-line refusals."""
+over every sample at its own length (no padding), validation held out by class and length bucket
+(quantization.split.split_by_length) and judged length by length, and one-line refusals."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import invoke, listdir_names
 from optkit.quantization import calib_stats
-from optkit.quantization.mixed_calibration import MixedSamples, split_holdout
+from optkit.quantization.split import split_by_length
 
 MODELS = Path(__file__).resolve().parents[1] / "helpers" / "variable_length_models.py"
 
@@ -52,9 +52,14 @@ def test_int8_calibrates_and_validates_over_every_length(cli_runner, tmp_path, d
     assert "10 held-out calibration samples" in res.output and "on 30 samples" in res.output
     assert f"calibration data: 40 samples of lengths {min(lengths)}..{max(lengths)}" in res.output
     assert "not padded" in res.output
-    # every calibration sample at its own length, none padded: the lengths of the 30 kept samples
-    calib, _, _ = split_holdout(MixedSamples([np.zeros((1, 8, n)) for n in lengths], None, "s", -1), 0.25)
-    assert sorted(s[-1] for s in seen) == sorted(s.shape[-1] for s in calib)
+    split = next(line for line in res.output.splitlines() if line.startswith("split: "))
+    assert "stratified by fp32 decision and length bucket" in split
+    by_bucket = split.split("; validation ")[-1]  # the validation part's count per length bucket
+    assert len(by_bucket.split(" / ")) == 6 and all(int(b.split()[0]) > 0 for b in by_bucket.split(" / "))
+    # every calibration sample at its own length, none padded: 30 of the set's lengths
+    from collections import Counter
+
+    assert len(seen) == 30 and not Counter(s[-1] for s in seen) - Counter(int(n) for n in lengths)
     stats = calib_stats.CalibStats.load(tmp_path / "m.int8.calib.npz")
     assert stats.samples == 30 and all(np.isfinite(v).all() for v in stats.ranges("entropy").values())
     # the int8 model runs at every length and passes verify per length
@@ -65,11 +70,35 @@ def test_int8_calibrates_and_validates_over_every_length(cli_runner, tmp_path, d
 
 
 def test_the_holdout_spans_the_lengths():
-    lengths = sorted(range(20, 60))  # a set sorted by length: the last quarter would be the longest only
-    calib, val, _ = split_holdout(MixedSamples([np.zeros((1, n)) for n in lengths], None, "s", -1), 0.25)
-    val_lengths = [v.shape[-1] for v in val]
-    assert len(val) == 10 and len(calib) == 30
-    assert min(val_lengths) == 20 and max(val_lengths) == 59
+    lengths = np.array(sorted(range(20, 60)))  # a set sorted by length: the last quarter would be the longest only
+    sp = split_by_length(lengths, 0.25, None, None)
+    val_lengths = lengths[sp.validation]
+    assert len(sp.validation) == 10 and len(sp.calibration) == 30
+    assert min(val_lengths) < 27 and max(val_lengths) > 52  # the first and the last bucket both held out from
+    assert all(sp.lengths["validation"].values()) and all(sp.lengths["calibration"].values())
+
+
+def test_the_holdout_keeps_every_length_bucket_and_class_in_both_parts():
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(100, 601, size=80)
+    labels = (rng.random(80) < 0.2).astype(np.int64)  # a minority class
+    labels[np.argsort(lengths)[-4:]] = 1  # ... that also sits among the longest
+    sp = split_by_length(lengths, 0.25, labels, "label")
+    assert len(sp.lengths["validation"]) == 6  # verify's 6 buckets of about equal counts
+    assert all(n > 0 for part in sp.lengths.values() for n in part.values())
+    # class x bucket: every bucket with >= 2 samples of a class has that class on both sides
+    hi = [int(h) for h in (b.split("-")[-1] for b in sp.lengths["validation"])]
+    bucket = np.searchsorted(hi, lengths)
+    for b in range(6):
+        for c in (0, 1):
+            members = np.flatnonzero((bucket == b) & (labels == c))
+            if len(members) >= 2:
+                assert np.isin(members, sp.validation).any() and np.isin(members, sp.calibration).any(), (b, c)
+    assert sp.counts["validation"]["label 1"] > 0 and sp.to_json()["length_buckets"] == sp.lengths
+    assert "stratified by label and length bucket" in sp.describe()
+    assert 20 <= len(sp.validation) <= 26  # about the 25 % asked, a few more to reach every stratum
+    # the same lengths and labels give the same split (seeded)
+    assert np.array_equal(split_by_length(lengths, 0.25, labels, "label").validation, sp.validation)
 
 
 def test_a_calibration_sample_outside_the_range_is_one_line(cli_runner, tmp_path, dynamic_cnn):

@@ -131,3 +131,37 @@ def test_a_recipe_with_ray_calibrates_and_quantises_on_ray_and_makes_the_same_in
     assert sha[0] == sha[1]
     assert calls, "the recipe with ray: did not collect its calibration statistics on Ray"
     assert trials == ["requested"], "the recipe with ray: did not run its int8 trial on Ray"
+
+
+def test_mixed_length_statistics_and_search_on_ray_equal_one_process(ray_local, cli_runner, tmp_path):
+    """A dynamic time axis and a ragged calibration set: the statistics (samples at their own
+    lengths, shipped to the workers as lists) and the int8 search's trials run on Ray and give the
+    statistics and the model one process gives."""
+    from conftest import invoke
+    from optkit.quantization.calib_stats import CalibStats
+
+    models = os.path.join(os.path.dirname(os.path.dirname(__file__)), "helpers", "variable_length_models.py")
+    lengths = [int(n) for n in np.random.default_rng(0).integers(20, 301, size=24)]
+    rng = np.random.default_rng(1)
+    samples = [rng.standard_normal((1, 8, n)).astype(np.float32) for n in lengths]
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=np.concatenate(samples, -1), offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    model = tmp_path / "m.onnx"
+    res = invoke(cli_runner, ["export", f"{models}:gap_cnn", "-o", model, "--input-shape", "1,1,8,50",
+                              "--input-name", "x", "--output-name", "y", "--reference-samples", "2",
+                              "--dynamic-axis", "x:3", "--length-range", "20:300", "--check-lengths", "20,300"])
+    assert res.exit_code == 0, res.output
+    # statistics alone: the Ray executor over a list of mixed-length samples
+    single = calib_stats.collect_stats(model, samples, "x", progress=False)
+    with calibration_on(RayExecutor(ray_local, workers=2, shards=4)):
+        sharded = collect_stats(model, samples, "x")
+    assert sharded.samples == len(samples) and sharded.same_as(single)
+    # the whole command: --ray against one process
+    a, b = tmp_path / "a" / "m.int8.onnx", tmp_path / "b" / "m.int8.onnx"
+    a.parent.mkdir(), b.parent.mkdir()
+    args = ["quantize", model, "--int8", "--calibration", cal]
+    ra, rb = invoke(cli_runner, [*args, "-o", a]), invoke(cli_runner, [*args, "-o", b, "--ray"])
+    assert ra.exit_code == rb.exit_code == 0, (ra.output, rb.output)
+    assert "calibration data: 24 samples" in rb.output and "not padded" in rb.output
+    assert a.read_bytes() == b.read_bytes()
+    assert CalibStats.load(next(a.parent.glob("*.calib.npz"))).same_as(CalibStats.load(next(b.parent.glob("*.calib.npz"))))
