@@ -1,7 +1,8 @@
 """``optkit serve --model-repository DIR``: the FastAPI app over a :class:`ModelRepository`.
 
 Endpoints: the V2 and TF Serving routes (``serve.protocol_routes``) for every model in the
-repository; ``GET /health`` (the process answers), ``GET /ready`` (200 when every model has a
+repository; ``POST /verify?model=NAME[&version=N]`` (the single-artifact service's /verify: the same
+bodies and answers; by default the only model's newest AVAILABLE version); ``GET /health`` (the process answers), ``GET /ready`` (200 when every model has a
 version answering), ``GET /metadata`` (every version with its state, verification and reason),
 ``GET /metrics`` (Prometheus, with ``optkit_model_version_state{model,version,state,verified}``),
 and Triton's ``POST /v2/repository/index``: scan the directory now, answer the index.
@@ -11,15 +12,18 @@ The directory is scanned at start-up and every ``poll_s`` seconds (0: only on th
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from optkit.common.lazy import lazy_import
-from optkit.serve.app import _StatusCounter, read_body
-from optkit.serve.gcfreeze import frozen_gc
-from optkit.serve.prometheus import CONTENT_TYPE, ServeMetrics
+from optkit.serve.app import read_body, service_app, service_lifespan, verify_answer
+from optkit.serve.inference import InferenceLoop, NotReady
+from optkit.serve.payload import RequestRejected
+from optkit.serve.prometheus import ServeMetrics
 from optkit.serve.protocol_routes import add_protocol_routes
-from optkit.serve.repository import ModelRepository
+from optkit.serve.protocols import ProtocolError
+from optkit.serve.repository import ModelRepository, Version
 from optkit.serve.settings import ServeSettings
 
 log = logging.getLogger("uvicorn.error")
@@ -43,6 +47,26 @@ class _VersionStates:
         yield g
 
 
+def choose_version(repo: ModelRepository, model: str | None, version: str | None) -> tuple[Version, InferenceLoop]:
+    """The version a ``/verify`` request goes to: ``model`` (by default the repository's only one)
+    and ``version`` (by default its newest AVAILABLE one); RequestRejected (4xx) or NotReady (503)."""
+    if model is None:
+        names = repo.names()
+        if not names:
+            raise RequestRejected("the repository serves no model (yet)", 404)
+        if len(names) > 1:
+            shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+            raise RequestRejected(f"this repository serves several models ({shown}); name one: "
+                                  "/verify?model=NAME[&version=N]", 400)
+        model = names[0]
+    try:
+        return repo.lookup(model, version)
+    except ProtocolError as exc:
+        if exc.status == 503:  # loading: answered with Retry-After, like the single-artifact service
+            raise NotReady(str(exc)) from None
+        raise
+
+
 def create_repository_app(settings: ServeSettings, root: str | Path, allow_unverified: bool = False,
                           keep_versions: int = 1, poll_s: float = 2.0,
                           runner_factory: Callable[[ServeSettings], Any] | None = None) -> Any:
@@ -50,7 +74,7 @@ def create_repository_app(settings: ServeSettings, root: str | Path, allow_unver
     the queue/batching limits every version's loop runs with (its ``artifact`` is not used)."""
     fastapi = lazy_import("fastapi", extra="serve")
     responses = lazy_import("fastapi.responses", extra="serve")
-    JSONResponse, Response = responses.JSONResponse, responses.Response
+    JSONResponse = responses.JSONResponse
     holder: dict[str, Any] = {"repo": None}
 
     def loops() -> list:
@@ -61,8 +85,7 @@ def create_repository_app(settings: ServeSettings, root: str | Path, allow_unver
                            in_flight=lambda: sum(lp.in_flight for lp in loops()))
     metrics.registry.register(_VersionStates(lambda: holder["repo"]))
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any):  # noqa: ANN202
+    async def start() -> Callable[[], Awaitable[None]]:
         repo = ModelRepository(root, settings, allow_unverified=allow_unverified, keep_versions=keep_versions,
                                runner_factory=runner_factory, on_batch=metrics.on_batch)
         holder["repo"] = repo
@@ -77,26 +100,19 @@ def create_repository_app(settings: ServeSettings, root: str | Path, allow_unver
                     log.error("model repository scan failed: %s: %s", type(exc).__name__, exc)
 
         task = asyncio.create_task(poll()) if poll_s > 0 else None
-        try:
-            with frozen_gc():
-                yield
-        finally:
+
+        async def stop() -> None:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             holder["repo"] = None
             await asyncio.to_thread(repo.close)
+        return stop
 
-    app = fastapi.FastAPI(title="optkit model repository", lifespan=lifespan,
-                          summary="Serves the verified versions of every model in a directory (V2, TF Serving).")
-    app.add_middleware(_StatusCounter, count=metrics.count)
-    app.state.metrics = metrics
-    app.state.holder = holder
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    app = service_app("optkit model repository",
+                      "Serves the verified versions of every model in a directory (V2, TF Serving, /verify).",
+                      service_lifespan(start), settings, metrics, holder)
 
     @app.get("/ready")
     async def ready() -> Any:
@@ -111,9 +127,14 @@ def create_repository_app(settings: ServeSettings, root: str | Path, allow_unver
                 "allow_unverified": allow_unverified, "keep_versions": keep_versions, "poll_s": poll_s,
                 "models": repo.index() if repo is not None else []}
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Any:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    @app.post("/verify")
+    async def verify(request: fastapi.Request, model: str | None = None, version: str | None = None) -> Any:
+        t0 = time.perf_counter()
+        repo = holder["repo"]
+        if repo is None:
+            raise NotReady("the server is starting")
+        _, loop = choose_version(repo, model, version)
+        return await verify_answer(request, loop, metrics, t0)
 
     @app.post("/v2/repository/index")
     async def repository_index() -> Any:

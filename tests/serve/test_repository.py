@@ -252,3 +252,52 @@ def test_serve_needs_an_artifact_or_a_repository(cli_runner, tmp_path):
     assert r.exit_code == 1 and "is not a directory" in r.output
     r = invoke(cli_runner, ["serve", "--model-repository", str(tmp_path), "--workers", "2"])
     assert r.exit_code == 2
+
+
+# -- /verify on the repository server (in-process, no socket) -------------------------------------
+
+def test_verify_on_the_repository_server_chooses_model_and_version_by_query(repo, cli_runner):
+    import io
+    import warnings
+
+    from optkit.serve.repository_app import create_repository_app
+    from optkit.serve.settings import resolve_settings
+
+    with warnings.catch_warnings():  # starlette's TestClient warns about its httpx use on import
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    root, model = repo
+    settings = resolve_settings(str(root), threshold=0.5, accept_audio=False, environ={})
+    x = np.random.default_rng(2).standard_normal((1, *TINY_SHAPE)).astype(np.float32)
+    want = float(expected(model, x)[0])
+    npy = io.BytesIO()
+    np.save(npy, x[0])
+    with TestClient(create_repository_app(settings, root, poll_s=0)) as c:
+        # one model: /verify needs no query; the same answer as the single-artifact server's
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == "voice/1" and abs(body["probability"] - want) < 1e-5
+        assert body["accepted"] == (body["probability"] >= 0.5) and body["threshold"] == 0.5
+        assert {"latency_ms", "inference_ms", "queue_ms", "batch_size", "decision"} <= set(body)
+        r = c.post("/verify?model=voice&version=1", content=npy.getvalue(),
+                   headers={"Content-Type": "application/x-npy"})
+        assert r.status_code == 200 and abs(r.json()["probability"] - want) < 1e-5
+        # refusals: /verify's error shape ({"detail": one line}), never a 500
+        for query, status, match in [("?version=2", 404, "version 2 is REFUSED: no report.json"),
+                                     ("?version=7", 404, "has no version 7"), ("?version=abc", 400, "not a version"),
+                                     ("?model=nope", 404, "'nope' is not in the repository")]:
+            r = c.post("/verify" + query, json={"mfcc": x[0].tolist()})
+            assert r.status_code == status and match in r.json()["detail"], (query, r.status_code, r.text)
+        r = c.post("/verify", json={"mfcc": [[1.0, 2.0]]})
+        assert r.status_code == 422 and "expects one sample" in r.json()["detail"]
+        r = c.post("/verify", content=b"RIFF....WAVE", headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 415 and "audio is not accepted" in r.json()["detail"]
+        # several models: a 4xx naming them, until one is chosen
+        export(cli_runner, model, root / "other")
+        assert c.post("/v2/repository/index").status_code == 200
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 400 and "several models (other, voice)" in r.json()["detail"]
+        r = c.post("/verify?model=other", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 200 and r.json()["model_version"] == "other/1"
+        assert 'optkit_requests_total{endpoint="/verify",status="200"} 3.0' in c.get("/metrics").text
