@@ -20,6 +20,7 @@ import numpy as np
 from optkit.common.lazy import lazy_import
 from optkit.serve.inference import InferenceLoop, NotReady, Overloaded
 from optkit.serve.payload import RequestRejected
+from optkit.serve import protocols
 from optkit.serve.protocols import (DECISION_OUTPUT, HEADER_LENGTH, ProtocolError, parse_tf_request,
                                     parse_v2_request, tf_response, v2_datatype, v2_response)
 from optkit.serve.repository import Version
@@ -188,7 +189,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
             raise ProtocolError("empty request body", 400)
         names = [loop.output_name, DECISION_OUTPUT]
         parse = lambda: parse_v2_request(body, request.headers.get(HEADER_LENGTH), loop.input_name,  # noqa: E731
-                                         loop.sample_shape, loop.input_dtype, names)
+                                         loop.sample_shape, loop.input_dtype, names, loop.settings.limits)
         req = parse() if request.headers.get(HEADER_LENGTH) else await asyncio.to_thread(parse)
         probs = await run_rows(loop, req.x)
         content, json_size = v2_response(name, str(v.number), req, output_tensors(loop, probs, threshold))
@@ -235,10 +236,11 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
         body = await read_body(request, max_body_bytes)
         if not body:
             raise ProtocolError("empty request body", 400)
-        x, form = await asyncio.to_thread(parse_tf_request, body, loop.input_name, loop.sample_shape, loop.input_dtype)
+        x, form = await asyncio.to_thread(parse_tf_request, body, loop.input_name, loop.sample_shape, loop.input_dtype,
+                                          loop.settings.limits)
         probs = await run_rows(loop, x)
         metrics.latency.observe(time.perf_counter() - t0)
-        return JSONResponse(tf_response(probs, form))
+        return Response(protocols.dumps(tf_response(probs, form)), media_type="application/json")
 
     @app.post("/v1/models/{name}:predict")
     @guarded

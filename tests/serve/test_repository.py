@@ -136,6 +136,43 @@ def test_hostile_tf_bodies_are_400_with_a_reason(body, match):
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize("body, status, match", [
+    (b'{"inputs": [' + b"[" * 40 + b"]" * 40 + b"]}", 400, "JSON nested 42 levels deep; at most 32"),
+    (b'{"instances": [' + b"0," * 1_000_001 + b"0]}", 413, "about 1000002 values; at most 1000000"),
+    (b'{"inputs": [{"name": "input_mfcc", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', 400, "not valid JSON"),
+    (b'{"inputs": [1e999999]}', 400, "not valid JSON|has shape"),
+    (b'\xff\xfe{"inputs": []}', 400, "not valid JSON"),
+])
+def test_protocol_bodies_are_bounded_before_they_are_parsed(body, status, match):
+    """payload.check_json_size runs before either protocol's JSON parser: a deep or huge body is a
+    4xx with a reason (no RecursionError, no tree of a million values), as are what orjson refuses."""
+    for parse in (lambda: parse_v2_request(body, None, "input_mfcc", SAMPLE, "float32", ["output_wvp"]),
+                  lambda: parse_tf_request(body, "input_mfcc", SAMPLE, "float32")):
+        with pytest.raises(ProtocolError, match=match) as info:
+            parse()
+        assert info.value.status == status
+
+
+@pytest.mark.parametrize("codec", ["json", "orjson"])
+def test_both_json_codecs_parse_and_answer_the_same(codec, monkeypatch):
+    from optkit.serve import protocols
+
+    monkeypatch.setattr(protocols, "loads", protocols.json_codec(codec)[0])
+    monkeypatch.setattr(protocols, "dumps", protocols.json_codec(codec)[1])
+    x = np.random.default_rng(3).standard_normal((2, *SAMPLE)).astype(np.float32)
+    body = json.dumps({"id": "r1", "inputs": [{"name": "input_mfcc", "shape": list(x.shape), "datatype": "FP32",
+                                              "data": x.ravel().tolist()}]}).encode()
+    req = parse_v2_request(body, None, "input_mfcc", SAMPLE, "float32", ["output_wvp", "accepted"])
+    assert req.x.dtype == np.float32 and np.array_equal(req.x, x) and req.id == "r1"
+    tf, form = parse_tf_request(json.dumps({"instances": x.tolist()}).encode(), "input_mfcc", SAMPLE, "float32")
+    assert form == "row" and np.array_equal(tf, x)
+    p = np.array([[0.25], [0.75]], np.float32)
+    out, size = protocols.v2_response("voice", "1", req, {"output_wvp": p, "accepted": p >= 0.5})
+    answer = json.loads(out)
+    assert size is None and answer["id"] == "r1" and answer["outputs"][0]["data"] == [0.25, 0.75]
+    assert answer["outputs"][1] == {"name": "accepted", "datatype": "BOOL", "shape": [2, 1], "data": [False, True]}
+
+
 # -- a real repository server --------------------------------------------------------------------
 
 @pytest.fixture
