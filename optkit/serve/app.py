@@ -133,9 +133,17 @@ async def parse_multipart(request: Any, body: bytes, inference: InferenceLoop) -
         await form.close()
 
 
-def service_lifespan(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]) -> Any:
-    """The lifespan hook of both apps (``optkit serve ARTIFACT`` and ``--model-repository``):
-    ``await start()`` loads what the app serves and returns the coroutine function that closes it.
+Started = tuple[Any, Callable[[], Awaitable[None]] | None]
+
+
+def service_app(title: str, summary: str, start: Callable[[], Awaitable[Started]], key: str,
+                settings: ServeSettings, metrics: ServeMetrics, holder: dict[str, Any]) -> Any:
+    """The FastAPI app both services are built on (``optkit serve ARTIFACT`` and
+    ``--model-repository``): the status-counting middleware, the error handlers of /verify
+    (``{"detail": "..."}``, one line), ``GET /health`` and ``GET /metrics``, and the lifespan hook:
+    ``await start()`` loads what the app serves and returns it (kept in ``holder[key]`` while the
+    app serves; its ``close()`` runs on a worker thread at shutdown) and a coroutine function to run
+    before that (or None).
 
     Everything alive once it has started (the models, the app, every imported module) lives as
     long as the service: out of the garbage collector's reach, a full collection while serving
@@ -144,20 +152,17 @@ def service_lifespan(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202
-        stop = await start()
+        served, before_close = await start()
+        holder[key] = served
         try:
             with frozen_gc():
                 yield
         finally:
-            await stop()
+            if before_close is not None:
+                await before_close()
+            holder[key] = None
+            await asyncio.to_thread(served.close)
 
-    return lifespan
-
-
-def service_app(title: str, summary: str, lifespan: Any, settings: ServeSettings, metrics: ServeMetrics,
-                holder: dict[str, Any]) -> Any:
-    """The FastAPI app both services are built on: the status-counting middleware, the error
-    handlers of /verify (``{"detail": "..."}``, one line), ``GET /health`` and ``GET /metrics``."""
     fastapi = lazy_import("fastapi", extra="serve")
     responses = lazy_import("fastapi.responses", extra="serve")
     JSONResponse, Response = responses.JSONResponse, responses.Response
@@ -258,7 +263,7 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     metrics = ServeMetrics(queue_depth=lambda: holder["inference"].queue_depth if holder["inference"] else 0,
                            in_flight=lambda: holder["inference"].in_flight if holder["inference"] else 0)
 
-    async def start() -> Callable[[], Awaitable[None]]:
+    async def start() -> Started:
         inference = InferenceLoop(settings, runner_factory, on_batch=metrics.on_batch)
         try:
             await asyncio.to_thread(inference.load)
@@ -271,16 +276,10 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
         metrics.info({"artifact": inference.info["artifact"], "sha256": inference.info["sha256"],
                       "precision": inference.info["precision"], "provider": inference.info["provider_in_use"],
                       "model_version": inference.info["model_version"]})
-        holder["inference"] = inference
+        return inference, None
 
-        async def stop() -> None:
-            holder["inference"] = None
-            await asyncio.to_thread(inference.close)
-        return stop
-
-    app = service_app("optkit voice verification",
-                      "Serves one optkit artifact: MFCC features or audio in, a decision out.",
-                      service_lifespan(start), settings, metrics, holder)
+    app = service_app("optkit voice verification", "Serves one optkit artifact: MFCC features or audio in, a "
+                      "decision out.", start, "inference", settings, metrics, holder)
 
     def ready_engine() -> InferenceLoop:
         inference = holder["inference"]

@@ -49,6 +49,10 @@ class SingleModel:
         self._version.state = "AVAILABLE" if loop is not None and loop.ready else "LOADING"
         return [self._version]
 
+    @property
+    def ready(self) -> bool:
+        return _ready(self, self.name)
+
     def lookup(self, name: str, version: str | None = None) -> tuple[Version, InferenceLoop]:
         v = self.versions(name)[0]
         if version is not None and version != "1":
@@ -96,9 +100,11 @@ async def run_rows(loop: InferenceLoop, x: np.ndarray) -> np.ndarray:
 
 
 def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, threshold: float,
-                        max_body_bytes: int, read_body: Callable[..., Any]) -> None:
+                        max_body_bytes: int, read_body: Callable[..., Any],
+                        extensions: tuple[str, ...] = ("binary_tensor_data",)) -> None:
     """Add the V2 and TF Serving routes to ``app``; ``source()`` is the model source (None before
-    the service has started); ``read_body(request, limit)`` reads a body with the size limit."""
+    the service has started; its ``ready``: every model it serves answers); ``read_body(request,
+    limit)`` reads a body with the size limit; ``extensions``: the V2 extensions ``GET /v2`` names."""
     fastapi = lazy_import("fastapi", extra="serve")
     responses = lazy_import("fastapi.responses", extra="serve")
     JSONResponse, Response = responses.JSONResponse, responses.Response
@@ -145,7 +151,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
     # -- V2: server and model status ---------------------------------------------------------
     @app.get("/v2")
     async def v2_server() -> Any:
-        return {"name": "optkit", "version": __version__, "extensions": ["binary_tensor_data"]}
+        return {"name": "optkit", "version": __version__, "extensions": list(extensions)}
 
     @app.get("/v2/health/live")
     async def v2_live() -> Any:
@@ -154,7 +160,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
     @app.get("/v2/health/ready")
     async def v2_ready() -> Any:
         s = source()
-        ok = s is not None and all(_ready(s, n) for n in s.names()) and bool(s.names())
+        ok = s is not None and s.ready
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2/models/{name}")

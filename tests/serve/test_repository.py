@@ -263,6 +263,45 @@ def test_repository_serves_only_verified_versions_to_the_real_clients_and_follow
         assert client.infer("voice", [inp]).get_response()["model_version"] == "1"
 
 
+def test_triton_repository_extension_unloads_and_loads_a_model(repo):
+    tritonclient = pytest.importorskip("tritonclient.http", reason="pip install 'optkit[serve]' (tritonclient)")
+    from tritonclient.utils import InferenceServerException
+
+    root, model = repo
+    args = ["--model-repository", str(root), "--no-audio", "--poll-interval", "0.2"]
+    x = np.zeros((1, *TINY_SHAPE), np.float32)
+    with ServerProcess(None, extra_args=args, startup_timeout=90) as srv, \
+            httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as c:
+        client = tritonclient.InferenceServerClient(srv.url.removeprefix("http://"))
+        assert "model_repository" in client.get_server_metadata()["extensions"]
+        inp = tritonclient.InferInput("input_mfcc", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        client.unload_model("voice")
+        assert not client.is_model_ready("voice") and not client.is_server_ready()
+        assert c.get("/ready").status_code == 503
+        time.sleep(0.6)  # scans (every 0.2 s) leave it unloaded
+        with pytest.raises(InferenceServerException, match="unloaded on request"):
+            client.infer("voice", [inp])
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 404 and "unloaded on request" in r.json()["detail"]
+        states = {v["version"]: v["state"] for v in c.post("/v2/repository/index").json()}
+        assert states == {"1": "UNLOADED", "2": "REFUSED"}
+        client.load_model("voice")
+        assert client.is_model_ready("voice") and client.is_server_ready()
+        assert client.infer("voice", [inp]).get_response()["model_version"] == "1"
+        # refusals in the V2 error shape
+        with pytest.raises(InferenceServerException, match="'nope' is not in the repository"):
+            client.unload_model("nope")
+        with pytest.raises(InferenceServerException, match="parameter 'config' is not supported"):
+            client.load_model("voice", config='{"backend": "onnxruntime"}')
+        for path, body in [("/v2/repository/models/voice/load", b"[1"),
+                           ("/v2/repository/models/voice/unload", b'{"parameters": {"unload_dependents": "yes"}}'),
+                           ("/v2/repository/models/voice/unload", b'{"parameters": 3}')]:
+            r = c.post(path, content=body)
+            assert r.status_code == 400 and set(r.json()) == {"error"}, (path, r.text)
+        assert client.is_model_ready("voice")  # the refused unloads changed nothing
+
+
 def test_allow_unverified_serves_and_marks_them(repo):
     root, _ = repo
     (root / "voice" / "3").mkdir()
