@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from optkit.common.errors import OptkitError, first_line
 from optkit.common.lazy import lazy_import
@@ -133,56 +133,45 @@ async def parse_multipart(request: Any, body: bytes, inference: InferenceLoop) -
         await form.close()
 
 
-def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings], Any] | None = None,
-               startup_errors: list[BaseException] | None = None) -> Any:
-    """The service for ``settings``. ``runner_factory`` replaces ``optkit.runtime.registry.make_runner``
-    (tests); a load failure is appended to ``startup_errors`` (the CLI reports it in one line)."""
-    fastapi = lazy_import("fastapi", extra="serve")
-    responses = lazy_import("fastapi.responses", extra="serve")
-    JSONResponse, Response = responses.JSONResponse, responses.Response
+Started = tuple[Any, Callable[[], Awaitable[None]] | None]
 
-    holder: dict[str, Any] = {"inference": None}
-    metrics = ServeMetrics(queue_depth=lambda: holder["inference"].queue_depth if holder["inference"] else 0,
-                           in_flight=lambda: holder["inference"].in_flight if holder["inference"] else 0)
+
+def service_app(title: str, summary: str, start: Callable[[], Awaitable[Started]], key: str,
+                settings: ServeSettings, metrics: ServeMetrics, holder: dict[str, Any]) -> Any:
+    """The FastAPI app both services are built on (``optkit serve ARTIFACT`` and
+    ``--model-repository``): the status-counting middleware, the error handlers of /verify
+    (``{"detail": "..."}``, one line), ``GET /health`` and ``GET /metrics``, and the lifespan hook:
+    ``await start()`` loads what the app serves and returns it (kept in ``holder[key]`` while the
+    app serves; its ``close()`` runs on a worker thread at shutdown) and a coroutine function to run
+    before that (or None).
+
+    Everything alive once it has started (the models, the app, every imported module) lives as
+    long as the service: out of the garbage collector's reach, a full collection while serving
+    scans only request garbage (each pause delays every request in flight); an app run in-process
+    (tests, an embedding program) leaves the collector as it was."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any):  # noqa: ANN202
-        inference = InferenceLoop(settings, runner_factory, on_batch=metrics.on_batch)
-        try:
-            await asyncio.to_thread(inference.load)
-        except OptkitError as exc:
-            if startup_errors is not None:
-                startup_errors.append(exc)
-            raise
-        for note in inference.notes:  # what the service decided about the model on its own
-            logging.getLogger("uvicorn.error").warning("%s", note)
-        metrics.info({"artifact": inference.info["artifact"], "sha256": inference.info["sha256"],
-                      "precision": inference.info["precision"], "provider": inference.info["provider_in_use"],
-                      "model_version": inference.info["model_version"]})
-        holder["inference"] = inference
-        # Everything alive now (the model, the app, every imported module) lives as long as the
-        # service: out of the garbage collector's reach, a full collection while serving scans only
-        # request garbage (each pause delays every request in flight); an app run in-process (tests,
-        # an embedding program) leaves the collector as it was.
+        served, before_close = await start()
+        holder[key] = served
         try:
             with frozen_gc():
                 yield
         finally:
-            holder["inference"] = None
-            await asyncio.to_thread(inference.close)
+            if before_close is not None:
+                await before_close()
+            holder[key] = None
+            await asyncio.to_thread(served.close)
 
-    app = fastapi.FastAPI(title="optkit voice verification", lifespan=lifespan,
-                          summary="Serves one optkit artifact: MFCC features or audio in, a decision out.")
+    fastapi = lazy_import("fastapi", extra="serve")
+    responses = lazy_import("fastapi.responses", extra="serve")
+    JSONResponse, Response = responses.JSONResponse, responses.Response
+
+    app = fastapi.FastAPI(title=title, lifespan=lifespan, summary=summary)
     app.add_middleware(_StatusCounter, count=metrics.count)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.holder = holder
-
-    def ready_engine() -> InferenceLoop:
-        inference = holder["inference"]
-        if inference is None or not inference.ready:
-            raise NotReady("the model is not loaded")
-        return inference
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Any, exc: RequestRejected) -> Any:
@@ -212,6 +201,92 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Any:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+async def verify_answer(request: Any, inference: InferenceLoop, metrics: ServeMetrics, t0: float) -> Any:
+    """The answer of ``POST /verify`` (both services) from ``inference``, a loaded loop; ``t0`` is
+    when the request arrived (perf_counter). Bad input raises RequestRejected (the app's handlers
+    answer it)."""
+    from fastapi.responses import JSONResponse
+
+    settings = inference.settings
+    body = await read_body(request, settings.max_body_bytes)
+    ctype = request.headers.get("content-type")
+    shape, dtype = inference.sample_shape, inference.input_dtype
+    if not body:
+        raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
+    kind = body_kind(ctype, body)
+    if inference.audio and kind == "audio":
+        raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
+                              "as JSON or .npy", 415)
+    if kind == "multipart":
+        x = await parse_multipart(request, body, inference)
+    elif kind == "npy":  # a header and a copy: cheaper than a thread hop
+        x = parse_body(body, ctype, shape, dtype)
+    else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
+        x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name, settings.limits,
+                                    inference.audio_max_frames)
+    pred = await inference.predict(x)
+    latency_ms = (time.perf_counter() - t0) * 1e3
+    metrics.latency.observe(latency_ms / 1e3)
+    accepted = pred.probability >= settings.threshold
+    return JSONResponse(
+        {
+            "probability": pred.probability,
+            "decision": "accept" if accepted else "reject",
+            "accepted": accepted,
+            "threshold": settings.threshold,
+            "model_version": inference.info["model_version"],
+            "latency_ms": round(latency_ms, 3),
+            "inference_ms": round(pred.inference_ms, 3),
+            "queue_ms": round(pred.queue_ms, 3),
+            "batch_size": pred.batch_size,
+        },
+        headers={"Server-Timing": f"total;dur={latency_ms:.3f}, inference;dur={pred.inference_ms:.3f}"},
+    )
+
+
+def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings], Any] | None = None,
+               startup_errors: list[BaseException] | None = None) -> Any:
+    """The service for ``settings``. ``runner_factory`` replaces ``optkit.runtime.registry.make_runner``
+    (tests); a load failure is appended to ``startup_errors`` (the CLI reports it in one line)."""
+    fastapi = lazy_import("fastapi", extra="serve")
+    responses = lazy_import("fastapi.responses", extra="serve")
+    JSONResponse = responses.JSONResponse
+
+    holder: dict[str, Any] = {"inference": None}
+    metrics = ServeMetrics(queue_depth=lambda: holder["inference"].queue_depth if holder["inference"] else 0,
+                           in_flight=lambda: holder["inference"].in_flight if holder["inference"] else 0)
+
+    async def start() -> Started:
+        inference = InferenceLoop(settings, runner_factory, on_batch=metrics.on_batch)
+        try:
+            await asyncio.to_thread(inference.load)
+        except OptkitError as exc:
+            if startup_errors is not None:
+                startup_errors.append(exc)
+            raise
+        for note in inference.notes:  # what the service decided about the model on its own
+            logging.getLogger("uvicorn.error").warning("%s", note)
+        metrics.info({"artifact": inference.info["artifact"], "sha256": inference.info["sha256"],
+                      "precision": inference.info["precision"], "provider": inference.info["provider_in_use"],
+                      "model_version": inference.info["model_version"]})
+        return inference, None
+
+    app = service_app("optkit voice verification", "Serves one optkit artifact: MFCC features or audio in, a "
+                      "decision out.", start, "inference", settings, metrics, holder)
+
+    def ready_engine() -> InferenceLoop:
+        inference = holder["inference"]
+        if inference is None or not inference.ready:
+            raise NotReady("the model is not loaded")
+        return inference
+
     @app.get("/ready")
     async def ready() -> Any:
         inference = holder["inference"]
@@ -231,48 +306,10 @@ def create_app(settings: ServeSettings, runner_factory: Callable[[ServeSettings]
                         "threads": settings.threads, "streams": settings.streams, "pid": os.getpid()},
         }
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Any:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
     @app.post("/verify")
     async def verify(request: fastapi.Request) -> Any:
         t0 = time.perf_counter()
-        inference = ready_engine()
-        body = await read_body(request, settings.max_body_bytes)
-        ctype = request.headers.get("content-type")
-        shape, dtype = inference.sample_shape, inference.input_dtype
-        if not body:
-            raise RequestRejected("empty request body; send MFCC features (JSON or .npy) or audio", 400)
-        kind = body_kind(ctype, body)
-        if inference.audio and kind == "audio":
-            raise RequestRejected(f"audio is not accepted by this server: {inference.audio}; send the model input "
-                                  "as JSON or .npy", 415)
-        if kind == "multipart":
-            x = await parse_multipart(request, body, inference)
-        elif kind == "npy":  # a header and a copy: cheaper than a thread hop
-            x = parse_body(body, ctype, shape, dtype)
-        else:  # JSON number parsing and MFCC computation take milliseconds: off the loop
-            x = await asyncio.to_thread(parse_body, body, ctype, shape, dtype, inference.input_name, settings.limits,
-                                        inference.audio_max_frames)
-        pred = await inference.predict(x)
-        latency_ms = (time.perf_counter() - t0) * 1e3
-        metrics.latency.observe(latency_ms / 1e3)
-        accepted = pred.probability >= settings.threshold
-        return JSONResponse(
-            {
-                "probability": pred.probability,
-                "decision": "accept" if accepted else "reject",
-                "accepted": accepted,
-                "threshold": settings.threshold,
-                "model_version": inference.info["model_version"],
-                "latency_ms": round(latency_ms, 3),
-                "inference_ms": round(pred.inference_ms, 3),
-                "queue_ms": round(pred.queue_ms, 3),
-                "batch_size": pred.batch_size,
-            },
-            headers={"Server-Timing": f"total;dur={latency_ms:.3f}, inference;dur={pred.inference_ms:.3f}"},
-        )
+        return await verify_answer(request, ready_engine(), metrics, t0)
 
     single = SingleModel(settings.artifact, lambda: holder["inference"])
     add_protocol_routes(app, lambda: single, metrics, settings.threshold, settings.max_body_bytes, read_body)

@@ -125,19 +125,23 @@ def check_values(arr: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b"[]{},")
+
+
 def check_json_size(body: bytes, limits: ParseLimits) -> None:
     """Refuse a JSON body nested deeper than ``limits.max_json_depth`` or holding more values than
-    ``limits.max_json_elements``, from its bytes, before ``json.loads`` recurses into it. Brackets
+    ``limits.max_json_elements``, from its bytes, before a JSON parser recurses into it. Brackets
     and commas inside strings count too: an input has no strings but its field name, so this can
     only over-count on a body that would be refused anyway. (Python's json has no depth limit of
-    its own; it raises RecursionError near the interpreter's, so the scan is written here, with
-    numpy so an 8 MB body costs milliseconds.)"""
-    b = np.frombuffer(body, np.uint8)
-    step = ((b == 0x5B) | (b == 0x7B)).astype(np.int32) - ((b == 0x5D) | (b == 0x7D))  # [ { minus ] }
-    depth = int(np.cumsum(step).max()) if b.size else 0
+    its own; it raises RecursionError near the interpreter's, so the scan is written here: one
+    ``bytes.translate`` in C keeps only the brackets and commas, about one byte per value, and numpy
+    sums those: less time than numpy comparing every byte, benchmarks/protocol_json.py.)"""
+    kept = np.frombuffer(body.translate(None, _NOT_STRUCTURE), np.uint8)
+    step = ((kept == 0x5B) | (kept == 0x7B)).astype(np.int32) - ((kept == 0x5D) | (kept == 0x7D))  # [ { minus ] }
+    depth = int(np.cumsum(step).max()) if kept.size else 0
     if depth > limits.max_json_depth:
         raise RequestRejected(f"JSON nested {depth} levels deep; at most {limits.max_json_depth} are accepted", 400)
-    values = int(np.count_nonzero(b == 0x2C)) + 1  # commas + 1 bounds the values
+    values = int(np.count_nonzero(kept == 0x2C)) + 1  # commas + 1 bounds the values
     if values > limits.max_json_elements:
         raise RequestRejected(f"JSON body holds about {values} values; at most {limits.max_json_elements} are "
                               "accepted", 413)

@@ -20,6 +20,7 @@ import numpy as np
 from optkit.common.lazy import lazy_import
 from optkit.serve.inference import InferenceLoop, NotReady, Overloaded
 from optkit.serve.payload import RequestRejected
+from optkit.serve import protocols
 from optkit.serve.protocols import (DECISION_OUTPUT, HEADER_LENGTH, ProtocolError, parse_tf_request,
                                     parse_v2_request, tf_response, v2_datatype, v2_response)
 from optkit.serve.repository import Version
@@ -47,6 +48,10 @@ class SingleModel:
         self._version.loop = loop
         self._version.state = "AVAILABLE" if loop is not None and loop.ready else "LOADING"
         return [self._version]
+
+    @property
+    def ready(self) -> bool:
+        return _ready(self, self.name)
 
     def lookup(self, name: str, version: str | None = None) -> tuple[Version, InferenceLoop]:
         v = self.versions(name)[0]
@@ -95,9 +100,11 @@ async def run_rows(loop: InferenceLoop, x: np.ndarray) -> np.ndarray:
 
 
 def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, threshold: float,
-                        max_body_bytes: int, read_body: Callable[..., Any]) -> None:
+                        max_body_bytes: int, read_body: Callable[..., Any],
+                        extensions: tuple[str, ...] = ("binary_tensor_data",)) -> None:
     """Add the V2 and TF Serving routes to ``app``; ``source()`` is the model source (None before
-    the service has started); ``read_body(request, limit)`` reads a body with the size limit."""
+    the service has started; its ``ready``: every model it serves answers); ``read_body(request,
+    limit)`` reads a body with the size limit; ``extensions``: the V2 extensions ``GET /v2`` names."""
     fastapi = lazy_import("fastapi", extra="serve")
     responses = lazy_import("fastapi.responses", extra="serve")
     JSONResponse, Response = responses.JSONResponse, responses.Response
@@ -144,7 +151,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
     # -- V2: server and model status ---------------------------------------------------------
     @app.get("/v2")
     async def v2_server() -> Any:
-        return {"name": "optkit", "version": __version__, "extensions": ["binary_tensor_data"]}
+        return {"name": "optkit", "version": __version__, "extensions": list(extensions)}
 
     @app.get("/v2/health/live")
     async def v2_live() -> Any:
@@ -153,7 +160,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
     @app.get("/v2/health/ready")
     async def v2_ready() -> Any:
         s = source()
-        ok = s is not None and all(_ready(s, n) for n in s.names()) and bool(s.names())
+        ok = s is not None and s.ready
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
     @app.get("/v2/models/{name}")
@@ -188,7 +195,7 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
             raise ProtocolError("empty request body", 400)
         names = [loop.output_name, DECISION_OUTPUT]
         parse = lambda: parse_v2_request(body, request.headers.get(HEADER_LENGTH), loop.input_name,  # noqa: E731
-                                         loop.sample_shape, loop.input_dtype, names)
+                                         loop.sample_shape, loop.input_dtype, names, loop.settings.limits)
         req = parse() if request.headers.get(HEADER_LENGTH) else await asyncio.to_thread(parse)
         probs = await run_rows(loop, req.x)
         content, json_size = v2_response(name, str(v.number), req, output_tensors(loop, probs, threshold))
@@ -235,10 +242,11 @@ def add_protocol_routes(app: Any, source: Callable[[], Any], metrics: Any, thres
         body = await read_body(request, max_body_bytes)
         if not body:
             raise ProtocolError("empty request body", 400)
-        x, form = await asyncio.to_thread(parse_tf_request, body, loop.input_name, loop.sample_shape, loop.input_dtype)
+        x, form = await asyncio.to_thread(parse_tf_request, body, loop.input_name, loop.sample_shape, loop.input_dtype,
+                                          loop.settings.limits)
         probs = await run_rows(loop, x)
         metrics.latency.observe(time.perf_counter() - t0)
-        return JSONResponse(tf_response(probs, form))
+        return Response(protocols.dumps(tf_response(probs, form)), media_type="application/json")
 
     @app.post("/v1/models/{name}:predict")
     @guarded

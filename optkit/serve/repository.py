@@ -135,6 +135,7 @@ class ModelRepository:
         self._models: dict[str, dict[int, Version]] = {}
         self._lock = threading.Lock()  # guards _models (lookups come from the event loop)
         self._scan_lock = threading.Lock()  # one scan at a time (poller and reload endpoint)
+        self._held: set[str] = set()  # models unloaded on request: no version served until loaded again
         self.scans = 0
 
     # -- what the routes ask -----------------------------------------------------------------
@@ -176,8 +177,9 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """Every model has a version answering (a repository with no model is not ready)."""
-        names = self.names()
+        """Every model has a version answering, but those unloaded on request (a repository with no
+        model to serve is not ready)."""
+        names = [n for n in self.names() if n not in self._held]
         if not names:
             return False
         for n in names:
@@ -194,6 +196,27 @@ class ModelRepository:
     def index(self) -> list[dict[str, Any]]:
         """Triton's repository index: every version with its state and reason."""
         return [{"name": n, **v.status()} for n in self.names() for v in self.versions(n)]
+
+    # -- Triton's repository extension: load and unload on request -----------------------------
+    def unload(self, name: str) -> list[str]:
+        """Stop serving every version of ``name`` (drained, then closed) until :meth:`load`; scans
+        leave it unloaded. ProtocolError(404) for a model that is not in the repository."""
+        with self._scan_lock:
+            self.versions(name)
+            self._held.add(name)
+            changes = self._apply_policy(name)
+        for line in changes:
+            log.warning("model repository: %s", line)
+        return changes
+
+    def load(self, name: str) -> list[str]:
+        """Serve ``name`` again (after :meth:`unload`), from a fresh scan (a model copied in since
+        the last one is found): its newest ``keep_versions`` servable versions are loaded.
+        ProtocolError(404) for a model that is not in the repository or has no servable version."""
+        self._held.discard(name)
+        changes = self.scan()
+        self.lookup(name)
+        return changes
 
     # -- keeping up with the directory ---------------------------------------------------------
     def scan(self) -> list[str]:
@@ -273,7 +296,11 @@ class ModelRepository:
         with self._lock:
             versions = sorted(self._models.get(name, {}).values(), key=lambda v: v.number, reverse=True)
         servable = [v for v in versions if v.state in ("UNLOADED", "AVAILABLE", "LOADING")]
-        keep, drop = servable[:self.keep_versions], servable[self.keep_versions:]
+        held = name in self._held
+        n_keep = 0 if held else self.keep_versions
+        keep, drop = servable[:n_keep], servable[n_keep:]
+        why = (f"unloaded on request (POST /v2/repository/models/{name}/unload; .../load serves it again)" if held
+               else f"not among the newest {self.keep_versions} servable versions (--keep-versions)")
         for v in keep:
             if v.loop is None and v.state != "AVAILABLE":
                 changes.append(self._load(v))
@@ -281,11 +308,11 @@ class ModelRepository:
             if v.loop is not None:
                 loop, v.loop = v.loop, None
                 v.state = "UNLOADED"
-                v.reason = f"not among the newest {self.keep_versions} servable versions (--keep-versions)"
+                v.reason = why
                 self._drain_and_close(loop)
                 changes.append(f"{name} version {v.number} unloaded ({v.reason})")
             elif v.state == "UNLOADED" and not v.reason.startswith("not verified"):
-                v.reason = f"not among the newest {self.keep_versions} servable versions (--keep-versions)"
+                v.reason = why
         return changes
 
     def _load(self, v: Version) -> str:

@@ -136,6 +136,43 @@ def test_hostile_tf_bodies_are_400_with_a_reason(body, match):
     assert info.value.status == 400
 
 
+@pytest.mark.parametrize("body, status, match", [
+    (b'{"inputs": [' + b"[" * 40 + b"]" * 40 + b"]}", 400, "JSON nested 42 levels deep; at most 32"),
+    (b'{"instances": [' + b"0," * 1_000_001 + b"0]}", 413, "about 1000002 values; at most 1000000"),
+    (b'{"inputs": [{"name": "input_mfcc", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', 400, "not valid JSON"),
+    (b'{"inputs": [1e999999]}', 400, "not valid JSON|has shape"),
+    (b'\xff\xfe{"inputs": []}', 400, "not valid JSON"),
+])
+def test_protocol_bodies_are_bounded_before_they_are_parsed(body, status, match):
+    """payload.check_json_size runs before either protocol's JSON parser: a deep or huge body is a
+    4xx with a reason (no RecursionError, no tree of a million values), as are what orjson refuses."""
+    for parse in (lambda: parse_v2_request(body, None, "input_mfcc", SAMPLE, "float32", ["output_wvp"]),
+                  lambda: parse_tf_request(body, "input_mfcc", SAMPLE, "float32")):
+        with pytest.raises(ProtocolError, match=match) as info:
+            parse()
+        assert info.value.status == status
+
+
+@pytest.mark.parametrize("codec", ["json", "orjson"])
+def test_both_json_codecs_parse_and_answer_the_same(codec, monkeypatch):
+    from optkit.serve import protocols
+
+    monkeypatch.setattr(protocols, "loads", protocols.json_codec(codec)[0])
+    monkeypatch.setattr(protocols, "dumps", protocols.json_codec(codec)[1])
+    x = np.random.default_rng(3).standard_normal((2, *SAMPLE)).astype(np.float32)
+    body = json.dumps({"id": "r1", "inputs": [{"name": "input_mfcc", "shape": list(x.shape), "datatype": "FP32",
+                                              "data": x.ravel().tolist()}]}).encode()
+    req = parse_v2_request(body, None, "input_mfcc", SAMPLE, "float32", ["output_wvp", "accepted"])
+    assert req.x.dtype == np.float32 and np.array_equal(req.x, x) and req.id == "r1"
+    tf, form = parse_tf_request(json.dumps({"instances": x.tolist()}).encode(), "input_mfcc", SAMPLE, "float32")
+    assert form == "row" and np.array_equal(tf, x)
+    p = np.array([[0.25], [0.75]], np.float32)
+    out, size = protocols.v2_response("voice", "1", req, {"output_wvp": p, "accepted": p >= 0.5})
+    answer = json.loads(out)
+    assert size is None and answer["id"] == "r1" and answer["outputs"][0]["data"] == [0.25, 0.75]
+    assert answer["outputs"][1] == {"name": "accepted", "datatype": "BOOL", "shape": [2, 1], "data": [False, True]}
+
+
 # -- a real repository server --------------------------------------------------------------------
 
 @pytest.fixture
@@ -226,6 +263,45 @@ def test_repository_serves_only_verified_versions_to_the_real_clients_and_follow
         assert client.infer("voice", [inp]).get_response()["model_version"] == "1"
 
 
+def test_triton_repository_extension_unloads_and_loads_a_model(repo):
+    tritonclient = pytest.importorskip("tritonclient.http", reason="pip install 'optkit[serve]' (tritonclient)")
+    from tritonclient.utils import InferenceServerException
+
+    root, model = repo
+    args = ["--model-repository", str(root), "--no-audio", "--poll-interval", "0.2"]
+    x = np.zeros((1, *TINY_SHAPE), np.float32)
+    with ServerProcess(None, extra_args=args, startup_timeout=90) as srv, \
+            httpx.Client(base_url=srv.url, timeout=10, trust_env=False) as c:
+        client = tritonclient.InferenceServerClient(srv.url.removeprefix("http://"))
+        assert "model_repository" in client.get_server_metadata()["extensions"]
+        inp = tritonclient.InferInput("input_mfcc", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        client.unload_model("voice")
+        assert not client.is_model_ready("voice") and not client.is_server_ready()
+        assert c.get("/ready").status_code == 503
+        time.sleep(0.6)  # scans (every 0.2 s) leave it unloaded
+        with pytest.raises(InferenceServerException, match="unloaded on request"):
+            client.infer("voice", [inp])
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 404 and "unloaded on request" in r.json()["detail"]
+        states = {v["version"]: v["state"] for v in c.post("/v2/repository/index").json()}
+        assert states == {"1": "UNLOADED", "2": "REFUSED"}
+        client.load_model("voice")
+        assert client.is_model_ready("voice") and client.is_server_ready()
+        assert client.infer("voice", [inp]).get_response()["model_version"] == "1"
+        # refusals in the V2 error shape
+        with pytest.raises(InferenceServerException, match="'nope' is not in the repository"):
+            client.unload_model("nope")
+        with pytest.raises(InferenceServerException, match="parameter 'config' is not supported"):
+            client.load_model("voice", config='{"backend": "onnxruntime"}')
+        for path, body in [("/v2/repository/models/voice/load", b"[1"),
+                           ("/v2/repository/models/voice/unload", b'{"parameters": {"unload_dependents": "yes"}}'),
+                           ("/v2/repository/models/voice/unload", b'{"parameters": 3}')]:
+            r = c.post(path, content=body)
+            assert r.status_code == 400 and set(r.json()) == {"error"}, (path, r.text)
+        assert client.is_model_ready("voice")  # the refused unloads changed nothing
+
+
 def test_allow_unverified_serves_and_marks_them(repo):
     root, _ = repo
     (root / "voice" / "3").mkdir()
@@ -252,3 +328,52 @@ def test_serve_needs_an_artifact_or_a_repository(cli_runner, tmp_path):
     assert r.exit_code == 1 and "is not a directory" in r.output
     r = invoke(cli_runner, ["serve", "--model-repository", str(tmp_path), "--workers", "2"])
     assert r.exit_code == 2
+
+
+# -- /verify on the repository server (in-process, no socket) -------------------------------------
+
+def test_verify_on_the_repository_server_chooses_model_and_version_by_query(repo, cli_runner):
+    import io
+    import warnings
+
+    from optkit.serve.repository_app import create_repository_app
+    from optkit.serve.settings import resolve_settings
+
+    with warnings.catch_warnings():  # starlette's TestClient warns about its httpx use on import
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    root, model = repo
+    settings = resolve_settings(str(root), threshold=0.5, accept_audio=False, environ={})
+    x = np.random.default_rng(2).standard_normal((1, *TINY_SHAPE)).astype(np.float32)
+    want = float(expected(model, x)[0])
+    npy = io.BytesIO()
+    np.save(npy, x[0])
+    with TestClient(create_repository_app(settings, root, poll_s=0)) as c:
+        # one model: /verify needs no query; the same answer as the single-artifact server's
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == "voice/1" and abs(body["probability"] - want) < 1e-5
+        assert body["accepted"] == (body["probability"] >= 0.5) and body["threshold"] == 0.5
+        assert {"latency_ms", "inference_ms", "queue_ms", "batch_size", "decision"} <= set(body)
+        r = c.post("/verify?model=voice&version=1", content=npy.getvalue(),
+                   headers={"Content-Type": "application/x-npy"})
+        assert r.status_code == 200 and abs(r.json()["probability"] - want) < 1e-5
+        # refusals: /verify's error shape ({"detail": one line}), never a 500
+        for query, status, match in [("?version=2", 404, "version 2 is REFUSED: no report.json"),
+                                     ("?version=7", 404, "has no version 7"), ("?version=abc", 400, "not a version"),
+                                     ("?model=nope", 404, "'nope' is not in the repository")]:
+            r = c.post("/verify" + query, json={"mfcc": x[0].tolist()})
+            assert r.status_code == status and match in r.json()["detail"], (query, r.status_code, r.text)
+        r = c.post("/verify", json={"mfcc": [[1.0, 2.0]]})
+        assert r.status_code == 422 and "expects one sample" in r.json()["detail"]
+        r = c.post("/verify", content=b"RIFF....WAVE", headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 415 and "audio is not accepted" in r.json()["detail"]
+        # several models: a 4xx naming them, until one is chosen
+        export(cli_runner, model, root / "other")
+        assert c.post("/v2/repository/index").status_code == 200
+        r = c.post("/verify", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 400 and "several models (other, voice)" in r.json()["detail"]
+        r = c.post("/verify?model=other", json={"mfcc": x[0].tolist()})
+        assert r.status_code == 200 and r.json()["model_version"] == "other/1"
+        assert 'optkit_requests_total{endpoint="/verify",status="200"} 3.0' in c.get("/metrics").text
