@@ -116,7 +116,10 @@ def click_params(config_cls: type, help_prefix: str = "", exclude: typing.Iterab
         if o.metavar and "metavar" not in kwargs:
             kwargs["metavar"] = o.metavar
         if o.check is not None and not o.multiple:
-            kwargs["callback"] = _click_check(o.check)
+            check = _click_check(o.check)
+            split = kwargs.get("callback")  # a comma list (csv) is split before it is checked
+            kwargs["callback"] = check if split is None else (
+                lambda ctx, param, value, split=split, check=check: check(ctx, param, split(ctx, param, value)))
         if o.output:
             params.append(OutputOption([o.flag, o.name], **kwargs))
         elif o.path:

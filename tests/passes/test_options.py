@@ -80,3 +80,18 @@ def test_recipe_param_errors_name_the_yaml_line_of_the_key(cli_runner, tmp_path,
     res = invoke(cli_runner, ["run", recipe, "-o", tmp_path / "out"])
     assert res.exit_code == 1, res.output
     assert f"r.yaml line {line}:" in res.output and message in res.output
+
+
+def test_a_comma_list_option_with_a_check_is_split_before_it_is_checked(tiny_onnx, tmp_path):
+    """``--validate-on cpu,openvino`` (as its help says) reached the check as one string and was
+    refused as an unknown provider 'cpu,openvino': the check replaced the comma-list callback."""
+    import click
+
+    from optkit.cli import cli
+
+    cmd = cli.get_command(None, "quantize")
+    args = [str(tiny_onnx), "-o", str(tmp_path / "q.onnx"), "--int8"]
+    with cmd.make_context("quantize", args + ["--validate-on", "cpu,openvino"]) as ctx:
+        assert ctx.params["validate_on"] == ("cpu", "openvino")
+    with pytest.raises(click.BadParameter, match="unknown provider 'bogus'"):
+        cmd.make_context("quantize", args + ["--validate-on", "cpu,bogus"])
