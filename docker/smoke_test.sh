@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke-test a built optkit-voice image: start it on 127.0.0.1, wait for /ready (bounded), check the
 # metadata, one /verify with a .npy body, the V2 and TF Serving routes (metadata, infer, predict, 404), the healthcheck and the non-root user, then remove it.
-#   docker build -f docker/Dockerfile.cpu --build-arg MODEL_DIR=optkit-out --build-arg ARTIFACT=model.int8.onnx -t optkit-voice:cpu .
+#   docker build -f docker/Dockerfile.cpu --build-arg MODEL_DIR=optkit-out --build-arg ARTIFACT=int8.int8.onnx -t optkit-voice:cpu .
 #   bash docker/smoke_test.sh optkit-voice:cpu SAMPLE.npy
 set -euo pipefail
 image=${1:?usage: smoke_test.sh IMAGE SAMPLE.npy [PORT]}

@@ -1,6 +1,6 @@
 """The Dockerfiles: linted with hadolint, and the contract of the images checked in their text.
 
-The CPU image was built and smoke-tested with a Docker daemon by hand (README "Docker"); CI has no
+The CPU image was built and smoke-tested with a Docker daemon by hand (docs/serving.md "Docker"); CI has no
 daemon, so here the files are linted instead."""
 from __future__ import annotations
 
