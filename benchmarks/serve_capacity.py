@@ -92,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short steps and few of them: checks the script")
     p.add_argument("--providers", default="cpu,openvino")
     p.add_argument("--step-seconds", type=float, default=3.0, help="length of each fixed-rate step")
+    p.add_argument("--target-rps", type=float, default=TARGET_RPS, help="the load the node count is for")
     args = p.parse_args(argv)
     work = Path(args.work_dir)
     calib, _ = prep.calibration_source(None, 64)
     prep.prepare("voice-resnet", work, calib, 64, int8_targets=("cpu",))
     artifacts = [work / "voice-resnet" / "fp32.onnx", work / "voice-resnet" / "int8_cpu.onnx"]
     providers = [x.strip() for x in args.providers.split(",") if x.strip()]
-    cfg = cap.CapacityConfig(slo_p99_ms=SLO_P99_MS, target_rps=TARGET_RPS, headroom=HEADROOM,
+    cfg = cap.CapacityConfig(slo_p99_ms=SLO_P99_MS, target_rps=args.target_rps, headroom=HEADROOM,
                              step_seconds=1.0 if args.quick else args.step_seconds, timeout=5.0, tolerance=0.1,
                              max_trials=5 if args.quick else 10, max_rate=2000.0)
     machine = cap.machine_facts()
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                      "rate_ratio": round(rates[1] / rates[0], 3) if rates[0] > 0 else None,
                      "same_nodes": per[0]["nodes"] is not None and per[0]["nodes"] == per[1]["nodes"]})
     result = {"command": "python benchmarks/serve_capacity.py" + (" --quick" if args.quick else
-                                                                  f" --step-seconds {args.step_seconds:g}"),
+                                                                  f" --step-seconds {args.step_seconds:g}")
+              + (f" --target-rps {args.target_rps:g}" if args.target_rps != TARGET_RPS else ""),
               "config": {k: getattr(cfg, k) for k in ("slo_p99_ms", "target_rps", "headroom", "step_seconds",
                                                       "tolerance", "max_trials", "max_rate", "timeout")},
               "machine": machine, "machine_text": cap.machine_line(machine),
