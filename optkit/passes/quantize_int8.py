@@ -129,10 +129,10 @@ class QuantizeInt8Config:
                          "openvino: u8 too, measured fastest there; tensorrt: symmetric s8, zero points 0).",
                          choices=TARGETS)
     weights: str = option("auto", "Form of the int8 weights. s8: symmetric 8-bit (the fast form where the CPU has "
-                          "VNNI/AMX); u8: asymmetric 8-bit, exact on CPUs without VNNI; s8-7bit: symmetric in a "
-                          "7-bit range. auto: s8, except on an x86 CPU with AVX2 but no VNNI/AMX, where ONNX "
-                          "Runtime's u8 x s8 kernels saturate: u8 there (s8-7bit for target tensorrt, whose "
-                          "parser takes s8 only).", choices=WEIGHT_FORMS)
+                          "VNNI/AMX); u8: asymmetric 8-bit, exact on CPUs without VNNI but slow there; s8-7bit: "
+                          "symmetric in a 7-bit range. auto: s8, except on an x86 CPU with AVX2 but no VNNI/AMX, "
+                          "where ONNX Runtime's u8 x s8 kernels saturate with full-range weights: s8-7bit there "
+                          "(exact, and the fast kernel).", choices=WEIGHT_FORMS)
     method: str = option("minmax", "Range method of the first trial (the search tries the others).", choices=METHODS)
     percentile: float = option(DEFAULT_PERCENTILE, "Percentile of |x| for the percentile method.",
                                check=_check_percentile)
@@ -209,10 +209,13 @@ def resolve_weights(setting: str, target: str) -> tuple[str, str]:
     Why auto looks at this machine's CPU: on x86 with AVX2 but no VNNI/AMX, ONNX Runtime multiplies
     u8 activations by s8 weights with vpmaddubsw, whose pairwise int16 sums saturate with full-range
     weights; its quantisation docs name two remedies, u8 weights (U8U8, no saturation) or a 7-bit
-    weight range. Measured on a 2-core AMD EPYC (AVX2 only), plain min/max int8 of the bundled model
-    agreed with fp32 on 55 % of decisions with s8 weights, 98.6 % with u8 or 7-bit ones; through the
-    search, u8 reached the int8 gate where 7-bit stopped one decision short. The search validates
-    every trial on ONNX Runtime here, so the form must be exact here."""
+    weight range. Measured on a 2-core AMD EPYC (AVX2 only): plain min/max int8 of the bundled model
+    agreed with fp32 on 55 % of decisions with s8 weights, 98.3-98.6 % with u8 or 7-bit ones. Through
+    the default recipe's search (every trial judged on ONNX Runtime and OpenVINO), 7-bit weights
+    passed with 97.4 % of MACs in int8 at 1.41x fp32 (p50, batch 1, ORT), u8 weights only with 76.2 %
+    at 1.09x: ORT's U8U8 kernel is no faster than fp32 here, the U8S8 one with 7-bit weights is. So
+    auto picks s8-7bit there; u8 stays for whoever asks for it. The search validates every trial on
+    this machine's runtimes, so the form must be exact here."""
     if setting != "auto":
         if setting == "u8" and target == "tensorrt":
             raise InputError("weights u8 cannot be used with target tensorrt: its ONNX parser takes s8 weights only "
@@ -223,9 +226,10 @@ def resolve_weights(setting: str, target: str) -> tuple[str, str]:
     cpu = cpu_info()
     if not cpu.u8s8_saturates():
         return "s8", ""
-    form = "s8-7bit" if target == "tensorrt" else "u8"
+    form = "s8-7bit"
     return form, (f"weights {form}: this CPU ({cpu.model}) has AVX2 but no VNNI/AMX, where ONNX Runtime's u8 x s8 "
-                  "int8 kernels saturate with full-range s8 weights (--weights s8 forces them)")
+                  "int8 kernels saturate with full-range s8 weights (--weights s8 forces them; --weights u8 is "
+                  "exact too, but slower there)")
 
 
 def target_settings(target: str) -> dict[str, Any]:

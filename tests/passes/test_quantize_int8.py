@@ -468,7 +468,7 @@ def test_weight_form_auto_follows_the_cpu(monkeypatch):
 
     avx2 = sysinfo.CpuInfo("AMD EPYC", 2, None, frozenset({"avx", "avx2"}))
     vnni = sysinfo.CpuInfo("Xeon", 2, None, frozenset({"avx2", "avx512bw", "avx512_vnni"}))
-    for cpu, cpu_form, trt_form in ((avx2, "u8", "s8-7bit"), (vnni, "s8", "s8")):
+    for cpu, cpu_form, trt_form in ((avx2, "s8-7bit", "s8-7bit"), (vnni, "s8", "s8")):
         monkeypatch.setattr(sysinfo, "cpu_info", lambda cpu=cpu: cpu)
         form, why = q8.resolve_weights("auto", "cpu")
         assert form == cpu_form and (("no VNNI" in why) if form != "s8" else why == "")
