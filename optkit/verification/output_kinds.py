@@ -190,12 +190,14 @@ def detect_kind(name: str, values: np.ndarray, head_op: str | None = None,
     if len(per_sample) == 2 and per_sample[1] == 1:
         return OutputKind(name, "frames", f"({shape}) per sample: one value per frame")
     if len(per_sample) == 1:
+        if size >= EMBEDDING_MIN_VALUES and head_op not in PROBABILITY_OPS and unit_norm(v):
+            # an L2-normalised vector: before the frame tests (an all-positive one lies in [0, 1]; torch's
+            # exporter names an unresolved dimension, e.g. 'Divoutput_dim_1', which reads as a dynamic axis)
+            return OutputKind(name, "embedding", f"{size} values per sample, each sample of L2 norm 1, {head}")
         if frame_axis:
             return OutputKind(name, "frames", f"{size} values per sample on the dynamic axis {declared_shape[1]!r}")
         if head_op in PROBABILITY_OPS:
             return OutputKind(name, "frames", f"{size} values per sample, computed by {head_op}: one per frame")
-        if size >= EMBEDDING_MIN_VALUES and unit_norm(v):  # before the [0, 1] test: all-positive embeddings
-            return OutputKind(name, "embedding", f"{size} values per sample, each sample of L2 norm 1, {head}")
         if unit:
             return OutputKind(name, "frames", f"{size} values per sample, all within [0, 1]: one per frame")
         if size >= EMBEDDING_MIN_VALUES:

@@ -30,6 +30,7 @@ def _l2(v):
     # L2-normalised and all positive (a briefly trained encoder): an embedding, not frames
     (_l2(np.abs(RNG.normal(0, 1, (10, 32)))), "Div", ("batch", 32), "embedding"),
     (_l2(np.abs(RNG.normal(0, 1, (10, 32)))) * 0.9, "Div", ("batch", 32), "frames"),   # norm 0.9: not normalised
+    (_l2(RNG.normal(0, 1, (10, 32))), "Div", ("batch", "Divoutput_dim_1"), "embedding"),  # torch's unresolved dim
     (RNG.uniform(0, 1, (10, 30)), None, None, "frames"),
     (RNG.normal(0, 1, (10, 30)), "Add", ("batch", "frames"), "frames"),   # a dynamic frame axis
     (RNG.normal(0, 1, (10, 30)), "Sigmoid", None, "frames"),
