@@ -1,6 +1,6 @@
 """The default int8 command on seven trained model families: one row per model.
 
-    python benchmarks/model_suite.py [--models cnn_norm,gru] [--rounds 100]
+    python benchmarks/model_suite.py [--models cnn_norm,gru [--keep-other-rows]] [--rounds 100]
 
 For each model of benchmarks/suite_models/ (trained briefly and deterministically on the bundled
 MFCC data, cached): write its calibration directory (192 .npy files) in three file orders (named
@@ -170,6 +170,11 @@ def markdown(rows: list[dict]) -> str:
                      f"{'yes' if r['order_independent'] else 'NO'} | {'-' if fp32 is None else f'{fp32:.2f}'} | "
                      f"{sp['cpu']} | {sp['openvino']} | {max(r['seconds_per_order'].values())} | {r['ship']} |")
     lines.append("")
+    runs = {}
+    for r in rows:
+        runs.setdefault(r.get("run", "?"), []).append(r["model"])
+    if len(runs) > 1:
+        lines += ["Runs: " + "; ".join(f"{when}: {', '.join(names)}" for when, names in runs.items()), ""]
     lines += [f"- **{r['model']}**: {r['recommendation']}" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -180,6 +185,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(models.NAMES))
     ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--keep-other-rows", action="store_true",
+                    help="keep the rows of models not run from the existing results (each row records its run)")
     args = ap.parse_args()
     data = train.split()
     work = train.CACHE / "runs"
@@ -191,6 +198,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     from optkit.runtime import sysinfo
 
+    for r in rows:
+        r["run"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.keep_other_rows and (OUT / "model_suite.json").exists():  # a rerun of some models: the others as they were
+        done = {r["model"] for r in rows}
+        old = [r for r in json.loads((OUT / "model_suite.json").read_text())["rows"] if r["model"] not in done]
+        rows = sorted(old + rows, key=lambda r: models.NAMES.index(r["model"]))
     payload = {"cpu": sysinfo.cpu_info().model, "usable_cpus": sysinfo.usable_cpus(), "rows": rows}
     (OUT / "model_suite.json").write_text(json.dumps(payload, indent=1) + "\n")
     (OUT / "model_suite.md").write_text(markdown(rows))

@@ -64,7 +64,7 @@ def _train(name: str, data: dict, width: float, steps: int, batch: int):
     mean, std = x[:, 0].mean((0, 2)), x[:, 0].std((0, 2))
     model = models.build(name, mean, std, width)
     kind = model.kind
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.Adam(model.parameters(), lr=getattr(model, "lr", LR))
     g = torch.Generator().manual_seed(1)
     model.train()
     loss = torch.zeros(())
