@@ -3,10 +3,11 @@
 The labelled bundled data (calibration_data/val.npz, 576 samples, y = enrolled speaker or not) is
 split once with a seeded permutation: 288 samples to train on, 192 for int8 calibration (the
 search holds its own validation part out of these) and 96 test samples the search never sees.
-Each model trains for ``STEPS`` Adam steps on 2 threads with seeded initialisation and batches
-(about a minute or less each here), then is exported to ONNX (opset 17, dynamic batch). Weights
-and models are cached under benchmarks/cache/model_suite/ (git-ignored), keyed by the sha256 of
-this file, models.py and the data.
+Each model trains for ``STEPS`` Adam steps on 2 threads with seeded initialisation and batches and
+torch's deterministic algorithms (one to four minutes each here at full width), then is exported
+to ONNX (opset 17, dynamic batch). Weights and models are cached under
+benchmarks/cache/model_suite/ (git-ignored), keyed by the sha256 of this file, models.py and the
+data; ``width``/``steps``/``cache`` make the tiny configuration the tests train in seconds.
 """
 from __future__ import annotations
 
@@ -38,28 +39,37 @@ def key() -> str:
     return h.hexdigest()[:12]
 
 
-def train_and_export(name: str, data: dict, log=print) -> tuple[Path, str]:
-    """The model's ONNX file (trained and exported on first use) and its output kind."""
+def train(name: str, data: dict, width: float = 1.0, steps: int = STEPS, batch: int = BATCH):
+    """(the trained module in eval mode, its last loss): seeded, torch's deterministic algorithms."""
     import torch
 
     from benchmarks.suite_models import models
 
-    out = CACHE / key() / f"{name}.onnx"
-    kind = models.build(name, torch.zeros(models.N_MFCC), torch.ones(models.N_MFCC)).kind
-    if out.exists():
-        return out, kind
-    out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     torch.set_num_threads(2)
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(name, data, width, steps, batch)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _train(name: str, data: dict, width: float, steps: int, batch: int):
+    import torch
+
+    from benchmarks.suite_models import models
+
     x, y = (torch.from_numpy(a) for a in data["train"])
     mean, std = x[:, 0].mean((0, 2)), x[:, 0].std((0, 2))
-    model = models.build(name, mean, std)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    model = models.build(name, mean, std, width)
+    kind = model.kind
+    opt = torch.optim.Adam(model.parameters(), lr=getattr(model, "lr", LR))
     g = torch.Generator().manual_seed(1)
-    t0 = time.perf_counter()
     model.train()
-    for step in range(STEPS):
-        idx = torch.randint(0, len(x), (BATCH,), generator=g)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
         xb, yb = x[idx], y[idx].float()
         if kind == "embedding":
             p = torch.sigmoid(model.head(model.embed(xb) * 8.0))[:, 0]
@@ -73,10 +83,29 @@ def train_and_export(name: str, data: dict, log=print) -> tuple[Path, str]:
         loss.backward()
         opt.step()
     model.eval()
-    log(f"{name}: trained {STEPS} steps in {time.perf_counter() - t0:.1f} s (last loss {float(loss.detach()):.3f})")
+    return model, float(loss.detach())
+
+
+def train_and_export(name: str, data: dict, log=print, width: float = 1.0, steps: int = STEPS,
+                     cache: Path | None = None, batch: int = BATCH) -> tuple[Path, str]:
+    """The model's ONNX file (trained and exported on first use) and its output kind."""
+    import torch
+
+    from benchmarks.suite_models import models
+
+    tag = "" if (width, steps, batch) == (1.0, STEPS, BATCH) else f".w{width:g}s{steps}b{batch}"
+    out = (cache or CACHE) / key() / f"{name}{tag}.onnx"
+    kind = models.build(name, torch.zeros(models.N_MFCC), torch.ones(models.N_MFCC), width).kind
+    if out.exists():
+        return out, kind
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, loss = train(name, data, width, steps, batch)
+    log(f"{name}: trained {steps} steps in {time.perf_counter() - t0:.1f} s (last loss {loss:.3f})")
+    x = torch.from_numpy(data["train"][0][:2])
     torch.save(model.state_dict(), out.with_suffix(".pt"))
     tmp = out.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, (x[:2],), str(tmp), input_names=["input_mfcc"], output_names=["output"],
+    torch.onnx.export(model, (x,), str(tmp), input_names=["input_mfcc"], output_names=["output"],
                       dynamic_axes={"input_mfcc": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
                       dynamo=False)
     tmp.replace(out)

@@ -43,6 +43,9 @@ def _flag(name: str) -> str:
               help="int8: what output NAME is, instead of the kind detected from the fp32 model (repeatable): "
                    "probability, logit, embedding, frames or other; the gate judges each kind by what means "
                    "something for it.")
+@click.option("--output-gate", "output_gate", multiple=True, metavar="NAME:int8.LIMIT=VALUE",
+              help="int8: a limit of the gate the search checks for output NAME only, on top of --gate "
+                   "(repeatable; 'off' disables it), e.g. emb:int8.min_sample_cosine=0.97.")
 @click_options(FP16, help_prefix="fp16: ")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="int8: collect the calibration statistics in shards and run the search's trials in "
@@ -84,7 +87,8 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
     int8_names, fp16_names = _cli_names(INT8), _cli_names(FP16)
     mode_opts, other_opts, mode = (int8_names, fp16_names, "--int8") if int8 else (fp16_names, int8_names, "--fp16")
     stray = [_flag(n) for n in other_opts if _given(ctx, n)] + (["--gate"] if fp16 and opts["gate"] else []) + (
-        ["--output-kind"] if fp16 and opts["output_kind"] else [])
+        ["--output-kind"] if fp16 and opts["output_kind"] else []) + (
+        ["--output-gate"] if fp16 and opts["output_gate"] else [])
     if stray:
         raise click.UsageError(f"{', '.join(stray)} cannot be used with {mode}")
     if int8 and opts["calibration"] is None:
@@ -101,10 +105,20 @@ def quantize(ctx: click.Context, model: Path, output: Path, int8: bool, fp16: bo
         if other:
             raise click.UsageError(f"--gate {other[0]}.*: quantize --int8 checks the int8 gate only")
         params["gates"] = gates.get("int8") or None
-        from optkit.verification.output_kinds import parse_output_kind_option
+        from optkit.verification.output_kinds import parse_output_gate_option, parse_output_kind_option
 
         kinds = parse_output_kind_option(opts["output_kind"])
-        params["outputs"] = {name: {"kind": kind} for name, kind in kinds.items()} or None
+        per_output = parse_output_gate_option(opts["output_gate"])
+        for name, g in per_output.items():
+            other = sorted(set(g) - {"int8"})
+            if other:
+                raise click.UsageError(f"--output-gate {name}:{other[0]}.*: quantize --int8 checks the int8 gate only")
+        from optkit.verification.verify import output_gates
+
+        output_gates(per_output, None, "--output-gate {name}")  # unknown limits and bad values: one line now
+        params["outputs"] = {name: {**({"kind": kinds[name]} if name in kinds else {}),
+                                    **({"gates": per_output[name]} if name in per_output else {})}
+                             for name in {**kinds, **per_output}} or None
     step, cfg = config_from_cli("quantize-int8" if int8 else "quantize-fp16", params)
     from optkit.passes.quantize_int8 import Int8SearchFailed
 

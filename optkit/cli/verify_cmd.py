@@ -27,6 +27,9 @@ from optkit.runtime.registry import PROVIDERS
 @click.option("--output-kind", "output_kind", multiple=True, metavar="NAME=KIND",
               help="What output NAME is, instead of the detected kind (repeatable): probability, logit, "
                    "embedding, frames or other; each kind is judged by what means something for it.")
+@click.option("--output-gate", "output_gate", multiple=True, metavar="NAME:PREC.LIMIT=VALUE",
+              help="A gate limit for output NAME only, on top of --gate (repeatable; 'off' disables it), e.g. "
+                   "emb:int8.min_sample_cosine=0.97: the recipe's verify: outputs: NAME: {gates: ...}.")
 @output_option("--report-dir", type=click.Path(file_okay=False, readable=False), files=report_files,
                help="Write report.json and report.html here.")
 @input_option("--fp32-model", type=click.Path(dir_okay=False),
@@ -60,7 +63,8 @@ from optkit.runtime.registry import PROVIDERS
                    "shows its rows (rate under the SLO, nodes needed, the machine), marking the ones whose "
                    "artifact is in this report.")
 @ci_output_options
-def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, output_kind, report_dir,
+def verify(artifacts, reference_path, reference_data, providers, threshold, gate_opts, output_kind, output_gate,
+           report_dir,
            fp32_model, localize,
            batch_size, threads, ray_address, ray_workers, shards, bench, bench_iterations, baseline, max_regression,
            loadtest_json, junit_path, summary_path, export_to):
@@ -74,7 +78,8 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
     Each output's kind is detected from the reference (one line each): a probability (decisions at
     the threshold), a logit (decisions at 0, |Δp| of its sigmoid), an embedding (per-sample cosine:
     worst >= 0.95 and mean >= 0.99 for int8, worst >= 0.999 for fp16), frame scores (per-frame
-    decisions) or other; --output-kind NAME=KIND says it instead.
+    decisions) or other; --output-kind NAME=KIND says it instead. --output-gate
+    NAME:PREC.LIMIT=VALUE sets a limit for one output (e.g. emb:int8.min_sample_cosine=0.97).
 
     \b
     Examples:
@@ -120,10 +125,14 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         from optkit.release.capacity import load_capacity
 
         capacity = load_capacity(loadtest_json)  # a bad file fails before the run, not after it
-    gates = merge_gates(parse_gate_option(gate_opts), where="--gate")
-    from optkit.verification.output_kinds import detect_kinds, parse_output_kind_option
+    gate_overrides = parse_gate_option(gate_opts)
+    gates = merge_gates(gate_overrides, where="--gate")
+    from optkit.verification.output_kinds import (check_output_names, detect_kinds, parse_output_gate_option,
+                                                  parse_output_kind_option)
+    from optkit.verification.verify import output_gates
 
     overrides = parse_output_kind_option(output_kind)
+    per_output = output_gates(parse_output_gate_option(output_gate), gate_overrides, "--output-gate {name}")
     reference = load_reference(reference_path, data=reference_data, mixed_length=True)
     limits = make_limits(parse_max_regression(max_regression), where="--max-regression")
     base = prepare_baseline(baseline, reference) if baseline else None
@@ -133,6 +142,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
         fp32 = [p for p in paths if p.suffix == ".onnx" and precision_of(p) == "fp32"]
         fp32_model = fp32[0] if fp32 else None
     kinds = detect_kinds(reference.outputs, Path(fp32_model) if fp32_model else (paths[0] if paths else None), overrides)
+    check_output_names(per_output, list(reference.outputs), "--output-gate {name}")
     with executor_for(ray_address, ray_workers, shards) as executor:  # a cluster that is not there: one line first
         for k in kinds.values():
             click.echo(k.line(threshold, reference.labels is not None), err=True)
@@ -141,7 +151,7 @@ def verify(artifacts, reference_path, reference_data, providers, threshold, gate
             gates=gates, batch_size=batch_size, threads=threads, localize=localize,
             fp32_model=Path(fp32_model) if fp32_model else None,
             progress=lambda p, msg: click.echo(msg if len(providers) == 1 else f"[{p}] {msg}", err=True),
-            executor=executor, output_kinds=kinds,
+            executor=executor, output_kinds=kinds, output_gates=per_output,
         )
     bench_cfg = None
     if bench:

@@ -157,7 +157,7 @@ class QuantizeInt8Config:
     gates: dict[str, Any] | None = option(None, "Overrides of the int8 gate, e.g. {min_agreement: 0.99}.", cli=False)
     outputs: dict[str, Any] | None = option(None, "Per output: its kind and int8 gate, e.g. {emb: {kind: embedding, "
                                             "gates: {int8: {min_sample_cosine: 0.9}}}} (CLI: --output-kind "
-                                            "NAME=KIND); default: each output's kind detected from the fp32 model.",
+                                            "NAME=KIND, --output-gate NAME:int8.LIMIT=VALUE); default: each output's kind detected from the fp32 model.",
                                             cli=False)
     recalibrate: bool = option(False, "Ignore the statistics cache (<stem>.calib.npz) and the saved search result "
                                "(<stem>.search.json).")
@@ -429,10 +429,9 @@ class QuantizeInt8(Pass):
         # (mixed lengths: a list of samples, stratified by length bucket too, every one at its own length)
         validation, calib_x, split_info, split_lines = _validation(src.path, spec.name, samples, cfg,
                                                                    sample_shape, kind_overrides)
-        unknown = sorted(set(output_gates) - set(validation.outputs))
-        if unknown:
-            raise InputError(f"outputs.{unknown[0]}.gates: the model has no output {unknown[0]!r} (its outputs: "
-                             f"{', '.join(validation.outputs)})")
+        from optkit.verification.output_kinds import check_output_names
+
+        check_output_names(output_gates, list(validation.outputs), "outputs.{name}.gates (--output-gate {name}:...)")
         validation.output_gates = output_gates
         messages.append(f"validation: {validation.description}")
         for line in split_lines:

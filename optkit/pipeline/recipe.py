@@ -348,16 +348,10 @@ def output_settings(verify: dict[str, Any]) -> tuple[dict[str, str], dict[str, A
     """``verify.outputs``: ({name: kind}, {name: {precision: Gate}}) - each output's kind and its own
     gate (the recipe's gates with that output's limits on top)."""
     from optkit.verification.output_kinds import parse_output_settings
-    from optkit.verification.verify import merge_gates
+    from optkit.verification.verify import output_gates
 
     kinds, per_output = parse_output_settings(verify.get("outputs"), "verify.outputs")
-    base = verify.get("gates") or {}
-    gates = {}
-    for name, g in per_output.items():
-        merged = {p: {**(base.get(p) or {}), **(v or {})} for p, v in g.items()}
-        gates[name] = {p: gate for p, gate in merge_gates(merged, where=f"verify.outputs.{name}.gates").items()
-                       if p in merged}
-    return kinds, gates
+    return kinds, output_gates(per_output, verify.get("gates") or {}, "verify.outputs.{name}.gates")
 
 
 def _with_verify_gate(pass_name: str, params: dict[str, Any], verify: dict[str, Any]) -> dict[str, Any]:
@@ -552,17 +546,14 @@ def _verify(recipe: Recipe, out_dir: Path, produced: dict[str, Artifact | None],
     todo = [a for n, a in arts if a is not None and a.kind in ("onnx", "engine")]
     # The fp32 parent chain gives the model to localise int8 error against.
     fp32 = next((a.path for a in todo if a.precision == "fp32" and a.kind == "onnx"), None)
-    from optkit.verification.output_kinds import detect_kinds
+    from optkit.verification.output_kinds import check_output_names, detect_kinds
 
     kind_overrides, output_gates = output_settings(v)
     kinds = detect_kinds(reference.outputs, fp32, kind_overrides, where="verify.outputs")
     threshold = float(v.get("threshold", DECISION_THRESHOLD))
     for k in kinds.values():
         echo(f"[verify] {k.line(threshold, reference.labels is not None)}")
-    unknown = sorted(set(output_gates) - set(reference.outputs))
-    if unknown:
-        raise InputError(f"verify.outputs.{unknown[0]}: the model has no output {unknown[0]!r} (its outputs: "
-                         f"{', '.join(reference.outputs)})")
+    check_output_names(output_gates, list(reference.outputs), "verify.outputs.{name}")
     report = verify_on_providers(
         todo, reference, verify_providers(v), reference_path=str(ref_path),
         threshold=threshold, gates=merge_gates(v.get("gates")), output_kinds=kinds, output_gates=output_gates,

@@ -17,7 +17,7 @@ frames        per-frame values: (batch, frames, 1), a     per-frame decisions at
               Sigmoid per frame, a dynamic frame axis,    |Δ| per frame
               or (batch, F) within [0, 1]
 embedding     many values per sample (>= 8), unbounded    per-sample cosine (min and mean); EER of
-                                                          same/different-label trials with labels
+              or each sample of L2 norm 1                 same/different-label trials with labels
 other         anything else (class-probability vectors,   element-wise |Δ| and decisions at the
               (batch, T, D) ...)                          threshold (the gate as it always was)
 ============  ==========================================  =========================================
@@ -112,6 +112,15 @@ def within_unit(values: np.ndarray) -> bool:
     return bool(v.size and np.isfinite(v).all() and v.min() >= -RANGE_SLACK and v.max() <= 1.0 + RANGE_SLACK)
 
 
+def unit_norm(values: np.ndarray, tol: float = 1e-3) -> bool:
+    """Every sample's vector has L2 norm 1 (an L2-normalised embedding; per-frame probabilities
+    summing in squares to exactly 1 on every sample would be a coincidence)."""
+    v = np.asarray(values, np.float64).reshape(len(values), -1) if np.ndim(values) else np.zeros((0, 0))
+    if not v.size or not np.isfinite(v).all():
+        return False
+    return bool(np.all(np.abs(np.linalg.norm(v, axis=1) - 1.0) <= tol))
+
+
 # -- the graph ---------------------------------------------------------------------------------
 
 def output_head_op(path: Path, output: str) -> str | None:
@@ -181,6 +190,10 @@ def detect_kind(name: str, values: np.ndarray, head_op: str | None = None,
     if len(per_sample) == 2 and per_sample[1] == 1:
         return OutputKind(name, "frames", f"({shape}) per sample: one value per frame")
     if len(per_sample) == 1:
+        if size >= EMBEDDING_MIN_VALUES and head_op not in PROBABILITY_OPS and unit_norm(v):
+            # an L2-normalised vector: before the frame tests (an all-positive one lies in [0, 1]; torch's
+            # exporter names an unresolved dimension, e.g. 'Divoutput_dim_1', which reads as a dynamic axis)
+            return OutputKind(name, "embedding", f"{size} values per sample, each sample of L2 norm 1, {head}")
         if frame_axis:
             return OutputKind(name, "frames", f"{size} values per sample on the dynamic axis {declared_shape[1]!r}")
         if head_op in PROBABILITY_OPS:
@@ -231,6 +244,37 @@ def parse_output_kind_option(values: Any, where: str = "--output-kind") -> dict[
             raise InputError(f"{where} {item!r}: unknown output kind {kind!r}; use one of {', '.join(KINDS)}")
         out[name] = kind
     return out
+
+
+def parse_output_gate_option(values: Any, where: str = "--output-gate") -> dict[str, dict[str, dict[str, Any]]]:
+    """CLI ``--output-gate NAME:PRECISION.LIMIT=VALUE`` (repeatable; 'off' disables a limit) ->
+    {name: {precision: {limit: value}}}, the shape of a recipe's ``outputs: NAME: {gates: ...}``.
+    The name ends at the last ':' (an output name may hold one); precisions and limits are checked
+    by ``verify.merge_gates``, names against the model later."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for item in values or ():
+        lhs, sep, raw = str(item).rpartition("=")
+        name, colon, key = lhs.rpartition(":")
+        precision, dot, limit = key.partition(".")
+        name, precision, limit, raw = name.strip(), precision.strip(), limit.strip(), raw.strip()
+        if not sep or not colon or not dot or not name or not precision or not limit or not raw:
+            raise InputError(f"{where} {item!r}: expected NAME:PRECISION.LIMIT=VALUE, e.g. "
+                             "embedding:int8.min_sample_cosine=0.97")
+        try:
+            value: float | None = None if raw.lower() in ("none", "null", "off") else float(raw)
+        except ValueError:
+            raise InputError(f"{where} {item!r}: {raw!r} is not a number (or 'off')") from None
+        out.setdefault(name, {}).setdefault(precision, {})[limit] = value
+    return out
+
+
+def check_output_names(per_output: Mapping[str, Any], names: Any, where: str) -> None:
+    """Per-output settings for an output the model lacks: an InputError naming the outputs there
+    are (``where``: a template with ``{name}``, e.g. "verify.outputs.{name}")."""
+    unknown = sorted(set(per_output) - set(names))
+    if unknown:
+        raise InputError(f"{where.format(name=unknown[0])}: the model has no output {unknown[0]!r} (its outputs: "
+                         f"{', '.join(names)})")
 
 
 # -- per-output settings of a recipe -----------------------------------------------------------

@@ -110,10 +110,25 @@ def merge_gates(overrides: dict[str, dict[str, Any]] | None, where: str = "gates
     return gates
 
 
+def output_gates(per_output: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]] | None = None,
+                 where: str = "outputs.{name}.gates") -> dict[str, dict[str, Gate]]:
+    """Each output's own gates {name: {precision: Gate}}: the defaults, then ``base`` (the
+    command's or recipe's gate overrides), then that output's limits; only the precisions the
+    output sets (the others use the common gate). Recipes' ``verify.outputs`` and ``--output-gate``
+    (``where``: a template with ``{name}`` for the errors)."""
+    gates: dict[str, dict[str, Gate]] = {}
+    for name, g in per_output.items():
+        merged = {p: {**((base or {}).get(p) or {}), **(v or {})} for p, v in g.items()}
+        gates[name] = {p: gate for p, gate in merge_gates(merged, where=where.format(name=name)).items()
+                       if p in merged}
+    return gates
+
+
 # The range of each limit: errors and drops are >= 0, agreement is a share, cosine a cosine.
 GATE_RANGES: dict[str, tuple[float, float]] = {
     "max_abs": (0.0, math.inf), "mean_abs": (0.0, math.inf), "min_agreement": (0.0, 1.0),
     "min_cosine": (-1.0, 1.0), "min_snr_db": (-math.inf, math.inf), "max_accuracy_drop": (0.0, 1.0),
+    "min_sample_cosine": (-1.0, 1.0), "min_mean_cosine": (-1.0, 1.0), "max_eer_increase": (0.0, 1.0),
 }
 
 
@@ -460,6 +475,8 @@ def judge_outputs(reference: dict[str, np.ndarray], outs: dict[str, np.ndarray],
         drop = None if reference_accuracy is None else reference_accuracy - task["accuracy"]
     for name, m in per_output.items():
         g = (output_gates or {}).get(name, gate)
+        if name in (output_gates or {}):  # the report says which limits judged this output
+            m["output_gate"] = g.applied(kinds[name].kind)
         failures += [f"{name}: {f}" if len(per_output) > 1 else f
                      for f in g.check(m, drop if name == decider else None, kinds[name].kind)]
     return Judgement(per_output, task, drop, failures)

@@ -162,3 +162,31 @@ def test_a_bad_output_kind_override_is_one_line_exit_1(cli_runner, tmp_path):
         assert not (tmp_path / "x.int8.onnx").exists()
     res = _quantize(cli_runner, model, tmp_path / "o.int8.onnx", calib, "--output-kind", "emb=other")
     assert "output emb: other (set by override)" in res.output, res.output
+
+
+def test_output_gate_on_the_cli_is_the_steps_per_output_gate(cli_runner, tmp_path):
+    """--output-gate NAME:int8.LIMIT=VALUE: the search checks that output against its own limit (one
+    no int8 model can meet: exit 3 on the cosine); bad ones are one line, exit 1, nothing written."""
+    import kind_models
+
+    model = kind_models.build_embedding_model(tmp_path / "m.onnx")
+    calib = kind_models.write_calibration(tmp_path / "calib", 24)
+    res = _quantize(cli_runner, model, tmp_path / "m.int8.onnx", calib, "--budget", "1",
+                    "--output-gate", "emb:int8.min_mean_cosine=0.9999999")
+    assert res.exit_code == 3, res.output
+    assert "mean per-sample cosine" in res.output.splitlines()[-1] and not (tmp_path / "m.int8.onnx").exists()
+    res = _quantize(cli_runner, model, tmp_path / "m.int8.onnx", calib, "--budget", "1",
+                    "--output-gate", "emb:int8.min_mean_cosine=0.5", "--output-gate", "emb:int8.min_sample_cosine=0.5")
+    assert res.exit_code == 0, res.output
+    settings = json.loads((tmp_path / "m.int8.search.json").read_text())
+    assert settings["key"]["outputs"]["emb"][1]["min_mean_cosine"] == 0.5
+    for bad, msg in (("nope:int8.min_mean_cosine=0.5", "the model has no output 'nope' (its outputs: emb)"),
+                     ("emb:int8.min_cosinus=0.5", "unknown limit min_cosinus"),
+                     ("emb:int8.min_sample_cosine=1.5", "out of range"),
+                     ("emb:min_sample_cosine=0.5", "expected NAME:PRECISION.LIMIT=VALUE")):
+        res = _quantize(cli_runner, model, tmp_path / "x.int8.onnx", calib, "--output-gate", bad)
+        assert res.exit_code == 1, res.output
+        assert res.output.strip().splitlines()[-1].startswith("Error: ") and msg in res.output, res.output
+        assert "Traceback" not in res.output and not (tmp_path / "x.int8.onnx").exists()
+    res = _quantize(cli_runner, model, tmp_path / "x.int8.onnx", calib, "--output-gate", "emb:fp16.max_abs=1")
+    assert res.exit_code == 2 and "checks the int8 gate only" in res.output, res.output

@@ -16,6 +16,10 @@ from optkit.verification.verify import DEFAULT_GATES, judge_outputs
 RNG = np.random.default_rng(0)
 
 
+def _l2(v):
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
 @pytest.mark.parametrize("values, head, shape, kind", [
     (RNG.uniform(0, 1, (10, 1)), None, None, "probability"),
     (RNG.uniform(0, 1, (10,)), "Sigmoid", None, "probability"),
@@ -23,6 +27,10 @@ RNG = np.random.default_rng(0)
     (RNG.normal(0, 3, (10, 1)), "Sigmoid", None, "probability"),   # the op decides over the values
     (RNG.normal(0, 1, (10, 64)), "MatMul", ("batch", 64), "embedding"),
     (RNG.normal(0, 1, (10, 30, 1)), None, None, "frames"),
+    # L2-normalised and all positive (a briefly trained encoder): an embedding, not frames
+    (_l2(np.abs(RNG.normal(0, 1, (10, 32)))), "Div", ("batch", 32), "embedding"),
+    (_l2(np.abs(RNG.normal(0, 1, (10, 32)))) * 0.9, "Div", ("batch", 32), "frames"),   # norm 0.9: not normalised
+    (_l2(RNG.normal(0, 1, (10, 32))), "Div", ("batch", "Divoutput_dim_1"), "embedding"),  # torch's unresolved dim
     (RNG.uniform(0, 1, (10, 30)), None, None, "frames"),
     (RNG.normal(0, 1, (10, 30)), "Add", ("batch", "frames"), "frames"),   # a dynamic frame axis
     (RNG.normal(0, 1, (10, 30)), "Sigmoid", None, "frames"),
@@ -194,3 +202,49 @@ def test_verify_output_kind_override_and_a_bad_one(cli_runner, tmp_path):
         assert res.exit_code == 1, res.output
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert lines[-1].startswith("Error: ") and msg in lines[-1] and "Traceback" not in res.output, res.output
+
+
+def test_verify_output_gate_sets_one_outputs_limits(cli_runner, tmp_path):
+    """--output-gate NAME:PREC.LIMIT=VALUE: the per-output gate of a recipe's verify: outputs, on the
+    CLI. Another seed's encoder fails the fp32 cosine gate; that output's own limits let it pass."""
+    from kind_models import build_embedding_model
+
+    _, ref = _ref(tmp_path, "emb", build_embedding_model, "emb")
+    other = build_embedding_model(tmp_path / "other.onnx", seed=5)
+    res = invoke(cli_runner, ["verify", other, "--reference", ref, "--report-dir", tmp_path / "r",
+                              "--output-gate", "emb:fp32.min_sample_cosine=-1"])
+    assert res.exit_code == 0, res.output
+    art = json.loads((tmp_path / "r" / "report.json").read_text())["artifacts"][0]
+    assert art["outputs"]["emb"]["output_gate"] == {"min_sample_cosine": -1.0}  # only the limits an embedding has
+    assert art["gate"]["min_sample_cosine"] == 0.99999  # the common gate is unchanged
+    # on top of --gate: the command's limit still holds where the output sets none
+    res = invoke(cli_runner, ["verify", other, "--reference", ref, "--output-gate", "emb:fp32.max_abs=1",
+                              "--gate", "fp32.min_sample_cosine=0.999"])
+    assert res.exit_code == 3 and "worst per-sample cosine" in res.output, res.output
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ("nope:fp32.min_sample_cosine=0.5", "--output-gate nope: the model has no output 'nope' (its outputs: emb)"),
+    ("emb:fp32.min_cosinus=0.5", "unknown limit min_cosinus"),
+    ("emb:fp64.max_abs=1", "unknown precision 'fp64'"),
+    ("emb:fp32.max_abs=big", "'big' is not a number"),
+    ("emb:fp32.min_agreement=2", "out of range"),
+    ("emb=fp32.max_abs=1", "expected NAME:PRECISION.LIMIT=VALUE"),
+    ("emb:max_abs=1", "expected NAME:PRECISION.LIMIT=VALUE"),
+])
+def test_verify_a_bad_output_gate_is_one_line_exit_1(cli_runner, tmp_path, bad, msg):
+    from kind_models import build_embedding_model
+
+    emb, ref = _ref(tmp_path, "emb", build_embedding_model, "emb")
+    res = invoke(cli_runner, ["verify", emb, "--reference", ref, "--output-gate", bad])
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: ") and msg in lines[-1] and "Traceback" not in res.output, res.output
+
+
+def test_parse_output_gate_option_keeps_colons_in_names():
+    from optkit.verification.output_kinds import parse_output_gate_option
+
+    assert parse_output_gate_option(["out:0:int8.min_agreement=0.99", "out:0:int8.mean_abs=off",
+                                     "emb:fp16.min_sample_cosine=0.9"]) == {
+        "out:0": {"int8": {"min_agreement": 0.99, "mean_abs": None}}, "emb": {"fp16": {"min_sample_cosine": 0.9}}}
