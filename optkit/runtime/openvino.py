@@ -101,7 +101,7 @@ class OpenVINORunner(Runner):
             raise InputError(f"{self.path}: the OpenVINO runner reads .onnx models")
         # Parse with onnx first: given a file that is not ONNX, read_model would try its other
         # frontends (TensorFlow, ...) and print their parser noise before failing.
-        load_onnx(require_file(self.path, "ONNX model"), load_weights=False)
+        proto = load_onnx(require_file(self.path, "ONNX model"), load_weights=False)
         self.core = ov.Core()
         if self.device not in self.core.available_devices:
             from optkit.common.errors import RuntimeUnavailable
@@ -114,7 +114,12 @@ class OpenVINORunner(Runner):
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # RuntimeError from the ONNX frontend: bad protobuf, unknown op
             raise InputError(f"OpenVINO cannot read {self.path.name}: {_first_line(exc)}") from exc
-        self._inputs = [self._spec(port) for port in self.model.inputs]
+        # the declared length range of a dynamic time axis (export --length-range) is in the ONNX
+        # metadata, which OpenVINO's ports do not carry
+        from optkit.model.dynamic import input_ranges
+
+        ranges = input_ranges({p.key: p.value for p in proto.metadata_props})
+        self._inputs = [self._spec(port, ranges) for port in self.model.inputs]
         self._outputs = [port.get_any_name() for port in self.model.outputs]
         self._compiled.clear()
         # Compile once now (batch 1 where the batch is dynamic) so errors surface at load time and
@@ -130,12 +135,13 @@ class OpenVINORunner(Runner):
         self.core = None
         self.active = False
 
-    def _spec(self, port: Any) -> TensorSpec:
+    def _spec(self, port: Any, ranges: dict[str, tuple[tuple[int, int, int], ...]] | None = None) -> TensorSpec:
         dims: list[int | None] = []
         for d in port.get_partial_shape():
             dims.append(int(d.get_length()) if d.is_static else None)
         dtype = _OV_TO_NUMPY.get(port.get_element_type().get_type_name(), "float32")
-        return TensorSpec(port.get_any_name(), tuple(dims), dtype)
+        name = port.get_any_name()
+        return TensorSpec(name, tuple(dims), dtype, (ranges or {}).get(name, ()))
 
     def compile_config(self) -> dict[str, Any]:
         """The properties passed to compile_model."""
