@@ -139,3 +139,31 @@ def test_trials_of_a_dynamic_length_model_keep_its_declared_range(cli_runner, tm
     assert "dynamic dimension" not in res.output
     axes = read_dynamic_axes(load_onnx(out if out.exists() else tmp_path / "m.int8.failed.onnx"))
     assert [(a.tensor, a.axis, a.min, a.max) for a in axes] == [("x", 3, 20, 300)]
+
+
+def test_the_search_judges_each_length_bucket_as_verify_does(dynamic_cnn):
+    """A trial that passes over the whole mixed-length set but misses the gate in one length
+    bucket fails, with that bucket named, as `optkit verify` would fail it (the search had chosen
+    such a model, which verify then refused)."""
+    from optkit.quantization.int8_search import Validation, evaluate
+    from optkit.runtime.onnxruntime import OnnxRuntimeRunner
+    from optkit.verification.verify import DEFAULT_GATES
+
+    model, _ = dynamic_cnn
+    rng = np.random.default_rng(1)
+    lengths = np.sort(rng.integers(20, 301, size=180))
+    samples = [rng.standard_normal((1, 8, int(n))).astype(np.float32) for n in lengths]
+    with OnnxRuntimeRunner(model) as runner:
+        y = np.concatenate([runner.infer({"x": s[None]})["y"] for s in samples])
+    gate = DEFAULT_GATES["int8"]
+    as_is = Validation("holdout", {"x": samples}, {"y": y}, None, "test")
+    assert evaluate(model, as_is, gate, 0.5)[3] == []
+    # the same model against outputs shifted by 0.03 in the longest sixth only: overall mean |diff|
+    # 0.005 passes, that bucket's 0.03 does not
+    shifted = y.copy()
+    longest = lengths >= np.sort(lengths)[-30]
+    shifted[longest] += 0.03
+    failures = evaluate(model, Validation("holdout", {"x": samples}, {"y": shifted}, None, "test"), gate, 0.5)[3]
+    assert failures and all(f.startswith("length ") and "mean |diff|" in f for f in failures), failures
+    lo = int(lengths[longest].min())
+    assert any(f.startswith(f"length {lo}-") or f.startswith(f"length {lo} ") for f in failures), failures
