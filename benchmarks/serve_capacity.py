@@ -41,6 +41,7 @@ SLO_P99_MS = 100.0  # well above the single-request tail here (p99 40-55 ms at 5
 TARGET_RPS = 1000.0
 HEADROOM = 0.3
 SERVE_ARGS = ["--threads", "2", "--no-audio"]
+EXTRA_SERVE_ARGS: list[str] = []  # --serve-arg
 
 
 def log(msg: str) -> None:
@@ -56,7 +57,7 @@ def load_average() -> list[float] | None:
 
 def one_pass(artifacts: list[Path], providers: list[str], cfg: cap.CapacityConfig, index: int) -> dict[str, Any]:
     before, t0 = load_average(), time.perf_counter()
-    rows = cap.capacity_services(artifacts, providers, cfg, serve_args=SERVE_ARGS,
+    rows = cap.capacity_services(artifacts, providers, cfg, serve_args=SERVE_ARGS + EXTRA_SERVE_ARGS,
                                  progress=lambda m: log(f"pass {index}: {m}"))
     return {"load_average_before": before, "load_average_after": load_average(),
             "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
@@ -67,7 +68,7 @@ def markdown(result: dict[str, Any]) -> str:
     out = [f"# Capacity of the bundled model: p99 <= {c['slo_p99_ms']:g} ms, {c['target_rps']:g} requests/s, "
            f"{c['headroom']:.0%} headroom, two passes", "",
            f"`{result['command']}`; steps of {c['step_seconds']:g} s, bisection to {c['tolerance']:.0%}, at most "
-           f"{c['max_trials']} steps per row; servers `optkit serve {' '.join(SERVE_ARGS)}` on 127.0.0.1, one at "
+           f"{c['max_trials']} steps per row; servers `optkit serve {' '.join(SERVE_ARGS + EXTRA_SERVE_ARGS)}` on 127.0.0.1, one at "
            "a time.", "",
            f"{result['machine_text']}. The machine is shared with other engineers' jobs: load average "
            + "; ".join(f"pass {i + 1} {p['load_average_before']} -> {p['load_average_after']}"
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", default="cpu,openvino")
     p.add_argument("--step-seconds", type=float, default=3.0, help="length of each fixed-rate step")
     p.add_argument("--target-rps", type=float, default=TARGET_RPS, help="the load the node count is for")
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="one more optkit serve argument for every server, e.g. --serve-arg=--max-queue=32")
     args = p.parse_args(argv)
+    EXTRA_SERVE_ARGS[:] = args.serve_arg
     work = Path(args.work_dir)
     calib, _ = prep.calibration_source(None, 64)
     prep.prepare("voice-resnet", work, calib, 64, int8_targets=("cpu",))
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                      "same_nodes": per[0]["nodes"] is not None and per[0]["nodes"] == per[1]["nodes"]})
     result = {"command": "python benchmarks/serve_capacity.py" + (" --quick" if args.quick else
                                                                   f" --step-seconds {args.step_seconds:g}")
-              + (f" --target-rps {args.target_rps:g}" if args.target_rps != TARGET_RPS else ""),
+              + (f" --target-rps {args.target_rps:g}" if args.target_rps != TARGET_RPS else "")
+              + "".join(f" --serve-arg={a}" for a in args.serve_arg),
               "config": {k: getattr(cfg, k) for k in ("slo_p99_ms", "target_rps", "headroom", "step_seconds",
                                                       "tolerance", "max_trials", "max_rate", "timeout")},
               "machine": machine, "machine_text": cap.machine_line(machine),

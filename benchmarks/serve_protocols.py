@@ -1,8 +1,8 @@
 """The standard protocols and the model repository under load, on loopback.
 
 1. Overhead: one `optkit serve ARTIFACT` of the bundled int8 model (ORT CPU), loaded at a fixed
-   concurrency by an aiohttp client, in interleaved rounds per route: POST /verify (.npy body),
-   V2 infer with JSON tensors, V2 infer with the binary tensor extension, TF Serving predict
+   concurrency by an aiohttp client, in interleaved rounds per route: POST /verify (.npy body, and
+   the same numbers as a JSON body), V2 infer with JSON tensors, V2 infer with the binary tensor extension, TF Serving predict
    ("instances"). Saturation QPS and p50/p99 per route, side by side.
 2. Switch: `optkit serve --model-repository` with version 1 of the same model, loaded at the same
    concurrency over V2 binary while version 2 is copied in (a temp directory renamed into place):
@@ -50,6 +50,8 @@ def bodies(x: np.ndarray, name: str) -> dict[str, tuple[str, bytes, dict[str, st
                        "outputs": [{"name": "output_wvp", "parameters": {"binary_data": True}}]}).encode()
     return {
         "verify_npy": ("/verify", buf.getvalue(), {"Content-Type": "application/x-npy"}),
+        # the same numbers as JSON on optkit's own route: what the JSON protocol bodies compare with
+        "verify_json": ("/verify", json.dumps({"mfcc": x.tolist()}).encode(), {"Content-Type": "application/json"}),
         "v2_json": (f"/v2/models/{name}/infer", v2_json, {"Content-Type": "application/json"}),
         "v2_binary": (f"/v2/models/{name}/infer", head + x.tobytes(),
                       {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}),
@@ -106,8 +108,12 @@ def overhead(artifact: Path, rounds: int, seconds: float, concurrency: int) -> d
     summary = {k: {"qps_median": float(np.median([r["qps"] for r in v])),
                    "p50_ms_median": float(np.median([r["p50_ms"] for r in v]))} for k, v in out.items()}
     base = summary["verify_npy"]["qps_median"]
+    base_json = summary["verify_json"]["qps_median"]
     for k, s in summary.items():
         s["qps_vs_verify"] = s["qps_median"] / base
+        # the body form's own /verify: JSON routes against /verify with JSON, binary ones against .npy
+        s["qps_vs_verify_same_body"] = s["qps_median"] / (base_json if k in ("v2_json", "tf_instances",
+                                                                              "verify_json") else base)
         s["per_request_ms"] = 2e3 / s["qps_median"]  # core-ms per request on 2 cores (server + client)
     return {"rounds": out, "summary": summary}
 
