@@ -107,3 +107,23 @@ def test_lstm_macs_are_counted_and_stay_fp32(tmp_path):
         assert len(lstm) == 1 and b["unknown_shape_nodes"] == []
         assert lstm[0]["macs"] == expected
         assert b["share"]["int8"] == 0.0
+
+
+def test_a_declared_dynamic_time_axis_is_counted_at_its_export_length():
+    """A Conv after an input whose time axis is symbolic had no inferred shape, counted 0 MACs, and
+    a model with its Convs in float read as 100 % int8. The declared axis (export --length-range,
+    kept in the metadata) is counted at its export length."""
+    from optkit.model.dynamic import DynamicAxis, write_dynamic_axes
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, "T"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, "T"])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert mac_breakdown(model)["unknown_shape_nodes"] == ["conv"]  # without the declaration
+    write_dynamic_axes(model, [DynamicAxis("x", 3, "T", 10, 100, 50)])
+    b = mac_breakdown(model)
+    assert b["unknown_shape_nodes"] == [] and b["total_macs"] == 4 * 8 * 50 * (3 * 3 * 3)
+    write_dynamic_axes(model, [DynamicAxis("x", 3, "T", 10, 100)])  # no export length: the middle
+    assert mac_breakdown(model)["total_macs"] == 4 * 8 * 55 * (3 * 3 * 3)
