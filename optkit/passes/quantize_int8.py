@@ -268,6 +268,9 @@ def preprocess(src: Path, dst: Path) -> list[str]:
     raise PassFailed("ONNX Runtime's quantisation pre-processing failed: " + "; ".join(notes))
 
 
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
 def quantized_node_report(model: Any, fp16: set[str] | None = None) -> dict[str, Any]:
     """Compute nodes of a QDQ model that run in int8, by op type.
 
@@ -294,7 +297,15 @@ def quantized_node_report(model: Any, fp16: set[str] | None = None) -> dict[str,
                 or any(i in producers and producers[i].name in fp16 for i in node.input)):
             continue  # a Cast into or out of an fp16 node
         total[node.op_type] += 1
-        reads_int8 = any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
+        if node.op_type in WEIGHTED_OPS:
+            # ONNX Runtime fuses DQ -> Conv/Gemm/MatMul -> Q into an int8 kernel only when the
+            # weights come from a DequantizeLinear too: a node kept out of int8 (float weights)
+            # between quantised neighbours reads and writes int8 tensors yet runs in float
+            data = [i for i in node.input[:2] if i]
+            reads_int8 = len(data) == 2 and all(i in producers and producers[i].op_type == "DequantizeLinear"
+                                                for i in data)
+        else:
+            reads_int8 = any(i in producers and producers[i].op_type == "DequantizeLinear" for i in node.input)
         writes_int8 = all(any(c.op_type == "QuantizeLinear" for c in consumers.get(o, [])) for o in node.output if o)
         if reads_int8 and writes_int8:
             quantized[node.op_type] += 1

@@ -479,3 +479,32 @@ def test_weight_form_auto_follows_the_cpu(monkeypatch):
     assert q8.resolve_weights("s8", "cpu")[0] == "s8"
     with pytest.raises(InputError, match="takes s8 weights only"):
         q8.resolve_weights("u8", "tensorrt")
+
+
+@pytest.mark.parametrize("weight_from_dq", [True, False])
+def test_a_conv_kept_in_float_between_int8_neighbours_is_not_counted_int8(weight_from_dq):
+    """DQ -> Conv -> Q with float weights runs in float in ONNX Runtime (its QDQ fusion needs the
+    weights from a DequantizeLinear too); the report had counted it int8, so a search's float set
+    of 4 Convs read "quantised 42 of 42 nodes"."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from optkit.passes.quantize_int8 import quantized_node_report
+
+    inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "z"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.int8), "wq"),
+             numpy_helper.from_array(np.array(0, np.int8), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q0"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq0")]
+    if weight_from_dq:
+        nodes.append(helper.make_node("DequantizeLinear", ["wq", "s", "wz"], ["wd"], name="dqw"))
+    nodes += [helper.make_node("Conv", ["xd", "wd" if weight_from_dq else "w"], ["c"], name="conv"),
+              helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"], name="q1"),
+              helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["y"], name="dq1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])], initializer=inits)
+    report = quantized_node_report(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert report["by_op_type"]["Conv"] == {"quantized": 1 if weight_from_dq else 0, "total": 1}
+    assert report["fp32_nodes"] == ([] if weight_from_dq else ["conv"])
