@@ -55,6 +55,23 @@ def load_average() -> list[float] | None:
         return None
 
 
+def pin_apart(spec: str) -> None:
+    """Servers under ``taskset -c SERVER``, this process (the load generator) on GENERATOR: on a
+    small host, a generator on the server's cores takes whatever it needs from the server's rate
+    at that moment, and the capacity moves with it."""
+    import shutil
+
+    from optkit.serve.server import ServerProcess
+
+    server, _, generator = spec.partition(":")
+    cpus = {int(c) for c in generator.split(",") if c.strip()}
+    if not server or not cpus or shutil.which("taskset") is None:
+        raise SystemExit(f"--pin {spec}: need SERVER:GENERATOR CPU lists (e.g. 1:0) and taskset")
+    os.sched_setaffinity(0, cpus)
+    command = ServerProcess.command
+    ServerProcess.command = lambda self: ["taskset", "-c", server, *command(self)]
+
+
 def one_pass(artifacts: list[Path], providers: list[str], cfg: cap.CapacityConfig, index: int) -> dict[str, Any]:
     before, t0 = load_average(), time.perf_counter()
     rows = cap.capacity_services(artifacts, providers, cfg, serve_args=SERVE_ARGS + EXTRA_SERVE_ARGS,
@@ -96,8 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-rps", type=float, default=TARGET_RPS, help="the load the node count is for")
     p.add_argument("--serve-arg", action="append", default=[],
                    help="one more optkit serve argument for every server, e.g. --serve-arg=--max-queue=32")
+    p.add_argument("--pin", metavar="SERVER:GENERATOR", default=None,
+                   help="CPU lists for the servers and for this process (the load generator), e.g. 1:0, so that "
+                        "neither takes the other's cores (taskset)")
     args = p.parse_args(argv)
     EXTRA_SERVE_ARGS[:] = args.serve_arg
+    if args.pin:
+        pin_apart(args.pin)
     work = Path(args.work_dir)
     calib, _ = prep.calibration_source(None, 64)
     prep.prepare("voice-resnet", work, calib, 64, int8_targets=("cpu",))
@@ -127,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python benchmarks/serve_capacity.py" + (" --quick" if args.quick else
                                                                   f" --step-seconds {args.step_seconds:g}")
               + (f" --target-rps {args.target_rps:g}" if args.target_rps != TARGET_RPS else "")
-              + "".join(f" --serve-arg={a}" for a in args.serve_arg),
+              + "".join(f" --serve-arg={a}" for a in args.serve_arg) + (f" --pin {args.pin}" if args.pin else ""),
               "config": {k: getattr(cfg, k) for k in ("slo_p99_ms", "target_rps", "headroom", "step_seconds",
                                                       "tolerance", "max_trials", "max_rate", "timeout")},
               "machine": machine, "machine_text": cap.machine_line(machine),
