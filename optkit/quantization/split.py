@@ -180,7 +180,9 @@ def split_by_length(lengths: np.ndarray, holdout: float, strata: np.ndarray | No
     cls = np.zeros(len(lengths), np.int64) if strata is None or by is None else \
         np.unique(np.asarray(strata), return_inverse=True)[1].astype(np.int64)
     sp = stratified_split(len(lengths), holdout, cls * len(buckets) + bucket, "class x length", seed)
-    sp.by, sp.counts, sp.classes = by, {}, []
+    # the counts and warnings stratified_split made are of the class x length strata: start over
+    # from the classes alone (none without labels or decisions)
+    sp.by, sp.counts, sp.classes, sp.warnings = by, {}, [], []
     _count_classes(sp, strata, by)
     labels = [bucket_label(lo, hi) for lo, hi in buckets]
     sp.lengths = {part: {labels[i]: int(np.sum(bucket[idx] == i)) for i in range(len(buckets))}

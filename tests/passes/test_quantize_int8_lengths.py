@@ -167,3 +167,13 @@ def test_the_search_judges_each_length_bucket_as_verify_does(dynamic_cnn):
     assert failures and all(f.startswith("length ") and "mean |diff|" in f for f in failures), failures
     lo = int(lengths[longest].min())
     assert any(f.startswith(f"length {lo}-") or f.startswith(f"length {lo} ") for f in failures), failures
+
+
+def test_an_unstratified_mixed_length_split_warns_of_no_class():
+    """Without labels or decisions the split is by length bucket alone; its warnings had kept those
+    of the class x length strata ("holds one class only (label 0, by class x length)")."""
+    from optkit.quantization.split import split_by_length
+
+    sp = split_by_length(np.full(20, 100), 0.25, None, None)
+    assert sp.warnings == [] and sp.counts == {} and len(sp.validation) == 5
+    assert "class" not in sp.describe()
