@@ -827,8 +827,9 @@ def _validation(fp32: Path, input_name: str, samples: Any, cfg: QuantizeInt8Conf
                          "validation (or give --reference)")
     s, by = strata(outputs, y)
     if ragged:
-        axis = samples.time_axis
-        sp = split_by_length(np.array([a.shape[axis] for a in x]), cfg.holdout, s, by)
+        from optkit.verification.lengths import lengths_of
+
+        sp = split_by_length(lengths_of(x, samples.time_axis), cfg.holdout, s, by)
     else:
         sp = stratified_split(len(x), cfg.holdout, s, by)
     v = sp.validation

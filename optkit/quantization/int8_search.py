@@ -241,14 +241,11 @@ def evaluate(path: Path, validation: Validation, gate: Any, threshold: float,
 
 
 def _sample_lengths(validation: Validation) -> np.ndarray | None:
-    """Each validation sample's length when the inputs are lists of samples of different lengths
-    (the axis whose size varies; the last one when none does); None for a fixed-length set."""
+    """Each validation sample's length for a mixed-length set (lists of samples); None otherwise."""
+    from optkit.verification.lengths import lengths_of
+
     samples = next((v for v in validation.inputs.values() if isinstance(v, list)), None)
-    if not samples:
-        return None
-    shapes = np.array([np.shape(s) for s in samples])
-    varying = [a for a in range(shapes.shape[1]) if len(set(shapes[:, a].tolist())) > 1]
-    return shapes[:, varying[0] if varying else shapes.shape[1] - 1].astype(np.int64)
+    return lengths_of(samples) if samples else None
 
 
 # -- one trial ---------------------------------------------------------------------------------

@@ -26,9 +26,18 @@ def sample_lengths(reference: Any) -> np.ndarray | None:
     """Each sample's length on the time axis of a mixed-length reference; None for a fixed one."""
     if not getattr(reference, "mixed_length", False):
         return None
-    axis = int(reference.meta.get("time_axis", -1))
     samples = next(v for v in reference.inputs.values() if isinstance(v, list))
-    return np.array([s.shape[axis] for s in samples], dtype=np.int64)
+    return lengths_of(samples, int(reference.meta.get("time_axis", -1)))
+
+
+def lengths_of(samples: Any, time_axis: int | None = None) -> np.ndarray:
+    """Each sample's size on ``time_axis``; None: the axis whose size varies among the samples (the
+    last one when none does), for sets that do not record their time axis."""
+    shapes = np.array([np.shape(s) for s in samples], dtype=np.int64)
+    if time_axis is None:
+        varying = [a for a in range(shapes.shape[1]) if len(np.unique(shapes[:, a])) > 1]
+        time_axis = varying[0] if varying else -1
+    return shapes[:, time_axis]
 
 
 def length_summary(lengths: np.ndarray) -> dict[str, Any]:
